@@ -1,0 +1,59 @@
+"""One encoder, one typed decoder per message family.
+
+Decoding is where validation happens: a payload that is not valid JSON, has
+an unknown tag, a missing field, a non-UUID session id or a verb outside the
+enum raises `ContractError`, and nothing below the boundary sees raw dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from .commands import AnyCommand, CancelReply, SessionRecord, TurnLock, VerbResult
+from .kinds import Event
+
+T = TypeVar("T")
+
+
+class ContractError(ValueError):
+    """A payload does not match the contract. The message says where."""
+
+
+_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(Event)
+_command_decoder = msgspec.json.Decoder(AnyCommand)
+_decoders: dict[Any, msgspec.json.Decoder] = {
+    VerbResult: msgspec.json.Decoder(VerbResult),
+    CancelReply: msgspec.json.Decoder(CancelReply),
+    SessionRecord: msgspec.json.Decoder(SessionRecord),
+    TurnLock: msgspec.json.Decoder(TurnLock),
+}
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def _decode(decoder: msgspec.json.Decoder, data: bytes | str, what: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ContractError(f"invalid {what}: {exc}") from None
+
+
+def decode_event(data: bytes | str) -> Event:
+    return _decode(_event_decoder, data, "event")
+
+
+def decode_command(data: bytes | str) -> AnyCommand:
+    return _decode(_command_decoder, data, "command")
+
+
+def decode(data: bytes | str, type_: type[T]) -> T:
+    """Decode one of the non-union contract types (replies, KV records)."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        raise TypeError(f"{type_!r} is not a contract type")
+    return _decode(decoder, data, type_.__name__)

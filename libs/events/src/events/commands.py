@@ -1,0 +1,102 @@
+"""Commands: what a service is asked to do, in the imperative.
+
+Commands travel on the work-queue stream (prompt, verb) or as core NATS
+requests to whichever runner owns a turn (cancel, approval answers). Each is
+decoded with a typed decoder on arrival; a command that does not decode is
+terminated, never retried.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Union
+
+import msgspec
+
+from .types import Actor, IdempotencyKey, ModelName, Prompt, RequestId, SessionId, TurnId, utcnow
+from .verbs import Verb
+
+
+class Command(msgspec.Struct, kw_only=True, tag_field="type"):
+    by: Actor
+    ts: datetime = msgspec.field(default_factory=utcnow)
+
+
+class OpenSession(Command, tag="open_session"):
+    session_id: SessionId
+
+
+class StartTurn(Command, tag="prompt"):
+    """Run one CLI turn for a session. The gateway already holds the turn
+    lock and has recorded the `user` event when this is published."""
+
+    session_id: SessionId
+    turn_id: TurnId
+    prompt: Prompt
+    model: ModelName
+
+
+class CancelTurn(Command, tag="cancel"):
+    session_id: SessionId
+    turn_id: TurnId | None = None
+
+
+class RunVerb(Command, tag="run_verb"):
+    """Run one power verb. `verb` is an enum: anything else fails to decode."""
+
+    request_id: RequestId
+    verb: Verb
+    session_id: SessionId | None = None
+    idempotency_key: IdempotencyKey | None = None
+    origin: Literal["operator", "agent"] = "operator"
+
+
+class AnswerApproval(Command, tag="answer_approval"):
+    session_id: SessionId
+    approval_id: RequestId
+    approved: bool
+
+
+AnyCommand = Union[OpenSession, StartTurn, CancelTurn, RunVerb, AnswerApproval]
+
+COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
+
+
+# Replies and records: not commands, but part of the contract all the same.
+
+
+class VerbResult(msgspec.Struct, kw_only=True):
+    """The body of `POST /api/pve/{verb}` (SPEC §3), also the executor's reply."""
+
+    verb: Verb
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    rejected: bool = False
+
+
+class CancelReply(msgspec.Struct, kw_only=True):
+    cancelled: bool
+
+
+class SessionRecord(msgspec.Struct, kw_only=True):
+    """A session's entry in the KV bucket."""
+
+    session_id: SessionId
+    created_by: Actor
+    created_at: datetime
+
+
+class TurnLock(msgspec.Struct, kw_only=True):
+    """A session's turn lock in the KV bucket, taken with compare-and-set.
+
+    `owner` is the runner instance that holds the turn ("" until one picks it
+    up); `lease_until` (epoch seconds) is renewed while it runs, so a lock whose
+    lease lapsed belongs to a runner that died and may be reaped.
+    """
+
+    turn_id: TurnId
+    by: Actor
+    started_at: float
+    lease_until: float
+    owner: str = ""

@@ -1,0 +1,100 @@
+"""Reading settings from the environment, once, with clear errors.
+
+Each service builds its own settings object at start-up from these helpers
+and passes it down; nothing deeper reads `os.environ`. A bad value stops the
+service with one line naming the variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+PREFIX = "BREAKGLASS_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Env:
+    """A read-only view of `BREAKGLASS_*` variables with typed getters."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = dict(os.environ if environ is None else environ)
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(PREFIX + name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def required(self, name: str, why: str = "") -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(f"{PREFIX}{name} is required{': ' + why if why else ''}")
+        return value
+
+    def int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be a whole number, got {value!r}") from None
+        if minimum is not None and number < minimum or maximum is not None and number > maximum:
+            raise ConfigError(f"{PREFIX}{name} must be between {minimum} and {maximum}, got {number}")
+        return number
+
+    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be a number, got {value!r}") from None
+        if number < minimum or number != number:
+            raise ConfigError(f"{PREFIX}{name} must be at least {minimum}, got {value!r}")
+        return number
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{PREFIX}{name} must be 0 or 1, got {value!r}")
+
+    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(name)
+        if value is None:
+            return default
+        items = tuple(item.strip() for item in value.split(",") if item.strip())
+        if not items:
+            raise ConfigError(f"{PREFIX}{name} must list at least one value")
+        return items
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        if value not in choices:
+            raise ConfigError(f"{PREFIX}{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value  # type: ignore[return-value]
+
+
+def nats_url(env: Env, service: str) -> str:
+    url = env.raw("NATS_URL")
+    if url is None:
+        raise ConfigError(
+            f"{PREFIX}NATS_URL is required to run {service} on its own "
+            "(`breakglass up` starts an embedded server and sets it for you)"
+        )
+    if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+        raise ConfigError(f"{PREFIX}NATS_URL must be a nats:// or tls:// URL, got {url!r}")
+    return url

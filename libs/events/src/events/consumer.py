@@ -1,0 +1,76 @@
+"""The command consumer every worker runs: pull, decode, hand over.
+
+Delivery is at-most-once by design. A command is acknowledged (and the ack
+confirmed by the server) *before* its handler runs, because the two things a
+handler does must never happen twice: start a CLI turn, run a power verb. A
+worker that dies mid-command is covered elsewhere: a turn's lease lapses and
+it is reaped with `interrupted`; a verb's outcome is on the audit subject.
+
+A payload that does not decode, or a command of a type this worker does not
+handle, is terminated at once (never redelivered) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from .codec import ContractError, decode_command
+from .commands import Command
+from .topology import Topology
+
+Handler = Callable[[Command], Awaitable[None]]
+
+
+async def consume(
+    js: JetStreamContext,
+    durable: str,
+    accepts: tuple[type[Command], ...],
+    handle: Handler,
+    *,
+    stop: asyncio.Event,
+    log: logging.Logger,
+    topology: Topology = Topology(),
+    concurrency: int = 4,
+    poll_seconds: float = 1.0,
+) -> None:
+    """Run until `stop` is set; at most `concurrency` handlers at once."""
+    sub = await js.pull_subscribe_bind(durable, stream=topology.commands_stream)
+    running: set[asyncio.Task[None]] = set()
+
+    async def run(command: Command) -> None:
+        try:
+            await handle(command)
+        except Exception:
+            log.exception("handler failed for %s", type(command).__name__)
+
+    try:
+        while not stop.is_set():
+            if len(running) >= concurrency:
+                await asyncio.wait(running, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await sub.fetch(concurrency - len(running), timeout=poll_seconds)
+            except (NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            for msg in msgs:
+                try:
+                    command = decode_command(msg.data)
+                    if not isinstance(command, accepts):
+                        raise ContractError(f"{durable} does not handle {type(command).__name__}")
+                except ContractError as exc:
+                    log.warning("terminated a poison message on %s: %s", msg.subject, exc)
+                    await msg.term()
+                    continue
+                await msg.ack_sync()
+                task = asyncio.create_task(run(command))
+                running.add(task)
+                task.add_done_callback(running.discard)
+    finally:
+        await sub.unsubscribe()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)

@@ -1,0 +1,182 @@
+"""Event kinds: the facts recorded in a session's log, in the past tense.
+
+Wire shape (SPEC §4): a flat JSON object whose `kind` names the fact, with
+the envelope fields beside the kind's own fields. The gateway adds `id` (the
+JetStream sequence) on the way out, so stored bytes go to the browser
+without being decoded and encoded again.
+
+Evolution rule: within schema version `v` changes are additive only (a new
+kind, or a new optional field with a default). Readers skip kinds they do not
+know (`decode_event_lenient`). Renaming or removing a field bumps `v`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Union
+
+import msgspec
+
+from .types import Actor, SessionId, TurnId, utcnow
+from .verbs import Verb
+
+SCHEMA_VERSION = 1
+
+
+class Envelope(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=False):
+    """Fields every event carries: which session and turn, when, and who."""
+
+    v: int = SCHEMA_VERSION
+    #: None only for events that belong to no session (e.g. a verb pressed
+    #: outside any session, recorded on the audit subject).
+    session_id: SessionId | None = None
+    turn_id: TurnId | None = None
+    ts: datetime = msgspec.field(default_factory=utcnow)
+    by: Actor
+
+
+class UserPrompted(Envelope, tag="user"):
+    """The operator's prompt; opens a turn."""
+
+    text: str
+    model: str | None = None
+
+
+class CliSessionBound(Envelope, tag="session"):
+    """The CLI reported its own session id (its `system/init` line)."""
+
+    cli_session_id: str
+    model: str = ""
+
+
+class TextSaid(Envelope, tag="text"):
+    """Assistant prose, one whole content block."""
+
+    text: str
+
+
+class TextDelta(Envelope, tag="delta"):
+    """Live token text. Ephemeral: sent on the live subject, never stored;
+    superseded by the `text` event carrying the whole block. Clients append
+    deltas of the same `block` and drop them when the `text` arrives."""
+
+    text: str
+    block: str = ""
+
+
+class ToolCalled(Envelope, tag="tool"):
+    name: str
+    input: dict[str, Any] = {}
+    tool_use_id: str = ""
+
+
+class ToolReturned(Envelope, tag="tool_result"):
+    tool_use_id: str
+    output: str
+    is_error: bool = False
+    truncated: bool = False
+
+
+class ResultReported(Envelope, tag="result"):
+    """The CLI's `result` line (a process may print several)."""
+
+    is_error: bool
+    result: str = ""
+    duration_ms: int = 0
+
+
+class TurnFailed(Envelope, tag="error"):
+    """A failure the operator must see: CLI exit, timeout, crash."""
+
+    error: str
+
+
+class TurnCancelled(Envelope, tag="cancelled"):
+    """The operator pressed Stop."""
+
+
+class TurnInterrupted(Envelope, tag="interrupted"):
+    """The service running the turn vanished; recorded by whoever reaped it."""
+
+    reason: str
+
+
+class Outcome(str, enum.Enum):
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+
+class TurnEnded(Envelope, tag="turn_end"):
+    """Every `user` is followed by exactly one `turn_end`, whatever happened."""
+
+    outcome: Outcome | None = None
+
+
+class VerbPhase(str, enum.Enum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    DENIED = "denied"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class VerbProgressed(Envelope, tag="verb"):
+    verb: Verb
+    phase: VerbPhase
+    request_id: str | None = None
+    exit_code: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    rejected: bool = False
+
+
+class ApprovalRequested(Envelope, tag="approval"):
+    approval_id: str
+    verb: Verb
+    reason: str = ""
+
+
+class Tokens(msgspec.Struct, kw_only=True):
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_creation: int = 0
+
+
+class UsageReported(Envelope, tag="usage"):
+    cost_usd: float = 0.0
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
+
+
+Event = Union[
+    UserPrompted,
+    CliSessionBound,
+    TextSaid,
+    TextDelta,
+    ToolCalled,
+    ToolReturned,
+    ResultReported,
+    TurnFailed,
+    TurnCancelled,
+    TurnInterrupted,
+    TurnEnded,
+    VerbProgressed,
+    ApprovalRequested,
+    UsageReported,
+]
+
+EVENT_TYPES: tuple[type[Envelope], ...] = Event.__args__  # type: ignore[attr-defined]
+
+#: Kinds that are never written to the events stream (live subject only).
+EPHEMERAL_KINDS = frozenset({"delta"})
+
+
+def kind_of(event_type: type[Envelope]) -> str:
+    return event_type.__struct_config__.tag  # type: ignore[return-value]
+
+
+KINDS: tuple[str, ...] = tuple(kind_of(t) for t in EVENT_TYPES)

@@ -1,0 +1,151 @@
+"""The event log: append to a session, replay strictly after a sequence, tail.
+
+The JetStream stream sequence is the event's identity on the wire (`id:` of
+the SSE frame): monotonic and never reused, so "resume after n" is exact.
+
+Attach = one ordered push consumer filtered to the session's subject,
+starting at n + 1. The last sequence of the subject is read *before* the
+consumer starts; once that sequence has been delivered the reader is caught
+up, and everything after it is live. An ordered consumer recreates itself
+on gaps, so delivery is in order with no holes and no duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from . import subjects
+from .codec import decode_event, encode
+from .kinds import EPHEMERAL_KINDS, Envelope, Event
+from .topology import Topology
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored event: its stream sequence and its bytes as stored."""
+
+    seq: int
+    data: bytes
+
+    def event(self) -> Event:
+        return decode_event(self.data)
+
+
+class CaughtUp:
+    """Marker yielded once by `attach` when replay has reached the present."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CAUGHT_UP"
+
+
+CAUGHT_UP = CaughtUp()
+
+
+def _stream_seq(msg: Msg) -> int:
+    # Reply subject: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+    # (or the longer form with domain and account hash); sseq is 4th from the end.
+    return int(msg.reply.rsplit(".", 4)[-4])
+
+
+class EventLog:
+    def __init__(self, js: JetStreamContext, topology: Topology = Topology()) -> None:
+        self._js = js
+        self._stream = topology.events_stream
+
+    async def append(self, event: Envelope, *, msg_id: str | None = None) -> int:
+        """Store one event in its session's log; returns its stream sequence.
+
+        `msg_id` makes a retried append idempotent within the stream's
+        duplicate window.
+        """
+        if event.session_id is None:
+            raise ValueError("an event appended to a session log needs a session_id")
+        return await self._publish(subjects.session_events(event.session_id), event, msg_id)
+
+    async def append_audit(self, name: str, event: Envelope, *, msg_id: str | None = None) -> int:
+        """Store one event on an audit subject (facts that outlive sessions)."""
+        return await self._publish(subjects.audit(name), event, msg_id)
+
+    async def _publish(self, subject: str, event: Envelope, msg_id: str | None) -> int:
+        kind = type(event).__struct_config__.tag
+        if kind in EPHEMERAL_KINDS:
+            raise ValueError(f"{kind!r} events are live-only and never stored")
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        ack = await self._js.publish(subject, encode(event), stream=self._stream, headers=headers)
+        return ack.seq
+
+    async def last_seq(self, session_id: str) -> int:
+        """The sequence of the session's newest event, 0 when it has none."""
+        try:
+            msg = await self._js.get_last_msg(self._stream, subjects.session_events(session_id), direct=True)
+        except NotFoundError:
+            return 0
+        return msg.seq or 0
+
+    async def attach(
+        self, session_id: str, after: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[Record | CaughtUp]:
+        """Yield the session's records with seq > `after`, then `CAUGHT_UP`
+        once, then (when `follow`) live records until the caller stops.
+
+        Use with `contextlib.aclosing` so the consumer is removed promptly.
+        """
+        subject = subjects.session_events(session_id)
+        last = await self.last_seq(session_id)
+        if last <= after:
+            yield CAUGHT_UP
+            if not follow:
+                return
+            caught_up = True
+        else:
+            caught_up = False
+
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def deliver(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        start = after + 1 if after > 0 else 1
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        sub = await self._js.subscribe(subject, stream=self._stream, cb=deliver, ordered_consumer=True, config=config)
+        try:
+            while True:
+                msg = await queue.get()
+                seq = _stream_seq(msg)
+                if seq <= after:
+                    continue
+                after = seq
+                yield Record(seq, msg.data)
+                if not caught_up and seq >= last:
+                    caught_up = True
+                    yield CAUGHT_UP
+                    if not follow:
+                        return
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection may already be gone; the server reaps the consumer
+                pass
+
+    async def read(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        """The stored records after `after` (at most `limit`), without tailing."""
+        records: list[Record] = []
+        gen = self.attach(session_id, after, follow=False)
+        try:
+            async for item in gen:
+                if isinstance(item, Record):
+                    records.append(item)
+                    if limit is not None and len(records) >= limit:
+                        break
+        finally:
+            await gen.aclose()
+        return records

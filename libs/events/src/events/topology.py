@@ -1,0 +1,160 @@
+"""The JetStream topology: streams, the KV bucket and durable consumers.
+
+- Events stream: the audit log (SPEC §8). File storage, message deletes and
+  purges denied, retention configurable (default 400 days).
+- Commands stream: a work queue. A command is removed once a consumer acks
+  it; `duplicate_window` gives `Nats-Msg-Id` de-duplication, which is how a
+  retried verb press with the same idempotency key is published only once.
+- KV bucket: session records (`sessions.<id>`) and turn locks (`locks.<id>`),
+  updated with compare-and-set so replicas can never start two turns.
+
+`ensure` is idempotent: it creates what is missing and updates what drifted,
+so every service can call it at start-up and `breakglass up` calls it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from . import subjects
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    events_stream: str = "BREAKGLASS_EVENTS"
+    commands_stream: str = "BREAKGLASS_COMMANDS"
+    kv_bucket: str = "breakglass"
+    retention_days: float = 400.0
+    replicas: int = 1
+    #: How long a published command may wait for a consumer before expiring.
+    command_max_age: float = DAY
+    #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    duplicate_window: float = 600.0
+
+
+RUNNER_CONSUMER = "agent-runner"
+EXECUTOR_CONSUMER = "pve-executor"
+
+
+def events_stream_config(t: Topology) -> StreamConfig:
+    return StreamConfig(
+        name=t.events_stream,
+        description="breakglass events: the audit log of every session",
+        subjects=[subjects.EVENTS_ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=t.retention_days * DAY,
+        discard=DiscardPolicy.OLD,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        duplicate_window=120.0,
+        num_replicas=t.replicas,
+    )
+
+
+def commands_stream_config(t: Topology) -> StreamConfig:
+    return StreamConfig(
+        name=t.commands_stream,
+        description="breakglass commands: a work queue for runners and the executor",
+        subjects=[subjects.COMMANDS_ALL],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_age=t.command_max_age,
+        duplicate_window=t.duplicate_window,
+        num_replicas=t.replicas,
+    )
+
+
+def kv_config(t: Topology) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=t.kv_bucket,
+        description="breakglass sessions and turn locks",
+        history=5,
+        storage=StorageType.FILE,
+        replicas=t.replicas,
+    )
+
+
+def consumer_config(durable: str, filter_subject: str) -> ConsumerConfig:
+    """A durable pull consumer on the commands work queue.
+
+    `max_deliver` bounds redelivery of a message whose handler keeps dying;
+    messages that do not decode are terminated on first sight instead.
+    """
+    return ConsumerConfig(
+        durable_name=durable,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30.0,
+        max_deliver=5,
+        max_ack_pending=1000,
+    )
+
+
+CONSUMERS: dict[str, str] = {
+    RUNNER_CONSUMER: subjects.PROMPT,
+    EXECUTOR_CONSUMER: subjects.VERB,
+}
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name)  # type: ignore[arg-type]
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+async def ensure(js: JetStreamContext, t: Topology = Topology()) -> KeyValue:
+    """Create or update every stream, the KV bucket and the durable consumers."""
+    await _ensure_stream(js, events_stream_config(t))
+    await _ensure_stream(js, commands_stream_config(t))
+    for durable, filter_subject in CONSUMERS.items():
+        await js.add_consumer(t.commands_stream, consumer_config(durable, filter_subject))
+    try:
+        return await js.key_value(t.kv_bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(kv_config(t))
+
+
+async def check(js: JetStreamContext, t: Topology = Topology()) -> str | None:
+    """None when the topology is present, else why not (for `/ready`)."""
+    for name in (t.events_stream, t.commands_stream):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            return f"stream {name} is missing"
+    try:
+        await js.key_value(t.kv_bucket)
+    except BucketNotFoundError:
+        return f"KV bucket {t.kv_bucket} is missing"
+    return None
+
+
+def session_key(session_id: str) -> str:
+    subjects.session_events(session_id)  # validates the id
+    return f"sessions.{session_id}"
+
+
+def lock_key(session_id: str) -> str:
+    subjects.session_events(session_id)
+    return f"locks.{session_id}"

@@ -1,0 +1,4 @@
+"""breakglass agent-runner: runs one Claude Code CLI process per turn,
+detached from any browser, and records what it prints as session events.
+It holds the devvm SSH key (the agent needs a shell there) and never the
+Proxmox key."""

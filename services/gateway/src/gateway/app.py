@@ -1,0 +1,43 @@
+"""The FastAPI application: routes are wired here, nothing else happens here."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from .bus import Bus
+from .settings import Settings
+
+
+def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
+    bus = bus or Bus(settings.nats_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await bus.start()
+        try:
+            yield
+        finally:
+            await bus.close()
+
+    app = FastAPI(title="breakglass gateway", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.bus = bus
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process serves HTTP. No auth, no dependencies."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], responses={503: {"description": "not ready, with the reason"}})
+    async def ready() -> JSONResponse:
+        """Readiness: NATS connected and the streams and KV bucket exist."""
+        reason = await bus.not_ready_reason()
+        if reason:
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return app

@@ -1,0 +1,61 @@
+"""The gateway's hold on NATS: connected in the background, so the HTTP
+server is up (and `/health` answers) even while NATS is not."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from events import bus as nats_bus
+from events.log import EventLog
+from events.topology import Topology, check
+
+log = logging.getLogger("gateway.bus")
+
+
+class Bus:
+    def __init__(self, url: str, topology: Topology = Topology()) -> None:
+        self.url = url
+        self.topology = topology
+        self.nc: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_until_done())
+
+    async def _connect_until_done(self) -> None:
+        while True:
+            try:
+                self.nc = await nats_bus.connect(self.url, "gateway", log=log)
+                log.info("connected to NATS at %s", self.url)
+                return
+            except Exception as exc:  # nats raises several unrelated types here
+                log.warning("NATS not reachable yet (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self.nc and not self.nc.is_closed:
+            await self.nc.close()
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self.nc is None or not self.nc.is_connected:
+            raise ConnectionError("not connected to NATS")
+        return self.nc.jetstream()
+
+    @property
+    def log(self) -> EventLog:
+        return EventLog(self.js, self.topology)
+
+    async def not_ready_reason(self) -> str | None:
+        if self.nc is None or not self.nc.is_connected:
+            return "NATS is not connected"
+        try:
+            return await asyncio.wait_for(check(self.js, self.topology), timeout=2.0)
+        except Exception as exc:
+            return f"JetStream did not answer: {exc}"

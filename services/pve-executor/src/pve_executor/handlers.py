@@ -1,0 +1,26 @@
+"""What pve-executor does with each command it accepts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+
+from events.commands import Command, RunVerb
+from events.topology import Topology
+
+from .settings import Settings
+
+
+@dataclass
+class Handlers:
+    settings: Settings
+    js: JetStreamContext
+    topology: Topology
+    log: logging.Logger
+
+    async def handle(self, command: Command) -> None:
+        match command:
+            case RunVerb():
+                self.log.info("verb %s requested by %s", command.verb.value, command.by)

