@@ -31,6 +31,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from . import subjects
+from .config import Env
 
 DAY = 86_400.0
 
@@ -46,6 +47,17 @@ class Topology:
     command_max_age: float = DAY
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 600.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> "Topology":
+        """Every process that calls `ensure` must agree on these, so they come
+        from the same variables everywhere (BREAKGLASS_RETENTION_DAYS,
+        BREAKGLASS_NATS_REPLICAS)."""
+        env = env or Env()
+        return cls(
+            retention_days=env.float("RETENTION_DAYS", 400.0, minimum=1.0),
+            replicas=env.int("NATS_REPLICAS", 1, minimum=1, maximum=5),
+        )
 
 
 RUNNER_CONSUMER = "agent-runner"

@@ -21,7 +21,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     nc = await bus.connect(settings.nats_url, "agent-runner", log=log)
     try:
         js = nc.jetstream()
-        topology = Topology()
+        topology = Topology.from_env()
         await ensure(js, topology)
         handlers = Handlers(settings=settings, js=js, topology=topology, log=log)
         log.info("consuming prompt commands (max %d concurrent turns)", settings.max_turns)
