@@ -5,9 +5,14 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+import asyncio
+import logging
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from nats.errors import Error as NatsError
+
+from . import routes
 from .bus import Bus
 from .settings import Settings
 
@@ -39,5 +44,19 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         if reason:
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    app.include_router(routes.router)
+
+    async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": "the message bus is unavailable; try again"}, status_code=503)
+
+    for error in (ConnectionError, NatsError, asyncio.TimeoutError):
+        app.add_exception_handler(error, bus_unavailable)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("gateway").exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app

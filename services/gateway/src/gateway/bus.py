@@ -9,7 +9,10 @@ import logging
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from nats.js.kv import KeyValue
+
 from events import bus as nats_bus
+from events.locks import TurnLocks
 from events.log import EventLog
 from events.topology import Topology, check
 
@@ -22,6 +25,7 @@ class Bus:
         self.topology = topology
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._kv: KeyValue | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_until_done())
@@ -51,6 +55,14 @@ class Bus:
     @property
     def log(self) -> EventLog:
         return EventLog(self.js, self.topology)
+
+    async def kv(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.js.key_value(self.topology.kv_bucket)
+        return self._kv
+
+    async def locks(self) -> TurnLocks:
+        return TurnLocks(await self.kv(), self.log)
 
     async def not_ready_reason(self) -> str | None:
         if self.nc is None or not self.nc.is_connected:

@@ -1,0 +1,197 @@
+"""`breakglass up`: the whole system on one machine.
+
+Everything that can be known to fail is checked before anything starts, so
+a busy port or a missing binary is one line and exit 1, with nothing left
+behind to clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+
+from events.config import ConfigError, Env
+from events.topology import Topology, ensure
+
+from . import natsd
+from .settings import SERVICES, UpSettings, service_env
+from .supervisor import Child, Printer, Supervisor, die_with_parent, tail
+
+NATS_HOST = "127.0.0.1"  # natsd: the embedded server is for one machine
+
+
+class StartError(RuntimeError):
+    """Something outside breakglass stops it from starting; one line says what."""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """natsd.port_is_free, but for IPv6 hosts and names too; a host that does
+    not resolve is a settings error, not a busy port."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror:
+        raise ConfigError(f"BREAKGLASS_HOST {host!r} does not resolve to an address") from None
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def preflight(s: UpSettings) -> None:
+    if s.nats_url is None:
+        if s.port == s.nats_port:
+            raise ConfigError(f"BREAKGLASS_PORT and BREAKGLASS_NATS_PORT are both {s.port}; they must differ")
+        try:
+            natsd.find_binary()
+        except natsd.NatsdError as exc:
+            raise StartError(str(exc)) from None
+    if port_in_use(s.host, s.port):
+        raise StartError(
+            f"port {s.port} on {s.host} is already in use: stop the other program or set BREAKGLASS_PORT"
+        )
+    if s.nats_url is None and port_in_use(NATS_HOST, s.nats_port):
+        raise StartError(
+            f"NATS port {s.nats_port} on {NATS_HOST} is already in use: "
+            "stop the other server, set BREAKGLASS_NATS_PORT, or point BREAKGLASS_NATS_URL at it"
+        )
+
+
+#: Whether natsd.start can put the server in its own session with a death
+#: signal. Until it can, a terminal Ctrl-C also reaches nats-server (so it may
+#: stop before the services) and a SIGKILLed `up` leaves it running.
+NATS_DIES_WITH_UP = {"preexec_fn", "start_new_session"} <= set(inspect.signature(natsd.start).parameters)
+
+
+def nats_child(s: UpSettings, printer: Printer) -> Child:
+    store = s.data_dir / "nats"
+    log_file = s.data_dir / "nats.log"
+    process_options = {"start_new_session": True, "preexec_fn": die_with_parent()} if NATS_DIES_WITH_UP else {}
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return natsd.start(store, host=NATS_HOST, port=s.nats_port, log_file=log_file, **process_options).process
+
+    return Child("nats", spawn, printer, own_group=NATS_DIES_WITH_UP, last=True)
+
+
+def service_child(name: str, module: str, env: dict[str, str], printer: Printer) -> Child:
+    preexec = die_with_parent()
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches `up` only; `up` stops them in order
+            preexec_fn=preexec,
+        )
+
+    return Child(name, spawn, printer)
+
+
+def ensure_topology(url: str, timeout: float = 15.0) -> None:
+    """Create the streams once here, so services starting in parallel do not
+    race to create them and the gateway is ready as soon as it connects."""
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        pass  # the one-line error below says it better than nats-py's log
+
+    async def run() -> None:
+        nc = await nats.connect(url, name="breakglass-up", connect_timeout=2, allow_reconnect=False, error_cb=quiet)
+        try:
+            await ensure(nc.jetstream(), Topology())
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), timeout))
+    except Exception as exc:
+        raise StartError(f"cannot set up JetStream on {url}: {str(exc) or type(exc).__name__}") from None
+
+
+def watch_ready(s: UpSettings, printer: Printer, started: float, stop: threading.Event) -> threading.Thread:
+    """Print the URL once, when the gateway says it can serve."""
+
+    def poll() -> None:
+        url = f"{s.base_url}/ready"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
+        hinted = False
+        last = "no answer"
+        while not stop.is_set():
+            try:
+                with opener.open(url, timeout=1) as answer:
+                    if answer.status == 200:
+                        elapsed = time.monotonic() - started
+                        printer.say(f"breakglass is up: {s.base_url}  (ready in {elapsed:.1f} s)")
+                        return
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except OSError as exc:
+                last = str(getattr(exc, "reason", exc))
+            if not hinted and time.monotonic() - started > 30:
+                hinted = True
+                printer.say(f"breakglass: the gateway is not ready after 30 s ({last}); still waiting")
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=poll, name="ready", daemon=True)
+    thread.start()
+    return thread
+
+
+def up(environ: Mapping[str, str] | None = None) -> int:
+    started = time.monotonic()
+    environ = dict(os.environ if environ is None else environ)
+    printer = Printer()
+    try:
+        s = UpSettings.from_env(Env(environ))
+        preflight(s)
+    except ConfigError as exc:
+        printer.error(f"breakglass: {exc}")
+        return 2
+    except StartError as exc:
+        printer.error(f"breakglass: {exc}")
+        return 1
+
+    sup = Supervisor(printer, s.grace_seconds)
+    sup.install_signal_handlers()
+    tail_stop = threading.Event()
+    tailer: threading.Thread | None = None
+    try:
+        url = s.nats_url
+        if url is None:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            log_file = s.data_dir / "nats.log"
+            log_file.write_bytes(b"")  # one run's log: bounded, and the tail starts at its top
+            tailer = tail(log_file, "nats", printer, tail_stop)
+            sup.add(nats_child(s, printer)).start()
+            url = f"nats://{NATS_HOST}:{s.nats_port}"
+        ensure_topology(url)
+        environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
+        for name, module in SERVICES.items():
+            if sup.stopping.is_set():
+                break
+            sup.add(service_child(name, module, service_env(name, environ, url), printer)).start()
+        watch_ready(s, printer, started, sup.stopping)
+        return sup.run()
+    except (StartError, natsd.NatsdError, OSError) as exc:
+        printer.error(f"breakglass: {exc}")
+        sup.shutdown()
+        return 1
+    finally:
+        tail_stop.set()
+        if tailer is not None:
+            tailer.join(2.0)

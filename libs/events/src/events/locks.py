@@ -1,0 +1,151 @@
+"""Turn locks in the KV bucket: at most one running turn per session, across
+any number of gateway and runner replicas.
+
+Every change is a compare-and-set on the key's revision:
+- the gateway `take`s the lock (create-if-absent) before recording `user`;
+- the runner that picks the command up `claim`s it (sets itself as owner)
+  and `renew`s the lease while the CLI runs;
+- the turn's end `release`s it.
+A lock whose lease lapsed belongs to a process that died: `reap` records
+`interrupted` + `turn_end` and frees it. Those two events carry message ids
+derived from the turn id, the same ones the runner uses for its own final
+events, so whichever side gets there first, the log shows exactly one
+`turn_end` per turn (JetStream drops the duplicate).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from .codec import ContractError, decode, encode
+from .commands import TurnLock
+from .kinds import Outcome, TurnEnded, TurnInterrupted
+from .log import EventLog
+from .topology import lock_key
+
+#: A lock not yet claimed by a runner lapses after this long (queue wait).
+PICKUP_LEASE_SECONDS = 60.0
+#: A running turn's lease; the runner renews it well before it lapses.
+RUN_LEASE_SECONDS = 30.0
+
+LOCK_PREFIX = "locks."
+
+
+def end_msg_id(turn_id: str) -> str:
+    """The `Nats-Msg-Id` of a turn's `turn_end`: one per turn, whoever writes it."""
+    return f"{turn_id}:turn_end"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    lock: TurnLock
+    revision: int
+
+
+class TurnLocks:
+    def __init__(self, kv: KeyValue, log: EventLog, *, clock=time.time) -> None:
+        self._kv = kv
+        self._log = log
+        self._clock = clock
+
+    async def current(self, session_id: str) -> Held | None:
+        try:
+            entry = await self._kv.get(lock_key(session_id))
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        try:
+            return Held(decode(entry.value, TurnLock), entry.revision)
+        except ContractError:
+            # A corrupt lock would wedge the session forever: treat it as lapsed.
+            return Held(TurnLock(turn_id="00000000-0000-0000-0000-000000000000", by="unknown",
+                                 started_at=0, lease_until=0), entry.revision)
+
+    async def take(self, session_id: str, turn_id: str, by: str) -> bool:
+        """Create the lock if no turn runs; reap a lapsed one first. False = busy."""
+        now = self._clock()
+        lock = TurnLock(turn_id=turn_id, by=by, started_at=now, lease_until=now + PICKUP_LEASE_SECONDS)
+        for _ in range(2):
+            try:
+                await self._kv.create(lock_key(session_id), encode(lock))
+                return True
+            except KeyWrongLastSequenceError:
+                held = await self.current(session_id)
+                if held is not None and held.lock.lease_until > now:
+                    return False
+                if held is not None:
+                    await self.reap(session_id, held, reason="the previous turn's runner stopped answering")
+        return False
+
+    async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
+        """The runner takes ownership; None if the lock is not this turn's any more."""
+        held = await self.current(session_id)
+        if held is None or held.lock.turn_id != turn_id:
+            return None
+        return await self._set(session_id, held, owner)
+
+    async def renew(self, session_id: str, turn_id: str, owner: str, revision: int) -> int | None:
+        """Extend the lease; None if the lock was reaped or taken meanwhile."""
+        held = await self.current(session_id)
+        if held is None or held.revision != revision or held.lock.turn_id != turn_id:
+            return None
+        return await self._set(session_id, held, owner)
+
+    async def _set(self, session_id: str, held: Held, owner: str) -> int | None:
+        lock = TurnLock(
+            turn_id=held.lock.turn_id, by=held.lock.by, started_at=held.lock.started_at,
+            lease_until=self._clock() + RUN_LEASE_SECONDS, owner=owner,
+        )
+        try:
+            return await self._kv.update(lock_key(session_id), encode(lock), last=held.revision)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def release(self, session_id: str, turn_id: str) -> bool:
+        held = await self.current(session_id)
+        if held is None or held.lock.turn_id != turn_id:
+            return False
+        return await self._delete(session_id, held.revision)
+
+    async def _delete(self, session_id: str, revision: int) -> bool:
+        try:
+            await self._kv.delete(lock_key(session_id), last=revision)
+            return True
+        except KeyWrongLastSequenceError:
+            return False
+
+    async def reap(self, session_id: str, held: Held, *, reason: str) -> bool:
+        """End a lapsed turn in the log, then free its lock (CAS)."""
+        turn_id = held.lock.turn_id
+        await self._log.append(
+            TurnInterrupted(session_id=session_id, turn_id=turn_id, by="breakglass", reason=reason),
+            msg_id=f"{turn_id}:interrupted",
+        )
+        await self._log.append(
+            TurnEnded(session_id=session_id, turn_id=turn_id, by="breakglass", outcome=Outcome.INTERRUPTED),
+            msg_id=end_msg_id(turn_id),
+        )
+        return await self._delete(session_id, held.revision)
+
+    async def reap_lapsed(self) -> list[str]:
+        """Reap every lapsed lock; returns the sessions whose turn was ended."""
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            return []
+        reaped = []
+        now = self._clock()
+        for key in keys:
+            if not key.startswith(LOCK_PREFIX):
+                continue
+            session_id = key[len(LOCK_PREFIX):]
+            held = await self.current(session_id)
+            if held is not None and held.lock.lease_until <= now:
+                if await self.reap(session_id, held, reason="the agent runner stopped answering (lease lapsed)"):
+                    reaped.append(session_id)
+        return reaped

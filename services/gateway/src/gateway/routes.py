@@ -1,0 +1,115 @@
+"""Session routes (SPEC §3): open, attach, prompt, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
+
+from events.types import MAX_PROMPT_BYTES, UUID_PATTERN
+
+from . import sessions
+from .attach import frames
+from .auth import require_identity
+from .bus import Bus
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)])
+
+SessionIdParam = Annotated[str, Path(pattern=UUID_PATTERN, description="A lower-case UUID.")]
+Identity = Annotated[str, Depends(require_identity)]
+
+
+class OpenedSession(BaseModel):
+    session_id: str
+
+
+class PromptBody(BaseModel):
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_BYTES)
+    model: str | None = Field(default=None, max_length=128)
+
+
+class TurnStarted(BaseModel):
+    status: str = "started"
+    turn_id: str
+
+
+class Cancelled(BaseModel):
+    cancelled: bool
+
+
+def bus_of(request: Request) -> Bus:
+    return request.app.state.bus
+
+
+@router.post("/session", response_model=OpenedSession)
+async def open_session(request: Request, who: Identity) -> OpenedSession:
+    return OpenedSession(session_id=await sessions.open_session(bus_of(request), who))
+
+
+@router.get(
+    "/session/{session_id}/stream",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "replay, `caught-up`, then live"},
+               404: {"description": "unknown session"}},
+)
+async def stream(
+    request: Request,
+    session_id: SessionIdParam,
+    after: Annotated[int, Query(ge=0, description="resume strictly after this event id")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    bus = bus_of(request)
+    await _known(bus, session_id)
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise HTTPException(400, "Last-Event-ID must be an event id")
+        after = int(last_event_id)
+    return EventSourceResponse(
+        frames(bus, session_id, after),
+        ping=request.app.state.settings.keepalive_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post(
+    "/session/{session_id}/prompt",
+    status_code=202,
+    response_model=TurnStarted,
+    responses={404: {"description": "unknown session"}, 409: {"description": "a turn already runs"},
+               422: {"description": "empty or oversized prompt, or unknown model"}},
+)
+async def prompt(request: Request, session_id: SessionIdParam, body: PromptBody, who: Identity) -> TurnStarted:
+    settings = request.app.state.settings
+    text = body.prompt
+    if not text.strip():
+        raise HTTPException(422, "the prompt is empty")
+    if len(text.encode()) > MAX_PROMPT_BYTES:
+        raise HTTPException(422, f"the prompt is over {MAX_PROMPT_BYTES} bytes")
+    model = body.model or settings.model
+    if model not in settings.models:
+        raise HTTPException(422, f"unknown model {model!r}; allowed: {', '.join(settings.models)}")
+    bus = bus_of(request)
+    try:
+        turn_id = await sessions.start_turn(bus, session_id, text, model, who)
+    except sessions.SessionNotFound:
+        raise HTTPException(404, "unknown session") from None
+    except sessions.TurnBusy:
+        raise HTTPException(409, "a turn is already running in this session") from None
+    return TurnStarted(turn_id=turn_id)
+
+
+@router.post("/session/{session_id}/cancel", response_model=Cancelled, responses={404: {"description": "unknown session"}})
+async def cancel(request: Request, session_id: SessionIdParam, who: Identity) -> Cancelled:
+    try:
+        return Cancelled(cancelled=await sessions.cancel_turn(bus_of(request), session_id, who))
+    except sessions.SessionNotFound:
+        raise HTTPException(404, "unknown session") from None
+
+
+async def _known(bus: Bus, session_id: str) -> None:
+    try:
+        await sessions.get_session(bus, session_id)
+    except sessions.SessionNotFound:
+        raise HTTPException(404, "unknown session") from None

@@ -1,0 +1,114 @@
+"""Session and turn handlers: what the HTTP routes ask of the bus.
+
+No HTTP here: these raise domain errors that the routes turn into status
+codes, so the same handlers serve any other entrypoint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import KeyNotFoundError
+
+from events import subjects
+from events.codec import ContractError, decode, encode
+from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn
+from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, UserPrompted
+from events.locks import end_msg_id
+from events.topology import session_key
+from events.types import new_id, utcnow
+
+from .bus import Bus
+
+log = logging.getLogger("gateway.sessions")
+
+CANCEL_TIMEOUT = 3.0
+
+
+class SessionNotFound(LookupError):
+    pass
+
+
+class TurnBusy(RuntimeError):
+    pass
+
+
+async def open_session(bus: Bus, by: str) -> str:
+    session_id = new_id()
+    record = SessionRecord(session_id=session_id, created_by=by, created_at=utcnow())
+    await (await bus.kv()).create(session_key(session_id), encode(record))
+    return session_id
+
+
+async def get_session(bus: Bus, session_id: str) -> SessionRecord:
+    try:
+        entry = await (await bus.kv()).get(session_key(session_id))
+    except KeyNotFoundError:
+        raise SessionNotFound(session_id) from None
+    try:
+        return decode(entry.value or b"", SessionRecord)
+    except ContractError:
+        raise SessionNotFound(session_id) from None
+
+
+async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str) -> str:
+    """Lock, record `user`, publish the command; undo the lock if that fails."""
+    await get_session(bus, session_id)
+    turn_id = new_id()
+    locks = await bus.locks()
+    if not await locks.take(session_id, turn_id, by):
+        raise TurnBusy(session_id)
+    try:
+        await bus.log.append(
+            UserPrompted(session_id=session_id, turn_id=turn_id, by=by, text=prompt, model=model),
+            msg_id=f"{turn_id}:user",
+        )
+    except Exception:
+        await locks.release(session_id, turn_id)
+        raise
+    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model)
+    try:
+        await bus.js.publish(subjects.PROMPT, encode(command), headers={"Nats-Msg-Id": turn_id})
+    except Exception as exc:
+        log.error("could not queue turn %s: %s", turn_id, exc)
+        await _end_unstarted(bus, session_id, turn_id, TurnFailed(
+            session_id=session_id, turn_id=turn_id, by="gateway", error="the turn could not be queued"),
+            Outcome.ERROR)
+        raise
+    return turn_id
+
+
+async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:
+    """Ask the runner that owns the turn to stop it; if no runner has picked
+    the turn up yet, end it here. True when a turn was running."""
+    await get_session(bus, session_id)
+    locks = await bus.locks()
+    held = await locks.current(session_id)
+    if held is None:
+        return False
+    command = CancelTurn(by=by, session_id=session_id, turn_id=held.lock.turn_id)
+    try:
+        reply = await bus.nc.request(subjects.cancel(session_id), encode(command), timeout=CANCEL_TIMEOUT)  # type: ignore[union-attr]
+        return decode(reply.data, CancelReply).cancelled
+    except (NoRespondersError, NatsTimeoutError, ContractError):
+        pass
+    if held.lock.owner:
+        return False  # a runner owns it but did not answer; its lease will tell
+    return await _end_unstarted(
+        bus, session_id, held.lock.turn_id,
+        TurnCancelled(session_id=session_id, turn_id=held.lock.turn_id, by=by), Outcome.CANCELLED,
+    )
+
+
+async def _end_unstarted(bus: Bus, session_id: str, turn_id: str, why, outcome: Outcome) -> bool:
+    """End a turn no runner has started. The lock is released first (CAS), so
+    a runner claiming it at the same moment either wins and runs the turn, or
+    loses and drops it; only the winner writes the end of the turn."""
+    if not await (await bus.locks()).release(session_id, turn_id):
+        return False
+    await bus.log.append(why, msg_id=f"{turn_id}:{type(why).__struct_config__.tag}")
+    await bus.log.append(TurnEnded(session_id=session_id, turn_id=turn_id, by="gateway", outcome=outcome),
+                         msg_id=end_msg_id(turn_id))
+    return True
