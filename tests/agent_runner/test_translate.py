@@ -323,3 +323,14 @@ def test_unknown_content_blocks_are_skipped():
 def test_cap_must_not_be_negative():
     with pytest.raises(ValueError):
         Translator(SID, TID, output_cap=-1)
+
+
+def test_text_block_names_match_the_deltas_they_replace():
+    """With partial messages on, every delta's block equals the block of the
+    `text` event that carries the whole text."""
+    path = FIXTURES / "04-sigint-mid-stream-partial-messages.jsonl"
+    t = Translator(SID, TID)
+    events = [e for line in path.read_bytes().splitlines() for e in t.feed(line)]
+    delta_blocks = {e.block for e in events if isinstance(e, TextDelta)}
+    text_blocks = {e.block for e in events if isinstance(e, TextSaid)}
+    assert delta_blocks and text_blocks and text_blocks <= delta_blocks

@@ -51,9 +51,11 @@ class CliSessionBound(Envelope, tag="session"):
 
 
 class TextSaid(Envelope, tag="text"):
-    """Assistant prose, one whole content block."""
+    """Assistant prose, one whole content block. `block` names it the way
+    `delta` events do, so a client drops exactly the deltas this replaces."""
 
     text: str
+    block: str = ""
 
 
 class TextDelta(Envelope, tag="delta"):
@@ -84,6 +86,11 @@ class ResultReported(Envelope, tag="result"):
     is_error: bool
     result: str = ""
     duration_ms: int = 0
+    #: The CLI's own words for how it ended (e.g. `error_during_execution`,
+    #: terminal reason `aborted_streaming`, `api_error`), for clients that
+    #: need to tell an aborted turn from a failed one.
+    subtype: str = ""
+    terminal_reason: str | None = None
 
 
 class TurnFailed(Envelope, tag="error"):
@@ -148,6 +155,10 @@ class Tokens(msgspec.Struct, kw_only=True):
 
 
 class UsageReported(Envelope, tag="usage"):
+    """Cost and tokens from a `result` line. `cost_usd` is the CLI's running
+    total for its session (cumulative across resumed turns), not this turn's
+    increment; `tokens` are this result's own."""
+
     cost_usd: float = 0.0
     tokens: Tokens = msgspec.field(default_factory=Tokens)
 

@@ -47,9 +47,10 @@ class Held:
 
 
 class TurnLocks:
-    def __init__(self, kv: KeyValue, log: EventLog, *, clock=time.time) -> None:
+    def __init__(self, kv: KeyValue, log: EventLog, *, run_lease: float = RUN_LEASE_SECONDS, clock=time.time) -> None:
         self._kv = kv
         self._log = log
+        self._run_lease = run_lease
         self._clock = clock
 
     async def current(self, session_id: str) -> Held | None:
@@ -99,7 +100,7 @@ class TurnLocks:
     async def _set(self, session_id: str, held: Held, owner: str) -> int | None:
         lock = TurnLock(
             turn_id=held.lock.turn_id, by=held.lock.by, started_at=held.lock.started_at,
-            lease_until=self._clock() + RUN_LEASE_SECONDS, owner=owner,
+            lease_until=self._clock() + self._run_lease, owner=owner,
         )
         try:
             return await self._kv.update(lock_key(session_id), encode(lock), last=held.revision)

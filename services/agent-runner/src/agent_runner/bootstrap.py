@@ -1,19 +1,31 @@
-"""Wires agent-runner: settings, NATS, topology, the prompt consumer."""
+"""Wires agent-runner: settings, NATS, topology, the prompt consumer, the
+cancel listener and the reaper of lapsed turns."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import uuid
+from functools import partial
 
-from events import bus
-from events.commands import StartTurn
+from nats.aio.client import Client
+
+from events import bus, subjects
+from events.codec import ContractError, decode_command, encode
+from events.commands import CancelReply, CancelTurn, StartTurn
 from events.consumer import consume
+from events.locks import TurnLocks
+from events.log import EventLog
 from events.topology import RUNNER_CONSUMER, Topology, ensure
 
-from .handlers import Handlers
+from .agent import instructions
 from .settings import Settings
+from .turns import TurnRunner
 
 log = logging.getLogger("agent-runner")
+
+REAP_EVERY_SECONDS = 5.0
 
 
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
@@ -22,12 +34,64 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     try:
         js = nc.jetstream()
         topology = Topology.from_env()
-        await ensure(js, topology)
-        handlers = Handlers(settings=settings, js=js, topology=topology, log=log)
-        log.info("consuming prompt commands (max %d concurrent turns)", settings.max_turns)
-        await consume(
-            js, RUNNER_CONSUMER, (StartTurn,), handlers.handle,
-            stop=stop, log=log, topology=topology, concurrency=settings.max_turns,
+        kv = await ensure(js, topology)
+        events = EventLog(js, topology)
+        runner = TurnRunner(
+            settings=settings, nc=nc, events=events,
+            locks=TurnLocks(kv, events, run_lease=settings.lease_seconds),
+            owner=f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}",
+            system_prompt=instructions(settings.agent_file) if settings.agent_file else "",
         )
+        cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
+        reaper = asyncio.create_task(reap_forever(runner.locks, stop))
+        stopper = asyncio.create_task(cancel_on_stop(runner, stop))
+        log.info("runner %s consuming prompts (max %d concurrent turns)", runner.owner, settings.max_turns)
+        try:
+            await consume(
+                js, RUNNER_CONSUMER, (StartTurn,), runner.run,
+                stop=stop, log=log, topology=topology, concurrency=settings.max_turns,
+            )
+        finally:
+            reaper.cancel()
+            stopper.cancel()
+            await cancels.unsubscribe()
     finally:
         await nc.close()
+
+
+async def on_cancel(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignore[no-untyped-def]
+    """Only the runner that owns the turn answers; the others stay silent."""
+    try:
+        command = decode_command(msg.data)
+    except ContractError as exc:
+        log.warning("ignored a malformed cancel request: %s", exc)
+        return
+    if not isinstance(command, CancelTurn):
+        return
+    turn = runner.active.get(command.session_id)
+    if turn is None or (command.turn_id and command.turn_id != turn.command.turn_id):
+        return
+    turn.cancel(command.by)
+    if msg.reply:
+        await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
+
+
+async def cancel_on_stop(runner: TurnRunner, stop: asyncio.Event) -> None:
+    """On shutdown, stop running turns (each still writes its end)."""
+    await stop.wait()
+    for turn in list(runner.active.values()):
+        turn.cancel("agent-runner")
+
+
+async def reap_forever(locks: TurnLocks, stop: asyncio.Event) -> None:
+    """End turns whose runner died (their lease lapsed), whoever ran them."""
+    while not stop.is_set():
+        try:
+            for session_id in await locks.reap_lapsed():
+                log.warning("reaped the lapsed turn of session %s", session_id)
+        except Exception as exc:
+            log.warning("reaping failed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), REAP_EVERY_SECONDS)
+        except asyncio.TimeoutError:
+            pass

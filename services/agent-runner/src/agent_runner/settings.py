@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.config import Env, nats_url
+from events.config import ConfigError, Env, nats_url
+
+DEFAULT_AGENT_FILE = Path("agents/breakglass.md")
+
+
+def _agent_file(env: Env) -> Path:
+    """The agent definition; its body is appended to the CLI's system prompt."""
+    path = Path(env.str("AGENT_FILE", str(DEFAULT_AGENT_FILE)) or DEFAULT_AGENT_FILE)
+    if not path.is_file():
+        raise ConfigError(f"BREAKGLASS_AGENT_FILE: no agent definition at {path.resolve()}")
+    return path.resolve()
 
 
 @dataclass(frozen=True)
@@ -18,10 +28,18 @@ class Settings:
     max_turns: int = 4
     verb_policy: str = "approve-mutating"
     devvm_host: str | None = None
+    agent_file: Path | None = None
+    lease_seconds: float = 30.0
+    lease_renew_seconds: float = 5.0
+    cancel_grace_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
         env = env or Env()
+        lease = env.float("LEASE_SECONDS", 30.0, minimum=1.0)
+        renew = env.float("LEASE_RENEW_SECONDS", min(5.0, lease / 3), minimum=0.1)
+        if renew >= lease:
+            raise ConfigError("BREAKGLASS_LEASE_RENEW_SECONDS must be shorter than BREAKGLASS_LEASE_SECONDS")
         return cls(
             nats_url=nats_url(env, "agent-runner"),
             data_dir=Path(env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve(),
@@ -31,4 +49,8 @@ class Settings:
             max_turns=env.int("MAX_TURNS", 4, minimum=1, maximum=64),
             verb_policy=env.choice("VERB_POLICY", "approve-mutating", ("autonomous", "approve-mutating")),
             devvm_host=env.str("DEVVM_HOST"),
+            agent_file=_agent_file(env),
+            lease_seconds=lease,
+            lease_renew_seconds=renew,
+            cancel_grace_seconds=env.float("CANCEL_GRACE_SECONDS", 5.0, minimum=0.1),
         )

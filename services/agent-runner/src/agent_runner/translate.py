@@ -228,6 +228,7 @@ class Translator:
         #: The latest failure the CLI printed (API error text, erroring result).
         self.last_error: str | None = None
         self._cli_sessions: set[str] = set()
+        self._block_counts: dict[str, int] = {}
         self._streaming_message = ""
 
     def feed(self, line: bytes | str) -> list[Event]:
@@ -270,8 +271,12 @@ class Translator:
             return []
         events: list[Event] = []
         for b in blocks:
+            # One `assistant` line per content block, in order (fact 3): the
+            # count so far is the block's index, as in the stream's deltas.
+            index = self._block_counts.get(a.message.id, 0)
+            self._block_counts[a.message.id] = index + 1
             if b.type == "text" and b.text:
-                events.append(TextSaid(text=b.text, **self._envelope()))
+                events.append(TextSaid(text=b.text, block=f"{a.message.id}:{index}", **self._envelope()))
             elif b.type == "tool_use":
                 events.append(ToolCalled(name=b.name, input=b.input, tool_use_id=b.id, **self._envelope()))
         return events
@@ -308,6 +313,9 @@ class Translator:
             cache_creation=u.cache_creation_input_tokens or 0,
         )
         return [
-            ResultReported(is_error=is_error, result=text, duration_ms=int(r.duration_ms or 0), **self._envelope()),
+            ResultReported(
+                is_error=is_error, result=text, duration_ms=int(r.duration_ms or 0),
+                subtype=r.subtype, terminal_reason=r.terminal_reason, **self._envelope(),
+            ),
             UsageReported(cost_usd=r.total_cost_usd or 0.0, tokens=tokens, **self._envelope()),
         ]

@@ -1,0 +1,427 @@
+"""Publish the bus contract as JSON Schema and AsyncAPI: `python -m events.docs OUTDIR`.
+
+Other services (a notifier, a dashboard, an incident timeline) build on the
+subjects and payloads without reading this code, so the contract is also
+published as documents. They are *generated* from the msgspec Structs the
+services decode with, never written by hand, so they cannot say something the
+decoders do not enforce; `make docs` writes them to docs/ and a contract test
+fails when the committed copy is stale.
+
+Choices, and why:
+- JSON Schema draft-07: AsyncAPI 3.0 lists it among the schema formats every
+  tool must read, and msgspec's output only uses keywords draft-07 knows
+  (its OpenAPI `discriminator` is an annotation that validators ignore).
+- One self-contained file per event kind, command, reply and record, plus the
+  two unions: a consumer can validate with any single file, no resolver.
+- Channels, parameters and stream descriptions come from `subjects` and
+  `topology` themselves, so a changed subject or retention changes the docs.
+- Output is byte-for-byte deterministic (sorted JSON keys, fixed YAML order,
+  trailing newline), so "stale" is a plain file comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from . import kinds, subjects, topology
+from .commands import COMMAND_TYPES, AnyCommand, CancelReply, SessionRecord, TurnLock, VerbResult
+from .kinds import EPHEMERAL_KINDS, EVENT_TYPES, SCHEMA_VERSION, Event, VerbProgressed, kind_of
+
+DIALECT = "http://json-schema.org/draft-07/schema#"
+SCHEMA_FORMAT = "application/schema+json;version=draft-07"
+SCHEMAS_DIR = "schemas"
+ASYNCAPI_FILE = "asyncapi.yaml"
+_REF = "#/definitions/{name}"
+
+#: Replies travel on core NATS; records live in the KV bucket. Neither is an
+#: event or a command, but both are part of the contract all the same.
+REPLY_TYPES: tuple[type[msgspec.Struct], ...] = (VerbResult, CancelReply)
+RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (SessionRecord, TurnLock)
+
+#: What each audit subject carries (`subjects.AUDIT_NAMES`). A new audit name
+#: without an entry here stops the generator instead of publishing nothing.
+AUDIT_MESSAGES: dict[str, tuple[type[msgspec.Struct], ...]] = {"verb": (VerbProgressed,)}
+
+# Placeholder ids: the real subject builders validate ids, so the channel
+# addresses are made with these and the placeholders swapped for parameters.
+_SESSION = "00000000-0000-4000-8000-00000000000a"
+_REQUEST = "00000000-0000-4000-8000-00000000000b"
+
+
+# -- names -------------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def message_key(type_: type[msgspec.Struct]) -> str:
+    """The name a type is published under: `event.<kind>`, `command.<type>`,
+    or the snake-case class name for replies and records."""
+    if type_ in EVENT_TYPES:
+        return f"event.{kind_of(type_)}"  # type: ignore[arg-type]
+    if type_ in COMMAND_TYPES:
+        return f"command.{type_.__struct_config__.tag}"
+    return _snake(type_.__name__)
+
+
+def schema_file(key: str) -> str:
+    return f"{key}.schema.json"
+
+
+def _paragraph(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.;:])\s", text, maxsplit=1)[0]
+
+
+def _kinds_paragraph(opening: str) -> str:
+    for paragraph in (kinds.__doc__ or "").split("\n\n"):
+        if paragraph.strip().startswith(opening):
+            return _paragraph(paragraph)
+    raise LookupError(f"the events.kinds docstring has no paragraph starting {opening!r}")
+
+
+def evolution_rule() -> str:
+    """The schema-evolution paragraph of `events.kinds`, reflowed."""
+    return _kinds_paragraph("Evolution rule")
+
+
+# -- JSON Schema ---------------------------------------------------------------
+
+
+def _schema_document(root: Any, **annotations: str) -> dict[str, Any]:
+    """A draft-07 document for `root` with every referenced part inlined
+    under `definitions`. A Struct becomes the document's root itself."""
+    (top,), components = msgspec.json.schema_components([root], ref_template=_REF)
+    if "$ref" in top:
+        name = top["$ref"].rsplit("/", 1)[-1]
+        body = components.pop(name)
+        if _REF.format(name=name) in json.dumps(components):  # self-referencing type
+            components[name] = body
+    else:
+        body = top
+    document: dict[str, Any] = {"$schema": DIALECT, **body, **annotations}
+    if components:
+        document["definitions"] = components
+    return document
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """Every schema file, by file name, in publication order."""
+    documents: dict[str, dict[str, Any]] = {
+        schema_file("event"): _schema_document(
+            Event,
+            title="Event",
+            description=(
+                f"Any breakglass event of schema version {SCHEMA_VERSION}; `kind` selects the shape. "
+                + evolution_rule()
+            ),
+        ),
+        schema_file("command"): _schema_document(
+            AnyCommand, title="Command", description="Any breakglass command; `type` selects the shape."
+        ),
+    }
+    for type_ in (*EVENT_TYPES, *COMMAND_TYPES, *REPLY_TYPES, *RECORD_TYPES):
+        documents[schema_file(message_key(type_))] = _schema_document(type_)
+    return documents
+
+
+def render_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# -- AsyncAPI ------------------------------------------------------------------
+
+
+def _ref(*path: str) -> dict[str, str]:
+    return {"$ref": "#/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in path)}
+
+
+def _payload(key: str) -> dict[str, Any]:
+    return {"schemaFormat": SCHEMA_FORMAT, "schema": {"$ref": f"./{SCHEMAS_DIR}/{schema_file(key)}"}}
+
+
+def _message(type_: type[msgspec.Struct]) -> dict[str, Any]:
+    key = message_key(type_)
+    name = key.split(".", 1)[-1]
+    message: dict[str, Any] = {"name": name, "title": type_.__name__}
+    text = _paragraph(type_.__doc__ or "")
+    if text:
+        summary = _first_sentence(text)
+        message["summary"] = summary
+        if text != summary:
+            message["description"] = text
+    message["contentType"] = "application/json"
+    message["payload"] = _payload(key)
+    return message
+
+
+def _template(address: str) -> str:
+    return address.replace(_SESSION, "{session_id}").replace(_REQUEST, "{request_id}")
+
+
+_PARAMETERS = {
+    "session_id": {
+        "description": "The breakglass session: a lower-case UUID.",
+        "examples": ["6f1c1d7e-3b7a-4c1e-9a55-0d7f2b1e4c90"],
+    },
+    "request_id": {
+        "description": "The verb request (`RunVerb.request_id`): a lower-case UUID.",
+        "examples": ["0b8e2f0c-5d0a-4f61-8d3e-7a1c9e2b5f44"],
+    },
+}
+
+
+def _days(seconds: float | None) -> str:
+    days = (seconds or 0) / topology.DAY
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
+def _events_stream() -> str:
+    c = topology.events_stream_config(topology.Topology())
+    return (
+        f"Stored in JetStream stream `{c.name}` ({c.retention.value} retention, {c.storage.value} storage, "  # type: ignore[union-attr]
+        f"max age {_days(c.max_age)} by default, deletes {'denied' if c.deny_delete else 'allowed'}, "
+        f"purges {'denied' if c.deny_purge else 'allowed'}): this stream is the audit log. "
+        f"The stream sequence is each event's id (the SSE `id:`)."
+    )
+
+
+def _commands_stream(subject: str) -> str:
+    c = topology.commands_stream_config(topology.Topology())
+    durables = [durable for durable, filtered in topology.CONSUMERS.items() if filtered == subject]
+    return (
+        f"Stored in JetStream stream `{c.name}` ({c.retention.value} retention: removed once acknowledged; "  # type: ignore[union-attr]
+        f"max age {_days(c.max_age)}; a repeated `Nats-Msg-Id` within {c.duplicate_window:g} s is dropped). "
+        f"Consumed by durable pull consumer {', '.join(f'`{d}`' for d in durables)}; a command that does "
+        "not decode is terminated, never redelivered."
+    )
+
+
+_CORE = "Core NATS, not stored."
+
+
+def _channels_and_operations() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The channel table: (id, address, parameters, message types, description,
+    sender, receiver[, reply]). Operations are written for breakglass as a
+    whole: each channel has the service(s) that send on it and receive it."""
+    stored = tuple(t for t in EVENT_TYPES if kind_of(t) not in EPHEMERAL_KINDS)
+    live = tuple(t for t in EVENT_TYPES if kind_of(t) in EPHEMERAL_KINDS)
+    table: list[dict[str, Any]] = [
+        dict(
+            id="sessionEvents", address=subjects.session_events(_SESSION), types=stored,
+            description="A session's events, in order. " + _events_stream(),
+            send=("recordSessionEvent", "gateway, agent-runner and pve-executor append the facts they caused."),
+            receive=("readSessionEvents", "The gateway replays then tails them for the attach stream; "
+                     "other services subscribe read-only (`" + subjects.SESSION_EVENTS_ALL + "`, or `"
+                     + subjects.EVENTS_ALL + "` for every stored event)."),
+        ),
+        *(
+            dict(
+                id=f"audit{name.title()}", address=subjects.audit(name), types=AUDIT_MESSAGES[name],
+                description=f"Audit facts about `{name}` that belong to no session. " + _events_stream(),
+                send=(f"recordAudit{name.title()}", "pve-executor records what it ran outside any session."),
+                receive=(f"readAudit{name.title()}", "Auditors and other services subscribe read-only (`"
+                         + subjects.AUDIT_ALL + "`)."),
+            )
+            for name in sorted(subjects.AUDIT_NAMES)
+        ),
+        dict(
+            id="live", address=subjects.live(_SESSION), types=live,
+            description="Ephemeral live frames of a session (token deltas). " + _CORE
+            + " Superseded by the stored events; a reader that misses them loses nothing.",
+            send=("streamLive", "agent-runner publishes deltas while a turn runs."),
+            receive=("readLive", "The gateway forwards them to attached browsers."),
+        ),
+        dict(
+            id="prompt", address=subjects.PROMPT, types=_only(COMMAND_TYPES, "prompt"),
+            description="Start one CLI turn. " + _commands_stream(subjects.PROMPT),
+            send=("sendPrompt", "The gateway, after taking the turn lock and recording the `user` event."),
+            receive=("runTurn", "agent-runner (any replica) runs the turn."),
+        ),
+        dict(
+            id="verb", address=subjects.VERB, types=_only(COMMAND_TYPES, "run_verb"),
+            description="Run one power verb (an enum value, never free text). " + _commands_stream(subjects.VERB),
+            send=("requestVerb", "The gateway (operator presses) and agent-runner (the agent's narrow verb tool)."),
+            receive=("runVerb", "pve-executor validates the verb again and runs it."),
+        ),
+        dict(
+            id="cancel", address=subjects.cancel(_SESSION), types=_only(COMMAND_TYPES, "cancel"),
+            description="Stop the session's running turn. " + _CORE + " Request/reply: the answer is a "
+            "`cancel_reply` sent to the requester's inbox.",
+            send=("requestCancel", "The gateway, when the operator presses Stop."),
+            receive=("cancelTurn", "The agent-runner that owns the turn answers."),
+            reply=(CancelReply,),
+        ),
+        dict(
+            id="approval", address=subjects.approval(_SESSION), types=_only(COMMAND_TYPES, "answer_approval"),
+            description="The operator's answer to an `approval` event. " + _CORE,
+            send=("answerApproval", "The gateway, when the operator presses Approve or Deny."),
+            receive=("receiveApproval", "The agent-runner waiting on that approval."),
+        ),
+        dict(
+            id="verbReply", address=subjects.verb_reply(_REQUEST), types=REPLY_TYPES[:1],
+            description="The outcome of one verb request. " + _CORE,
+            send=("replyVerb", "pve-executor, once the verb has run or was rejected."),
+            receive=("awaitVerb", "Whoever published the `run_verb` command."),
+        ),
+    ]
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for row in table:
+        address = _template(row["address"])
+        channel: dict[str, Any] = {"address": address, "description": row["description"]}
+        names = re.findall(r"\{(\w+)\}", address)
+        if names:
+            channel["parameters"] = {name: dict(_PARAMETERS[name]) for name in names}
+        channel["messages"] = {_local(t): _ref("components", "messages", message_key(t)) for t in row["types"]}
+        channels[row["id"]] = channel
+        for action, (op_id, description) in (("send", row["send"]), ("receive", row["receive"])):
+            operation: dict[str, Any] = {
+                "action": action,
+                "channel": _ref("channels", row["id"]),
+                "description": description,
+                "messages": [_ref("channels", row["id"], "messages", _local(t)) for t in row["types"]],
+            }
+            if action == "receive" and "reply" in row:
+                reply_id = row["id"] + "Reply"
+                channels[reply_id] = {
+                    "address": None,
+                    "description": "The requester's inbox (NATS request/reply). " + _CORE,
+                    "messages": {_local(t): _ref("components", "messages", message_key(t)) for t in row["reply"]},
+                }
+                operation["reply"] = {
+                    "channel": _ref("channels", reply_id),
+                    "messages": [_ref("channels", reply_id, "messages", _local(t)) for t in row["reply"]],
+                }
+            operations[op_id] = operation
+    return channels, operations
+
+
+def _only(types: Iterable[type[msgspec.Struct]], tag: str) -> tuple[type[msgspec.Struct], ...]:
+    found = tuple(t for t in types if t.__struct_config__.tag == tag)
+    if not found:
+        raise LookupError(f"no contract type is tagged {tag!r}")
+    return found
+
+
+def _local(type_: type[msgspec.Struct]) -> str:
+    return message_key(type_).split(".", 1)[-1]
+
+
+def asyncapi() -> dict[str, Any]:
+    channels, operations = _channels_and_operations()
+    description = "\n\n".join(
+        [
+            "The public contract of breakglass on NATS: subjects, what travels on them, and how it is kept. "
+            "Payloads are JSON; every schema is generated from the msgspec Structs the services decode with "
+            f"(files under `{SCHEMAS_DIR}/`).",
+            _kinds_paragraph("Wire shape"),
+            evolution_rule(),
+            "Operations describe breakglass as a whole: `send` names the service that publishes, `receive` "
+            "the one that consumes. An outside subscriber to events takes the `receive` side.",
+            "Subjects:\n\n" + "\n".join(
+                line.rstrip() for line in (subjects.__doc__ or "").splitlines() if line.startswith("    ")
+            ),
+        ]
+    )
+    messages = {
+        message_key(t): _message(t) for t in (*EVENT_TYPES, *COMMAND_TYPES, *REPLY_TYPES)
+    }
+    # Records are not messages (they live in the KV bucket), so they are listed
+    # as schemas; `allOf` lets them carry a description beside the reference.
+    records = {
+        message_key(t): {"description": _description(t), "allOf": [_payload(message_key(t))["schema"]]}
+        for t in RECORD_TYPES
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "breakglass", "version": f"{SCHEMA_VERSION}.0.0", "description": description},
+        "defaultContentType": "application/json",
+        "servers": {
+            "compose": {
+                "host": "nats:4222",
+                "protocol": "nats",
+                "description": "The NATS of compose.yaml; elsewhere `BREAKGLASS_NATS_URL` names the server.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": records},
+    }
+
+
+def _description(type_: type[msgspec.Struct]) -> str:
+    kv = topology.Topology().kv_bucket
+    where = {SessionRecord: "sessions.<session_id>", TurnLock: "locks.<session_id>"}.get(type_, "")
+    text = _paragraph(type_.__doc__ or "")
+    return f"{text} Stored in KV bucket `{kv}` under `{where}`." if where else text
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for multi-line text, and no anchors: the output is read by people."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def render_yaml(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def render() -> dict[str, str]:
+    """Every generated file, by path relative to the output directory."""
+    files = {f"{SCHEMAS_DIR}/{name}": render_json(doc) for name, doc in schemas().items()}
+    files[ASYNCAPI_FILE] = render_yaml(asyncapi())
+    return files
+
+
+def write(outdir: Path) -> list[Path]:
+    """Write every file and delete schema files that are no longer generated,
+    so a renamed type leaves no orphan behind. Other files in `outdir` stay."""
+    files = render()
+    (outdir / SCHEMAS_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in (outdir / SCHEMAS_DIR).glob("*.schema.json"):
+        if f"{SCHEMAS_DIR}/{stale.name}" not in files:
+            stale.unlink()
+    written = []
+    for relative, text in files.items():
+        path = outdir / relative
+        path.write_text(text, encoding="utf-8", newline="\n")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m events.docs OUTDIR", file=sys.stderr)
+        return 2
+    written = write(Path(args[0]))
+    print(f"wrote {len(written)} files to {args[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The Claude Code CLI as a subprocess: its argv, its environment, its life.
+
+- argv is a list, never a shell string; the prompt is one argument after
+  `--`, so a prompt like `--help` or `; rm -rf /` is only ever text.
+- The environment is built from nothing: HOME and temp dirs of the session,
+  a fixed PATH, and only `ANTHROPIC_*` / `CLAUDE_CODE_*` from the runner's
+  own environment. The runner's NATS credentials and any Proxmox setting
+  never reach the CLI or the commands the agent runs.
+- stdin is /dev/null (an open, silent stdin makes the CLI wait).
+- The CLI runs in its own process group: Stop sends SIGINT (the CLI ends the
+  turn cleanly and says so), then SIGKILL to the whole group after a grace
+  period, so no tool process outlives its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from .workspace import Workspace
+
+TOOLS = ("Bash", "Read", "Grep", "Glob")
+PASSTHROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_")
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LINE_LIMIT = 8 * 1024 * 1024
+STDERR_CAP = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Invocation:
+    bin: str
+    model: str
+    session_id: str
+    resume: bool
+    system_prompt: str = ""
+    mcp_config: str | None = None
+    extra_tools: tuple[str, ...] = ()
+
+
+def argv(inv: Invocation, prompt: str) -> list[str]:
+    args = [
+        inv.bin, "-p",
+        "--output-format", "stream-json", "--verbose", "--include-partial-messages",
+        "--model", inv.model,
+        f"--tools={','.join(TOOLS)}",
+        f"--allowedTools={','.join(TOOLS + inv.extra_tools)}",
+    ]
+    args += ["--resume", inv.session_id] if inv.resume else ["--session-id", inv.session_id]
+    if inv.system_prompt:
+        args += ["--append-system-prompt", inv.system_prompt]
+    if inv.mcp_config:
+        args += [f"--mcp-config={inv.mcp_config}", "--strict-mcp-config"]
+    return [*args, "--", prompt]
+
+
+def environment(runner_env: Mapping[str, str], ws: Workspace) -> dict[str, str]:
+    env = {k: v for k, v in runner_env.items() if k.startswith(PASSTHROUGH_PREFIXES)}
+    env.update(
+        HOME=str(ws.home),
+        PATH=SAFE_PATH,
+        LANG="C.UTF-8",
+        TMPDIR=str(ws.tmp),
+        CLAUDE_CODE_TMPDIR=str(ws.tmp),
+        DISABLE_TELEMETRY="1",
+        DISABLE_AUTOUPDATER="1",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+    )
+    return env
+
+
+class CliProcess:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._stderr = bytearray()
+        self._stderr_task = asyncio.create_task(self._collect_stderr())
+
+    @classmethod
+    async def start(cls, args: list[str], env: dict[str, str], cwd: str) -> "CliProcess":
+        process = await asyncio.create_subprocess_exec(
+            *args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, limit=LINE_LIMIT,
+        )
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """stdout, one line at a time; an over-long line is dropped, not fatal."""
+        stdout = self._process.stdout
+        assert stdout is not None
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError:  # over LINE_LIMIT: the reader already discarded it
+                yield b"<line over the size limit>"
+                continue
+            if not line:
+                return
+            yield line
+
+    async def _collect_stderr(self) -> None:
+        stderr = self._process.stderr
+        assert stderr is not None
+        while chunk := await stderr.read(4096):
+            room = STDERR_CAP - len(self._stderr)
+            if room > 0:
+                self._stderr += chunk[:room]
+
+    def stderr_text(self) -> str:
+        return self._stderr.decode(errors="replace").strip()
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self._process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def interrupt(self) -> None:
+        self._signal_group(signal.SIGINT)
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    async def stop(self, grace: float) -> None:
+        """SIGINT, then SIGKILL to the group if it is still there after `grace`."""
+        self.interrupt()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._process.wait()), grace)
+        except asyncio.TimeoutError:
+            self.kill()
+
+    async def wait(self) -> int:
+        code = await self._process.wait()
+        await self._stderr_task
+        self._signal_group(signal.SIGKILL)  # tool processes left in the group go with the turn
+        return code

@@ -1,0 +1,194 @@
+"""One turn, start to end: claim the lock, run the CLI, record what it says,
+and always finish with exactly one `turn_end`.
+
+Detached by design: nothing here knows whether a browser is attached. Every
+path out (success, CLI error, Stop, timeout, crash of the CLI, lock lost)
+writes its reason and `turn_end`, then releases the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+
+from events import subjects
+from events.codec import encode
+from events.commands import StartTurn
+from events.kinds import (
+    CliSessionBound,
+    Envelope,
+    Outcome,
+    TextDelta,
+    TurnCancelled,
+    TurnEnded,
+    TurnFailed,
+)
+from events.locks import TurnLocks, end_msg_id
+from events.log import EventLog
+
+from .cli import CliProcess, Invocation, argv, environment
+from .settings import Settings
+from .translate import Translator
+from .workspace import Workspace
+
+log = logging.getLogger("agent-runner.turns")
+
+APPEND_RETRY_SECONDS = 30.0
+
+
+@dataclass
+class ActiveTurn:
+    """A running turn, as the cancel handler sees it."""
+
+    command: StartTurn
+    cancelled_by: str | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self, by: str) -> None:
+        if self.cancelled_by is None:
+            self.cancelled_by = by
+        self.stop.set()
+
+
+@dataclass
+class TurnRunner:
+    settings: Settings
+    nc: Client
+    events: EventLog
+    locks: TurnLocks
+    owner: str
+    system_prompt: str = ""
+    runner_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    active: dict[str, ActiveTurn] = field(default_factory=dict)
+
+    async def run(self, command: StartTurn) -> None:
+        sid, tid = command.session_id, command.turn_id
+        revision = await self.locks.claim(sid, tid, self.owner)
+        if revision is None:
+            log.info("turn %s is no longer open (cancelled or reaped before pick-up); dropped", tid)
+            return
+        turn = ActiveTurn(command)
+        self.active[sid] = turn
+        recorder = Recorder(self.events, self.nc, command)
+        lease = asyncio.create_task(self._keep_lease(turn, revision))
+        try:
+            outcome, reason = await self._run_cli(turn, recorder)
+        except Exception as exc:
+            log.exception("turn %s failed inside the runner", tid)
+            outcome, reason = Outcome.ERROR, TurnFailed(error=f"the agent runner failed: {type(exc).__name__}", **recorder.envelope("agent-runner"))
+        finally:
+            lease.cancel()
+            self.active.pop(sid, None)
+        if turn.stop.is_set() and turn.cancelled_by is None:
+            log.warning("turn %s lost its lock (reaped); its end was recorded by the reaper", tid)
+            return
+        if reason is not None:
+            await recorder.append(reason)
+        await recorder.append(TurnEnded(outcome=outcome, **recorder.envelope("agent-runner")), msg_id=end_msg_id(tid))
+        await self.locks.release(sid, tid)
+
+    async def _keep_lease(self, turn: ActiveTurn, revision: int) -> None:
+        cmd = turn.command
+        while True:
+            await asyncio.sleep(self.settings.lease_renew_seconds)
+            try:
+                renewed = await self.locks.renew(cmd.session_id, cmd.turn_id, self.owner, revision)
+            except Exception as exc:  # NATS briefly away: try again next round, the lease has slack
+                log.warning("could not renew the lease of turn %s: %s", cmd.turn_id, exc)
+                continue
+            if renewed is None:
+                turn.stop.set()  # reaped or taken: stop the CLI, do not write an end
+                return
+            revision = renewed
+
+    async def _run_cli(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope | None]:
+        cmd = turn.command
+        ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare()
+        invocation = Invocation(
+            bin=self.settings.claude_bin, model=cmd.model, session_id=cmd.session_id,
+            resume=ws.started, system_prompt=self.system_prompt,
+        )
+        if turn.stop.is_set():
+            return self._cancelled(turn, recorder)
+        try:
+            process = await CliProcess.start(argv(invocation, cmd.prompt), environment(self.runner_env, ws), str(ws.work))
+        except OSError as exc:
+            return Outcome.ERROR, TurnFailed(error=f"the Claude CLI could not start: {exc.strerror or exc}", **recorder.envelope("agent-runner"))
+        log.info("turn %s: CLI pid %d (%s)", cmd.turn_id, process.pid, "resume" if invocation.resume else "new")
+        translator = Translator(cmd.session_id, cmd.turn_id)
+        stopper = asyncio.create_task(self._stop_on_signal(turn, process))
+        timed_out = False
+        try:
+            async with asyncio.timeout(self.settings.turn_timeout_seconds):
+                async for line in process.lines():
+                    for event in translator.feed(line):
+                        if isinstance(event, CliSessionBound):
+                            ws.mark_started()
+                        await recorder.record(event)
+        except TimeoutError:
+            timed_out = True
+            await process.stop(self.settings.cancel_grace_seconds)
+        finally:
+            stopper.cancel()
+        code = await process.wait()
+        if turn.cancelled_by is not None:
+            return self._cancelled(turn, recorder)
+        if timed_out:
+            minutes = self.settings.turn_timeout_seconds / 60
+            return Outcome.TIMEOUT, TurnFailed(error=f"the turn timed out after {minutes:g} min and was stopped", **recorder.envelope("agent-runner"))
+        if code != 0:
+            detail = translator.last_error or process.stderr_text() or "no output"
+            return Outcome.ERROR, TurnFailed(error=f"the Claude CLI exited with code {code}: {detail[:2000]}", **recorder.envelope("agent-runner"))
+        if not translator.saw_result:
+            return Outcome.ERROR, TurnFailed(error="the Claude CLI ended without a result", **recorder.envelope("agent-runner"))
+        return Outcome.OK, None
+
+    async def _stop_on_signal(self, turn: ActiveTurn, process: CliProcess) -> None:
+        await turn.stop.wait()
+        await process.stop(self.settings.cancel_grace_seconds)
+
+    def _cancelled(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope]:
+        return Outcome.CANCELLED, TurnCancelled(**recorder.envelope(turn.cancelled_by or "operator"))
+
+
+class Recorder:
+    """Writes a turn's events: stored ones to the log (idempotent message ids,
+    retried while NATS reconnects), live-only ones to the live subject."""
+
+    def __init__(self, events: EventLog, nc: Client, command: StartTurn) -> None:
+        self._events = events
+        self._nc = nc
+        self._command = command
+        self._count = 0
+
+    def envelope(self, by: str) -> dict:
+        return {"session_id": self._command.session_id, "turn_id": self._command.turn_id, "by": by}
+
+    async def record(self, event: Envelope) -> None:
+        if isinstance(event, TextDelta):
+            try:
+                await self._nc.publish(subjects.live(self._command.session_id), encode(event))
+            except Exception:  # live frames are best effort; the whole text is stored anyway
+                pass
+            return
+        await self.append(event)
+
+    async def append(self, event: Envelope, *, msg_id: str | None = None) -> None:
+        self._count += 1
+        msg_id = msg_id or f"{self._command.turn_id}:{self._count}"
+        deadline = asyncio.get_running_loop().time() + APPEND_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                await self._events.append(event, msg_id=msg_id)
+                return
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("append failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

@@ -1,0 +1,50 @@
+"""A session's private directory on the runner: the CLI's HOME, working
+directory and temp dir.
+
+The CLI keeps its conversation under HOME, and `--resume` only finds it
+with the same HOME, so HOME is per session and lives under DATA_DIR (a
+shared volume when runners are replicated). `started` records that the CLI
+accepted `--session-id` once; later turns must `--resume` instead (reusing
+`--session-id` fails with "already in use").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from events.subjects import session_events
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def for_session(cls, data_dir: Path, session_id: str) -> "Workspace":
+        session_events(session_id)  # refuses anything that is not a UUID before it becomes a path
+        return cls(data_dir / "sessions" / session_id)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def started(self) -> bool:
+        return (self.root / "cli-started").exists()
+
+    def mark_started(self) -> None:
+        (self.root / "cli-started").touch()
+
+    def prepare(self) -> "Workspace":
+        for path in (self.home, self.work, self.tmp):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self
