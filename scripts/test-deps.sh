@@ -36,3 +36,31 @@ else
     echo "test-deps: WARNING the Claude Code CLI does not run from $claude_cli;" \
         "fallback: pip install claude-agent-sdk (bundles the binary) or set BREAKGLASS_CLAUDE_CLI" >&2
 fi
+
+# --- A real OpenSSH sshd (tests/sshd.py; tests/pve_host drive the forced command through it) ---
+# Debian's openssh-server; only the binary is used (tests start their own sshd
+# with their own config, host key and port; the system service is not needed).
+# The test account breakglass-test has /bin/sh as its shell so no rc file runs
+# before each forced command, and password "*" (not "!"): with UsePAM no,
+# sshd treats a "!" password as a locked account and refuses even a key.
+if [ ! -x /usr/sbin/sshd ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing openssh-server ..."
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; } \
+            || echo "test-deps: WARNING apt-get could not install openssh-server (tests needing sshd will skip)" >&2
+    else
+        echo "test-deps: /usr/sbin/sshd is missing; as root run: apt-get install openssh-server" \
+            "(tests needing sshd will skip)" >&2
+    fi
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p /run/sshd && chmod 0755 /run/sshd
+    if ! id breakglass-test >/dev/null 2>&1 && command -v useradd >/dev/null 2>&1; then
+        useradd --system --create-home --home-dir /var/lib/breakglass-test --shell /bin/sh breakglass-test \
+            && usermod -p '*' breakglass-test \
+            || echo "test-deps: WARNING could not create the account breakglass-test (sshd tests log in as root)" >&2
+    fi
+fi
+if [ -x /usr/sbin/sshd ]; then
+    echo "test-deps: sshd $(ssh -V 2>&1 | cut -d, -f1) at /usr/sbin/sshd"
+fi

@@ -163,6 +163,14 @@ def test_with_an_external_nats_url_no_server_is_started(start_up, nats_server):
     assert nats_server.process.poll() is None  # not ours to stop
 
 
+def test_an_unreachable_external_nats_is_one_line_and_exit_1(start_up):
+    from breakglass.natsd import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    line = one_line_failure(start_up(BREAKGLASS_NATS_URL=url))
+    assert url in line
+
+
 def test_service_sub_command_becomes_the_service(nats_server, ports):
     """exec, not a child: the pid that started is the service's pid, with
     the same key isolation as under `up`."""

@@ -52,7 +52,7 @@ class Printer:
             try:
                 stream.write(text + "\n")
                 stream.flush()
-            except (BrokenPipeError, ValueError):  # reader went away; keep supervising
+            except (OSError, ValueError):  # the terminal or pipe went away; keep supervising
                 pass
 
 

@@ -107,11 +107,16 @@ def ensure_topology(url: str, timeout: float = 15.0) -> None:
     race to create them and the gateway is ready as soon as it connects."""
     import nats
 
-    async def quiet(exc: Exception) -> None:
-        pass  # the one-line error below says it better than nats-py's log
+    seen: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:
+        seen.append(exc)  # reported below in one line, instead of nats-py's log
 
     async def run() -> None:
-        nc = await nats.connect(url, name="breakglass-up", connect_timeout=2, allow_reconnect=False, error_cb=quiet)
+        nc = await nats.connect(
+            url, name="breakglass-up", connect_timeout=2, allow_reconnect=False,
+            max_reconnect_attempts=1, reconnect_time_wait=0.5, error_cb=remember,
+        )
         try:
             await ensure(nc.jetstream(), Topology())
         finally:
@@ -120,7 +125,8 @@ def ensure_topology(url: str, timeout: float = 15.0) -> None:
     try:
         asyncio.run(asyncio.wait_for(run(), timeout))
     except Exception as exc:
-        raise StartError(f"cannot set up JetStream on {url}: {str(exc) or type(exc).__name__}") from None
+        why = str(seen[-1] if seen else exc) or type(exc).__name__
+        raise StartError(f"cannot set up JetStream on {url}: {why}") from None
 
 
 def watch_ready(s: UpSettings, printer: Printer, started: float, stop: threading.Event) -> threading.Thread:
@@ -189,9 +195,9 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         return sup.run()
     except (StartError, natsd.NatsdError, OSError) as exc:
         printer.error(f"breakglass: {exc}")
-        sup.shutdown()
         return 1
     finally:
+        sup.shutdown()  # again after run(): harmless; after a bug: nothing is left behind
         tail_stop.set()
         if tailer is not None:
             tailer.join(2.0)

@@ -1,0 +1,71 @@
+"""The whole chat spine: real NATS, gateway, agent-runner as a subprocess,
+the REAL Claude Code CLI, and the fake Messages API it talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from breakglass.natsd import free_port
+from tests.fakeapi import FakeAnthropic
+from tests.fakeapi.cli import require_claude
+from tests.processes import REPO, Service, base_env
+from tests.servers import wait_ready
+
+TOKEN = "e2e-token"
+
+
+@dataclass
+class Stack:
+    base: str
+    headers: dict[str, str]
+    api: FakeAnthropic
+    gateway: Service
+    runner: Service
+    runner_env: dict[str, str]
+
+    def restart_runner(self) -> None:
+        self.runner = Service("agent_runner", self.runner_env, self.runner.log_path).start()
+
+
+@pytest.fixture
+def claude_bin() -> str:
+    return str(require_claude())
+
+
+@pytest.fixture
+def stack(nats_url, tmp_path, claude_bin) -> Iterator[Stack]:
+    port = free_port()
+    with FakeAnthropic() as api:
+        gateway_env = base_env(nats_url, tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN)
+        runner_env = base_env(
+            nats_url, tmp_path / "runner",
+            BREAKGLASS_CLAUDE_BIN=claude_bin,
+            BREAKGLASS_AGENT_FILE=str(REPO / "agents" / "breakglass.md"),
+            BREAKGLASS_LEASE_SECONDS="4",
+            BREAKGLASS_LEASE_RENEW_SECONDS="0.5",
+            BREAKGLASS_CANCEL_GRACE_SECONDS="3",
+            ANTHROPIC_BASE_URL=api.url,
+            ANTHROPIC_API_KEY="test-key",
+            CLAUDE_CODE_MAX_RETRIES="0",
+        )
+        runner = Service("agent_runner", runner_env, tmp_path / "runner.log").start()
+        gateway = Service("gateway", gateway_env, tmp_path / "gateway.log").start()
+        stack = Stack(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}, api, gateway, runner, runner_env)
+        try:
+            wait_ready(stack.base, timeout=20)
+            yield stack
+        finally:
+            stack.runner.stop()
+            gateway.stop()
+            print("---- runner log ----\n" + stack.runner.log()[-5000:])
+            print("---- gateway log ----\n" + gateway.log()[-3000:])
+
+
+@pytest.fixture
+async def client(stack) -> Iterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base, headers=stack.headers, timeout=30) as c:
+        yield c
