@@ -27,7 +27,9 @@ class Stack:
     runner: Service
     runner_env: dict[str, str]
 
-    def restart_runner(self) -> None:
+    def restart_runner(self, **env: str) -> None:
+        self.runner.stop()
+        self.runner_env.update(env)
         self.runner = Service("agent_runner", self.runner_env, self.runner.log_path).start()
 
 

@@ -124,3 +124,27 @@ async def test_reconnect_mid_turn_by_last_event_id_has_no_gap_and_no_duplicate(s
     joined = [f.id for f in first if f.id] + [f.id for f in rest if f.id]
     assert joined == [f.id for f in full if f.id]
     assert kinds(full)[-1] == "turn_end"
+
+
+async def test_a_turn_over_its_time_limit_ends_with_an_error(stack, client):
+    stack.restart_runner(BREAKGLASS_TURN_TIMEOUT_SECONDS="2")
+    stack.api.script(hang(interval=0.1, seconds=60))
+    sid = await open_session(client)
+    await prompt(client, sid, "never ends")
+    frames = await collect(client, f"/api/session/{sid}/stream", until=turn_ended, timeout=60)
+    seen = kinds(frames)
+    assert seen[-2:] == ["error", "turn_end"]
+    assert "timed out" in next(f.json for f in frames if f.kind == "error")["error"]
+    assert frames[-1].json["outcome"] == "timeout"
+
+
+async def test_the_cli_and_its_tools_see_a_scrubbed_environment(stack, client):
+    stack.restart_runner(BREAKGLASS_PVE_KEY_FILE="/secret/pve_key", SOME_RUNNER_SECRET="hunter2")
+    stack.api.script(bash("env; echo END-OF-ENV"), text("ok"))
+    sid = await open_session(client)
+    await prompt(client, sid, "show env")
+    frames = await collect(client, f"/api/session/{sid}/stream", until=turn_ended, timeout=60)
+    output = next(f.json for f in frames if f.kind == "tool_result")["output"]
+    assert "END-OF-ENV" in output and "ANTHROPIC_BASE_URL=" in output
+    for leaked in ("BREAKGLASS_", "NATS", "hunter2", "/secret/pve_key"):
+        assert leaked not in output

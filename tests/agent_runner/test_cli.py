@@ -1,0 +1,61 @@
+"""argv and environment of the CLI: pure functions, pinned here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent_runner.agent import instructions
+from agent_runner.cli import Invocation, argv, environment
+from agent_runner.workspace import Workspace
+
+import pytest
+
+SID = "6cfaa6bb-d10d-4842-8572-2d78d3eeee8c"
+
+
+def test_first_turn_uses_session_id_and_later_turns_resume():
+    first = argv(Invocation(bin="claude", model="sonnet", session_id=SID, resume=False), "hi")
+    later = argv(Invocation(bin="claude", model="sonnet", session_id=SID, resume=True), "hi")
+    assert ["--session-id", SID] == first[first.index("--session-id"):first.index("--session-id") + 2]
+    assert "--resume" not in first and "--session-id" not in later
+    assert later[later.index("--resume") + 1] == SID
+    for args in (first, later):
+        assert args[:2] == ["claude", "-p"]
+        assert "--tools=Bash,Read,Grep,Glob" in args and "--include-partial-messages" in args
+        assert args[args.index("--output-format") + 1] == "stream-json" and "--verbose" in args
+
+
+@pytest.mark.parametrize("prompt", ["--help", "; rm -rf /", "$(reboot)", "a\nb", "-p"])
+def test_the_prompt_is_one_argument_after_the_end_of_options(prompt):
+    args = argv(Invocation(bin="claude", model="m", session_id=SID, resume=False), prompt)
+    assert args[-2:] == ["--", prompt]
+
+
+def test_environment_passes_only_anthropic_and_claude_code_variables(tmp_path):
+    ws = Workspace.for_session(tmp_path, SID)
+    runner_env = {
+        "ANTHROPIC_API_KEY": "k", "CLAUDE_CODE_MAX_RETRIES": "0", "BREAKGLASS_NATS_URL": "nats://x",
+        "BREAKGLASS_PVE_KEY_FILE": "/k", "NATS_CREDS": "c", "HOME": "/root", "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    env = environment(runner_env, ws)
+    assert env["ANTHROPIC_API_KEY"] == "k" and env["CLAUDE_CODE_MAX_RETRIES"] == "0"
+    assert env["HOME"] == str(ws.home) and env["CLAUDE_CODE_TMPDIR"] == str(ws.tmp)
+    assert not [k for k in env if k.startswith(("BREAKGLASS_", "NATS", "AWS"))]
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "x", "6CFAA6BB-D10D-4842-8572-2D78D3EEEE8C"])
+def test_a_workspace_is_only_ever_made_for_a_uuid(tmp_path, bad):
+    with pytest.raises(ValueError):
+        Workspace.for_session(tmp_path, bad)
+
+
+def test_workspace_remembers_the_cli_session(tmp_path):
+    ws = Workspace.for_session(tmp_path, SID).prepare()
+    assert ws.home.is_dir() and ws.work.is_dir() and not ws.started
+    ws.mark_started()
+    assert Workspace.for_session(tmp_path, SID).started
+
+
+def test_agent_instructions_drop_the_front_matter():
+    text = instructions(Path(__file__).resolve().parents[2] / "agents" / "breakglass.md")
+    assert not text.startswith("---") and "Diagnose first" in text and "cycle" in text

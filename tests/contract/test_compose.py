@@ -1,0 +1,183 @@
+"""compose.yaml keeps the deployment promises of SPEC §2, checked statically.
+
+There is no Docker engine in CI, so nothing here starts a container; instead
+the file is read as data and held to what matters most: each key reaches only
+the service that needs it, nothing runs as root, and every command and
+Dockerfile points at something that exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+OURS = ("gateway", "agent-runner", "pve-executor")
+
+# Who may see what. Anything matching a marker (in secrets, volumes, env
+# names or values) may appear only in the services listed for it.
+ONLY_IN: dict[str, tuple[str, ...]] = {
+    "pve_key": ("pve-executor",),
+    "pve_known_hosts": ("pve-executor",),
+    "BREAKGLASS_PVE_": ("pve-executor",),
+    "devvm_key": ("agent-runner",),
+    "devvm_known_hosts": ("agent-runner",),
+    "BREAKGLASS_DEVVM_": ("agent-runner",),
+    "ANTHROPIC_": ("agent-runner",),
+    "CLAUDE_CODE_": ("agent-runner",),
+    "BREAKGLASS_API_TOKEN": ("gateway",),
+}
+
+
+def _strings(node: Any) -> list[str]:
+    """Every key and scalar in a service definition, as text."""
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (str(k), *_strings(v))]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    return [] if node is None else [str(node)]
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command")
+    assert command, "every service states its command, so the entry point is reviewed here"
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def test_all_services_exist() -> None:
+    assert set(SERVICES) == {"nats", *OURS}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_runs_as_a_non_root_user(name: str) -> None:
+    user = str(SERVICES[name].get("user", ""))
+    uid = user.split(":", 1)[0]
+    assert uid, f"{name} sets no `user:`, so it runs as the image's default (often root)"
+    assert uid != "root" and not (uid.isdigit() and int(uid) == 0), f"{name} runs as root"
+
+
+@pytest.mark.parametrize("marker", sorted(ONLY_IN))
+def test_secrets_and_settings_reach_only_their_service(marker: str) -> None:
+    holders = sorted(name for name, service in SERVICES.items() if any(marker in s for s in _strings(service)))
+    assert set(holders) <= set(ONLY_IN[marker]), f"{marker} appears in {holders}, allowed only in {ONLY_IN[marker]}"
+
+
+def test_each_key_is_mounted_where_it_is_needed() -> None:
+    assert {"pve_key", "pve_known_hosts"} <= set(SERVICES["pve-executor"].get("secrets", []))
+    assert {"devvm_key", "devvm_known_hosts"} <= set(SERVICES["agent-runner"].get("secrets", []))
+    env = SERVICES["pve-executor"]["environment"]
+    assert env["BREAKGLASS_PVE_KEY_FILE"] == "/run/secrets/pve_key"
+    assert env["BREAKGLASS_PVE_KNOWN_HOSTS"] == "/run/secrets/pve_known_hosts"
+    for secret in ("pve_key", "pve_known_hosts", "devvm_key", "devvm_known_hosts"):
+        assert "file" in COMPOSE["secrets"][secret]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_keys_arrive_only_as_compose_secrets(name: str) -> None:
+    # A bind-mounted key directory or an env_file would slip past the checks
+    # above; secrets are the one reviewed way in.
+    service = SERVICES[name]
+    assert "env_file" not in service and not service.get("privileged")
+    for volume in service.get("volumes", []):
+        source = volume.get("source", "") if isinstance(volume, dict) else str(volume).split(":", 1)[0]
+        assert not re.search(r"secret|key|\.ssh", source, re.IGNORECASE), f"{name} mounts {source}"
+
+
+def test_dockerignore_keeps_keys_out_of_build_contexts() -> None:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "secrets/" in lines
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_service_talks_to_the_compose_nats(name: str) -> None:
+    assert SERVICES[name]["environment"]["BREAKGLASS_NATS_URL"] == "nats://nats:4222"
+    assert "nats" in SERVICES[name].get("depends_on", {})
+
+
+def test_gateway_publishes_8080() -> None:
+    assert any(str(port).endswith(":8080") for port in SERVICES["gateway"]["ports"])
+    assert all("ports" not in SERVICES[name] for name in SERVICES if name != "gateway")
+
+
+def _cli_subcommands() -> set[str]:
+    from breakglass.cli import build_parser
+
+    parser = build_parser()
+    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices}
+
+
+def _runnable(module: str) -> bool:
+    """True when `python -m module` would find something to run."""
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            return False
+        return spec.submodule_search_locations is None or importlib.util.find_spec(module + ".__main__") is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_command_is_a_real_entry_point(name: str) -> None:
+    command = _command(SERVICES[name])
+    if command[0] == "breakglass":
+        assert command[1:] == [name], f"{name} should run `breakglass {name}`"
+        assert name in _cli_subcommands(), f"`breakglass {name}` is not a sub-command"
+        from breakglass.settings import SERVICES as MODULES
+
+        assert _runnable(MODULES[name]), f"`breakglass {name}` runs `python -m {MODULES[name]}`, which is missing"
+    else:
+        assert command[:2] == ["python", "-m"], f"{name}: unexpected command {command}"
+        assert _runnable(command[2]), f"`python -m {command[2]}` cannot run"
+
+
+def _dockerfile(name: str) -> Path:
+    build = SERVICES[name]["build"]
+    assert build["context"] == ".", "the context is the repository root, so libs/ can be copied"
+    return REPO / build["dockerfile"]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_dockerfile_exists_and_drops_root(name: str) -> None:
+    path = _dockerfile(name)
+    assert path.is_file(), f"{path} is missing"
+    text = path.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users, f"{path} has no USER line: the container would run as root"
+    uid = users[-1].split(":", 1)[0]
+    assert uid not in {"root", "0"}, f"{path} ends as root"
+    assert uid == str(SERVICES[name]["user"]).split(":", 1)[0], "compose `user:` and the image's USER disagree"
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_dockerfile_copies_what_exists(name: str) -> None:
+    text = _dockerfile(name).read_text()
+    sources = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line]
+    copied = {source for parts in sources for source in parts}
+    assert {"libs/events", "libs/cli", f"services/{name}"} <= copied
+    for source in copied:
+        assert (REPO / source).exists(), f"{_dockerfile(name)} copies {source}, which does not exist"
+
+
+def test_nats_runs_jetstream_from_the_mounted_config() -> None:
+    nats = SERVICES["nats"]
+    assert nats["image"].startswith("nats:2.11")
+    mounts = [str(v).split(":") for v in nats["volumes"]]
+    config = next(m for m in mounts if m[0].startswith("./"))
+    assert (REPO / config[0]).is_file() and config[1] in _command(nats)
+    text = (REPO / config[0]).read_text()
+    store = re.search(r'^\s*store_dir:\s*"?([^"\s]+)', text, re.MULTILINE)
+    assert "jetstream" in text and store, "JetStream must be on, with an explicit store_dir"
+    volumes = {target for source, target, *_ in mounts if source in (COMPOSE.get("volumes") or {})}
+    assert any(store.group(1).startswith(target) for target in volumes), "the JetStream store is not on a named volume"
