@@ -10,6 +10,10 @@ import pytest
 from breakglass.natsd import free_port
 from tests.cli.proc import Up, clean_env, command
 
+#: `up` runs where `make run` runs it: services find repo files (the agent
+#: definition) relative to the working directory.
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def ports() -> dict[str, str]:
@@ -28,7 +32,7 @@ def start_up(tmp_path: Path, ports: dict[str, str]) -> Iterator[Callable[..., Up
     def start(argv: list[str] | None = None, **env: str) -> Up:
         full = clean_env(BREAKGLASS_DATA_DIR=str(tmp_path / "data"), **ports)
         full.update(env)
-        up = Up(argv or [*command(), "up"], full, tmp_path)
+        up = Up(argv or [*command(), "up"], full, REPO)
         started.append(up)
         return up
 

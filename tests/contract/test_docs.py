@@ -192,7 +192,10 @@ def test_encoded_commands_validate_against_their_schemas(command: msgspec.Struct
 
 @pytest.mark.parametrize(
     "record",
-    [VerbResult(verb=Verb.RESET, exit_code=1, stderr="timeout"), TurnLock(turn_id=TURN, by="a", started_at=1.0, lease_until=2.0)],
+    [
+        VerbResult(verb=Verb.RESET, exit_code=1, stderr="timeout"),
+        TurnLock(turn_id=TURN, by="agent-runner", started_at=1.0, lease_until=2.0),
+    ],
     ids=lambda r: type(r).__name__,
 )
 def test_encoded_replies_and_records_validate(record: msgspec.Struct) -> None:
@@ -211,7 +214,7 @@ def _with(message: msgspec.Struct, **changes: Any) -> dict[str, Any]:
         ("command", _with(GOOD_COMMANDS[0], prompt=""), decode_command),
         ("event", _with(GOOD_EVENTS[0], kind="no_such_kind"), decode_event),
         ("event", {k: v for k, v in _with(GOOD_EVENTS[0]).items() if k != "by"}, decode_event),
-        ("verb_result", _with(VerbResult(verb=Verb.STOP, exit_code=0), verb="shutdown"), lambda d: decode(d, VerbResult)),
+        ("verb_result", _with(VerbResult(verb=Verb.STOP, exit_code=0), verb="halt"), lambda d: decode(d, VerbResult)),
     ],
     ids=["free-text-verb", "path-as-session-id", "empty-prompt", "unknown-kind", "no-actor", "reply-verb"],
 )

@@ -25,6 +25,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ import msgspec
 import yaml
 
 from . import kinds, subjects, topology
-from .commands import COMMAND_TYPES, AnyCommand, CancelReply, SessionRecord, TurnLock, VerbResult
+from .commands import COMMAND_TYPES, AnswerApproval, AnyCommand, CancelReply, CancelTurn, RunVerb, StartTurn
+from .commands import SessionRecord, TurnLock, VerbResult
 from .kinds import EPHEMERAL_KINDS, EVENT_TYPES, SCHEMA_VERSION, Event, VerbProgressed, kind_of
 
 DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -190,8 +192,9 @@ def _days(seconds: float | None) -> str:
 
 def _events_stream() -> str:
     c = topology.events_stream_config(topology.Topology())
+    retention, storage = c.retention.value, c.storage.value  # type: ignore[union-attr]
     return (
-        f"Stored in JetStream stream `{c.name}` ({c.retention.value} retention, {c.storage.value} storage, "  # type: ignore[union-attr]
+        f"Stored in JetStream stream `{c.name}` ({retention} retention, {storage} storage, "
         f"max age {_days(c.max_age)} by default, deletes {'denied' if c.deny_delete else 'allowed'}, "
         f"purges {'denied' if c.deny_purge else 'allowed'}): this stream is the audit log. "
         f"The stream sequence is each event's id (the SSE `id:`)."
@@ -200,124 +203,135 @@ def _events_stream() -> str:
 
 def _commands_stream(subject: str) -> str:
     c = topology.commands_stream_config(topology.Topology())
-    durables = [durable for durable, filtered in topology.CONSUMERS.items() if filtered == subject]
+    retention = c.retention.value  # type: ignore[union-attr]
+    durables = ", ".join(f"`{d}`" for d, filtered in topology.CONSUMERS.items() if filtered == subject)
     return (
-        f"Stored in JetStream stream `{c.name}` ({c.retention.value} retention: removed once acknowledged; "  # type: ignore[union-attr]
+        f"Stored in JetStream stream `{c.name}` ({retention} retention: removed once acknowledged; "
         f"max age {_days(c.max_age)}; a repeated `Nats-Msg-Id` within {c.duplicate_window:g} s is dropped). "
-        f"Consumed by durable pull consumer {', '.join(f'`{d}`' for d in durables)}; a command that does "
-        "not decode is terminated, never redelivered."
+        f"Consumed by durable pull consumer {durables}; a command that does not decode is terminated, "
+        "never redelivered."
     )
 
 
 _CORE = "Core NATS, not stored."
 
 
-def _channels_and_operations() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The channel table: (id, address, parameters, message types, description,
-    sender, receiver[, reply]). Operations are written for breakglass as a
-    whole: each channel has the service(s) that send on it and receive it."""
+@dataclass(frozen=True)
+class _Channel:
+    id: str
+    address: str
+    types: tuple[type[msgspec.Struct], ...]
+    description: str
+    send: tuple[str, str]  # (operation id, who publishes)
+    receive: tuple[str, str]  # (operation id, who consumes)
+    reply: tuple[type[msgspec.Struct], ...] = ()
+
+
+def _channel_table() -> list[_Channel]:
+    """Every subject, what travels on it, and who sends and receives it."""
     stored = tuple(t for t in EVENT_TYPES if kind_of(t) not in EPHEMERAL_KINDS)
     live = tuple(t for t in EVENT_TYPES if kind_of(t) in EPHEMERAL_KINDS)
-    table: list[dict[str, Any]] = [
-        dict(
-            id="sessionEvents", address=subjects.session_events(_SESSION), types=stored,
-            description="A session's events, in order. " + _events_stream(),
-            send=("recordSessionEvent", "gateway, agent-runner and pve-executor append the facts they caused."),
-            receive=("readSessionEvents", "The gateway replays then tails them for the attach stream; "
-                     "other services subscribe read-only (`" + subjects.SESSION_EVENTS_ALL + "`, or `"
-                     + subjects.EVENTS_ALL + "` for every stored event)."),
+    audit = [
+        _Channel(
+            f"audit{name.title()}", subjects.audit(name), AUDIT_MESSAGES[name],
+            f"Audit facts about `{name}` that belong to no session. " + _events_stream(),
+            (f"recordAudit{name.title()}", "pve-executor records what it ran outside any session."),
+            (f"readAudit{name.title()}", f"Auditors and other services subscribe read-only (`{subjects.AUDIT_ALL}`)."),
+        )
+        for name in sorted(subjects.AUDIT_NAMES)
+    ]
+    return [
+        _Channel(
+            "sessionEvents", subjects.session_events(_SESSION), stored,
+            "A session's events, in order. " + _events_stream(),
+            ("recordSessionEvent", "gateway, agent-runner and pve-executor append the facts they caused."),
+            ("readSessionEvents", "The gateway replays then tails them for the attach stream; other services "
+             f"subscribe read-only (`{subjects.SESSION_EVENTS_ALL}`, or `{subjects.EVENTS_ALL}` for every "
+             "stored event)."),
         ),
-        *(
-            dict(
-                id=f"audit{name.title()}", address=subjects.audit(name), types=AUDIT_MESSAGES[name],
-                description=f"Audit facts about `{name}` that belong to no session. " + _events_stream(),
-                send=(f"recordAudit{name.title()}", "pve-executor records what it ran outside any session."),
-                receive=(f"readAudit{name.title()}", "Auditors and other services subscribe read-only (`"
-                         + subjects.AUDIT_ALL + "`)."),
-            )
-            for name in sorted(subjects.AUDIT_NAMES)
+        *audit,
+        _Channel(
+            "live", subjects.live(_SESSION), live,
+            f"Ephemeral live frames of a session (token deltas). {_CORE} Superseded by the stored events; "
+            "a reader that misses them loses nothing.",
+            ("streamLive", "agent-runner publishes deltas while a turn runs."),
+            ("readLive", "The gateway forwards them to attached browsers."),
         ),
-        dict(
-            id="live", address=subjects.live(_SESSION), types=live,
-            description="Ephemeral live frames of a session (token deltas). " + _CORE
-            + " Superseded by the stored events; a reader that misses them loses nothing.",
-            send=("streamLive", "agent-runner publishes deltas while a turn runs."),
-            receive=("readLive", "The gateway forwards them to attached browsers."),
+        _Channel(
+            "prompt", subjects.PROMPT, (StartTurn,),
+            "Start one CLI turn. " + _commands_stream(subjects.PROMPT),
+            ("sendPrompt", "The gateway, after taking the turn lock and recording the `user` event."),
+            ("runTurn", "agent-runner (any replica) runs the turn."),
         ),
-        dict(
-            id="prompt", address=subjects.PROMPT, types=_only(COMMAND_TYPES, "prompt"),
-            description="Start one CLI turn. " + _commands_stream(subjects.PROMPT),
-            send=("sendPrompt", "The gateway, after taking the turn lock and recording the `user` event."),
-            receive=("runTurn", "agent-runner (any replica) runs the turn."),
+        _Channel(
+            "verb", subjects.VERB, (RunVerb,),
+            "Run one power verb (an enum value, never free text). " + _commands_stream(subjects.VERB),
+            ("requestVerb", "The gateway (operator presses) and agent-runner (the agent's narrow verb tool)."),
+            ("runVerb", "pve-executor validates the verb again and runs it."),
         ),
-        dict(
-            id="verb", address=subjects.VERB, types=_only(COMMAND_TYPES, "run_verb"),
-            description="Run one power verb (an enum value, never free text). " + _commands_stream(subjects.VERB),
-            send=("requestVerb", "The gateway (operator presses) and agent-runner (the agent's narrow verb tool)."),
-            receive=("runVerb", "pve-executor validates the verb again and runs it."),
-        ),
-        dict(
-            id="cancel", address=subjects.cancel(_SESSION), types=_only(COMMAND_TYPES, "cancel"),
-            description="Stop the session's running turn. " + _CORE + " Request/reply: the answer is a "
-            "`cancel_reply` sent to the requester's inbox.",
-            send=("requestCancel", "The gateway, when the operator presses Stop."),
-            receive=("cancelTurn", "The agent-runner that owns the turn answers."),
+        _Channel(
+            "cancel", subjects.cancel(_SESSION), (CancelTurn,),
+            f"Stop the session's running turn. {_CORE} Request/reply: the answer is a `cancel_reply` "
+            "sent to the requester's inbox.",
+            ("requestCancel", "The gateway, when the operator presses Stop."),
+            ("cancelTurn", "The agent-runner that owns the turn answers."),
             reply=(CancelReply,),
         ),
-        dict(
-            id="approval", address=subjects.approval(_SESSION), types=_only(COMMAND_TYPES, "answer_approval"),
-            description="The operator's answer to an `approval` event. " + _CORE,
-            send=("answerApproval", "The gateway, when the operator presses Approve or Deny."),
-            receive=("receiveApproval", "The agent-runner waiting on that approval."),
+        _Channel(
+            "approval", subjects.approval(_SESSION), (AnswerApproval,),
+            f"The operator's answer to an `approval` event. {_CORE}",
+            ("answerApproval", "The gateway, when the operator presses Approve or Deny."),
+            ("receiveApproval", "The agent-runner waiting on that approval."),
         ),
-        dict(
-            id="verbReply", address=subjects.verb_reply(_REQUEST), types=REPLY_TYPES[:1],
-            description="The outcome of one verb request. " + _CORE,
-            send=("replyVerb", "pve-executor, once the verb has run or was rejected."),
-            receive=("awaitVerb", "Whoever published the `run_verb` command."),
+        _Channel(
+            "verbReply", subjects.verb_reply(_REQUEST), (VerbResult,),
+            f"The outcome of one verb request. {_CORE}",
+            ("replyVerb", "pve-executor, once the verb has run or was rejected."),
+            ("awaitVerb", "Whoever published the `run_verb` command."),
         ),
     ]
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    for row in table:
-        address = _template(row["address"])
-        channel: dict[str, Any] = {"address": address, "description": row["description"]}
-        names = re.findall(r"\{(\w+)\}", address)
-        if names:
-            channel["parameters"] = {name: dict(_PARAMETERS[name]) for name in names}
-        channel["messages"] = {_local(t): _ref("components", "messages", message_key(t)) for t in row["types"]}
-        channels[row["id"]] = channel
-        for action, (op_id, description) in (("send", row["send"]), ("receive", row["receive"])):
-            operation: dict[str, Any] = {
-                "action": action,
-                "channel": _ref("channels", row["id"]),
-                "description": description,
-                "messages": [_ref("channels", row["id"], "messages", _local(t)) for t in row["types"]],
-            }
-            if action == "receive" and "reply" in row:
-                reply_id = row["id"] + "Reply"
-                channels[reply_id] = {
-                    "address": None,
-                    "description": "The requester's inbox (NATS request/reply). " + _CORE,
-                    "messages": {_local(t): _ref("components", "messages", message_key(t)) for t in row["reply"]},
-                }
-                operation["reply"] = {
-                    "channel": _ref("channels", reply_id),
-                    "messages": [_ref("channels", reply_id, "messages", _local(t)) for t in row["reply"]],
-                }
-            operations[op_id] = operation
-    return channels, operations
-
-
-def _only(types: Iterable[type[msgspec.Struct]], tag: str) -> tuple[type[msgspec.Struct], ...]:
-    found = tuple(t for t in types if t.__struct_config__.tag == tag)
-    if not found:
-        raise LookupError(f"no contract type is tagged {tag!r}")
-    return found
 
 
 def _local(type_: type[msgspec.Struct]) -> str:
     return message_key(type_).split(".", 1)[-1]
+
+
+def _channel_messages(types: Iterable[type[msgspec.Struct]]) -> dict[str, Any]:
+    return {_local(t): _ref("components", "messages", message_key(t)) for t in types}
+
+
+def _channels_and_operations() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Operations are written for breakglass as a whole: each channel gets a
+    `send` (the service that publishes) and a `receive` (the one that consumes)."""
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for row in _channel_table():
+        address = _template(row.address)
+        channel: dict[str, Any] = {"address": address, "description": row.description}
+        names = re.findall(r"\{(\w+)\}", address)
+        if names:
+            channel["parameters"] = {name: dict(_PARAMETERS[name]) for name in names}
+        channel["messages"] = _channel_messages(row.types)
+        channels[row.id] = channel
+        for action, (op_id, description) in (("send", row.send), ("receive", row.receive)):
+            operations[op_id] = {
+                "action": action,
+                "channel": _ref("channels", row.id),
+                "description": description,
+                "messages": [_ref("channels", row.id, "messages", _local(t)) for t in row.types],
+            }
+        if row.reply:
+            reply_id = row.id + "Reply"
+            channels[reply_id] = {
+                "address": None,
+                "description": f"The requester's inbox (NATS request/reply). {_CORE}",
+                "messages": _channel_messages(row.reply),
+            }
+            operations[row.receive[0]]["reply"] = {
+                "channel": _ref("channels", reply_id),
+                "messages": [_ref("channels", reply_id, "messages", _local(t)) for t in row.reply],
+            }
+    return channels, operations
 
 
 def asyncapi() -> dict[str, Any]:
@@ -363,10 +377,9 @@ def asyncapi() -> dict[str, Any]:
 
 
 def _description(type_: type[msgspec.Struct]) -> str:
-    kv = topology.Topology().kv_bucket
-    where = {SessionRecord: "sessions.<session_id>", TurnLock: "locks.<session_id>"}.get(type_, "")
-    text = _paragraph(type_.__doc__ or "")
-    return f"{text} Stored in KV bucket `{kv}` under `{where}`." if where else text
+    key = {SessionRecord: topology.session_key, TurnLock: topology.lock_key}[type_]
+    where = _template(key(_SESSION))
+    return f"{_paragraph(type_.__doc__ or '')} Stored in KV bucket `{topology.Topology().kv_bucket}` under `{where}`."
 
 
 class _Dumper(yaml.SafeDumper):

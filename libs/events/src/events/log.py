@@ -27,6 +27,9 @@ from .kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
 
 
+INACTIVE_SECONDS = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One stored event: its stream sequence and its bytes as stored."""
@@ -115,7 +118,11 @@ class EventLog:
             queue.put_nowait(msg)
 
         start = after + 1 if after > 0 else 1
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        # The server removes the ephemeral consumer this long after the reader
+        # goes (unsubscribed, or its connection died): nothing outlives a client.
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, inactive_threshold=INACTIVE_SECONDS,
+        )
         sub = await self._js.subscribe(subject, stream=self._stream, cb=deliver, ordered_consumer=True, config=config)
         try:
             while True:
