@@ -59,3 +59,14 @@ def test_workspace_remembers_the_cli_session(tmp_path):
 def test_agent_instructions_drop_the_front_matter():
     text = instructions(Path(__file__).resolve().parents[2] / "agents" / "breakglass.md")
     assert not text.startswith("---") and "Diagnose first" in text and "cycle" in text
+
+
+def test_the_agent_reaches_the_vm_as_devvm_with_a_pinned_host_key(tmp_path):
+    from agent_runner.devvm import DevvmTarget
+
+    target = DevvmTarget(host="10.0.0.5", user="ops", key_file="/run/secrets/devvm_key", known_hosts="/run/secrets/devvm_known_hosts")
+    ws = Workspace.for_session(tmp_path, SID).prepare(target.ssh_config())
+    config = (ws.home / ".ssh" / "config").read_text()
+    assert config.startswith("Host devvm\n") and "HostName 10.0.0.5" in config
+    assert "StrictHostKeyChecking yes" in config and "IdentityFile /run/secrets/devvm_key" in config
+    assert (ws.home / ".ssh" / "config").stat().st_mode & 0o777 == 0o600

@@ -120,3 +120,18 @@ def test_decode_rejects_types_outside_the_contract():
 def test_a_verb_command_carries_only_an_enum_value():
     cmd = RunVerb(by="ops", request_id=new_id(), verb="cycle")  # type: ignore[arg-type]
     assert codec.decode_command(codec.encode(cmd)).verb.value == "cycle"
+
+
+def test_lenient_decoding_skips_unknown_kinds_but_not_broken_known_ones():
+    assert codec.decode_event_lenient(b'{"kind": "from_the_future", "by": "x", "anything": 1}') is None
+    with pytest.raises(codec.ContractError):
+        codec.decode_event_lenient(b'{"kind": "text", "by": "x"}')
+    with pytest.raises(codec.ContractError):
+        codec.decode_event_lenient(b"[1]")
+    event = TextSaid(session_id=SID, by="agent", text="hi")
+    assert codec.decode_event_lenient(codec.encode(event)) == event
+
+
+def test_timestamps_must_carry_a_timezone():
+    with pytest.raises(codec.ContractError):
+        codec.decode_event(b'{"kind": "text", "by": "x", "text": "a", "ts": "2026-11-24T20:00:00"}')

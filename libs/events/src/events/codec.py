@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .commands import AnyCommand, CancelReply, SessionRecord, TurnLock, VerbResult
-from .kinds import Event
+from .kinds import KINDS, Event
 
 T = TypeVar("T")
 
@@ -45,6 +45,25 @@ def _decode(decoder: msgspec.json.Decoder, data: bytes | str, what: str) -> Any:
 
 def decode_event(data: bytes | str) -> Event:
     return _decode(_event_decoder, data, "event")
+
+
+_kind_only = msgspec.json.Decoder(dict[str, Any])
+
+
+def decode_event_lenient(data: bytes | str) -> Event | None:
+    """Like `decode_event`, but None for a kind this version does not know
+    (a newer writer's additive kind): readers skip it instead of failing.
+    A known kind that does not validate still raises `ContractError`."""
+    try:
+        return decode_event(data)
+    except ContractError:
+        try:
+            kind = _kind_only.decode(data).get("kind")
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise ContractError("invalid event: not a JSON object") from None
+        if isinstance(kind, str) and kind not in KINDS:
+            return None
+        raise
 
 
 def decode_command(data: bytes | str) -> AnyCommand:

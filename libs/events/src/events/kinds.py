@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -32,7 +32,7 @@ class Envelope(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=Fal
     #: outside any session, recorded on the audit subject).
     session_id: SessionId | None = None
     turn_id: TurnId | None = None
-    ts: datetime = msgspec.field(default_factory=utcnow)
+    ts: Annotated[datetime, msgspec.Meta(tz=True)] = msgspec.field(default_factory=utcnow)
     by: Actor
 
 

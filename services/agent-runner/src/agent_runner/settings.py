@@ -7,6 +7,8 @@ from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
 
+from .devvm import DevvmTarget
+
 DEFAULT_AGENT_FILE = Path("agents/breakglass.md")
 
 
@@ -18,6 +20,19 @@ def _agent_file(env: Env) -> Path:
     return path.resolve()
 
 
+def _devvm(env: Env) -> DevvmTarget | None:
+    host = env.str("DEVVM_HOST")
+    if host is None:
+        return None
+    return DevvmTarget(
+        host=host,
+        port=env.int("DEVVM_PORT", 22, minimum=1, maximum=65535),
+        user=env.str("DEVVM_USER", "root") or "root",
+        key_file=env.str("DEVVM_KEY_FILE"),
+        known_hosts=env.str("DEVVM_KNOWN_HOSTS"),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str
@@ -27,7 +42,7 @@ class Settings:
     turn_timeout_seconds: float = 1800.0
     max_turns: int = 4
     verb_policy: str = "approve-mutating"
-    devvm_host: str | None = None
+    devvm: DevvmTarget | None = None
     agent_file: Path | None = None
     lease_seconds: float = 30.0
     lease_renew_seconds: float = 5.0
@@ -48,7 +63,7 @@ class Settings:
             turn_timeout_seconds=env.float("TURN_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
             max_turns=env.int("MAX_TURNS", 4, minimum=1, maximum=64),
             verb_policy=env.choice("VERB_POLICY", "approve-mutating", ("autonomous", "approve-mutating")),
-            devvm_host=env.str("DEVVM_HOST"),
+            devvm=_devvm(env),
             agent_file=_agent_file(env),
             lease_seconds=lease,
             lease_renew_seconds=renew,

@@ -107,7 +107,8 @@ class TurnRunner:
 
     async def _run_cli(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope | None]:
         cmd = turn.command
-        ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare()
+        devvm = self.settings.devvm
+        ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare(devvm.ssh_config() if devvm else None)
         invocation = Invocation(
             bin=self.settings.claude_bin, model=cmd.model, session_id=cmd.session_id,
             resume=ws.started, system_prompt=self.system_prompt,

@@ -44,7 +44,12 @@ class Workspace:
     def mark_started(self) -> None:
         (self.root / "cli-started").touch()
 
-    def prepare(self) -> "Workspace":
+    def prepare(self, ssh_config: str | None = None) -> "Workspace":
         for path in (self.home, self.work, self.tmp):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if ssh_config is not None:
+            ssh = self.home / ".ssh"
+            ssh.mkdir(exist_ok=True, mode=0o700)
+            (ssh / "config").write_text(ssh_config)
+            (ssh / "config").chmod(0o600)
         return self
