@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from events import codec
-from events.commands import COMMAND_TYPES, CancelReply, RunVerb, SessionRecord, TurnLock, VerbResult
+from events.commands import COMMAND_TYPES, CancelReply, RunVerb, SessionRecord, TurnLock, VerbRecord, VerbResult
 from events.kinds import EVENT_TYPES, KINDS, TextSaid, kind_of
 from events.types import new_id
 from tests.strategies import instances
 
 SID = "6cfaa6bb-d10d-4842-8572-2d78d3eeee8c"
-RECORD_TYPES = (VerbResult, CancelReply, SessionRecord, TurnLock)
+RECORD_TYPES = (VerbResult, CancelReply, SessionRecord, TurnLock, VerbRecord)
 
 
 @pytest.mark.parametrize("type_", EVENT_TYPES, ids=kind_of)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .commands import AnyCommand, CancelReply, SessionRecord, TurnLock, VerbResult
+from .commands import AnyCommand, CancelReply, SessionRecord, TurnLock, VerbRecord, VerbResult
 from .kinds import KINDS, Event
 
 T = TypeVar("T")
@@ -29,6 +29,7 @@ _decoders: dict[Any, msgspec.json.Decoder] = {
     CancelReply: msgspec.json.Decoder(CancelReply),
     SessionRecord: msgspec.json.Decoder(SessionRecord),
     TurnLock: msgspec.json.Decoder(TurnLock),
+    VerbRecord: msgspec.json.Decoder(VerbRecord),
 }
 
 

@@ -100,3 +100,15 @@ class TurnLock(msgspec.Struct, kw_only=True):
     started_at: float
     lease_until: float
     owner: str = ""
+
+
+class VerbRecord(msgspec.Struct, kw_only=True):
+    """A verb request's entry in the KV bucket (`verbs.<idempotency key>`):
+    created before the verb runs, so a retried press (same key) gets the
+    first press's result instead of a second run, even after the bus's
+    de-duplication window has passed."""
+
+    request_id: RequestId
+    verb: Verb
+    state: Literal["running", "done"]
+    result: VerbResult | None = None

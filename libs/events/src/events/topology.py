@@ -14,6 +14,7 @@ so every service can call it at start-up and `breakglass up` calls it once.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -170,3 +171,14 @@ def session_key(session_id: str) -> str:
 def lock_key(session_id: str) -> str:
     subjects.session_events(session_id)
     return f"locks.{session_id}"
+
+
+def verb_key(idempotency_key: str) -> str:
+    """KV key of a verb request. Hashed: client keys may hold characters KV
+    keys cannot, and two different keys must never share a record."""
+    return f"verbs.{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+def vm_lock_key(vmid: int) -> str:
+    """KV key held while a mutating verb runs on a VM (one at a time)."""
+    return f"vmlocks.{int(vmid)}"
