@@ -40,16 +40,22 @@ fi
 # --- A real OpenSSH sshd (tests/sshd.py; tests/pve_host drive the forced command through it) ---
 # Debian's openssh-server; only the binary is used (tests start their own sshd
 # with their own config, host key and port; the system service is not needed).
+# sudo only for `visudo -c` on the shipped deploy/pve-host/sudoers.
 # The test account breakglass-test has /bin/sh as its shell so no rc file runs
 # before each forced command, and password "*" (not "!"): with UsePAM no,
 # sshd treats a "!" password as a locked account and refuses even a key.
-if [ ! -x /usr/sbin/sshd ]; then
+sshd_pkgs=""
+[ -x /usr/sbin/sshd ] || sshd_pkgs="openssh-server"
+[ -x /usr/sbin/visudo ] || sshd_pkgs="$sshd_pkgs sudo"
+sshd_pkgs=${sshd_pkgs# }
+if [ -n "$sshd_pkgs" ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "test-deps: installing openssh-server ..."
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; } \
-            || echo "test-deps: WARNING apt-get could not install openssh-server (tests needing sshd will skip)" >&2
+        echo "test-deps: installing $sshd_pkgs ..."
+        # shellcheck disable=SC2086
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $sshd_pkgs >/dev/null; } \
+            || echo "test-deps: WARNING apt-get could not install $sshd_pkgs (tests needing sshd will skip)" >&2
     else
-        echo "test-deps: /usr/sbin/sshd is missing; as root run: apt-get install openssh-server" \
+        echo "test-deps: missing $sshd_pkgs; as root run: apt-get install $sshd_pkgs" \
             "(tests needing sshd will skip)" >&2
     fi
 fi

@@ -79,7 +79,13 @@ def test_the_printed_url_is_one_a_browser_can_open(host, url):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("PORT", "abc"), ("PORT", "0"), ("NATS_PORT", "70000"), ("NATS_URL", "http://nats:4222"), ("STOP_GRACE_SECONDS", "x")],
+    [
+        ("PORT", "abc"),
+        ("PORT", "0"),
+        ("NATS_PORT", "70000"),
+        ("NATS_URL", "http://nats:4222"),
+        ("STOP_GRACE_SECONDS", "x"),
+    ],
 )
 def test_bad_settings_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=f"BREAKGLASS_{name}"):

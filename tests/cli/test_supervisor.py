@@ -67,7 +67,7 @@ def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period_and_the_serve
     out = io.StringIO()
     printer = Printer(out, out)
     sup = Supervisor(printer, grace=0.5)
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     server = sup.add(Child("server", python("import time; time.sleep(60)"), printer, last=True))
     service = sup.add(Child("stubborn", python(stubborn), printer))
     server.start()
@@ -80,6 +80,8 @@ def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period_and_the_serve
     assert "stubborn did not stop within 0.5 s; killing it" in out.getvalue()
 
 
-@pytest.mark.parametrize(("code", "text"), [(3, "exited with code 3"), (-9, "killed by SIGKILL"), (-15, "killed by SIGTERM")])
+@pytest.mark.parametrize(
+    ("code", "text"), [(3, "exited with code 3"), (-9, "killed by SIGKILL"), (-15, "killed by SIGTERM")]
+)
 def test_describe_exit(code, text):
     assert describe_exit(code) == text

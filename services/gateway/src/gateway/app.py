@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
-from . import routes
+from .api import pve, sessions
 from .bus import Bus
 from .settings import Settings
 
@@ -45,7 +45,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    app.include_router(routes.router)
+    app.include_router(sessions.router)
+    app.include_router(pve.router)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

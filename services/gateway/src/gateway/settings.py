@@ -21,6 +21,8 @@ class Settings:
     model: str = "sonnet"
     models: tuple[str, ...] = DEFAULT_MODELS
     keepalive_seconds: float = 15.0
+    #: How long a verb request waits for pve-executor's answer.
+    verb_wait_seconds: float = 150.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -39,6 +41,7 @@ class Settings:
             model=model,
             models=models,
             keepalive_seconds=env.float("KEEPALIVE_SECONDS", 15.0, minimum=0.1),
+            verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
         )
 
     @property

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from events.types import MAX_PROMPT_BYTES, UUID_PATTERN
+from events.types import MAX_PROMPT_BYTES
 
-from . import sessions
-from .attach import frames
-from .auth import require_identity
-from .bus import Bus
+from .. import sessions
+from ..attach import frames
+from ..auth import require_identity
+from ..bus import Bus
+from .deps import Identity, SessionIdParam, bus_of
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)])
 
-SessionIdParam = Annotated[str, Path(pattern=UUID_PATTERN, description="A lower-case UUID.")]
-Identity = Annotated[str, Depends(require_identity)]
 
 
 class OpenedSession(BaseModel):
@@ -38,10 +36,6 @@ class TurnStarted(BaseModel):
 
 class Cancelled(BaseModel):
     cancelled: bool
-
-
-def bus_of(request: Request) -> Bus:
-    return request.app.state.bus
 
 
 @router.post("/session", response_model=OpenedSession)

@@ -1,0 +1,19 @@
+"""What every route depends on: the caller's identity, the bus, path types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from events.types import UUID_PATTERN
+
+from ..auth import require_identity
+from ..bus import Bus
+
+SessionIdParam = Annotated[str, Path(pattern=UUID_PATTERN, description="A lower-case UUID.")]
+Identity = Annotated[str, Depends(require_identity)]
+
+
+def bus_of(request: Request) -> Bus:
+    return request.app.state.bus
