@@ -101,16 +101,17 @@ class PveHost:
         *,
         args: list[str] | None = None,
         user: int | None = None,
+        env: dict[str, str] | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run the script directly, as sshd would: SSH_ORIGINAL_COMMAND set
-        (None: unset, as for a login without a command), nothing else."""
-        env: dict[str | bytes, str | bytes] = {"SSH_CLIENT": "192.0.2.7 50022 22"}
+        (None: unset, as for a login without a command), little else."""
+        environ: dict[str, str | bytes] = {"SSH_CLIENT": "192.0.2.7 50022 22", **(env or {})}
         if command is not None:
-            env["SSH_ORIGINAL_COMMAND"] = command
+            environ["SSH_ORIGINAL_COMMAND"] = command
         argv = [str(self.script)] + ([str(self.conf)] if args is None else args)
         return subprocess.run(
-            argv, env=env, input=b"", capture_output=True, timeout=timeout, user=user, cwd="/"
+            argv, env=environ, input=b"", capture_output=True, timeout=timeout, user=user, cwd="/"
         )  # type: ignore[call-overload]
 
 

@@ -198,7 +198,10 @@ def test_a_hung_forensics_step_is_cut_off_and_the_mutation_still_runs(pve_host: 
     assert pve_host.calls() == FORENSICS + [f"reset {VMID}"]
 
 
-@pytest.mark.parametrize(("verb", "knob", "initial"), [("start", "fail_start", "stopped"), ("reset", "fail_reset", "running"), ("stop", "fail_stop", "running")])
+@pytest.mark.parametrize(
+    ("verb", "knob", "initial"),
+    [("start", "fail_start", "stopped"), ("reset", "fail_reset", "running"), ("stop", "fail_stop", "running")],
+)
 def test_a_failing_qm_exit_code_is_the_verbs_exit_code(pve_host: PveHost, verb, knob, initial):
     pve_host.knob("status", initial)
     pve_host.knob(knob, 7)
@@ -344,11 +347,18 @@ def test_a_missing_logger_does_not_fail_the_verb(pve_host: PveHost):
     assert pve_host.syslog() == []
 
 
-def test_the_script_uses_its_own_path_not_the_callers(pve_host: PveHost):
-    """A PATH in the environment does not change which tools run."""
-    res = pve_host.run("status")
-    assert res.returncode == 0
-    assert pve_host.script.read_text().count("PATH=/usr/sbin:/usr/bin:/sbin:/bin") == 1
+def test_the_script_uses_its_own_path_not_the_callers(pve_host: PveHost, tmp_path: Path):
+    """A PATH (or IFS) in the environment does not change which tools run."""
+    marker = tmp_path / "hijacked"
+    trap = tmp_path / "bin"
+    trap.mkdir()
+    for tool in ("tr", "cut", "find", "id", "timeout", "uname", "date", "sleep", "logger", "sudo", "qm"):
+        (trap / tool).write_text(f"#!/bin/sh\necho {tool} >> {marker}\n")
+        (trap / tool).chmod(0o755)
+    env = {"PATH": str(trap), "IFS": "s", "LC_ALL": "tr_TR.UTF-8", "ENV": str(trap / "qm")}
+    assert pve_host.run("cycle", env=env).returncode == 0
+    assert pve_host.run("status; x", env=env).returncode == EX_REFUSED
+    assert not marker.exists()
 
 
 @pytest.fixture
