@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
-from . import subjects
+from . import chain, subjects
 from .codec import decode_event, encode
 from .kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
@@ -36,6 +36,8 @@ class Record:
 
     seq: int
     data: bytes
+    #: The tamper-evidence link of this event (see events.chain).
+    link: str = ""
 
     def event(self) -> Event:
         return decode_event(self.data)
@@ -59,10 +61,17 @@ def _stream_seq(msg: Msg) -> int:
     return int(msg.reply.rsplit(".", 4)[-4])
 
 
+WRONG_LAST_SEQUENCE = 10071
+APPEND_ATTEMPTS = 50
+
+
 class EventLog:
     def __init__(self, js: JetStreamContext, topology: Topology = Topology()) -> None:
         self._js = js
         self._stream = topology.events_stream
+        #: subject -> (sequence, link) of the newest event this process knows;
+        #: saves a read per append while this process is the only writer.
+        self._tails: dict[str, tuple[int, str]] = {}
 
     async def append(self, event: Envelope, *, msg_id: str | None = None) -> int:
         """Store one event in its session's log; returns its stream sequence.
@@ -82,9 +91,33 @@ class EventLog:
         kind = type(event).__struct_config__.tag
         if kind in EPHEMERAL_KINDS:
             raise ValueError(f"{kind!r} events are live-only and never stored")
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        ack = await self._js.publish(subject, encode(event), stream=self._stream, headers=headers)
-        return ack.seq
+        data = encode(event)
+        for _ in range(APPEND_ATTEMPTS):
+            tail_seq, tail_link = self._tails.get(subject) or await self._tail(subject)
+            link = chain.link(tail_link, data)
+            headers = {chain.HEADER: link, "Nats-Expected-Last-Subject-Sequence": str(tail_seq)}
+            if msg_id:
+                headers["Nats-Msg-Id"] = msg_id
+            try:
+                ack = await self._js.publish(subject, data, stream=self._stream, headers=headers)
+            except APIError as exc:
+                if exc.err_code != WRONG_LAST_SEQUENCE:
+                    raise
+                self._tails.pop(subject, None)  # another writer got in first: link to its event
+                continue
+            if ack.duplicate:
+                self._tails.pop(subject, None)  # stored earlier, with the link computed then
+            else:
+                self._tails[subject] = (ack.seq, link)
+            return ack.seq
+        raise RuntimeError(f"could not append to {subject}: too much contention")
+
+    async def _tail(self, subject: str) -> tuple[int, str]:
+        try:
+            msg = await self._js.get_last_msg(self._stream, subject, direct=True)
+        except NotFoundError:
+            return 0, chain.GENESIS
+        return msg.seq or 0, (msg.headers or {}).get(chain.HEADER, chain.GENESIS)
 
     async def last_seq(self, session_id: str) -> int:
         """The sequence of the session's newest event, 0 when it has none."""
@@ -131,7 +164,7 @@ class EventLog:
                 if seq <= after:
                     continue
                 after = seq
-                yield Record(seq, msg.data)
+                yield Record(seq, msg.data, (msg.headers or {}).get(chain.HEADER, ""))
                 if not caught_up and seq >= last:
                     caught_up = True
                     yield CAUGHT_UP
