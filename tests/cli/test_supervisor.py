@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -24,14 +25,20 @@ def python(code: str):  # type: ignore[no-untyped-def]
     return spawn
 
 
-def supervise(sup: Supervisor, until: float) -> int:
+def supervise(sup: Supervisor, until: Callable[[], bool], timeout: float = 20.0) -> int:
+    """Run `sup` in a thread until `until()` holds, then stop it."""
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(sup.run()))
     runner.start()
-    time.sleep(until)
+    deadline = time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.05)
     sup.stopping.set()
     runner.join(15)
     return result[0]
+
+
+DELAY = re.compile(r"crashy exited with code 3 after [\d.]+ s; restarting in ([\d.]+) s")
 
 
 def test_a_dying_child_is_restarted_with_doubling_capped_delays(monkeypatch):
@@ -41,10 +48,9 @@ def test_a_dying_child_is_restarted_with_doubling_capped_delays(monkeypatch):
     printer = Printer(out, out)
     sup = Supervisor(printer, grace=1)
     sup.add(Child("crashy", python("print('hello'); raise SystemExit(3)"), printer)).start()
-    assert supervise(sup, 2.0) == 0
+    assert supervise(sup, lambda: len(DELAY.findall(out.getvalue())) >= 4) == 0
     text = out.getvalue()
-    delays = [float(d) for d in re.findall(r"crashy exited with code 3 after [\d.]+ s; restarting in ([\d.]+) s", text)]
-    assert delays[:4] == [0.05, 0.1, 0.2, 0.2]
+    assert [float(d) for d in DELAY.findall(text)][:4] == [0.05, 0.1, 0.2, 0.2]
     assert f"{'crashy':<12} | hello" in text  # output is prefixed with the child's name
 
 
@@ -63,21 +69,34 @@ def test_a_child_that_rejects_its_settings_stops_everything_with_exit_2():
     assert "restarting" not in out.getvalue()
 
 
+def wait_for_text(out: io.StringIO, text: str) -> None:
+    deadline = time.monotonic() + 20
+    while text not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period_and_the_server_stops_last():
     out = io.StringIO()
     printer = Printer(out, out)
     sup = Supervisor(printer, grace=0.5)
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    server = sup.add(Child("server", python("import time; time.sleep(60)"), printer, last=True))
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('deaf', flush=True); time.sleep(60)"
+    )
+    server = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (print('term', flush=True), sys.exit(0)));"
+        "print('listening', flush=True); time.sleep(60)"
+    )
+    sup.add(Child("server", python(server), printer, last=True)).start()
     service = sup.add(Child("stubborn", python(stubborn), printer))
-    server.start()
     service.start()
-    time.sleep(0.5)  # let it install its handler
+    wait_for_text(out, "deaf")
+    wait_for_text(out, "listening")
     started = time.monotonic()
     sup.shutdown()
     assert 0.4 < time.monotonic() - started < 5
-    assert service.proc.returncode == -9 and server.proc.returncode == -15
-    assert "stubborn did not stop within 0.5 s; killing it" in out.getvalue()
+    assert service.proc.returncode == -9
+    text = out.getvalue()
+    assert text.index("stubborn did not stop within 0.5 s; killing it") < text.index("server       | term")
 
 
 @pytest.mark.parametrize(

@@ -179,7 +179,7 @@ class FakeAnthropic:
         self.unknown: list[RecordedRequest] = []
         self.errors: list[str] = []  # scripting mistakes, answered as HTTP 500
         self._script: deque[Reply] = deque()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: wait_for predicates read api.* under it
         self._cond = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
-from .api import pve, sessions
+from .api import history, pve, sessions
 from .bus import Bus
 from .settings import Settings
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
 
     app.include_router(sessions.router)
     app.include_router(pve.router)
+    app.include_router(history.router)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

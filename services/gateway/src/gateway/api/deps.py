@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, HTTPException, Path, Request
 
 from events.types import UUID_PATTERN
 
+from .. import sessions
 from ..auth import require_identity
 from ..bus import Bus
 
@@ -17,3 +18,11 @@ Identity = Annotated[str, Depends(require_identity)]
 
 def bus_of(request: Request) -> Bus:
     return request.app.state.bus
+
+
+async def require_session(bus: Bus, session_id: str) -> None:
+    """404 unless the session exists."""
+    try:
+        await sessions.get_session(bus, session_id)
+    except sessions.SessionNotFound:
+        raise HTTPException(404, "unknown session") from None

@@ -16,9 +16,9 @@ from events.codec import encode
 from events.types import UUID_PATTERN
 from events.verbs import ALL, MUTATING, Verb
 
-from .. import sessions, verbs
+from .. import verbs
 from ..auth import require_identity
-from .deps import Identity, bus_of
+from .deps import Identity, bus_of, require_session
 
 router = APIRouter(prefix="/api/pve", dependencies=[Depends(require_identity)], tags=["pve"])
 
@@ -65,10 +65,7 @@ async def run_verb(
     body = body or VerbBody()
     bus = bus_of(request)
     if body.session_id is not None:
-        try:
-            await sessions.get_session(bus, body.session_id)
-        except sessions.SessionNotFound:
-            raise HTTPException(404, "unknown session") from None
+        await require_session(bus, body.session_id)
     result = await verbs.request_verb(
         bus, parsed, by=who, wait_seconds=request.app.state.settings.verb_wait_seconds,
         session_id=body.session_id, idempotency_key=body.idempotency_key,

@@ -13,8 +13,7 @@ from events.types import MAX_PROMPT_BYTES
 from .. import sessions
 from ..attach import frames
 from ..auth import require_identity
-from ..bus import Bus
-from .deps import Identity, SessionIdParam, bus_of
+from .deps import Identity, SessionIdParam, bus_of, require_session
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)])
 
@@ -55,7 +54,7 @@ async def stream(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     bus = bus_of(request)
-    await _known(bus, session_id)
+    await require_session(bus, session_id)
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
             raise HTTPException(400, "Last-Event-ID must be an event id")
@@ -101,9 +100,3 @@ async def cancel(request: Request, session_id: SessionIdParam, who: Identity) ->
     except sessions.SessionNotFound:
         raise HTTPException(404, "unknown session") from None
 
-
-async def _known(bus: Bus, session_id: str) -> None:
-    try:
-        await sessions.get_session(bus, session_id)
-    except sessions.SessionNotFound:
-        raise HTTPException(404, "unknown session") from None

@@ -1,0 +1,69 @@
+"""History routes (SPEC §3 additions): list sessions, page a session's
+events as JSON, export a transcript (Markdown, or JSONL that
+`breakglass verify` checks offline)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from events import export, transcript
+
+from .. import history
+from ..attach import with_id
+from ..auth import require_identity
+from .deps import SessionIdParam, bus_of, require_session
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)], tags=["history"])
+
+
+@router.get("/sessions", responses={200: {"description": "`{sessions: [...]}`, newest first"}})
+async def list_sessions(
+    request: Request,
+    q: Annotated[str, Query(max_length=200, description="filter on title, creator or id")] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    found = await history.list_sessions(bus_of(request), query=q, limit=limit)
+    return Response(encode_sessions(found), media_type="application/json")
+
+
+def encode_sessions(found: list[history.SessionSummary]) -> bytes:
+    return msgspec.json.encode({"sessions": found})
+
+
+@router.get("/session/{session_id}/events", responses={404: {"description": "unknown session"}})
+async def page_events(
+    request: Request,
+    session_id: SessionIdParam,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> Response:
+    """`{events: [{id, kind, ...}], next_after}`: the stored events after `after`."""
+    bus = bus_of(request)
+    await require_session(bus, session_id)
+    records = await history.events_page(bus, session_id, after=after, limit=limit)
+    body = b'{"events":[' + b",".join(with_id(r.seq, r.data).encode() for r in records) + b'],"next_after":%d}' % (
+        records[-1].seq if records else after
+    )
+    return Response(body, media_type="application/json")
+
+
+@router.get("/session/{session_id}/export", responses={404: {"description": "unknown session"}})
+async def export_session(
+    request: Request,
+    session_id: SessionIdParam,
+    format: Annotated[Literal["md", "jsonl"], Query()] = "jsonl",
+) -> Response:
+    bus = bus_of(request)
+    await require_session(bus, session_id)
+    records = await bus.log.read(session_id)
+    name = f"breakglass-{session_id}.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if format == "md":
+        text = transcript.markdown(session_id, [(r.seq, r.data) for r in records])
+        return Response(text, media_type="text/markdown; charset=utf-8", headers=headers)
+    return Response(b"".join(export.jsonl(session_id, records)), media_type="application/x-ndjson", headers=headers)
+
+
