@@ -91,7 +91,8 @@ class Up:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
         self.env = env
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, like a shell job: killpg == Ctrl-C
         )
         self.out: list[str] = []
         self.err: list[str] = []

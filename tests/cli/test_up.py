@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from breakglass.up import NATS_DIES_WITH_UP
 from tests.cli.proc import alive, child_running, clean_env, cmdline, command, environ_of, wait_for
 
 MODULES = ("gateway", "agent_runner", "pve_executor")
@@ -62,7 +61,7 @@ def test_up_gets_ready_isolates_keys_and_stops_cleanly_on_sigint(start_up):
     nats = child_running(up.proc.pid, "nats-server")
     assert nats is not None
 
-    up.proc.send_signal(signal.SIGINT)
+    os.killpg(up.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     assert up.wait() == 0, up.output()
     leftovers = [pid for pid in up.seen if alive(pid)]
     assert leftovers == [], up.output()
@@ -92,8 +91,7 @@ def test_services_die_with_a_sigkilled_up(start_up):
     up.proc.kill()
     up.wait()
     wait_for(lambda: not any(alive(pid) for pid in pids.values()), 5, "the services to die with `up`")
-    if NATS_DIES_WITH_UP:
-        wait_for(lambda: not alive(nats), 5, "nats-server to die with `up`")
+    wait_for(lambda: not alive(nats), 5, "nats-server to die with `up`")
 
 
 def busy(port: int) -> socket.socket:

@@ -167,7 +167,9 @@ class ClaudeRun:
     lines: list[dict[str, Any]] = field(default_factory=list)
 
     def of(self, type_: str, subtype: str | None = None) -> list[dict[str, Any]]:
-        return [ln for ln in self.lines if ln.get("type") == type_ and (subtype is None or ln.get("subtype") == subtype)]
+        return [
+            ln for ln in self.lines if ln.get("type") == type_ and (subtype is None or ln.get("subtype") == subtype)
+        ]
 
     @property
     def result(self) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ they are consumed in order, one per request.
     hang(interval=0.2)                  a stream that keeps dribbling text (cancel tests)
     stream_error()                      an SSE `error` event mid-stream
     lambda req: text(...)               computed from the recorded request
+    echo_tool_results()                 text quoting the tool_result(s) of the last user message
 
 A reply that is a callable receives the `RecordedRequest` and returns a reply.
 """
@@ -207,5 +208,26 @@ def hang(interval: float = 0.2, seconds: float = 60.0, chunk: str = "tick ") -> 
     return Hang(interval, seconds, chunk)
 
 
-def stream_error(before: str = "partial ", error_type: str = "overloaded_error", message: str = "Overloaded") -> StreamError:
+def stream_error(
+    before: str = "partial ", error_type: str = "overloaded_error", message: str = "Overloaded"
+) -> StreamError:
+    """Break the stream; the CLI then resends with stream:false, which consumes the NEXT scripted reply."""
     return StreamError(before, error_type, message)
+
+
+def echo_tool_results(prefix: str = "Tool said: ") -> Callable[[Any], Message]:
+    """A reply that quotes the tool results the CLI just sent back (the follow-up to a tool_use)."""
+
+    def reply(req: Any) -> Message:
+        last = req.messages[-1] if req.messages else {}
+        content = last.get("content") if isinstance(last, dict) else None
+        outs = []
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                c = block.get("content")
+                if isinstance(c, list):
+                    c = "".join(b.get("text", "") for b in c if isinstance(b, dict))
+                outs.append(str(c))
+        return text(prefix + " | ".join(outs) if outs else prefix + "(no tool result)")
+
+    return reply

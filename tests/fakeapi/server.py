@@ -23,7 +23,7 @@ Routes:
 
 Replies are consumed in order, one per /v1/messages request; when the script is
 empty `api.default` answers (a callable taking the request, or a reply).
-Run standalone for manual poking: `python tests/fakeapi/server.py --text "hi"`.
+Run standalone for manual poking: `python -m tests.fakeapi.server --text "hi"`.
 """
 
 from __future__ import annotations
@@ -39,30 +39,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-try:  # package import (tests.fakeapi.server) or standalone script
-    from .replies import (
-        HttpError,
-        Hang,
-        Message,
-        Reply,
-        StreamError,
-        TextBlock,
-        ThinkingBlock,
-        ToolUseBlock,
-        text,
-    )
-except ImportError:  # pragma: no cover - `python tests/fakeapi/server.py`
-    from replies import (  # type: ignore[no-redef]
-        HttpError,
-        Hang,
-        Message,
-        Reply,
-        StreamError,
-        TextBlock,
-        ThinkingBlock,
-        ToolUseBlock,
-        text,
-    )
+from .replies import (
+    Hang,
+    HttpError,
+    Message,
+    Reply,
+    StreamError,
+    TextBlock,
+    ThinkingBlock,
+    ToolUseBlock,
+    text,
+)
 
 _REASONS = {
     200: "OK",
@@ -251,6 +238,12 @@ class FakeAnthropic:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    async def __aenter__(self) -> FakeAnthropic:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
     # ------------------------------------------------------------ scripting
 
     def script(self, *replies: Reply) -> FakeAnthropic:
@@ -288,6 +281,15 @@ class FakeAnthropic:
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.05))
+        return True
+
+    async def until(self, predicate: Callable[[FakeAnthropic], bool], timeout: float = 10.0) -> bool:
+        """`wait_for` for async tests: polls without blocking the caller's event loop."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
         return True
 
     def wait_requests(self, n: int, timeout: float = 10.0) -> bool:
@@ -485,10 +487,8 @@ class FakeAnthropic:
                 await send("content_block_start", _block_start(0, TextBlock([])))
                 deadline = time.monotonic() + reply.seconds
                 while time.monotonic() < deadline:
-                    await send(
-                        "content_block_delta",
-                        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": reply.chunk}},
-                    )
+                    delta = {"type": "text_delta", "text": reply.chunk}
+                    await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
                     await asyncio.sleep(reply.interval)
                 await send("content_block_stop", {"type": "content_block_stop", "index": 0})
                 await send("message_delta", _message_delta(msg))

@@ -20,6 +20,7 @@ import pytest
 from tests.fakeapi import (
     FakeAnthropic,
     bash,
+    echo_tool_results,
     error,
     hang,
     message,
@@ -46,7 +47,8 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
 
 
 def post(client: httpx.Client, api: FakeAnthropic, stream: bool = True, **body) -> httpx.Response:
-    payload = {"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    messages = [{"role": "user", "content": "hi"}]
+    payload = {"model": "claude-x", "max_tokens": 100, "stream": stream, "messages": messages}
     payload.update(body)
     return client.post(f"{api.url}/v1/messages?beta=true", json=payload)
 
@@ -96,9 +98,7 @@ def test_streamed_tool_use_arrives_as_input_json_deltas(api):
     starts = [d["content_block"] for e, d in events if e == "content_block_start"]
     assert [b["type"] for b in starts] == ["text", "tool_use"]
     assert starts[1]["name"] == "mcp__breakglass__pve" and starts[1]["id"].startswith("toolu_")
-    partial = "".join(
-        d["delta"]["partial_json"] for e, d in events if e == "content_block_delta" and d["index"] == 1
-    )
+    partial = "".join(d["delta"]["partial_json"] for e, d in events if e == "content_block_delta" and d["index"] == 1)
     assert json.loads(partial) == {"verb": "status", "vmid": 101}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
@@ -195,7 +195,7 @@ def test_plain_text_turn(claude, api, home):
 
 
 def test_bash_tool_round_trip(claude, api, home):
-    api.script(bash("echo hello-from-tool", preamble="Running it."), text("The tool said hello."))
+    api.script(bash("echo hello-from-tool", preamble="Running it."), echo_tool_results("The tool said: "))
     run = run_claude(claude, api, home, "run the echo", session_id=str(uuid.uuid4()))
     assert run.returncode == 0, run.stderr
     (use,) = run.content("tool_use")
@@ -203,7 +203,7 @@ def test_bash_tool_round_trip(claude, api, home):
     (res,) = run.content("tool_result", role="user")
     assert res["tool_use_id"] == use["id"] and "hello-from-tool" in str(res["content"])
     assert not res.get("is_error")
-    assert run.result["result"] == "The tool said hello." and not run.result["is_error"]
+    assert run.result["result"] == "The tool said: hello-from-tool" and not run.result["is_error"]
     # The model saw the tool's real output in the second request.
     first, second = api.model_requests
     assert first.tool_results == []
@@ -288,3 +288,24 @@ def test_sigint_during_a_hanging_stream_cancels_the_turn(claude, api, home):
     assert sent_at is not None and rc == 0
     assert lines[-1]["type"] == "result" and lines[-1]["subtype"] == "error_during_execution"
     assert api.wait_for(lambda a: a.model_requests[0].disconnected, timeout=5)
+
+
+async def test_async_use_with_an_asyncio_subprocess(claude, home):
+    """From an async test: `async with`, `await api.until(...)`, the CLI as an asyncio subprocess."""
+    import asyncio
+
+    async with FakeAnthropic() as api:
+        api.script(text("async hello"))
+        proc = await asyncio.create_subprocess_exec(
+            *claude_argv(claude, "hi", session_id=str(uuid.uuid4())),
+            env=claude_env(api.url, home),
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert await api.until(lambda a: len(a.model_requests) == 1, timeout=30)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    result = json.loads(out.decode().splitlines()[-1])
+    assert result["type"] == "result" and result["result"] == "async hello"

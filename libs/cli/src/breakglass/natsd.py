@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def start(
     log_file: Path | None = None,
     ready_timeout: float = 10.0,
     extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    start_new_session: bool = False,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Natsd:
     """Start nats-server and return once it accepts connections."""
     binary = find_binary()
@@ -91,7 +95,10 @@ def start(
     args += list(extra_args)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     try:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=start_new_session, preexec_fn=preexec_fn,
+        )
     finally:
         if log_file:
             out.close()  # type: ignore[union-attr]

@@ -8,7 +8,6 @@ could be killed by that thread's exit. Helper threads only read output.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -27,7 +26,6 @@ STABLE_AFTER = 10.0
 #: The exit code by which a service says "my settings are invalid" (events.service).
 CONFIG_EXIT = 2
 
-_PR_SET_PDEATHSIG = 1
 
 
 class Printer:
@@ -93,27 +91,6 @@ def tail(path: Path, name: str, printer: Printer, stop: threading.Event) -> thre
     thread = threading.Thread(target=follow, name=f"tail-{name}", daemon=True)
     thread.start()
     return thread
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that makes the kernel SIGKILL the child when `up` dies,
-    however it dies (SIGKILL included); None where prctl does not exist.
-
-    SIGKILL rather than SIGTERM: a service busy in a graceful shutdown (an
-    open SSE stream, say) must not outlive `up` and keep holding its port.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded now: the child only calls it
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # `up` died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 def describe_exit(code: int) -> str:

@@ -8,7 +8,6 @@ behind to clean up.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import subprocess
@@ -24,7 +23,9 @@ from events.topology import Topology, ensure
 
 from . import natsd
 from .settings import SERVICES, UpSettings, service_env
-from .supervisor import Child, Printer, Supervisor, die_with_parent, tail
+from events.service import die_with_parent
+
+from .supervisor import Child, Printer, Supervisor, tail
 
 NATS_HOST = "127.0.0.1"  # natsd: the embedded server is for one machine
 
@@ -68,21 +69,22 @@ def preflight(s: UpSettings) -> None:
         )
 
 
-#: Whether natsd.start can put the server in its own session with a death
-#: signal. Until it can, a terminal Ctrl-C also reaches nats-server (so it may
-#: stop before the services) and a SIGKILLed `up` leaves it running.
-NATS_DIES_WITH_UP = {"preexec_fn", "start_new_session"} <= set(inspect.signature(natsd.start).parameters)
+def nats_env() -> dict[str, str]:
+    """nats-server needs nothing of ours: it gets no BREAKGLASS_* at all."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
 def nats_child(s: UpSettings, printer: Printer) -> Child:
     store = s.data_dir / "nats"
     log_file = s.data_dir / "nats.log"
-    process_options = {"start_new_session": True, "preexec_fn": die_with_parent()} if NATS_DIES_WITH_UP else {}
+    # Its own session: a terminal Ctrl-C reaches only `up`, which stops nats
+    # last, after the services wrote their final events. Dies with `up`.
+    process_options = {"start_new_session": True, "preexec_fn": die_with_parent(), "env": nats_env()}
 
     def spawn() -> subprocess.Popen[bytes]:
         return natsd.start(store, host=NATS_HOST, port=s.nats_port, log_file=log_file, **process_options).process
 
-    return Child("nats", spawn, printer, own_group=NATS_DIES_WITH_UP, last=True)
+    return Child("nats", spawn, printer, own_group=True, last=True)
 
 
 def service_child(name: str, module: str, env: dict[str, str], printer: Printer) -> Child:

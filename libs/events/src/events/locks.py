@@ -77,11 +77,21 @@ class TurnLocks:
                 return True
             except KeyWrongLastSequenceError:
                 held = await self.current(session_id)
-                if held is not None and held.lock.lease_until > now:
+                if held is None:
+                    continue
+                if await self._ended(session_id, held.lock.turn_id):
+                    # Its `turn_end` is written and the runner is about to
+                    # release: the turn is over, whoever frees the lock.
+                    await self._delete(session_id, held.revision)
+                elif held.lock.lease_until > now:
                     return False
-                if held is not None:
+                else:
                     await self.reap(session_id, held, reason="the previous turn's runner stopped answering")
         return False
+
+    async def _ended(self, session_id: str, turn_id: str) -> bool:
+        last = await self._log.last_event(session_id)
+        return isinstance(last, TurnEnded) and last.turn_id == turn_id
 
     async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
         """The runner takes ownership; None if the lock is not this turn's any more."""

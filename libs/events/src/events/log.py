@@ -22,7 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from . import chain, subjects
-from .codec import decode_event, encode
+from .codec import decode_event, decode_event_lenient, encode
 from .kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
 
@@ -126,6 +126,14 @@ class EventLog:
         except NotFoundError:
             return 0
         return msg.seq or 0
+
+    async def last_event(self, session_id: str) -> Event | None:
+        """The session's newest event, None when it has none (or a newer kind)."""
+        try:
+            msg = await self._js.get_last_msg(self._stream, subjects.session_events(session_id), direct=True)
+        except NotFoundError:
+            return None
+        return decode_event_lenient(msg.data or b"")
 
     async def attach(
         self, session_id: str, after: int = 0, *, follow: bool = True

@@ -7,12 +7,39 @@ SIGINT/SIGTERM. Kept here so the three services do it identically.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 from .config import ConfigError
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the kernel SIGKILL the child when its parent
+    dies, however it dies (SIGKILL included); None where prctl does not exist.
+
+    Used by `breakglass up` for the services and by agent-runner for the CLI:
+    SIGKILL rather than SIGTERM, so a child busy in a graceful shutdown (an
+    open SSE stream, a CLI turn) never outlives the process that owns it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded now: the child only calls it
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def setup_logging(service: str, level: str = "INFO") -> logging.Logger:

@@ -7,6 +7,8 @@
   own environment. The runner's NATS credentials and any Proxmox setting
   never reach the CLI or the commands the agent runs.
 - stdin is /dev/null (an open, silent stdin makes the CLI wait).
+- The CLI dies with the runner (a SIGKILLed runner leaves no turn running
+  unobserved; the lease reaper records `interrupted`).
 - The CLI runs in its own process group: Stop sends SIGINT (the CLI ends the
   turn cleanly and says so), then SIGKILL to the whole group after a grace
   period, so no tool process outlives its turn.
@@ -19,6 +21,8 @@ import os
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+
+from events.service import die_with_parent
 
 from .workspace import Workspace
 
@@ -82,7 +86,7 @@ class CliProcess:
         process = await asyncio.create_subprocess_exec(
             *args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=LINE_LIMIT,
+            start_new_session=True, limit=LINE_LIMIT, preexec_fn=die_with_parent(),
         )
         return cls(process)
 

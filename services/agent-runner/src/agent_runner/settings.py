@@ -10,11 +10,16 @@ from events.config import ConfigError, Env, nats_url
 from .devvm import DevvmTarget
 
 DEFAULT_AGENT_FILE = Path("agents/breakglass.md")
+#: Where the default lives in a source checkout, whatever the current directory.
+_CHECKOUT_AGENT_FILE = Path(__file__).resolve().parents[4] / DEFAULT_AGENT_FILE
 
 
 def _agent_file(env: Env) -> Path:
     """The agent definition; its body is appended to the CLI's system prompt."""
-    path = Path(env.str("AGENT_FILE", str(DEFAULT_AGENT_FILE)) or DEFAULT_AGENT_FILE)
+    configured = env.str("AGENT_FILE")
+    path = Path(configured) if configured else DEFAULT_AGENT_FILE
+    if not configured and not path.is_file() and _CHECKOUT_AGENT_FILE.is_file():
+        path = _CHECKOUT_AGENT_FILE
     if not path.is_file():
         raise ConfigError(f"BREAKGLASS_AGENT_FILE: no agent definition at {path.resolve()}")
     return path.resolve()

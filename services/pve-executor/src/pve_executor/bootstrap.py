@@ -1,30 +1,77 @@
-"""Wires pve-executor: settings, NATS, topology, the verb consumer."""
+"""Wires pve-executor: settings, NATS, topology, the SSH runner, the verb
+consumer. The only place that picks concrete adapters."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from nats.aio.client import Client
+
 from events import bus
 from events.commands import RunVerb
 from events.consumer import consume
+from events.log import EventLog
 from events.topology import EXECUTOR_CONSUMER, Topology, ensure
 
-from .handlers import Handlers
+from .records import IdempotencyRecords, VmLocks
 from .settings import Settings
+from .ssh import SshRunner, Target
+from .verbs import VerbHandler
 
 log = logging.getLogger("pve-executor")
 
 
+def runner_for(settings: Settings) -> SshRunner | None:
+    """The SSH runner, or None when the settings cannot reach a host safely."""
+    if settings.problem() is not None:
+        return None
+    assert settings.pve_host and settings.pve_known_hosts
+    target = Target(
+        host=settings.pve_host, port=settings.pve_port, user=settings.pve_user,
+        known_hosts=settings.pve_known_hosts, key_file=settings.pve_key_file,
+        agent_socket=None if settings.pve_key_file else settings.agent_socket,
+        connect_timeout=settings.connect_timeout_seconds,
+    )
+    return SshRunner(target, settings.output_cap_bytes)
+
+
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
+    # asyncssh narrates every connection at INFO; its warnings are enough.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     nc = await bus.connect(settings.nats_url, "pve-executor", log=log)
     try:
         js = nc.jetstream()
         topology = Topology.from_env()
-        await ensure(js, topology)
-        handlers = Handlers(settings=settings, js=js, topology=topology, log=log)
-        log.info("consuming verb commands for VM %d", settings.pve_vmid)
-        await consume(js, EXECUTOR_CONSUMER, (RunVerb,), handlers.handle, stop=stop, log=log, topology=topology)
+        kv = await ensure(js, topology)
+        handler = VerbHandler(
+            settings=settings,
+            runner=runner_for(settings),
+            events=EventLog(js, topology),
+            records=IdempotencyRecords(kv),
+            locks=VmLocks(kv, stale_after=settings.lock_stale_seconds),
+            publish=_publisher(nc),
+            max_payload=nc.max_payload or 1024 * 1024,
+        )
+        problem = settings.problem()
+        if problem:
+            log.error("%s: every verb will be answered with this error", problem)
+        else:
+            log.info("consuming verb commands for VM %d on %s@%s:%d (key %s, host key pinned by %s)",
+                     settings.pve_vmid, settings.pve_user, settings.pve_host, settings.pve_port,
+                     settings.pve_key_file or "from the ssh-agent", settings.pve_known_hosts)
+        await consume(
+            js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
+            stop=stop, log=log, topology=topology, concurrency=settings.concurrency,
+        )
     finally:
         await nc.close()
+
+
+def _publisher(nc: Client):  # type: ignore[no-untyped-def]
+    async def publish(subject: str, data: bytes) -> None:
+        await nc.publish(subject, data)
+        await nc.flush()
+
+    return publish

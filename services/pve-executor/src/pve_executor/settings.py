@@ -1,10 +1,25 @@
-"""pve-executor settings, read once from the environment (SPEC §10)."""
+"""pve-executor settings, read once from the environment (SPEC §10).
+
+Fail closed, but answer: a missing host, host key pin or client key does not
+stop the service. It starts, logs the problem, and answers every verb with a
+rejected result naming the missing setting, so the operator reads the reason
+in the PWA instead of waiting for a time-out. Nothing is ever sent to a host
+whose key is not pinned.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from events.config import Env, nats_url
+
+#: Everything that happens after the connection is up is bounded by the verb
+#: timeout; getting the connection up has its own, shorter limit.
+CONNECT_TIMEOUT_SECONDS = 10.0
+#: Slack added to the longest a verb can take before its VM lock counts as
+#: abandoned (the executor holding it died) and may be taken over.
+LOCK_MARGIN_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -18,9 +33,17 @@ class Settings:
     pve_vmid: int = 102
     verb_timeout_seconds: float = 120.0
     output_cap_bytes: int = 64 * 1024
+    #: The ssh-agent socket (SSH_AUTH_SOCK), used only when no key file is set.
+    agent_socket: str | None = None
+    connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
+    lock_margin_seconds: float = LOCK_MARGIN_SECONDS
+    #: How long a repeated idempotency key waits for the first run's result;
+    #: None = as long as that run can possibly take.
+    duplicate_wait_seconds: float | None = None
+    concurrency: int = 4
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> "Settings":
+    def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":
         env = env or Env()
         return cls(
             nats_url=nats_url(env, "pve-executor"),
@@ -31,5 +54,35 @@ class Settings:
             pve_known_hosts=env.str("PVE_KNOWN_HOSTS"),
             pve_vmid=env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999),
             verb_timeout_seconds=env.float("VERB_TIMEOUT_SECONDS", 120.0, minimum=1.0),
-            output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024),
+            output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
+            agent_socket=agent_socket if agent_socket is not None else (os.environ.get("SSH_AUTH_SOCK") or None),
         )
+
+    @property
+    def longest_run_seconds(self) -> float:
+        """The most a verb can take from connect to answer."""
+        return self.connect_timeout_seconds + self.verb_timeout_seconds
+
+    @property
+    def lock_stale_seconds(self) -> float:
+        return self.longest_run_seconds + self.lock_margin_seconds
+
+    @property
+    def duplicate_wait(self) -> float:
+        if self.duplicate_wait_seconds is not None:
+            return self.duplicate_wait_seconds
+        return self.longest_run_seconds + 5.0
+
+    def problem(self) -> str | None:
+        """Why verbs cannot run with these settings, or None when they can."""
+        prefix = "pve-executor is not configured: "
+        if not self.pve_host:
+            return prefix + "BREAKGLASS_PVE_HOST is unset"
+        if not self.pve_known_hosts:
+            return prefix + (
+                "BREAKGLASS_PVE_KNOWN_HOSTS is unset; the Proxmox host key must be pinned "
+                "(a known_hosts file holding it), it is never accepted unseen"
+            )
+        if not self.pve_key_file and not self.agent_socket:
+            return prefix + "neither BREAKGLASS_PVE_KEY_FILE nor an ssh-agent (SSH_AUTH_SOCK) gives a client key"
+        return None

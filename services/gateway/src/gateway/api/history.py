@@ -9,9 +9,8 @@ from typing import Annotated, Literal
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from events import export, transcript
+from events import export, index, transcript
 
-from .. import history
 from ..attach import with_id
 from ..auth import require_identity
 from .deps import SessionIdParam, bus_of, require_session
@@ -25,11 +24,12 @@ async def list_sessions(
     q: Annotated[str, Query(max_length=200, description="filter on title, creator or id")] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    found = await history.list_sessions(bus_of(request), query=q, limit=limit)
+    bus = bus_of(request)
+    found = await index.list_sessions(bus.js, await bus.kv(), bus.topology, query=q, limit=limit)
     return Response(encode_sessions(found), media_type="application/json")
 
 
-def encode_sessions(found: list[history.SessionSummary]) -> bytes:
+def encode_sessions(found: list[index.SessionSummary]) -> bytes:
     return msgspec.json.encode({"sessions": found})
 
 
@@ -43,7 +43,7 @@ async def page_events(
     """`{events: [{id, kind, ...}], next_after}`: the stored events after `after`."""
     bus = bus_of(request)
     await require_session(bus, session_id)
-    records = await history.events_page(bus, session_id, after=after, limit=limit)
+    records = await bus.log.read(session_id, after=after, limit=limit)
     body = b'{"events":[' + b",".join(with_id(r.seq, r.data).encode() for r in records) + b'],"next_after":%d}' % (
         records[-1].seq if records else after
     )

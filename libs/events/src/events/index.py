@@ -1,10 +1,8 @@
-"""The sessions index and a session's stored events, for the history list,
-read-only replay and exports.
+"""The sessions index, for the PWA's history list and `breakglass sessions`.
 
-The index is computed when asked, from what the bus already knows: the
-session records in KV, per-subject counts from one stream-info call, and
-each session's first and last event (direct gets). No second copy of the
-log to keep in step.
+Computed when asked, from what the bus already knows: the session records
+in KV, per-subject counts from one stream-info call, and each session's
+first and last events. No second copy of the log to keep in step.
 """
 
 from __future__ import annotations
@@ -13,16 +11,18 @@ import asyncio
 from datetime import datetime
 
 import msgspec
-from nats.js.errors import NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 
-from events import subjects
-from events.codec import ContractError, decode, decode_event_lenient
-from events.commands import SessionRecord
-from events.kinds import TurnEnded, UserPrompted
-from events.locks import LOCK_PREFIX
-from events.log import Record
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from .bus import Bus
+from . import subjects
+from .codec import ContractError, decode, decode_event_lenient
+from .commands import SessionRecord
+from .kinds import TurnEnded, UserPrompted
+from .locks import LOCK_PREFIX
+from .log import EventLog
+from .topology import Topology
 
 TITLE_SCAN = 20
 TITLE_CHARS = 120
@@ -39,8 +39,9 @@ class SessionSummary(msgspec.Struct, kw_only=True):
     outcome: str | None = None
 
 
-async def list_sessions(bus: Bus, *, query: str = "", limit: int = 50) -> list[SessionSummary]:
-    kv = await bus.kv()
+async def list_sessions(
+    js: JetStreamContext, kv: KeyValue, topology: Topology, *, query: str = "", limit: int = 50,
+) -> list[SessionSummary]:
     try:
         keys = await kv.keys()
     except NoKeysError:
@@ -53,12 +54,15 @@ async def list_sessions(bus: Bus, *, query: str = "", limit: int = 50) -> list[S
         elif key.startswith("sessions."):
             try:
                 records.append(decode((await kv.get(key)).value or b"", SessionRecord))
-            except (ContractError, Exception):
+            except (ContractError, KeyNotFoundError):
                 continue
     records.sort(key=lambda r: r.created_at, reverse=True)
-    info = await bus.js.stream_info(bus.topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_ALL)
+    info = await js.stream_info(topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_ALL)
     counts = (info.state.subjects or {}) if info.state else {}
-    summaries = await asyncio.gather(*(_summary(bus, r, counts, r.session_id in running) for r in records))
+    log = EventLog(js, topology)
+    summaries = await asyncio.gather(
+        *(_summary(js, log, topology, r, counts, r.session_id in running) for r in records)
+    )
     needle = query.strip().lower()
     if needle:
         summaries = [s for s in summaries if needle in s.title.lower() or needle in s.created_by.lower()
@@ -66,18 +70,20 @@ async def list_sessions(bus: Bus, *, query: str = "", limit: int = 50) -> list[S
     return summaries[:limit]
 
 
-async def _summary(bus: Bus, record: SessionRecord, counts: dict[str, int], running: bool) -> SessionSummary:
+async def _summary(
+    js: JetStreamContext, log: EventLog, topology: Topology, record: SessionRecord, counts: dict[str, int], running: bool,
+) -> SessionSummary:
     sid = record.session_id
     count = counts.get(subjects.session_events(sid), 0)
     title, last_at, outcome = "(no prompt yet)", None, None
     if count:
-        for r in await bus.log.read(sid, limit=TITLE_SCAN):
+        for r in await log.read(sid, limit=TITLE_SCAN):
             event = decode_event_lenient(r.data)
             if isinstance(event, UserPrompted):
                 title = event.text.strip().splitlines()[0][:TITLE_CHARS] if event.text.strip() else title
                 break
         try:
-            last = await bus.js.get_last_msg(bus.topology.events_stream, subjects.session_events(sid), direct=True)
+            last = await js.get_last_msg(topology.events_stream, subjects.session_events(sid), direct=True)
             event = decode_event_lenient(last.data or b"")
             if event is not None:
                 last_at = event.ts
@@ -88,7 +94,3 @@ async def _summary(bus: Bus, record: SessionRecord, counts: dict[str, int], runn
         session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
         state="running" if running else "idle", event_count=count, last_event_at=last_at, outcome=outcome,
     )
-
-
-async def events_page(bus: Bus, session_id: str, *, after: int, limit: int) -> list[Record]:
-    return await bus.log.read(session_id, after=after, limit=limit)

@@ -1,0 +1,225 @@
+"""One power verb, from command to reply: "what happens on a press".
+
+    check the verb again (an enum value, one of six; nothing else is sent)
+    -> claim the idempotency key (a repeated key gets the first answer)
+    -> check the configuration (fail closed, with a sentence)
+    -> take the VM's lock for a mutating verb (busy: refuse at once)
+    -> record `running`, run the bare verb over SSH, record `done`
+    -> reply on the request's reply subject
+
+Every path ends in exactly one `done` event (on the session when there is
+one, and always on the audit subject) and one reply, so an auditor sees
+every answer the requester saw. `running` is recorded only when the verb is
+really about to be sent, and if it cannot be recorded the verb is not sent:
+nothing reaches the hypervisor unaudited.
+
+`rejected` means "nothing was run on the host": refusals, busy, not
+configured, and SSH failures before the command was sent (unknown host key,
+refused key, no connection). A time-out after the command was sent is not a
+rejection: the host may have acted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from events import subjects
+from events.codec import encode
+from events.commands import Command, RunVerb, VerbRecord, VerbResult
+from events.kinds import VerbPhase, VerbProgressed
+from events.log import EventLog
+from events.verbs import ALL, Verb, is_mutating
+
+from .output import fit
+from .records import HeldLock, IdempotencyRecords, VmLocks
+from .settings import Settings
+from .ssh import Completed
+
+log = logging.getLogger("pve-executor.verbs")
+
+EX_FAILED = 1
+EX_REFUSED = 64
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+#: How long a failed event append is retried (NATS reconnecting) before giving up.
+APPEND_RETRY_SECONDS = 10.0
+#: Room left in a NATS message for everything but a verb's output.
+ENVELOPE_BYTES = 4096
+
+
+class Runner(Protocol):
+    async def run(self, command: str, timeout: float) -> Completed: ...
+
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class NotRecorded(Exception):
+    """The audit log could not take the `running` event: do not run."""
+
+
+@dataclass
+class VerbHandler:
+    settings: Settings
+    runner: Runner | None
+    events: EventLog
+    records: IdempotencyRecords
+    locks: VmLocks
+    publish: Publish
+    max_payload: int = 1024 * 1024
+
+    async def handle(self, command: Command) -> None:
+        match command:
+            case RunVerb():
+                await self.run_verb(command)
+            case _:
+                log.warning("ignored a %s: pve-executor only runs verbs", type(command).__name__)
+
+    async def run_verb(self, cmd: RunVerb) -> None:
+        if not _is_verb(cmd.verb):
+            # Unreachable through the bus (the decoder only yields enum
+            # values); kept so no future path can hand us free text. Such a
+            # value cannot be written to the log (readers would choke on
+            # it), so it is logged here and answered, and nothing else.
+            log.error("refused a non-verb %r from %s (request %s); nothing was run", cmd.verb, cmd.by, cmd.request_id)
+            await self._reply(cmd, VerbResult(
+                verb=cmd.verb, exit_code=EX_REFUSED, rejected=True,
+                stderr="refused: not a verb; send exactly one of: " + " ".join(v.value for v in ALL),
+            ))
+            return
+        verb = Verb(cmd.verb)
+        key = cmd.idempotency_key
+        if key is not None:
+            first = await self.records.claim(key, VerbRecord(request_id=cmd.request_id, verb=verb, state="running"))
+            if first is not None:
+                result = await self._first_answer(cmd, verb, first)
+                await self._done(cmd, result)
+                await self._reply(cmd, result)
+                return
+        try:
+            result = await self._execute(cmd, verb)
+        except Exception as exc:  # whatever broke, the requester and the audit log get an answer
+            log.exception("verb %s (request %s) failed inside pve-executor", verb.value, cmd.request_id)
+            result = VerbResult(
+                verb=verb, exit_code=EX_FAILED, rejected=False,
+                stderr=f"pve-executor failed while handling the verb ({type(exc).__name__}); check with `status`",
+            )
+        result = fit(result, self.max_payload, ENVELOPE_BYTES)
+        if key is not None:
+            try:
+                await self.records.finish(key, VerbRecord(request_id=cmd.request_id, verb=verb, state="done",
+                                                          result=result))
+            except Exception:
+                log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
+        await self._done(cmd, result)
+        await self._reply(cmd, result)
+
+    async def _execute(self, cmd: RunVerb, verb: Verb) -> VerbResult:
+        problem = self.settings.problem()
+        if problem is not None or self.runner is None:
+            return VerbResult(verb=verb, exit_code=EX_CONFIG, rejected=True,
+                              stderr=problem or "pve-executor is not configured")
+        if not is_mutating(verb):
+            return await self._run(cmd, verb, self.runner)
+        vmid = self.settings.pve_vmid
+        held = await self.locks.take(vmid, cmd.request_id, verb.value, cmd.by)
+        if not isinstance(held, HeldLock):
+            log.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vmid, held.verb)
+            return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
+                f"busy: another mutating verb is running on VM {vmid} "
+                f"({held.verb}, requested by {held.by}, request {held.request_id}); try again when it is done"
+            ))
+        try:
+            return await self._run(cmd, verb, self.runner)
+        finally:
+            await self.locks.release(held)
+
+    async def _run(self, cmd: RunVerb, verb: Verb, runner: Runner) -> VerbResult:
+        try:
+            await self._record(cmd, VerbProgressed(
+                session_id=cmd.session_id, by=cmd.by, verb=verb, phase=VerbPhase.RUNNING, request_id=cmd.request_id,
+            ), "running")
+        except NotRecorded as exc:
+            return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
+                f"not run: the audit log cannot record it ({exc}); nothing reaches the host unaudited"
+            ))
+        started = asyncio.get_running_loop().time()
+        completed = await runner.run(verb.value, self.settings.verb_timeout_seconds)
+        log.info("verb %s (request %s, by %s) exited %d in %.2f s", verb.value, cmd.request_id, cmd.by,
+                 completed.exit_code, asyncio.get_running_loop().time() - started)
+        return VerbResult(verb=verb, exit_code=completed.exit_code, stdout=completed.stdout,
+                          stderr=completed.stderr, rejected=not completed.started)
+
+    async def _first_answer(self, cmd: RunVerb, verb: Verb, first: VerbRecord) -> VerbResult:
+        """The answer for a key that was used before: its first result."""
+        if first.verb != verb:
+            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=(
+                f"refused: this idempotency key was first used for `{first.verb.value}` (request "
+                f"{first.request_id}); a key names one press, use a new key for a new verb"
+            ))
+        if first.state != "done" or first.result is None:
+            wait = self.settings.duplicate_wait
+            log.info("request %s repeats the key of request %s; waiting up to %g s for its result",
+                     cmd.request_id, first.request_id, wait)
+            done = await self.records.wait_done(cmd.idempotency_key or "", wait)
+            if done is None or done.result is None:
+                return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
+                    f"already running: request {first.request_id} with the same idempotency key has not "
+                    f"finished after {wait:g} s (its result will be on the audit log); not run again"
+                ))
+            first = done
+        assert first.result is not None
+        log.info("request %s repeats the key of request %s: answered with its result, not run again",
+                 cmd.request_id, first.request_id)
+        return first.result
+
+    async def _done(self, cmd: RunVerb, result: VerbResult) -> None:
+        try:
+            await self._record(cmd, VerbProgressed(
+                session_id=cmd.session_id, by=cmd.by, verb=result.verb, phase=VerbPhase.DONE,
+                request_id=cmd.request_id, exit_code=result.exit_code, stdout=result.stdout,
+                stderr=result.stderr, rejected=result.rejected,
+            ), "done")
+        except NotRecorded:
+            log.error("the outcome of request %s is missing from the log: %s", cmd.request_id, result)
+
+    async def _record(self, cmd: RunVerb, event: VerbProgressed, phase: str) -> None:
+        """Append to the session (if any), then the audit subject. Message
+        ids come from the request and phase, so a retry never doubles."""
+        if cmd.session_id is not None:
+            await self._append(lambda: self.events.append(event, msg_id=f"{cmd.request_id}:{phase}"))
+        await self._append(lambda: self.events.append_audit("verb", event, msg_id=f"{cmd.request_id}:{phase}:audit"))
+
+    @staticmethod
+    async def _append(attempt: Callable[[], Awaitable[int]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                await attempt()
+                return
+            except Exception as exc:
+                if loop.time() + delay > deadline:
+                    raise NotRecorded(str(exc) or type(exc).__name__) from exc
+                log.warning("appending a verb event failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _reply(self, cmd: RunVerb, result: VerbResult) -> None:
+        try:
+            await self.publish(subjects.verb_reply(cmd.request_id), encode(result))
+        except Exception:
+            log.exception("could not send the reply of request %s (its outcome is on the audit log)", cmd.request_id)
+
+
+def _is_verb(value: object) -> bool:
+    try:
+        return value in ALL and Verb(value) in ALL  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False

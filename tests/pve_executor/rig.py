@@ -1,0 +1,129 @@
+"""The pve-executor test rig: the real service in-process, requests the way
+the gateway makes them, and readers for what it recorded.
+
+Everything is real: nats-server (tests/conftest.py), the service's own
+`bootstrap.main`, OpenSSH's sshd (tests/sshd.py) running the shipped forced
+command (deploy/pve-host) over a fake `qm` (tests/fake_qm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from events import subjects
+from events.codec import decode, decode_event, encode
+from events.commands import RunVerb, VerbResult
+from events.kinds import VerbProgressed
+from events.topology import Topology
+from events.types import new_id
+from events.verbs import Verb
+from pve_executor.bootstrap import main
+from pve_executor.settings import Settings
+
+from tests import sshd
+
+
+def settings_for(nats_url: str, server: sshd.Sshd | None = None, **overrides: object) -> Settings:
+    base = Settings(nats_url=nats_url, agent_socket=None, verb_timeout_seconds=20.0)
+    if server is not None:
+        base = replace(
+            base, pve_host=server.host, pve_port=server.port, pve_user=server.user,
+            pve_key_file=str(server.client_key), pve_known_hosts=str(server.known_hosts_file),
+        )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def executor(settings: Settings, replicas: int = 1) -> AsyncIterator[None]:
+    """pve-executor running in this event loop (`replicas` instances)."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(main(stop, settings)) for _ in range(replicas)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+@dataclass
+class Answer:
+    command: RunVerb
+    result: VerbResult
+    seconds: float
+
+
+async def request(
+    nc, js, verb: Verb | str, *, by: str = "alice", session_id: str | None = None,  # type: ignore[no-untyped-def]
+    idempotency_key: str | None = None, timeout: float = 30.0,
+) -> Answer:
+    """What the gateway does: subscribe to the reply, publish the command, wait."""
+    command = RunVerb(by=by, request_id=new_id(), verb=verb, session_id=session_id,  # type: ignore[arg-type]
+                      idempotency_key=idempotency_key)
+    reply = await nc.subscribe(subjects.verb_reply(command.request_id), max_msgs=1)
+    started = time.monotonic()
+    try:
+        await js.publish(subjects.VERB, encode(command))
+        msg = await reply.next_msg(timeout=timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await reply.unsubscribe()
+    return Answer(command, decode(msg.data, VerbResult), time.monotonic() - started)
+
+
+async def stored(js, subject: str, topology: Topology = Topology()) -> list[VerbProgressed]:  # type: ignore[no-untyped-def]
+    """Every event stored on `subject`, in order."""
+    try:
+        last = (await js.get_last_msg(topology.events_stream, subject)).seq
+    except Exception:
+        return []
+    sub = await js.subscribe(subject, stream=topology.events_stream, ordered_consumer=True)
+    events = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=5)
+            events.append(decode_event(msg.data))
+            if msg.metadata.sequence.stream >= last:
+                return events
+    finally:
+        await sub.unsubscribe()
+
+
+async def audit_of(js, request_id: str) -> list[VerbProgressed]:  # type: ignore[no-untyped-def]
+    return [e for e in await stored(js, subjects.audit("verb")) if e.request_id == request_id]
+
+
+async def session_of(js, session_id: str) -> list[VerbProgressed]:  # type: ignore[no-untyped-def]
+    return await stored(js, subjects.session_events(session_id))
+
+
+@contextlib.contextmanager
+def script_dir() -> Iterator[Path]:
+    """A 0755 directory the sshd test account can read (tmp_path is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="breakglass-executor-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def write_script(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def other_known_hosts(directory: Path, server: sshd.Sshd) -> Path:
+    """A known_hosts file pinning a different key for the server's address."""
+    other = sshd.keypair(directory / "other_host_key", "not-the-proxmox-host")
+    path = directory / "known_hosts.other"
+    path.write_text(sshd.known_hosts_line(server.host, server.port, other))
+    return path
