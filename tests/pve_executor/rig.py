@@ -31,7 +31,7 @@ from tests import sshd
 
 
 def settings_for(nats_url: str, server: sshd.Sshd | None = None, **overrides: object) -> Settings:
-    base = Settings(nats_url=nats_url, agent_socket=None, verb_timeout_seconds=20.0)
+    base = Settings(nats_url=nats_url, agent_socket=None, verb_timeout_seconds=20.0, poll_seconds=0.1)
     if server is not None:
         base = replace(
             base, pve_host=server.host, pve_port=server.port, pve_user=server.user,

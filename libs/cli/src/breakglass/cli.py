@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import audit
 from .settings import SERVICES, service_env
 
 
@@ -55,9 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_up(sub)
     _add_services(sub)
+    audit.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

@@ -63,7 +63,8 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
                      settings.pve_key_file or "from the ssh-agent", settings.pve_known_hosts)
         await consume(
             js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
-            stop=stop, log=log, topology=topology, concurrency=settings.concurrency,
+            stop=stop, log=log, topology=topology,
+            concurrency=settings.concurrency, poll_seconds=settings.poll_seconds,
         )
     finally:
         await nc.close()

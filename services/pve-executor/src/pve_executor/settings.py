@@ -41,6 +41,8 @@ class Settings:
     #: None = as long as that run can possibly take.
     duplicate_wait_seconds: float | None = None
     concurrency: int = 4
+    #: How often the consumer wakes to notice a stop (and fetch again).
+    poll_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":

@@ -1,0 +1,146 @@
+// Same-origin JSON API (SPEC §3). Identity: the edge proxy's session (cookies)
+// or a bearer token kept in localStorage and sent on every fetch.
+
+export const TOKEN_KEY = 'breakglass.token';
+export const SESSION_KEY = 'breakglass.session_id';
+export const HISTORY_KEY = 'breakglass.history';
+
+export class ApiError extends Error {
+  constructor(status, detail, body) {
+    super(detail || `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+    this.body = body;
+  }
+}
+
+function storage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
+}
+
+export function getToken() {
+  return storage()?.getItem(TOKEN_KEY) || '';
+}
+
+export function setToken(token) {
+  const s = storage();
+  if (!s) return;
+  if (token) s.setItem(TOKEN_KEY, token);
+  else s.removeItem(TOKEN_KEY);
+}
+
+/** Listeners told when any call answers 401 (the app shows its login screen). */
+const unauthorized = new Set();
+export function onUnauthorized(fn) {
+  unauthorized.add(fn);
+  return () => unauthorized.delete(fn);
+}
+
+function detailOf(body, status) {
+  if (body && typeof body === 'object') {
+    const d = body.detail;
+    if (typeof d === 'string') return d;
+    if (Array.isArray(d) && d.length) return d.map((x) => x.msg || String(x)).join('; ');
+  }
+  return `HTTP ${status}`;
+}
+
+/**
+ * fetch JSON. Resolves with {status, body} for 2xx and for the statuses the
+ * caller lists in `accept` (e.g. 502 for verbs); throws ApiError otherwise.
+ */
+export async function api(path, { method = 'GET', body, accept = [], signal } = {}) {
+  const headers = { Accept: 'application/json' };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, {
+    method, headers, signal, credentials: 'same-origin', cache: 'no-store',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  const text = await res.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { detail: text.slice(0, 300) };
+    }
+  }
+  if (res.status === 401) unauthorized.forEach((fn) => fn());
+  if (res.ok || accept.includes(res.status)) return { status: res.status, body: data };
+  throw new ApiError(res.status, detailOf(data, res.status), data);
+}
+
+export const openSession = async () => (await api('/api/session', { method: 'POST' })).body.session_id;
+
+export function sendPrompt(sessionId, prompt, model) {
+  return api(`/api/session/${sessionId}/prompt`, { method: 'POST', body: model ? { prompt, model } : { prompt } });
+}
+
+export function cancelTurn(sessionId) {
+  return api(`/api/session/${sessionId}/cancel`, { method: 'POST' });
+}
+
+export function answerApproval(sessionId, approvalId, approve) {
+  return api(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { method: 'POST', body: { approve } });
+}
+
+export function listVerbs() {
+  return api('/api/pve/verbs');
+}
+
+export function runVerb(verb, sessionId, idempotencyKey) {
+  const body = {};
+  if (sessionId) body.session_id = sessionId;
+  if (idempotencyKey) body.idempotency_key = idempotencyKey;
+  return api(`/api/pve/${verb}`, { method: 'POST', body, accept: [502] });
+}
+
+export function listSessions(q = '') {
+  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}`);
+}
+
+export function pageEvents(sessionId, after = 0, limit = 1000) {
+  return api(`/api/session/${sessionId}/events?after=${after}&limit=${limit}`);
+}
+
+export function newKey() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  return `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+}
+
+// --- the locally remembered sessions (the history list's fallback) ---------
+
+export function localHistory() {
+  try {
+    const list = JSON.parse(storage()?.getItem(HISTORY_KEY) || '[]');
+    return Array.isArray(list) ? list.filter((x) => x && typeof x.session_id === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
+export function remember(sessionId, title) {
+  const s = storage();
+  if (!s || !sessionId) return;
+  const list = localHistory().filter((x) => x.session_id !== sessionId);
+  const old = localHistory().find((x) => x.session_id === sessionId);
+  list.unshift({ session_id: sessionId, title: title || old?.title || '', at: new Date().toISOString() });
+  s.setItem(HISTORY_KEY, JSON.stringify(list.slice(0, 20)));
+}
+
+export function getSessionId() {
+  return storage()?.getItem(SESSION_KEY) || '';
+}
+
+export function setSessionId(id) {
+  const s = storage();
+  if (!s) return;
+  if (id) s.setItem(SESSION_KEY, id);
+  else s.removeItem(SESSION_KEY);
+}

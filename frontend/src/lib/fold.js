@@ -1,0 +1,388 @@
+// The transcript fold: events in, a transcript out.
+//
+// Idempotent by event id: a stored event (one with a numeric `id`, the
+// JetStream stream sequence) is applied at most once, whatever the order it
+// arrives in, so replays, reconnects (Last-Event-ID) and reloads never
+// double-render. Live-only `delta` frames carry no id: they are appended to the
+// live text of their `block` and dropped as soon as the stored `text` event of
+// that block arrives (or its turn ends). Unknown kinds are counted and skipped.
+//
+// Plain JavaScript with no dependency, so it runs under node's test runner and
+// in the browser alike. The state is private and mutable; `view()` returns a
+// fresh snapshot for rendering.
+
+/** Kinds this fold knows; anything else is skipped (SPEC §4: skip unknown kinds). */
+export const KNOWN_KINDS = new Set([
+  'user', 'session', 'text', 'delta', 'tool', 'tool_result', 'result', 'error',
+  'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage',
+]);
+
+export function createFold() {
+  return {
+    seen: new Set(), // ids applied
+    lastId: 0, // highest id applied
+    entries: [], // sorted by `firstId`: {type:'turn'|'event', firstId, ...}
+    turns: new Map(), // turn_id -> turn entry
+    tools: new Map(), // tool_use_id -> tool item
+    orphanResults: new Map(), // tool_use_id -> result that came before its tool
+    live: new Map(), // block -> {turn_id, text}
+    doneBlocks: new Set(), // blocks whose stored text arrived: later deltas are dropped
+    verbs: new Map(), // request_id -> verb item
+    approvals: new Map(), // approval_id -> approval item
+    answered: new Map(), // approval_id -> 'approved'|'denied' answered locally or by a verb event
+    cost: new Map(), // cli session id -> last cumulative cost seen
+    unknown: 0,
+    unknownKinds: new Set(),
+    version: 0, // bumped on every change (cheap "did anything change")
+  };
+}
+
+function numericId(ev) {
+  const id = ev && ev.id;
+  if (typeof id === 'number' && Number.isSafeInteger(id) && id >= 0) return id;
+  if (typeof id === 'string' && /^\d+$/.test(id)) return Number(id);
+  return null;
+}
+
+function insertSorted(list, entry) {
+  // Almost always an append: events arrive in stream order.
+  let i = list.length;
+  while (i > 0 && list[i - 1].firstId > entry.firstId) i--;
+  list.splice(i, 0, entry);
+}
+
+function insertItem(items, item) {
+  let i = items.length;
+  while (i > 0 && items[i - 1].id > item.id) i--;
+  items.splice(i, 0, item);
+}
+
+function turnFor(state, ev, id) {
+  const key = ev.turn_id;
+  if (!key) return null;
+  let turn = state.turns.get(key);
+  if (!turn) {
+    turn = {
+      type: 'turn', key: 't:' + key, turn_id: key, firstId: id,
+      user: null, items: [], end: null, usage: null, result: null, cliSession: null, turnCost: null,
+    };
+    state.turns.set(key, turn);
+    insertSorted(state.entries, turn);
+  } else if (id < turn.firstId) {
+    // An earlier event of this turn arrived late: keep the entry list ordered.
+    turn.firstId = id;
+    state.entries.splice(state.entries.indexOf(turn), 1);
+    insertSorted(state.entries, turn);
+  }
+  return turn;
+}
+
+/** Where an item goes: its turn, or a standalone entry when it has no turn. */
+function place(state, ev, id, item) {
+  const turn = turnFor(state, ev, id);
+  if (turn) insertItem(turn.items, item);
+  else insertSorted(state.entries, { type: 'event', key: 'e:' + id, firstId: id, item });
+  return turn;
+}
+
+function commandOf(name, input) {
+  if (!input || typeof input !== 'object') return '';
+  if (typeof input.command === 'string') return input.command;
+  if (typeof input.file_path === 'string') return input.file_path;
+  if (typeof input.pattern === 'string') return input.pattern + (input.path ? '  in ' + input.path : '');
+  try {
+    return JSON.stringify(input);
+  } catch {
+    return '';
+  }
+}
+
+function dropLiveOfTurn(state, turnId) {
+  for (const [block, live] of state.live) {
+    if (live.turn_id === turnId) {
+      state.live.delete(block);
+      state.doneBlocks.add(block);
+    }
+  }
+}
+
+function applyDelta(state, ev) {
+  const block = typeof ev.block === 'string' ? ev.block : '';
+  const text = typeof ev.text === 'string' ? ev.text : '';
+  if (!text) return false;
+  if (block && state.doneBlocks.has(block)) return false;
+  const turn = ev.turn_id ? state.turns.get(ev.turn_id) : null;
+  if (turn && turn.end) return false; // the turn is over: its deltas are stale
+  const key = block || '(anonymous):' + (ev.turn_id || '');
+  const live = state.live.get(key);
+  if (live) live.text += text;
+  else state.live.set(key, { turn_id: ev.turn_id || null, text });
+  return true;
+}
+
+function updateApprovalFromVerb(state, item) {
+  // A verb decision answers the approval it names (request_id == approval_id).
+  if (item.phase !== 'approved' && item.phase !== 'denied') return;
+  if (item.request_id && state.approvals.has(item.request_id)) {
+    state.approvals.get(item.request_id).status = item.phase;
+  }
+}
+
+/**
+ * Apply one event (a parsed SSE `message` frame). Returns true when the
+ * transcript changed. Never throws on bad input.
+ */
+export function applyEvent(state, ev) {
+  if (!ev || typeof ev !== 'object' || typeof ev.kind !== 'string') return false;
+  if (ev.kind === 'delta') {
+    const changed = applyDelta(state, ev);
+    if (changed) state.version++;
+    return changed;
+  }
+  const id = numericId(ev);
+  if (id === null) return false; // a stored kind without an id cannot be deduplicated: skip
+  if (state.seen.has(id)) return false;
+  state.seen.add(id);
+  if (id > state.lastId) state.lastId = id;
+  state.version++;
+
+  const base = { id, kind: ev.kind, ts: ev.ts || null, by: ev.by || null };
+  switch (ev.kind) {
+    case 'user': {
+      const turn = turnFor(state, ev, id);
+      const user = { ...base, text: String(ev.text ?? ''), model: ev.model || null };
+      if (turn) turn.user = user;
+      else place(state, ev, id, { ...user, t: 'user' });
+      return true;
+    }
+    case 'session': {
+      const turn = turnFor(state, ev, id);
+      if (turn) turn.cliSession = ev.cli_session_id || ev.session_id || null;
+      return true;
+    }
+    case 'text': {
+      const block = typeof ev.block === 'string' ? ev.block : '';
+      if (block) {
+        state.live.delete(block);
+        state.doneBlocks.add(block);
+      }
+      place(state, ev, id, { ...base, t: 'text', text: String(ev.text ?? ''), block });
+      return true;
+    }
+    case 'tool': {
+      const toolUseId = ev.tool_use_id || '';
+      const item = {
+        ...base, t: 'tool', name: String(ev.name || 'tool'), input: ev.input || {},
+        command: commandOf(ev.name, ev.input), tool_use_id: toolUseId, result: null,
+      };
+      if (toolUseId) {
+        state.tools.set(toolUseId, item);
+        if (state.orphanResults.has(toolUseId)) {
+          item.result = state.orphanResults.get(toolUseId);
+          state.orphanResults.delete(toolUseId);
+        }
+      }
+      place(state, ev, id, item);
+      return true;
+    }
+    case 'tool_result': {
+      const result = {
+        id, output: String(ev.output ?? ''), is_error: !!ev.is_error, truncated: !!ev.truncated,
+      };
+      const tool = ev.tool_use_id ? state.tools.get(ev.tool_use_id) : null;
+      if (tool) tool.result = result;
+      else if (ev.tool_use_id) state.orphanResults.set(ev.tool_use_id, result);
+      else place(state, ev, id, { ...base, t: 'tool', name: 'result', input: {}, command: '', tool_use_id: '', result });
+      return true;
+    }
+    case 'result': {
+      const turn = turnFor(state, ev, id);
+      const item = {
+        ...base, t: 'result', is_error: !!ev.is_error, result: String(ev.result ?? ''),
+        duration_ms: Number(ev.duration_ms) || 0, subtype: ev.subtype || '',
+      };
+      if (turn) {
+        turn.result = item;
+        if (item.is_error && item.result) insertItem(turn.items, item);
+      } else if (item.is_error) place(state, ev, id, item);
+      return true;
+    }
+    case 'error':
+      place(state, ev, id, { ...base, t: 'error', error: String(ev.error ?? 'error') });
+      return true;
+    case 'cancelled':
+      place(state, ev, id, { ...base, t: 'cancelled' });
+      return true;
+    case 'interrupted':
+      place(state, ev, id, { ...base, t: 'interrupted', reason: String(ev.reason ?? '') });
+      return true;
+    case 'turn_end': {
+      const turn = turnFor(state, ev, id);
+      if (turn) {
+        turn.end = { id, outcome: ev.outcome || null, ts: ev.ts || null };
+        dropLiveOfTurn(state, turn.turn_id);
+        for (const item of turn.items) {
+          if (item.t === 'approval' && item.status === 'pending') item.status = 'expired';
+        }
+      }
+      return true;
+    }
+    case 'usage': {
+      const turn = turnFor(state, ev, id);
+      const tokens = ev.tokens && typeof ev.tokens === 'object' ? ev.tokens : {};
+      const usage = {
+        cost_usd: Number(ev.cost_usd) || 0,
+        input: Number(tokens.input) || 0, output: Number(tokens.output) || 0,
+        cache_read: Number(tokens.cache_read) || 0, cache_creation: Number(tokens.cache_creation) || 0,
+      };
+      if (turn) {
+        // cost_usd is the CLI session's running total: this turn's own cost is
+        // the step from the previous total of the same CLI session.
+        const chain = turn.cliSession || '(unknown)';
+        const before = state.cost.has(chain) ? state.cost.get(chain) : 0;
+        if (turn.usage) {
+          usage.input += turn.usage.input; usage.output += turn.usage.output;
+          usage.cache_read += turn.usage.cache_read; usage.cache_creation += turn.usage.cache_creation;
+        }
+        const start = turn.usage ? turn.usage.costBefore : before;
+        usage.costBefore = start;
+        turn.turnCost = usage.cost_usd >= start ? usage.cost_usd - start : usage.cost_usd;
+        turn.usage = usage;
+        state.cost.set(chain, usage.cost_usd);
+      }
+      return true;
+    }
+    case 'verb': {
+      const requestId = ev.request_id || null;
+      const fields = {
+        verb: String(ev.verb || ''), phase: String(ev.phase || ''),
+        exit_code: ev.exit_code ?? null, stdout: ev.stdout ?? null, stderr: ev.stderr ?? null,
+        rejected: !!ev.rejected, request_id: requestId,
+      };
+      const existing = requestId ? state.verbs.get(requestId) : null;
+      if (existing) {
+        existing.phases.push({ phase: fields.phase, id, by: base.by, ts: base.ts });
+        for (const [k, v] of Object.entries(fields)) if (v !== null && v !== undefined) existing[k] = v;
+        existing.lastId = id;
+        updateApprovalFromVerb(state, existing);
+        return true;
+      }
+      const item = { ...base, t: 'verb', ...fields, phases: [{ phase: fields.phase, id, by: base.by, ts: base.ts }], lastId: id };
+      if (requestId) state.verbs.set(requestId, item);
+      place(state, ev, id, item);
+      updateApprovalFromVerb(state, item);
+      return true;
+    }
+    case 'approval': {
+      const approvalId = String(ev.approval_id || id);
+      const turn = ev.turn_id ? state.turns.get(ev.turn_id) : null;
+      const item = {
+        ...base, t: 'approval', approval_id: approvalId, verb: String(ev.verb || ''),
+        reason: String(ev.reason ?? ''), status: state.answered.get(approvalId) || (turn && turn.end ? 'expired' : 'pending'),
+      };
+      state.approvals.set(approvalId, item);
+      place(state, ev, id, item);
+      return true;
+    }
+    default:
+      state.unknown++;
+      state.unknownKinds.add(ev.kind);
+      return true; // the id is consumed (so the resume point moves), nothing shown
+  }
+}
+
+/** Apply many events; returns how many changed the transcript. */
+export function applyAll(state, events) {
+  let n = 0;
+  for (const ev of events) if (applyEvent(state, ev)) n++;
+  return n;
+}
+
+/** Record a local answer to an approval (the server's verb event confirms it later). */
+export function markApproval(state, approvalId, approve) {
+  const status = approve ? 'approved' : 'denied';
+  state.answered.set(approvalId, status);
+  const item = state.approvals.get(approvalId);
+  if (item && item.status === 'pending') item.status = status;
+  state.version++;
+}
+
+/** Is a turn running (a turn seen without its turn_end)? */
+export function runningTurn(state) {
+  for (let i = state.entries.length - 1; i >= 0; i--) {
+    const e = state.entries[i];
+    if (e.type === 'turn' && !e.end) return e.turn_id;
+  }
+  return null;
+}
+
+/** A fresh snapshot for rendering: new objects, so a UI can diff by reference. */
+export function view(state) {
+  const liveByTurn = new Map();
+  const looseLive = [];
+  for (const [block, live] of state.live) {
+    const entry = { block, text: live.text };
+    if (live.turn_id && state.turns.has(live.turn_id)) {
+      if (!liveByTurn.has(live.turn_id)) liveByTurn.set(live.turn_id, []);
+      liveByTurn.get(live.turn_id).push(entry);
+    } else looseLive.push(entry);
+  }
+  const entries = state.entries.map((e) => {
+    if (e.type === 'turn') {
+      return {
+        ...e,
+        user: e.user ? { ...e.user } : null,
+        items: e.items.map((i) => ({ ...i, result: i.result ? { ...i.result } : i.result, phases: i.phases ? [...i.phases] : undefined })),
+        end: e.end ? { ...e.end } : null,
+        usage: e.usage ? { ...e.usage } : null,
+        result: e.result ? { ...e.result } : null,
+        live: liveByTurn.get(e.turn_id) || [],
+      };
+    }
+    return { ...e, item: { ...e.item, result: e.item.result ? { ...e.item.result } : e.item.result } };
+  });
+  const pendingApprovals = [...state.approvals.values()].filter((a) => a.status === 'pending').map((a) => ({ ...a }));
+  let totalCost = 0;
+  for (const c of state.cost.values()) totalCost += c;
+  return {
+    entries,
+    looseLive,
+    running: runningTurn(state),
+    lastId: state.lastId,
+    pendingApprovals,
+    totalCost,
+    unknown: state.unknown,
+    count: state.seen.size,
+  };
+}
+
+/**
+ * The transcript as plain lines, in order: what a reader sees. Tests compare
+ * it before and after a reload, and count duplicates in it.
+ */
+export function lines(state) {
+  const out = [];
+  const item = (i) => {
+    switch (i.t) {
+      case 'user': return `user: ${i.text}`;
+      case 'text': return `text: ${i.text}`;
+      case 'tool': return `tool ${i.name}: ${i.command}` + (i.result ? ` => ${i.result.output}` : '');
+      case 'result': return `result error: ${i.result}`;
+      case 'error': return `error: ${i.error}`;
+      case 'cancelled': return 'cancelled';
+      case 'interrupted': return `interrupted: ${i.reason}`;
+      case 'verb': return `verb ${i.verb} ${i.phase}` + (i.exit_code !== null ? ` exit ${i.exit_code}` : '');
+      case 'approval': return `approval ${i.verb} ${i.status}`;
+      default: return i.t;
+    }
+  };
+  for (const e of state.entries) {
+    if (e.type === 'turn') {
+      out.push(e.user ? `user: ${e.user.text}` : 'user: (not recorded)');
+      for (const i of e.items) out.push(item(i));
+      for (const [, live] of state.live) if (live.turn_id === e.turn_id) out.push(`live: ${live.text}`);
+      if (e.end) out.push(`end: ${e.end.outcome || ''}`);
+    } else out.push(item(e.item));
+  }
+  return out;
+}

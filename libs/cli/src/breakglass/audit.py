@@ -1,0 +1,177 @@
+"""Auditor and operator tools over the bus: `sessions`, `replay`, `tail`,
+`verify`. They only read: nothing here publishes a command or appends an
+event (in production, give them the read-only NATS user).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from contextlib import aclosing
+from pathlib import Path
+
+import nats
+
+from events import export, index, subjects, transcript
+from events.codec import decode_event_lenient
+from events.config import Env
+from events.log import CaughtUp, EventLog, Record
+from events.topology import Topology
+from events.types import is_uuid
+
+RESET, DIM, BOLD = "\x1b[0m", "\x1b[2m", "\x1b[1m"
+COLOURS = {"user": "\x1b[36m", "error": "\x1b[31m", "interrupted": "\x1b[31m", "cancelled": "\x1b[33m",
+           "verb": "\x1b[35m", "approval": "\x1b[35m", "tool": "\x1b[34m", "turn_end": "\x1b[2m"}
+
+
+class Paint:
+    """ANSI colour only on a terminal, and never with NO_COLOR set."""
+
+    def __init__(self, stream=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+        self.on = stream.isatty() and "NO_COLOR" not in os.environ
+
+    def __call__(self, code: str, text: str) -> str:
+        return f"{code}{text}{RESET}" if self.on and code else text
+
+
+def _nats_url() -> str:
+    env = Env()
+    return env.str("NATS_URL") or f"nats://127.0.0.1:{env.int('NATS_PORT', 4222, minimum=1, maximum=65535)}"
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py would print a traceback per failed attempt; we say it once."""
+
+
+async def _connect():  # type: ignore[no-untyped-def]
+    try:
+        return await asyncio.wait_for(
+            nats.connect(_nats_url(), name="breakglass-cli", connect_timeout=3, allow_reconnect=False, error_cb=_quiet),
+            5,
+        )
+    except Exception as exc:
+        reason = str(exc) or "no server answered"
+        raise SystemExit(f"breakglass: cannot reach NATS at {_nats_url()}: {reason}") from None
+
+
+def render(record: Record, paint: Paint) -> str | None:
+    event = decode_event_lenient(record.data)
+    if event is None:
+        return None
+    kind = type(event).__struct_config__.tag
+    head = paint(DIM, f"#{record.seq} {event.ts:%Y-%m-%d %H:%M:%S} ") + paint(BOLD, event.by)
+    return f"{head}\n{paint(COLOURS.get(kind, ''), transcript.describe(event))}\n"
+
+
+async def sessions_cmd(args: argparse.Namespace) -> int:
+    nc = await _connect()
+    try:
+        js = nc.jetstream()
+        t = Topology.from_env()
+        found = await index.list_sessions(js, await js.key_value(t.kv_bucket), t, query=args.query, limit=args.limit)
+    finally:
+        await nc.close()
+    paint = Paint()
+    for s in found:
+        state = paint(COLOURS["error"] if s.state == "running" else DIM, s.state)
+        print(f"{s.session_id}  {s.created_at:%Y-%m-%d %H:%M}  {s.created_by:<12} {state:<8} "
+              f"{s.event_count:>5} events  {s.outcome or '-':<11} {s.title}")
+    if not found:
+        print("no sessions", file=sys.stderr)
+    return 0
+
+
+async def replay_cmd(args: argparse.Namespace) -> int:
+    if not is_uuid(args.session):
+        raise SystemExit(f"breakglass: {args.session!r} is not a session id")
+    nc = await _connect()
+    paint = Paint()
+    try:
+        log = EventLog(nc.jetstream(), Topology.from_env())
+        if args.format in ("jsonl", "md"):
+            records = await log.read(args.session)
+            if not records:
+                raise SystemExit(f"breakglass: no events for session {args.session}")
+            if args.format == "jsonl":
+                for line in export.jsonl(args.session, records):
+                    sys.stdout.buffer.write(line)
+            else:
+                sys.stdout.write(transcript.markdown(args.session, [(r.seq, r.data) for r in records]))
+            return 0
+        async with aclosing(log.attach(args.session, follow=args.follow)) as items:
+            async for item in items:
+                if isinstance(item, CaughtUp):
+                    if args.follow:
+                        print(paint(DIM, "— caught up; following (Ctrl-C to stop) —"), flush=True)
+                    continue
+                text = render(item, paint)
+                if text:
+                    print(text, flush=True)
+    finally:
+        await nc.close()
+    return 0
+
+
+async def tail_cmd(args: argparse.Namespace) -> int:
+    """Live events from the bus as they are stored (from now on)."""
+    nc = await _connect()
+    paint = Paint()
+    subject = subjects.session_events(args.session) if args.session else subjects.EVENTS_ALL
+    done = asyncio.Event()
+
+    async def show(msg) -> None:  # type: ignore[no-untyped-def]
+        event = decode_event_lenient(msg.data)
+        if event is None or (args.kind and type(event).__struct_config__.tag not in args.kind):
+            return
+        where = subjects.session_of(msg.subject) or msg.subject.rsplit(".", 1)[-1]
+        print(paint(DIM, f"[{where}] ") + (render(Record(0, msg.data), paint) or ""), flush=True)
+
+    sub = await nc.subscribe(subject, cb=show)
+    try:
+        await done.wait()
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    return 0
+
+
+def verify_cmd(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        with path.open("rb") as f:
+            problem = export.verify_jsonl(f)
+    except OSError as exc:
+        print(f"breakglass: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except export.ExportError as exc:
+        print(f"breakglass: {path}: {exc}", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"TAMPERED {path}: {problem}")
+        return 1
+    print(f"OK {path}: every link of the chain holds")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("sessions", help="list sessions, newest first")
+    p.add_argument("query", nargs="?", default="", help="filter on title, creator or id")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=lambda a: asyncio.run(sessions_cmd(a)))
+
+    p = sub.add_parser("replay", help="show a session's transcript, or export it")
+    p.add_argument("session")
+    p.add_argument("--follow", "-f", action="store_true", help="keep showing new events")
+    p.add_argument("--format", choices=("text", "jsonl", "md"), default="text")
+    p.set_defaults(func=lambda a: asyncio.run(replay_cmd(a)))
+
+    p = sub.add_parser("tail", help="live events from the bus")
+    p.add_argument("--session")
+    p.add_argument("--kind", action="append", help="only these kinds (repeatable)")
+    p.set_defaults(func=lambda a: asyncio.run(tail_cmd(a)))
+
+    p = sub.add_parser("verify", help="check a JSONL export's hash chain offline")
+    p.add_argument("file")
+    p.set_defaults(func=verify_cmd)

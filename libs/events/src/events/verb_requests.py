@@ -1,0 +1,85 @@
+"""Asking pve-executor for a verb: record the request, publish it, await the reply.
+
+Two services ask for verbs: the gateway (an operator's press) and
+agent-runner (the agent's narrow verb tool). Both do it the same way, so the
+way lives in the contract package instead of being written twice:
+
+- the `requested` phase is recorded in the session (when there is one) and
+  on the audit subject, so every verb request is on the audit log whoever
+  asked and whatever happens next;
+- the reply subject is subscribed BEFORE the command is published, so a
+  fast executor's answer cannot be missed;
+- the command's `Nats-Msg-Id` is its idempotency key (or, without one, its
+  request id): a republished command is dropped by JetStream as a duplicate.
+  What a duplicate's caller gets instead is the caller's business
+  (`on_duplicate`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from . import subjects
+from .codec import ContractError, decode, encode
+from .commands import RunVerb, VerbResult
+from .kinds import VerbPhase, VerbProgressed
+from .log import EventLog
+from .verbs import Verb
+
+log = logging.getLogger("events.verb_requests")
+
+
+def no_answer(verb: Verb, seconds: float) -> VerbResult:
+    """What the requester reports when pve-executor said nothing in time."""
+    return VerbResult(
+        verb=verb, exit_code=124,
+        stderr=f"no answer from pve-executor within {seconds:g} s; check the verb's outcome with `status`",
+    )
+
+
+async def record_requested(events: EventLog, requested: VerbProgressed) -> None:
+    """The `requested` phase, in its session (if any) and on the audit subject."""
+    if requested.phase is not VerbPhase.REQUESTED or requested.request_id is None:
+        raise ValueError("record_requested takes a `requested` verb event with its request id")
+    if requested.session_id is not None:
+        await events.append(requested, msg_id=f"{requested.request_id}:requested")
+    await events.append_audit("verb", requested, msg_id=f"{requested.request_id}:requested:audit")
+
+
+async def run_verb(
+    nc: Client,
+    js: JetStreamContext,
+    command: RunVerb,
+    *,
+    wait_seconds: float,
+    on_duplicate: Callable[[], Awaitable[VerbResult]] | None = None,
+) -> VerbResult:
+    """Publish `command` and return pve-executor's reply, or `no_answer`.
+
+    NATS errors while subscribing or publishing propagate (nothing was
+    published, or it is unknown whether it was); waiting never raises.
+    """
+    reply = await nc.subscribe(subjects.verb_reply(command.request_id), max_msgs=1)
+    try:
+        msg_id = command.idempotency_key or command.request_id
+        ack = await js.publish(subjects.VERB, encode(command), headers={"Nats-Msg-Id": msg_id})
+        if ack.duplicate and on_duplicate is not None:
+            return await on_duplicate()
+        try:
+            msg = await reply.next_msg(timeout=wait_seconds)
+        except Exception:  # nats' own TimeoutError, or the connection went away meanwhile
+            return no_answer(command.verb, wait_seconds)
+        try:
+            return decode(msg.data, VerbResult)
+        except ContractError as exc:
+            log.error("pve-executor sent a malformed reply: %s", exc)
+            return VerbResult(verb=command.verb, exit_code=1, stderr="pve-executor sent a malformed reply")
+    finally:
+        try:
+            await reply.unsubscribe()
+        except Exception:  # the connection may be gone; the subscription went with it
+            pass
