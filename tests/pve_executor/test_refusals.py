@@ -53,7 +53,9 @@ class CountingRunner:
     def __init__(self) -> None:
         self.commands: list[str] = []
 
-    async def run(self, command: str, timeout: float) -> Completed:
+    async def run(self, command: str, timeout: float, before_send=None) -> Completed:  # type: ignore[no-untyped-def]
+        if before_send is not None:
+            await before_send()
         self.commands.append(command)
         return Completed(exit_code=0, stdout="ran", started=True)
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .commands import AnyCommand, CancelReply, SessionRecord, TurnLock, VerbRecord, VerbResult
+from .commands import AnyCommand, ApprovalReply, CancelReply, SessionRecord, TurnLock, VerbRecord, VerbResult
 from .kinds import KINDS, Event
 
 T = TypeVar("T")
@@ -27,6 +27,7 @@ _command_decoder = msgspec.json.Decoder(AnyCommand)
 _decoders: dict[Any, msgspec.json.Decoder] = {
     VerbResult: msgspec.json.Decoder(VerbResult),
     CancelReply: msgspec.json.Decoder(CancelReply),
+    ApprovalReply: msgspec.json.Decoder(ApprovalReply),
     SessionRecord: msgspec.json.Decoder(SessionRecord),
     TurnLock: msgspec.json.Decoder(TurnLock),
     VerbRecord: msgspec.json.Decoder(VerbRecord),

@@ -79,6 +79,13 @@ class CancelReply(msgspec.Struct, kw_only=True):
     cancelled: bool
 
 
+class ApprovalReply(msgspec.Struct, kw_only=True):
+    """The runner's answer to `AnswerApproval`: `accepted` is false when no
+    such approval is pending (already answered, timed out, turn over)."""
+
+    accepted: bool
+
+
 class SessionRecord(msgspec.Struct, kw_only=True):
     """A session's entry in the KV bucket."""
 

@@ -33,8 +33,8 @@ import msgspec
 import yaml
 
 from . import kinds, subjects, topology
-from .commands import COMMAND_TYPES, AnswerApproval, AnyCommand, CancelReply, CancelTurn, RunVerb, StartTurn
-from .commands import SessionRecord, TurnLock, VerbResult
+from .commands import COMMAND_TYPES, AnswerApproval, AnyCommand, ApprovalReply, CancelReply, CancelTurn, RunVerb
+from .commands import SessionRecord, StartTurn, TurnLock, VerbResult
 from .kinds import EPHEMERAL_KINDS, EVENT_TYPES, SCHEMA_VERSION, Event, VerbProgressed, kind_of
 
 DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -45,7 +45,7 @@ _REF = "#/definitions/{name}"
 
 #: Replies travel on core NATS; records live in the KV bucket. Neither is an
 #: event or a command, but both are part of the contract all the same.
-REPLY_TYPES: tuple[type[msgspec.Struct], ...] = (VerbResult, CancelReply)
+REPLY_TYPES: tuple[type[msgspec.Struct], ...] = (VerbResult, CancelReply, ApprovalReply)
 RECORD_TYPES: tuple[type[msgspec.Struct], ...] = (SessionRecord, TurnLock)
 
 #: What each audit subject carries (`subjects.AUDIT_NAMES`). A new audit name
@@ -279,9 +279,12 @@ def _channel_table() -> list[_Channel]:
         ),
         _Channel(
             "approval", subjects.approval(_SESSION), (AnswerApproval,),
-            f"The operator's answer to an `approval` event. {_CORE}",
+            f"The operator's answer to an `approval` event. {_CORE} Request/reply: the answer is an "
+            "`approval_reply` sent to the requester's inbox; `accepted` is false when no such approval is "
+            "pending (answered already, timed out, or the turn is over).",
             ("answerApproval", "The gateway, when the operator presses Approve or Deny."),
-            ("receiveApproval", "The agent-runner waiting on that approval."),
+            ("receiveApproval", "The agent-runner waiting on that approval (the one that owns the turn) answers."),
+            reply=(ApprovalReply,),
         ),
         _Channel(
             "verbReply", subjects.verb_reply(_REQUEST), (VerbResult,),

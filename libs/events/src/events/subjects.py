@@ -9,7 +9,7 @@ error, and ids are checked before they become part of a subject.
     breakglass.cmd.prompt                 StartTurn (commands work-queue stream)
     breakglass.cmd.verb                   RunVerb (commands work-queue stream)
     breakglass.ctl.cancel.<session>       CancelTurn request -> CancelReply (core)
-    breakglass.ctl.approval.<session>     AnswerApproval (core)
+    breakglass.ctl.approval.<session>     AnswerApproval request -> ApprovalReply (core)
     breakglass.reply.verb.<request>       VerbResult for one verb request (core)
 """
 

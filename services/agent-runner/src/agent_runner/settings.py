@@ -10,6 +10,9 @@ from events.config import ConfigError, Env, nats_url
 from .devvm import DevvmTarget
 
 DEFAULT_AGENT_FILE = Path("agents/breakglass.md")
+AUTONOMOUS = "autonomous"
+APPROVE_MUTATING = "approve-mutating"
+VERB_POLICIES = (AUTONOMOUS, APPROVE_MUTATING)
 #: Where the default lives in a source checkout, whatever the current directory.
 _CHECKOUT_AGENT_FILE = Path(__file__).resolve().parents[4] / DEFAULT_AGENT_FILE
 
@@ -47,6 +50,11 @@ class Settings:
     turn_timeout_seconds: float = 1800.0
     max_turns: int = 4
     verb_policy: str = "approve-mutating"
+    #: How long a mutating verb the agent asks for waits for the operator's
+    #: Approve/Deny (policy `approve-mutating`) before it counts as denied.
+    approval_timeout_seconds: float = 300.0
+    #: How long the agent's verb request waits for pve-executor's answer.
+    verb_wait_seconds: float = 150.0
     devvm: DevvmTarget | None = None
     agent_file: Path | None = None
     lease_seconds: float = 30.0
@@ -67,7 +75,9 @@ class Settings:
             model=env.str("MODEL", "sonnet") or "sonnet",
             turn_timeout_seconds=env.float("TURN_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
             max_turns=env.int("MAX_TURNS", 4, minimum=1, maximum=64),
-            verb_policy=env.choice("VERB_POLICY", "approve-mutating", ("autonomous", "approve-mutating")),
+            verb_policy=env.choice("VERB_POLICY", "approve-mutating", VERB_POLICIES),
+            approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
+            verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
             devvm=_devvm(env),
             agent_file=_agent_file(env),
             lease_seconds=lease,

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncssh
@@ -42,6 +42,8 @@ EX_SSH = 255
 EX_CONFIG = 78
 
 READ_CHUNK = 64 * 1024
+
+BeforeSend = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,23 @@ class SshRunner:
         self.target = target
         self.output_cap = output_cap
 
-    async def run(self, command: str, timeout: float) -> Completed:
+    async def run(self, command: str, timeout: float, before_send: BeforeSend | None = None) -> Completed:
+        """Connect, authenticate, await `before_send` (if it raises, nothing
+        is sent and the exception propagates), then run `command`."""
         try:
             known_hosts = self._known_hosts()
             async with contextlib.AsyncExitStack() as stack:
                 keys = await self._client_keys(stack)
                 conn = await self._connect(known_hosts, keys)
-                return await self._run(conn, command, timeout)
         except Refused as exc:
             return Completed(exit_code=exc.exit_code, stderr=exc.message)
+        try:
+            if before_send is not None:
+                await before_send()
+        except BaseException:
+            conn.abort()
+            raise
+        return await self._run(conn, command, timeout)
 
     def _known_hosts(self) -> asyncssh.SSHKnownHosts:
         path = self.target.known_hosts

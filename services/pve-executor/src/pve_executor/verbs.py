@@ -10,8 +10,9 @@
 Every path ends in exactly one `done` event (on the session when there is
 one, and always on the audit subject) and one reply, so an auditor sees
 every answer the requester saw. `running` is recorded only when the verb is
-really about to be sent, and if it cannot be recorded the verb is not sent:
-nothing reaches the hypervisor unaudited.
+really about to be sent (the host reached, its key verified, our key
+accepted), and if it cannot be recorded the verb is not sent: nothing
+reaches the hypervisor unaudited.
 
 `rejected` means "nothing was run on the host": refusals, busy, not
 configured, and SSH failures before the command was sent (unknown host key,
@@ -37,7 +38,7 @@ from events.verbs import ALL, Verb, is_mutating
 from .output import fit
 from .records import HeldLock, IdempotencyRecords, VmLocks
 from .settings import Settings
-from .ssh import Completed
+from .ssh import BeforeSend, Completed
 
 log = logging.getLogger("pve-executor.verbs")
 
@@ -53,7 +54,7 @@ ENVELOPE_BYTES = 4096
 
 
 class Runner(Protocol):
-    async def run(self, command: str, timeout: float) -> Completed: ...
+    async def run(self, command: str, timeout: float, before_send: BeforeSend | None = None) -> Completed: ...
 
 
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -140,16 +141,20 @@ class VerbHandler:
             await self.locks.release(held)
 
     async def _run(self, cmd: RunVerb, verb: Verb, runner: Runner) -> VerbResult:
-        try:
+        async def announce() -> None:
+            # Called once the host is reached and verified, before the verb
+            # is sent: `running` means it really is about to run.
             await self._record(cmd, VerbProgressed(
                 session_id=cmd.session_id, by=cmd.by, verb=verb, phase=VerbPhase.RUNNING, request_id=cmd.request_id,
             ), "running")
+
+        started = asyncio.get_running_loop().time()
+        try:
+            completed = await runner.run(verb.value, self.settings.verb_timeout_seconds, announce)
         except NotRecorded as exc:
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"not run: the audit log cannot record it ({exc}); nothing reaches the host unaudited"
             ))
-        started = asyncio.get_running_loop().time()
-        completed = await runner.run(verb.value, self.settings.verb_timeout_seconds)
         log.info("verb %s (request %s, by %s) exited %d in %.2f s", verb.value, cmd.request_id, cmd.by,
                  completed.exit_code, asyncio.get_running_loop().time() - started)
         return VerbResult(verb=verb, exit_code=completed.exit_code, stdout=completed.stdout,

@@ -1,0 +1,42 @@
+"""Schema evolution: events recorded by earlier versions still decode and
+render. The rule (events/kinds.py): within a schema version, changes are
+additive only. tests/fixtures/events-v1.jsonl was written by version 1 and
+is never regenerated: if this test fails, the change was not additive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from events import codec, transcript
+from events.kinds import EPHEMERAL_KINDS, KINDS
+
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "events-v1.jsonl"
+LINES = V1.read_bytes().splitlines()
+
+
+@pytest.mark.parametrize("line", LINES, ids=[str(i) for i in range(len(LINES))])
+def test_every_v1_event_still_decodes_and_renders(line):
+    event = codec.decode_event(line)
+    assert event.v == 1
+    assert transcript.describe(event)
+
+
+def test_the_v1_fixture_covers_every_stored_kind_of_v1():
+    recorded = {codec.decode_event(line).__struct_config__.tag for line in LINES}
+    v1_kinds = {"user", "session", "text", "tool", "tool_result", "approval", "verb", "result", "usage",
+                "error", "cancelled", "interrupted", "turn_end"}
+    assert recorded == v1_kinds
+    assert v1_kinds <= set(KINDS) - EPHEMERAL_KINDS
+
+
+def test_an_event_with_a_field_from_a_newer_minor_version_still_decodes():
+    newer = LINES[2].replace(b'"text":', b'"added_later":{"x":1},"text":', 1)
+    assert codec.decode_event(newer).text == "Checking memory first."
+
+
+def test_a_kind_from_a_newer_version_is_skipped_by_readers():
+    assert codec.decode_event_lenient(b'{"kind":"heartbeat","v":1,"by":"x"}') is None
+    rendered = transcript.markdown("s", [(1, LINES[0]), (2, b'{"kind":"heartbeat","v":1,"by":"x"}')])
+    assert "the devvm is not answering" in rendered and "heartbeat" not in rendered
