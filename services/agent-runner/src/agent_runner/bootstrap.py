@@ -1,5 +1,5 @@
 """Wires agent-runner: settings, NATS, topology, the prompt consumer, the
-cancel listener and the reaper of lapsed turns."""
+cancel and approval listeners, and the reaper of lapsed turns."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nats.aio.client import Client
 
 from events import bus, subjects
 from events.codec import ContractError, decode_command, encode
-from events.commands import CancelReply, CancelTurn, StartTurn
+from events.commands import AnswerApproval, ApprovalReply, CancelReply, CancelTurn, StartTurn
 from events.consumer import consume
 from events.locks import TurnLocks
 from events.log import EventLog
@@ -43,6 +43,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             system_prompt=instructions(settings.agent_file) if settings.agent_file else "",
         )
         cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
+        approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
         stopper = asyncio.create_task(cancel_on_stop(runner, stop))
         log.info("runner %s consuming prompts (max %d concurrent turns)", runner.owner, settings.max_turns)
@@ -55,6 +56,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             reaper.cancel()
             stopper.cancel()
             await cancels.unsubscribe()
+            await approvals.unsubscribe()
     finally:
         await nc.close()
 
@@ -74,6 +76,27 @@ async def on_cancel(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignor
     turn.cancel(command.by)
     if msg.reply:
         await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
+
+
+async def on_approval(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignore[no-untyped-def]
+    """The operator's Approve/Deny, for an approval the agent's verb tool
+    holds. Only the runner that owns the session's turn answers (whether it
+    still waits on that approval or not); the others stay silent."""
+    try:
+        command = decode_command(msg.data)
+    except ContractError as exc:
+        log.warning("ignored a malformed approval answer: %s", exc)
+        return
+    if not isinstance(command, AnswerApproval) or subjects.session_of(msg.subject) != command.session_id:
+        return
+    turn = runner.active.get(command.session_id)
+    if turn is None or turn.verbs is None:
+        return
+    accepted = turn.verbs.answer(command.approval_id, command.approved, command.by)
+    log.info("approval %s of session %s: %s by %s%s", command.approval_id, command.session_id,
+             "approved" if command.approved else "denied", command.by, "" if accepted else " (not pending; ignored)")
+    if msg.reply:
+        await nc.publish(msg.reply, encode(ApprovalReply(accepted=accepted)))
 
 
 async def cancel_on_stop(runner: TurnRunner, stop: asyncio.Event) -> None:

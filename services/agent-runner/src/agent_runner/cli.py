@@ -7,6 +7,9 @@
   own environment. The runner's NATS credentials and any Proxmox setting
   never reach the CLI or the commands the agent runs.
 - stdin is /dev/null (an open, silent stdin makes the CLI wait).
+- The one tool beyond Bash/Read/Grep/Glob is the power-verb tool, an MCP
+  server named in a per-turn `--mcp-config` with `--strict-mcp-config`, so
+  no other MCP server (user or project settings) is ever loaded.
 - The CLI dies with the runner (a SIGKILLed runner leaves no turn running
   unobserved; the lease reaper records `interrupted`).
 - The CLI runs in its own process group: Stop sends SIGINT (the CLI ends the
@@ -60,7 +63,12 @@ def argv(inv: Invocation, prompt: str) -> list[str]:
     return [*args, "--", prompt]
 
 
-def environment(runner_env: Mapping[str, str], ws: Workspace) -> dict[str, str]:
+def environment(
+    runner_env: Mapping[str, str], ws: Workspace, *, mcp_tool_timeout_seconds: float | None = None,
+) -> dict[str, str]:
+    """`mcp_tool_timeout_seconds`: how long the CLI waits for an MCP tool (the
+    verb tool waits for the operator's approval, longer than the CLI's own
+    default would)."""
     env = {k: v for k, v in runner_env.items() if k.startswith(PASSTHROUGH_PREFIXES)}
     env.update(
         HOME=str(ws.home),
@@ -72,6 +80,8 @@ def environment(runner_env: Mapping[str, str], ws: Workspace) -> dict[str, str]:
         DISABLE_AUTOUPDATER="1",
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
     )
+    if mcp_tool_timeout_seconds is not None:
+        env["MCP_TOOL_TIMEOUT"] = str(int(mcp_tool_timeout_seconds * 1000))
     return env
 
 

@@ -4,6 +4,10 @@ and always finish with exactly one `turn_end`.
 Detached by design: nothing here knows whether a browser is attached. Every
 path out (success, CLI error, Stop, timeout, crash of the CLI, lock lost)
 writes its reason and `turn_end`, then releases the lock.
+
+Each turn also opens the agent's power-verb tool (`verb_tool`) for the
+CLI's lifetime: a socket only this turn's MCP server is told about, closed
+(pending approvals denied) before the turn's end is written.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from events.log import EventLog
 from .cli import CliProcess, Invocation, argv, environment
 from .settings import Settings
 from .translate import Translator
+from .verb_tool import TOOL_NAME, VerbTool
 from .workspace import Workspace
 
 log = logging.getLogger("agent-runner.turns")
@@ -47,6 +52,8 @@ class ActiveTurn:
     command: StartTurn
     cancelled_by: str | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The turn's verb tool while the CLI runs (approval answers go there).
+    verbs: VerbTool | None = None
 
     def cancel(self, by: str) -> None:
         if self.cancelled_by is None:
@@ -109,14 +116,34 @@ class TurnRunner:
         cmd = turn.command
         devvm = self.settings.devvm
         ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare(devvm.ssh_config() if devvm else None)
-        invocation = Invocation(
-            bin=self.settings.claude_bin, model=cmd.model, session_id=cmd.session_id,
-            resume=ws.started, system_prompt=self.system_prompt,
-        )
         if turn.stop.is_set():
             return self._cancelled(turn, recorder)
+        settings = self.settings
+        verbs = VerbTool(
+            command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=settings.verb_policy,
+            approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
+        )
+        turn.verbs = verbs
         try:
-            process = await CliProcess.start(argv(invocation, cmd.prompt), environment(self.runner_env, ws), str(ws.work))
+            mcp_config = await verbs.start()
+            invocation = Invocation(
+                bin=settings.claude_bin, model=cmd.model, session_id=cmd.session_id, resume=ws.started,
+                system_prompt=self.system_prompt, mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
+            )
+            # The CLI must outwait the longest verb answer: approval, then the executor.
+            tool_timeout = settings.approval_timeout_seconds + settings.verb_wait_seconds + 60
+            env = environment(self.runner_env, ws, mcp_tool_timeout_seconds=tool_timeout)
+            return await self._run_process(turn, recorder, ws, invocation, env)
+        finally:
+            turn.verbs = None
+            await verbs.close()
+
+    async def _run_process(
+        self, turn: ActiveTurn, recorder: "Recorder", ws: Workspace, invocation: Invocation, env: dict[str, str],
+    ) -> tuple[Outcome, Envelope | None]:
+        cmd = turn.command
+        try:
+            process = await CliProcess.start(argv(invocation, cmd.prompt), env, str(ws.work))
         except OSError as exc:
             return Outcome.ERROR, TurnFailed(error=f"the Claude CLI could not start: {exc.strerror or exc}", **recorder.envelope("agent-runner"))
         log.info("turn %s: CLI pid %d (%s)", cmd.turn_id, process.pid, "resume" if invocation.resume else "new")

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
-from .api import history, pve, sessions
+from .api import approvals, history, pve, sessions
 from .bus import Bus
 from .settings import Settings
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     app.include_router(sessions.router)
+    app.include_router(approvals.router)
     app.include_router(pve.router)
     app.include_router(history.router)
 

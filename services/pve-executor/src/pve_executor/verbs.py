@@ -73,6 +73,7 @@ class VerbHandler:
     locks: VmLocks
     publish: Publish
     max_payload: int = 1024 * 1024
+    append_retry_seconds: float = APPEND_RETRY_SECONDS
 
     async def handle(self, command: Command) -> None:
         match command:
@@ -95,28 +96,34 @@ class VerbHandler:
             return
         verb = Verb(cmd.verb)
         key = cmd.idempotency_key
-        if key is not None:
-            first = await self.records.claim(key, VerbRecord(request_id=cmd.request_id, verb=verb, state="running"))
-            if first is not None:
-                result = await self._first_answer(cmd, verb, first)
-                await self._done(cmd, result)
-                await self._reply(cmd, result)
-                return
+        claimed = False
         try:
+            if key is not None:
+                first = await self.records.claim(key, VerbRecord(request_id=cmd.request_id, verb=verb,
+                                                                 state="running"))
+                if first is not None:
+                    await self._answer(cmd, await self._first_answer(cmd, verb, first))
+                    return
+                claimed = True
             result = await self._execute(cmd, verb)
         except Exception as exc:  # whatever broke, the requester and the audit log get an answer
             log.exception("verb %s (request %s) failed inside pve-executor", verb.value, cmd.request_id)
             result = VerbResult(
-                verb=verb, exit_code=EX_FAILED, rejected=False,
+                verb=verb, exit_code=EX_FAILED, rejected=key is not None and not claimed,
                 stderr=f"pve-executor failed while handling the verb ({type(exc).__name__}); check with `status`",
             )
         result = fit(result, self.max_payload, ENVELOPE_BYTES)
-        if key is not None:
+        if claimed:
             try:
                 await self.records.finish(key, VerbRecord(request_id=cmd.request_id, verb=verb, state="done",
-                                                          result=result))
+                                                          result=result))  # type: ignore[arg-type]
             except Exception:
                 log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
+        await self._answer(cmd, result)
+
+    async def _answer(self, cmd: RunVerb, result: VerbResult) -> None:
+        """`done` on the log, then the reply: whoever reads the log after
+        the reply arrived finds the outcome there."""
         await self._done(cmd, result)
         await self._reply(cmd, result)
 
@@ -200,10 +207,9 @@ class VerbHandler:
             await self._append(lambda: self.events.append(event, msg_id=f"{cmd.request_id}:{phase}"))
         await self._append(lambda: self.events.append_audit("verb", event, msg_id=f"{cmd.request_id}:{phase}:audit"))
 
-    @staticmethod
-    async def _append(attempt: Callable[[], Awaitable[int]]) -> None:
+    async def _append(self, attempt: Callable[[], Awaitable[int]]) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + APPEND_RETRY_SECONDS
+        deadline = loop.time() + self.append_retry_seconds
         delay = 0.2
         while True:
             try:
