@@ -151,15 +151,15 @@ test('verb phases fold into one card; an approval is answered by its verb decisi
   const events = [
     { kind: 'user', id: 1, turn_id: 'T', text: 'fix it', by: 'bob' },
     { kind: 'approval', id: 2, turn_id: 'T', approval_id: 'A1', verb: 'cycle', reason: 'QEMU I/O stall', by: 'agent' },
-    { kind: 'verb', id: 3, turn_id: 'T', verb: 'cycle', phase: 'requested', request_id: 'A1', by: 'agent' },
+    { kind: 'verb', id: 3, turn_id: 'T', verb: 'cycle', phase: 'requested', request_id: 'R1', by: 'agent' },
   ];
   const s = fold(events);
   assert.equal(view(s).pendingApprovals.length, 1);
   applyAll(s, [
-    { kind: 'verb', id: 4, turn_id: 'T', verb: 'cycle', phase: 'approved', request_id: 'A1', by: 'bob' },
-    { kind: 'verb', id: 5, turn_id: 'T', verb: 'cycle', phase: 'running', request_id: 'A1', by: 'pve-executor' },
-    { kind: 'verb', id: 6, turn_id: 'T', verb: 'cycle', phase: 'done', request_id: 'A1', exit_code: 0, stdout: 'ok', by: 'pve-executor' },
-    { kind: 'verb', id: 6, turn_id: 'T', verb: 'cycle', phase: 'done', request_id: 'A1', exit_code: 0, stdout: 'ok', by: 'pve-executor' },
+    { kind: 'verb', id: 4, turn_id: 'T', verb: 'cycle', phase: 'approved', request_id: 'R1', by: 'bob' },
+    { kind: 'verb', id: 5, turn_id: 'T', verb: 'cycle', phase: 'running', request_id: 'R1', by: 'pve-executor' },
+    { kind: 'verb', id: 6, turn_id: 'T', verb: 'cycle', phase: 'done', request_id: 'R1', exit_code: 0, stdout: 'ok', by: 'pve-executor' },
+    { kind: 'verb', id: 6, turn_id: 'T', verb: 'cycle', phase: 'done', request_id: 'R1', exit_code: 0, stdout: 'ok', by: 'pve-executor' },
   ]);
   const v = view(s);
   assert.equal(v.pendingApprovals.length, 0);
@@ -198,4 +198,30 @@ test('string ids (as an SSE `id:` line would give) are accepted and deduplicated
   const s = fold([{ kind: 'user', id: '5', turn_id: 'T', text: 'a' }, { kind: 'user', id: 5, turn_id: 'T', text: 'a' }]);
   assert.equal(view(s).count, 1);
   assert.equal(s.lastId, 5);
+});
+
+test('two approvals in one turn link to their own verbs; a denial (or timeout) settles the second', () => {
+  const s = fold([
+    { kind: 'user', id: 1, turn_id: 'T', text: 'x' },
+    { kind: 'approval', id: 2, turn_id: 'T', approval_id: 'A1', verb: 'reset' },
+    { kind: 'verb', id: 3, turn_id: 'T', verb: 'reset', phase: 'requested', request_id: 'R1' },
+    { kind: 'verb', id: 4, turn_id: 'T', verb: 'reset', phase: 'approved', request_id: 'R1', by: 'bob' },
+    { kind: 'approval', id: 5, turn_id: 'T', approval_id: 'A2', verb: 'reset' },
+    { kind: 'verb', id: 6, turn_id: 'T', verb: 'reset', phase: 'requested', request_id: 'R2' },
+  ]);
+  assert.deepEqual(view(s).pendingApprovals.map((a) => a.approval_id), ['A2']);
+  applyEvent(s, { kind: 'verb', id: 7, turn_id: 'T', verb: 'reset', phase: 'denied', request_id: 'R2', by: 'timeout' });
+  assert.deepEqual(view(s).pendingApprovals, []);
+  assert.ok(lines(s).includes('approval reset denied'));
+});
+
+test('an approval replayed after its verb (out of order) is settled at once', () => {
+  const s = fold([
+    { kind: 'user', id: 1, turn_id: 'T', text: 'x' },
+    { kind: 'verb', id: 3, turn_id: 'T', verb: 'stop', phase: 'requested', request_id: 'R1' },
+    { kind: 'verb', id: 4, turn_id: 'T', verb: 'stop', phase: 'denied', request_id: 'R1' },
+    { kind: 'approval', id: 2, turn_id: 'T', approval_id: 'A1', verb: 'stop' },
+  ]);
+  assert.deepEqual(view(s).pendingApprovals, []);
+  assert.deepEqual(lines(s), ['user: x', 'approval stop denied', 'verb stop denied']);
 });

@@ -136,3 +136,24 @@ async def test_the_reply_is_the_contract_type(nats_url, nc, js, topology):
     async with executor(settings_for(nats_url)):
         answer = await request(nc, js, Verb.STATUS)
     assert decode(encode(answer.result), VerbResult) == answer.result
+
+
+async def test_a_verb_the_audit_log_cannot_record_is_not_run(nats_url, js, topology):
+    """Nothing reaches the host unaudited: no `running` event, no SSH command."""
+    kv = await js.key_value(topology.kv_bucket)
+    runner = CountingRunner()
+    sent: list[bytes] = []
+
+    async def publish(subject: str, data: bytes) -> None:
+        sent.append(data)
+
+    settings = replace(settings_for(nats_url), pve_host="pve.invalid", pve_known_hosts="/dev/null",
+                       pve_key_file="/dev/null")
+    broken_log = EventLog(js, replace(topology, events_stream="NOT_THE_EVENTS_STREAM"))
+    handler = VerbHandler(settings=settings, runner=runner, events=broken_log, records=IdempotencyRecords(kv),
+                          locks=VmLocks(kv, stale_after=60), publish=publish, append_retry_seconds=0.5)
+    await handler.handle(RunVerb(by="ops", request_id=new_id(), verb=Verb.CYCLE))
+    assert runner.commands == []
+    result = decode(sent[0], VerbResult)
+    assert (result.exit_code, result.rejected) == (75, True)
+    assert result.stderr.startswith("not run: the audit log cannot record it")

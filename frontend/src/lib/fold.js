@@ -29,6 +29,7 @@ export function createFold() {
     doneBlocks: new Set(), // blocks whose stored text arrived: later deltas are dropped
     verbs: new Map(), // request_id -> verb item
     approvals: new Map(), // approval_id -> approval item
+    links: new Map(), // verb request_id -> approval_id
     answered: new Map(), // approval_id -> 'approved'|'denied' answered locally or by a verb event
     cost: new Map(), // cli session id -> last cumulative cost seen
     unknown: 0,
@@ -120,12 +121,34 @@ function applyDelta(state, ev) {
   return true;
 }
 
-function updateApprovalFromVerb(state, item) {
-  // A verb decision answers the approval it names (request_id == approval_id).
-  if (item.phase !== 'approved' && item.phase !== 'denied') return;
-  if (item.request_id && state.approvals.has(item.request_id)) {
-    state.approvals.get(item.request_id).status = item.phase;
+// An approval and the verb it gates: the runner records `approval`
+// {approval_id} and then `verb` {phase: requested, request_id}, and the answer
+// as `verb` {phase: approved|denied, request_id}. They are linked by the
+// approval's own `request_id` when it carries one, else by order: the first
+// unlinked approval of the same turn and verb.
+function linkApproval(state, verbItem) {
+  const rid = verbItem.request_id;
+  if (!rid || state.links.has(rid)) return;
+  if (state.approvals.has(rid)) {
+    state.links.set(rid, rid);
+    return;
   }
+  for (const a of state.approvals.values()) {
+    if (a.linked || a.verb !== verbItem.verb || (a.turn_id || null) !== (verbItem.turn_id || null)) continue;
+    if (a.request_id && a.request_id !== rid) continue;
+    a.linked = rid;
+    state.links.set(rid, a.approval_id);
+    return;
+  }
+}
+
+function updateApprovalFromVerb(state, verbItem) {
+  linkApproval(state, verbItem);
+  const phase = verbItem.phase;
+  if (phase !== 'approved' && phase !== 'denied' && phase !== 'running' && phase !== 'done') return;
+  const approval = state.approvals.get(state.links.get(verbItem.request_id));
+  if (!approval || approval.status !== 'pending') return;
+  approval.status = phase === 'denied' ? 'denied' : 'approved';
 }
 
 /**
@@ -257,7 +280,7 @@ export function applyEvent(state, ev) {
       const fields = {
         verb: String(ev.verb || ''), phase: String(ev.phase || ''),
         exit_code: ev.exit_code ?? null, stdout: ev.stdout ?? null, stderr: ev.stderr ?? null,
-        rejected: !!ev.rejected, request_id: requestId,
+        rejected: !!ev.rejected, request_id: requestId, turn_id: ev.turn_id || null,
       };
       const existing = requestId ? state.verbs.get(requestId) : null;
       if (existing) {
@@ -277,11 +300,21 @@ export function applyEvent(state, ev) {
       const approvalId = String(ev.approval_id || id);
       const turn = ev.turn_id ? state.turns.get(ev.turn_id) : null;
       const item = {
-        ...base, t: 'approval', approval_id: approvalId, verb: String(ev.verb || ''),
-        reason: String(ev.reason ?? ''), status: state.answered.get(approvalId) || (turn && turn.end ? 'expired' : 'pending'),
+        ...base, t: 'approval', approval_id: approvalId, verb: String(ev.verb || ''), turn_id: ev.turn_id || null,
+        request_id: ev.request_id || null, reason: String(ev.reason ?? ''), linked: null,
+        status: state.answered.get(approvalId) || (turn && turn.end ? 'expired' : 'pending'),
       };
       state.approvals.set(approvalId, item);
       place(state, ev, id, item);
+      // The verb it gates may have arrived first (out of order): link and settle.
+      for (const v of [...state.verbs.values()].sort((a, b) => a.id - b.id)) {
+        if (!state.links.has(v.request_id)) {
+          linkApproval(state, v);
+          if (state.links.get(v.request_id) === approvalId) {
+            for (const p of v.phases) updateApprovalFromVerb(state, { ...v, phase: p.phase });
+          }
+        }
+      }
       return true;
     }
     default:

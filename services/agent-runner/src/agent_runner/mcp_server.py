@@ -68,19 +68,33 @@ def _text_result(text: str, is_error: bool) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": is_error}
 
 
-def ask(socket_path: str, verb: str) -> VerbAnswered:
-    """One request over the runner's socket. Raises OSError or ValueError."""
+class NotDelivered(Exception):
+    """The runner's socket did not take the request: nothing ran."""
+
+
+class NoAnswer(Exception):
+    """The request was delivered but no usable answer came back."""
+
+
+def ask(socket_path: str, verb: Verb) -> VerbAnswered:
+    """One request over the runner's socket."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.connect(socket_path)
-        conn.sendall(encode_line(VerbAsked(verb=Verb(verb))))
-        with conn.makefile("rb") as answers:
-            line = answers.readline(MAX_LINE + 1)
+        try:
+            conn.connect(socket_path)
+            conn.sendall(encode_line(VerbAsked(verb=verb)))
+        except OSError as exc:
+            raise NotDelivered(exc.strerror or str(exc)) from None
+        try:
+            with conn.makefile("rb") as answers:
+                line = answers.readline(MAX_LINE + 1)
+        except OSError as exc:
+            raise NoAnswer(exc.strerror or str(exc)) from None
     if not line.endswith(b"\n"):
-        raise ValueError("the agent runner closed the connection without a complete answer")
+        raise NoAnswer("the connection closed without a complete answer")
     try:
         return decode_answered(line)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ValueError(f"the agent runner sent a malformed answer: {exc}") from None
+        raise NoAnswer(f"malformed answer: {exc}") from None
 
 
 def call_tool(socket_path: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -90,9 +104,14 @@ def call_tool(socket_path: str, params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(arguments, dict) or set(arguments) != {"verb"} or verb not in VERB_NAMES:
         return _text_result(f"refused: `verb` must be exactly one of {', '.join(VERB_NAMES)}; nothing ran", True)
     try:
-        answer = ask(socket_path, verb)
-    except (OSError, ValueError) as exc:
-        return _text_result(f"verb {verb}: the request could not be delivered ({exc}); nothing is known to have run", True)
+        answer = ask(socket_path, Verb(verb))
+    except NotDelivered as exc:
+        return _text_result(f"verb {verb}: the agent runner could not be reached ({exc}); it did not run", True)
+    except NoAnswer as exc:
+        return _text_result(
+            f"verb {verb}: no answer from the agent runner ({exc}); whether it ran is unknown, check with `status`",
+            True,
+        )
     return _text_result(answer.as_text(), answer.is_error)
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .api import approvals, history, pve, sessions
+from . import pwa
 from .bus import Bus
 from .settings import Settings
 
@@ -62,4 +63,5 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         logging.getLogger("gateway").exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    pwa.install(app)  # last: the PWA at `/`, never shadowing /api, /health, /ready
     return app

@@ -1,0 +1,46 @@
+// breakglass service worker: caches the app shell, never the API or the stream.
+// Written into the build by vite.config.js (precache list and version).
+const VERSION = 'c41ac8964679ef2c';
+const CACHE = `breakglass-shell-${VERSION}`;
+const PRECACHE = [
+  "./",
+  "./assets/index-C_glv1pI.css",
+  "./assets/index-xdmxXDIy.js",
+  "./icons/apple-touch-icon.png",
+  "./icons/favicon.svg",
+  "./icons/icon-192.png",
+  "./icons/icon-512.png",
+  "./icons/maskable-512.png",
+  "./manifest.webmanifest"
+];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(PRECACHE)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil(
+    caches.keys()
+      .then((keys) => Promise.all(keys.filter((k) => k.startsWith('breakglass-shell-') && k !== CACHE).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim()),
+  );
+});
+
+function bypass(request, url) {
+  if (request.method !== 'GET' || url.origin !== self.location.origin) return true;
+  if (url.pathname.startsWith('/api/') || url.pathname === '/api') return true;
+  if (url.pathname === '/health' || url.pathname === '/ready') return true;
+  return (request.headers.get('accept') || '').includes('text/event-stream');
+}
+
+self.addEventListener('fetch', (event) => {
+  const { request } = event;
+  const url = new URL(request.url);
+  if (bypass(request, url)) return; // straight to the network, never cached
+  if (request.mode === 'navigate') {
+    // Network first so a new deploy shows at once; the cached shell offline.
+    event.respondWith(fetch(request).catch(() => caches.match('./', { ignoreSearch: true })));
+    return;
+  }
+  event.respondWith(caches.match(request).then((hit) => hit || fetch(request)));
+});
