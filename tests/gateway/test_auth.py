@@ -63,3 +63,21 @@ async def test_a_real_gateway_accepts_the_token_and_the_trusted_header(gateway):
         assert (await client.post("/api/session", headers=gateway.headers)).status_code == 200
         assert (await client.post("/api/session")).status_code == 401
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_login_sets_a_stream_cookie_that_only_opens_safe_methods(gateway):
+    async with httpx.AsyncClient(base_url=gateway.base) as browser:
+        assert (await browser.post("/api/login")).status_code == 401
+        answer = await browser.post("/api/login", headers=gateway.headers)
+        assert answer.status_code == 200 and answer.json() == {"user": "operator"}
+        cookie = answer.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/api" in cookie
+        assert (await browser.get("/api/sessions")).status_code == 200  # GET with the cookie alone
+        assert (await browser.post("/api/session")).status_code == 401  # a POST needs the header
+        await browser.post("/api/logout", headers=gateway.headers)
+        assert (await browser.get("/api/sessions")).status_code == 401
+
+
+async def test_a_wrong_cookie_is_refused(gateway):
+    async with httpx.AsyncClient(base_url=gateway.base, cookies={"breakglass_token": "guess"}) as browser:
+        assert (await browser.get("/api/sessions")).status_code == 401

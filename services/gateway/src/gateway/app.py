@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
-from .api import approvals, history, pve, sessions
+from .api import approvals, history, login, pve, sessions
 from . import pwa
 from .bus import Bus
 from .settings import Settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(approvals.router)
     app.include_router(pve.router)
     app.include_router(history.router)
+    app.include_router(login.router)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)
