@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 import shutil
 import tempfile
 import time
@@ -22,7 +23,7 @@ from events.codec import decode, decode_event, encode
 from events.commands import RunVerb, VerbResult
 from events.kinds import VerbProgressed
 from events.topology import Topology
-from events.types import new_id
+from events.types import new_id, utcnow
 from events.verbs import Verb
 from pve_executor.bootstrap import main
 from pve_executor.settings import Settings
@@ -61,11 +62,12 @@ class Answer:
 
 async def request(
     nc, js, verb: Verb | str, *, by: str = "alice", session_id: str | None = None,  # type: ignore[no-untyped-def]
-    idempotency_key: str | None = None, timeout: float = 30.0,
+    idempotency_key: str | None = None, timeout: float = 30.0, age_seconds: float = 0.0,
 ) -> Answer:
-    """What the gateway does: subscribe to the reply, publish the command, wait."""
+    """What the gateway does: subscribe to the reply, publish the command, wait.
+    `age_seconds` back-dates the command, as if it had waited on the queue."""
     command = RunVerb(by=by, request_id=new_id(), verb=verb, session_id=session_id,  # type: ignore[arg-type]
-                      idempotency_key=idempotency_key)
+                      idempotency_key=idempotency_key, ts=utcnow() - timedelta(seconds=age_seconds))
     reply = await nc.subscribe(subjects.verb_reply(command.request_id), max_msgs=1)
     started = time.monotonic()
     try:
@@ -77,7 +79,7 @@ async def request(
     return Answer(command, decode(msg.data, VerbResult), time.monotonic() - started)
 
 
-async def stored(js, subject: str, topology: Topology = Topology()) -> list[VerbProgressed]:  # type: ignore[no-untyped-def]
+async def stored(js, subject: str, topology: Topology = Topology()):  # type: ignore[no-untyped-def]
     """Every event stored on `subject`, in order."""
     try:
         last = (await js.get_last_msg(topology.events_stream, subject)).seq

@@ -8,11 +8,9 @@ audit subject, with who pressed it.
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
-from events import subjects
 from events.kinds import VerbPhase
 from events.types import new_id
 from events.verbs import MUTATING, Verb
@@ -84,5 +82,16 @@ async def test_verbs_keep_flowing_one_after_another(nats_url, nc, js, topology, 
         answers = [await request(nc, js, verb) for verb in (Verb.STOP, Verb.STATUS, Verb.START, Verb.STATUS)]
     assert [a.result.exit_code for a in answers] == [0, 0, 0, 0]
     assert [answers[1].result.stdout, answers[3].result.stdout] == ["status: stopped\n", "status: running\n"]
-    assert await js.consumer_info(topology.commands_stream, "pve-executor") is not None
-    assert subjects.VERB == "breakglass.cmd.verb"
+    info = await js.consumer_info(topology.commands_stream, "pve-executor")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_mutating_verb_that_waited_too_long_on_the_queue_is_not_run_late(nats_url, nc, js, topology,
+                                                                                  sshd_server, pve):
+    async with executor(settings_for(nats_url, sshd_server)):
+        stale = await request(nc, js, Verb.CYCLE, age_seconds=300)
+        late_status = await request(nc, js, Verb.STATUS, age_seconds=300)
+    assert (stale.result.exit_code, stale.result.rejected) == (75, True)
+    assert stale.result.stderr.startswith("expired: requested 300 s ago")
+    assert late_status.result.exit_code == 0  # a read-only verb late is harmless
+    assert pve.calls() == [f"status {VMID}"]

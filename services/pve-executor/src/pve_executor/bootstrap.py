@@ -61,6 +61,10 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             log.info("consuming verb commands for VM %d on %s@%s:%d (key %s, host key pinned by %s)",
                      settings.pve_vmid, settings.pve_user, settings.pve_host, settings.pve_port,
                      settings.pve_key_file or "from the ssh-agent", settings.pve_known_hosts)
+            if not settings.pve_key_file:
+                log.warning("offering every key of the ssh-agent: if one the host accepts is not bound to the "
+                            "forced command there, a verb would run as a plain command; prefer "
+                            "BREAKGLASS_PVE_KEY_FILE with the one restricted key")
         await consume(
             js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
             stop=stop, log=log, topology=topology,

@@ -32,6 +32,9 @@ class Settings:
     pve_known_hosts: str | None = None
     pve_vmid: int = 102
     verb_timeout_seconds: float = 120.0
+    #: A mutating verb that waited on the queue longer than this (pve-executor
+    #: was down) is refused, not run late: the operator saw it fail already.
+    mutating_max_age_seconds: float = 60.0
     output_cap_bytes: int = 64 * 1024
     #: The ssh-agent socket (SSH_AUTH_SOCK), used only when no key file is set.
     agent_socket: str | None = None
@@ -56,6 +59,7 @@ class Settings:
             pve_known_hosts=env.str("PVE_KNOWN_HOSTS"),
             pve_vmid=env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999),
             verb_timeout_seconds=env.float("VERB_TIMEOUT_SECONDS", 120.0, minimum=1.0),
+            mutating_max_age_seconds=env.float("VERB_MAX_AGE_SECONDS", 60.0, minimum=1.0),
             output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
             agent_socket=agent_socket if agent_socket is not None else (os.environ.get("SSH_AUTH_SOCK") or None),
         )

@@ -6,7 +6,9 @@ it being handed to anyone else. So:
 
 - The host key is pinned: the known_hosts file is required, and an unknown or
   changed key ends the attempt before authentication (nothing is sent). It is
-  never accepted unseen, never learned, never updated.
+  never accepted unseen, never learned, never updated. (asyncssh, unlike
+  OpenSSH, also accepts a port-less `host KEY` entry for a non-22 port when
+  no `[host]:port` entry exists: the key must still match.)
 - Only the configured key (or, when none is configured, the keys of the
   ssh-agent at SSH_AUTH_SOCK) is offered: no ~/.ssh/config, no default
   identity files, no password or keyboard-interactive, no GSSAPI, no agent
@@ -117,7 +119,8 @@ class SshRunner:
             try:
                 return asyncssh.load_keypairs([t.key_file])
             except (OSError, asyncssh.KeyImportError, ValueError) as exc:
-                raise Refused(EX_CONFIG, f"BREAKGLASS_PVE_KEY_FILE={t.key_file} cannot be used: {_reason(exc)}") from None
+                why = f"BREAKGLASS_PVE_KEY_FILE={t.key_file} cannot be used: {_reason(exc)}"
+                raise Refused(EX_CONFIG, why) from None
         if not t.agent_socket:
             raise Refused(EX_CONFIG, "no client key: set BREAKGLASS_PVE_KEY_FILE or run with an ssh-agent")
         # The agent's keys are fetched here and passed as client keys, so
@@ -143,7 +146,8 @@ class SshRunner:
                     gss_auth=False, gss_kex=False, agent_forwarding=False, x509_trusted_certs=None,
                 )
         except TimeoutError:
-            raise Refused(EX_TIMEOUT, f"could not connect to {t.address}: timed out after {t.connect_timeout:g} s") from None
+            why = f"could not connect to {t.address}: timed out after {t.connect_timeout:g} s"
+            raise Refused(EX_TIMEOUT, why) from None
         except asyncssh.HostKeyNotVerifiable as exc:
             log.error("host key of %s rejected: %s", t.address, exc.reason)
             raise Refused(EX_SSH, (
@@ -170,12 +174,16 @@ class SshRunner:
                 done = await process.wait()
         except TimeoutError:
             conn.abort()
-            note = f"pve-executor: timed out after {timeout:g} s (the verb may still be running on the host; check with `status`)"
+            note = (f"pve-executor: timed out after {timeout:g} s "
+                    "(the verb may still be running on the host; check with `status`)")
             return Completed(EX_TIMEOUT, out.text(), _note(err.text(), note), started=True)
         except (asyncssh.Error, OSError) as exc:
             conn.abort()
             note = f"pve-executor: the connection to {self.target.address} broke while the verb ran: {_reason(exc)}"
             return Completed(EX_SSH, out.text(), _note(err.text(), note), started=True)
+        except BaseException:  # cancelled (the service stops) or a bug: never leave the connection open
+            conn.abort()
+            raise
         conn.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):

@@ -33,6 +33,7 @@ from events.codec import encode
 from events.commands import Command, RunVerb, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
 from events.log import EventLog
+from events.types import utcnow
 from events.verbs import ALL, Verb, is_mutating
 
 from .output import fit
@@ -134,6 +135,13 @@ class VerbHandler:
                               stderr=problem or "pve-executor is not configured")
         if not is_mutating(verb):
             return await self._run(cmd, verb, self.runner)
+        waited = (utcnow() - cmd.ts).total_seconds()
+        if waited > self.settings.mutating_max_age_seconds:
+            log.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id, waited)
+            return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
+                f"expired: requested {waited:.0f} s ago, while pve-executor was unavailable; "
+                "not run late. Check `status` and press again if it is still needed"
+            ))
         vmid = self.settings.pve_vmid
         held = await self.locks.take(vmid, cmd.request_id, verb.value, cmd.by)
         if not isinstance(held, HeldLock):
@@ -198,7 +206,8 @@ class VerbHandler:
                 stderr=result.stderr, rejected=result.rejected,
             ), "done")
         except NotRecorded:
-            log.error("the outcome of request %s is missing from the log: %s", cmd.request_id, result)
+            log.error("the outcome of request %s (%s, exit %d) is missing from the log", cmd.request_id,
+                      result.verb, result.exit_code)
 
     async def _record(self, cmd: RunVerb, event: VerbProgressed, phase: str) -> None:
         """Append to the session (if any), then the audit subject. Message
