@@ -70,3 +70,26 @@ fi
 if [ -x /usr/sbin/sshd ]; then
     echo "test-deps: sshd $(ssh -V 2>&1 | cut -d, -f1) at /usr/sbin/sshd"
 fi
+
+# --- The PWA's browser tests (tests/pwa): Debian's Chromium, the frontend's node_modules ---
+# Chromium from apt (never `playwright install`; the Python playwright pinned in
+# requirements-dev.txt drives /usr/bin/chromium). node_modules gives axe-core to the
+# tests and Vite to the stale-build check (tests/pwa/test_build.py).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing chromium ..."
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+            || echo "test-deps: WARNING apt-get could not install chromium (browser tests will skip)" >&2
+    else
+        echo "test-deps: missing /usr/bin/chromium; as root run: apt-get install chromium (browser tests will skip)" >&2
+    fi
+fi
+if [ ! -d frontend/node_modules ] || [ frontend/package-lock.json -nt frontend/node_modules/.package-lock.json ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "test-deps: npm ci in frontend/ ..."
+        (cd frontend && npm ci --no-audit --no-fund --loglevel=error) \
+            || echo "test-deps: WARNING npm ci failed in frontend/ (stale-build check and axe will skip)" >&2
+    else
+        echo "test-deps: npm not found; the stale-build check and axe will skip" >&2
+    fi
+fi

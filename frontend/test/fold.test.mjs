@@ -225,3 +225,13 @@ test('an approval replayed after its verb (out of order) is settled at once', ()
   assert.deepEqual(view(s).pendingApprovals, []);
   assert.deepEqual(lines(s), ['user: x', 'approval stop denied', 'verb stop denied']);
 });
+
+test('tool chips show the command: Bash command, file path, or the verb of the power tool', () => {
+  const s = fold([
+    { kind: 'user', id: 1, turn_id: 'T', text: 'x' },
+    { kind: 'tool', id: 2, turn_id: 'T', name: 'Bash', input: { command: 'df -h' }, tool_use_id: 'a' },
+    { kind: 'tool', id: 3, turn_id: 'T', name: 'Read', input: { file_path: '/var/log/syslog' }, tool_use_id: 'b' },
+    { kind: 'tool', id: 4, turn_id: 'T', name: 'mcp__breakglass__pve', input: { verb: 'status' }, tool_use_id: 'c' },
+  ]);
+  assert.deepEqual(lines(s).slice(1), ['tool Bash: df -h', 'tool Read: /var/log/syslog', 'tool mcp__breakglass__pve: status']);
+});

@@ -153,6 +153,14 @@ def stack(nats_url, tmp_path, sshd_server, pve, stack_env) -> Iterator[Stack]:
 # ------------------------------------------------------------------ the browser
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_artifacts() -> None:
+    """Screenshots and the axe summary of THIS run only."""
+    if ARTIFACTS.exists():
+        for old in [*ARTIFACTS.glob("*.png"), ARTIFACTS / "axe-summary.json"]:
+            old.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():

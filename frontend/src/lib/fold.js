@@ -89,6 +89,7 @@ function place(state, ev, id, item) {
 function commandOf(name, input) {
   if (!input || typeof input !== 'object') return '';
   if (typeof input.command === 'string') return input.command;
+  if (typeof input.verb === 'string') return input.verb;
   if (typeof input.file_path === 'string') return input.file_path;
   if (typeof input.pattern === 'string') return input.pattern + (input.path ? '  in ' + input.path : '');
   try {

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'c41ac8964679ef2c';
+const VERSION = 'b36572b90c0aa7b5';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-C_glv1pI.css",
-  "./assets/index-xdmxXDIy.js",
+  "./assets/index-CKkDpm15.css",
+  "./assets/index-CoFbr86-.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
