@@ -70,3 +70,19 @@ def test_the_agent_reaches_the_vm_as_devvm_with_a_pinned_host_key(tmp_path):
     assert config.startswith("Host devvm\n") and "HostName 10.0.0.5" in config
     assert "StrictHostKeyChecking yes" in config and "IdentityFile /run/secrets/devvm_key" in config
     assert (ws.home / ".ssh" / "config").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_verb_tool_comes_from_a_strict_mcp_config_and_is_pre_approved(tmp_path):
+    inv = Invocation(bin="claude", model="m", session_id=SID, resume=True, mcp_config="/ws/mcp-1.json",
+                     extra_tools=("mcp__breakglass__pve",))
+    args = argv(inv, "hi")
+    assert "--mcp-config=/ws/mcp-1.json" in args and "--strict-mcp-config" in args
+    assert "--allowedTools=Bash,Read,Grep,Glob,mcp__breakglass__pve" in args
+    assert "--tools=Bash,Read,Grep,Glob" in args  # built-in tools stay limited; MCP tools are not built-ins
+    assert args[-2:] == ["--", "hi"]
+
+
+def test_the_cli_waits_for_the_verb_tool_as_long_as_the_runner_may(tmp_path):
+    ws = Workspace.for_session(tmp_path, SID)
+    assert "MCP_TOOL_TIMEOUT" not in environment({}, ws)
+    assert environment({"MCP_TOOL_TIMEOUT": "1"}, ws, mcp_tool_timeout_seconds=510)["MCP_TOOL_TIMEOUT"] == "510000"

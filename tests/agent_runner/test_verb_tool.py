@@ -34,7 +34,9 @@ from tests.fake_executor import fake_executor, queued_verbs
 
 @pytest.fixture
 def command() -> StartTurn:
-    return StartTurn(by="alice", session_id=str(uuid.uuid4()), turn_id=str(uuid.uuid4()), prompt="fix it", model="sonnet")
+    return StartTurn(
+        by="alice", session_id=str(uuid.uuid4()), turn_id=str(uuid.uuid4()), prompt="fix it", model="sonnet",
+    )
 
 
 @pytest.fixture
@@ -144,6 +146,7 @@ async def test_an_approved_mutating_verb_runs_and_records_who_approved(nats_url,
     assert answer is not None and answer.exit_code == 0 and "approved by alice" in answer.summary
     [run] = executor.commands
     assert run.verb is Verb.CYCLE and run.by == "agent" and run.origin == "agent"
+    assert approval["request_id"] == run.request_id  # links the approval to the verb events it gates
     verbs = [(e["phase"], e["by"]) for e in await session_events(events, command.session_id) if e["kind"] == "verb"]
     assert verbs == [("requested", "agent"), ("approved", "alice")]
 
@@ -200,7 +203,9 @@ async def test_the_turn_ending_denies_what_is_still_pending(nats_url, nc, events
     b'{"verb":"status","session_id":"6cfaa6bb-d10d-4842-8572-2d78d3eeee8c"}\n', b'{"verb":"reset","by":"alice"}\n',
     b"\xff\xfe\n", b"x" * (2 * 1024 * 1024) + b"\n",
 ], ids=["unknown", "injection", "case", "bare", "empty", "other session", "spoofed by", "binary", "huge"])
-async def test_anything_but_a_bare_verb_gets_no_answer_and_publishes_nothing(nats_url, nc, events, command, short_root, line):
+async def test_anything_but_a_bare_verb_gets_no_answer_and_publishes_nothing(
+    nats_url, nc, events, command, short_root, line,
+):
     tool = make_tool(command, short_root, nc, events, policy=AUTONOMOUS)
     await tool.start()
     try:

@@ -121,6 +121,7 @@ async def test_approve_mutating_a_reset_waits_for_the_operator_then_runs(stack, 
     [run] = executor.commands
     assert (run.verb.value, run.by, run.origin, run.session_id) == ("reset", "agent", "agent", sid)
     assert verb_phases(frames) == [("reset", "requested", "agent"), ("reset", "approved", "operator")]
+    assert {e["request_id"] for e in of(frames, "verb")} == {approval["request_id"]} == {run.request_id}
     told, is_error = tool_result_sent_to_model(stack.api)
     assert "verb reset: exit 0" in told and "approved by operator" in told and not is_error
     assert not os.path.exists(socket_path) and not os.path.exists(os.path.join(workspace, config_name))

@@ -142,9 +142,13 @@ class VerbProgressed(Envelope, tag="verb"):
 
 
 class ApprovalRequested(Envelope, tag="approval"):
+    """A verb the agent asked for waits for the operator's Approve/Deny."""
+
     approval_id: str
     verb: Verb
     reason: str = ""
+    #: The `request_id` of the `verb` events this approval gates.
+    request_id: str | None = None
 
 
 class Tokens(msgspec.Struct, kw_only=True):

@@ -8,12 +8,17 @@ starting at n + 1. The last sequence of the subject is read *before* the
 consumer starts; once that sequence has been delivered the reader is caught
 up, and everything after it is live. An ordered consumer recreates itself
 on gaps, so delivery is in order with no holes and no duplicates.
+
+`replay` and `follow` are the same reader for hot paths: a plain callback
+per record (sequence, stored bytes), no per-record objects or queues, so a
+caller can frame the bytes once and hand them on as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -59,6 +64,25 @@ def _stream_seq(msg: Msg) -> int:
     # Reply subject: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
     # (or the longer form with domain and account hash); sseq is 4th from the end.
     return int(msg.reply.rsplit(".", 4)[-4])
+
+
+#: Called with (stream sequence, stored bytes) of each record, in order. A
+#: replay awaits what it returns (backpressure); a tail ignores it.
+Deliver = Callable[[int, bytes], "Awaitable[None] | None"]
+
+
+class Tail:
+    """A running `EventLog.follow`; `stop()` ends it (the server reaps the
+    ephemeral consumer INACTIVE_SECONDS later, as for `attach`)."""
+
+    def __init__(self, sub) -> None:  # type: ignore[no-untyped-def]
+        self._sub = sub
+
+    async def stop(self) -> None:
+        try:
+            await self._sub.unsubscribe()
+        except Exception:  # the connection may already be gone; the server reaps the consumer
+            pass
 
 
 WRONG_LAST_SEQUENCE = 10071
@@ -183,6 +207,74 @@ class EventLog:
                 await sub.unsubscribe()
             except Exception:  # the connection may already be gone; the server reaps the consumer
                 pass
+
+    async def _ordered(self, session_id: str, after: int, cb):  # type: ignore[no-untyped-def]
+        """An ordered push consumer on the session's subject from `after + 1`."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1, inactive_threshold=INACTIVE_SECONDS,
+        )
+        return await self._js.subscribe(
+            subjects.session_events(session_id), stream=self._stream, cb=cb, ordered_consumer=True, config=config,
+        )
+
+    async def replay(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+        """Call `deliver(seq, data)` for each stored record with
+        `after < seq <= until`, in order, exactly once; return the last
+        sequence delivered once `until` is reached (`until` is normally
+        `last_seq()` read beforehand). What `deliver` returns, if anything,
+        is awaited before the next record: a slow reader slows the replay
+        down (JetStream flow control) instead of buffering it."""
+        if until <= after:
+            return after
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        position = after
+
+        async def on_msg(msg: Msg) -> None:
+            nonlocal position
+            if done.done():
+                return
+            seq = _stream_seq(msg)
+            if seq <= position:
+                return
+            if seq > until:  # `until` itself is gone (expired): the replay is past it all the same
+                done.set_result(position)
+                return
+            position = seq
+            try:
+                pending = deliver(seq, msg.data)
+                if pending is not None and inspect.isawaitable(pending):
+                    await pending
+            except Exception as exc:
+                done.set_exception(exc)
+                return
+            if seq >= until:
+                done.set_result(seq)
+
+        sub = await self._ordered(session_id, after, on_msg)
+        try:
+            return await done
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+    async def follow(self, session_id: str, after: int, deliver: Callable[[int, bytes], None]) -> Tail:
+        """Call `deliver(seq, data)` for every record of the session with
+        seq > `after`, stored or yet to come, in order, exactly once, until
+        the returned `Tail` is stopped. One consumer however many readers a
+        caller fans the records out to."""
+        position = after
+
+        async def on_msg(msg: Msg) -> None:
+            nonlocal position
+            seq = _stream_seq(msg)
+            if seq <= position:  # an ordered consumer that restarted may resend: never twice
+                return
+            position = seq
+            deliver(seq, msg.data)
+
+        return Tail(await self._ordered(session_id, after, on_msg))
 
     async def read(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
         """The stored records after `after` (at most `limit`), without tailing."""

@@ -6,8 +6,11 @@ spends it narrowly:
 
 - The socket belongs to ONE turn of ONE session. Requests carry no session
   id, so a request can only ever act for the session whose turn made the
-  socket; the socket lives in that session's workspace (mode 0600) and is
-  removed when the turn ends.
+  socket; the socket lives in that session's workspace (mode 0600; in a
+  private 0700 temp dir instead when the workspace path is too long for a
+  socket name) and is removed when the turn ends. A Bash command of the
+  agent that finds it can ask for the same six verbs, under the same
+  policy, and nothing else.
 - The verb is decoded into the enum again (defence in depth; pve-executor
   and the host script check it too).
 - The policy (`BREAKGLASS_VERB_POLICY`) is applied here, never in the MCP
@@ -121,8 +124,12 @@ class VerbTool:
             raise
         finally:
             os.umask(previous)
-        os.chmod(self.socket_path, SOCKET_MODE)
-        self._server = await asyncio.start_unix_server(self._connection, sock=sock, limit=MAX_LINE)
+        try:
+            os.chmod(self.socket_path, SOCKET_MODE)
+            self._server = await asyncio.start_unix_server(self._connection, sock=sock, limit=MAX_LINE)
+        except BaseException:
+            sock.close()
+            raise
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as config:
             json.dump(self.mcp_config(), config)
@@ -164,10 +171,6 @@ class VerbTool:
         decided.set_result(Decision(approved, by))
         return True
 
-    @property
-    def pending_approvals(self) -> tuple[str, ...]:
-        return tuple(self._pending)
-
     # ------------------------------------------------------------ requests
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -185,7 +188,7 @@ class VerbTool:
             answer = await self.request(asked.verb)
             writer.write(encode_line(answer))
             await writer.drain()
-        except (ConnectionError, OSError) as exc:
+        except OSError as exc:  # the client went away (reset, broken pipe)
             log.info("turn %s: the verb tool's client went away: %s", self.command.turn_id, exc)
         finally:
             writer.close()
@@ -229,7 +232,7 @@ class VerbTool:
             await self.records.append(
                 ApprovalRequested(
                     approval_id=approval_id, verb=verb, reason=f"the agent asks to {verb.value} the VM",
-                    **self.records.envelope(AGENT),
+                    request_id=request_id, **self.records.envelope(AGENT),
                 ),
                 msg_id=f"{request_id}:approval",
             )
@@ -243,7 +246,9 @@ class VerbTool:
             self._pending.pop(approval_id, None)
 
     def _requested(self, verb: Verb, request_id: str) -> VerbProgressed:
-        return VerbProgressed(verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id, **self.records.envelope(AGENT))
+        return VerbProgressed(
+            verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id, **self.records.envelope(AGENT),
+        )
 
     @staticmethod
     def _denied(verb: Verb, decision: Decision) -> VerbAnswered:

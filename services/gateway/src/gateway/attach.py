@@ -3,36 +3,31 @@
 - Stored events come from the event log with `id: <stream sequence>`, so a
   browser's `Last-Event-ID` (or `?after=`) resumes strictly after it: no gap,
   no duplicate. Their bytes go out as stored, with `"id"` spliced in: no
-  decode/encode on the hot path.
-- Live-only frames (token deltas) come from the session's core NATS subject,
-  only once caught up, and carry no `id:`, so they never move the resume point.
-- When the client goes, the generator is closed: the ordered consumer and the
-  live subscription are removed with it.
+  decode/encode on the hot path, and each live record is framed once per
+  process whatever the number of clients (see `hub`).
+- The replay is read by this client's own short-lived consumer and written
+  in as few chunks as the socket takes (everything queued since the last
+  write goes in one write).
+- Live records and live-only frames (token deltas, from the session's core
+  NATS subject, no `id:`, only once caught up) come from the session's one
+  shared subscription in this process (`hub.SessionHub`).
+- When the client goes, the generator is closed: its replay consumer is
+  removed and it leaves the hub; the last one out removes the hub's
+  consumer and subscription.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing
-
-from sse_starlette import ServerSentEvent
-
-from events import subjects
-from events.log import CaughtUp, Record
 
 from .bus import Bus
+from .hub import CAUGHT_UP_FRAME, Listener, hubs_of, live_frame, record_frame
 
-CAUGHT_UP_FRAME = ServerSentEvent(data="{}", event="caught-up")
+__all__ = ["CAUGHT_UP_FRAME", "frames", "live_frame", "record_frame", "with_id"]
 
-
-class _Live(bytes):
-    """A live-only payload (not stored, no id)."""
-
-
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+log = logging.getLogger("gateway.attach")
 
 
 def with_id(seq: int, data: bytes) -> str:
@@ -40,41 +35,31 @@ def with_id(seq: int, data: bytes) -> str:
     return f'{{"id":{seq},{data[1:].decode()}' if len(data) > 2 else f'{{"id":{seq}}}'
 
 
-async def frames(bus: Bus, session_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    queue: asyncio.Queue[Record | CaughtUp | _Live | _Failed] = asyncio.Queue()
-    caught_up = False
-
-    async def pump() -> None:
-        nonlocal caught_up
-        try:
-            async with aclosing(bus.log.attach(session_id, after)) as items:
-                async for item in items:
-                    if isinstance(item, CaughtUp):
-                        caught_up = True
-                    queue.put_nowait(item)
-        except Exception as exc:  # the bus went away: end the stream, the browser resumes
-            queue.put_nowait(_Failed(exc))
-
-    async def on_live(msg) -> None:  # type: ignore[no-untyped-def]
-        if caught_up:
-            queue.put_nowait(_Live(msg.data))
-
-    live = await bus.nc.subscribe(subjects.live(session_id), cb=on_live)  # type: ignore[union-attr]
-    task = asyncio.create_task(pump())
+async def _catch_up(bus: Bus, session_id: str, listener: Listener) -> None:
     try:
-        while True:
-            item = await queue.get()
-            if isinstance(item, Record):
-                yield ServerSentEvent(data=with_id(item.seq, item.data), id=str(item.seq))
-            elif isinstance(item, CaughtUp):
-                yield CAUGHT_UP_FRAME
-            elif isinstance(item, _Live):
-                yield ServerSentEvent(data=item.decode(errors="replace"))
-            else:
-                return
+        events = bus.log
+        until = await events.last_seq(session_id)
+        if listener.position < until:
+            await events.replay(session_id, listener.position, until, listener.replayed)
+        listener.caught_up()
+    except Exception as exc:  # the bus went away: end the stream, the browser resumes
+        log.info("attach to %s ended during replay: %s", session_id, exc)
+        listener.close()
+
+
+async def frames(bus: Bus, session_id: str, after: int) -> AsyncIterator[bytes]:
+    """SSE bytes for one client: replay after `after`, `caught-up`, live."""
+    hubs = hubs_of(bus)
+    listener = Listener(after)
+    try:
+        hub = await hubs.join(session_id, listener)
+    except Exception as exc:  # the bus went away: end the stream, the browser resumes
+        log.info("attach to %s failed: %s", session_id, exc)
+        return
+    replay = asyncio.create_task(_catch_up(bus, session_id, listener))
+    try:
+        async for chunk in listener.chunks():
+            yield chunk
     finally:
-        task.cancel()
-        try:
-            await live.unsubscribe()
-        except Exception:
-            pass
+        replay.cancel()
+        hubs.leave(hub, listener)
