@@ -4,7 +4,7 @@ the REAL Claude Code CLI, and the fake Messages API it talks to."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ class Stack:
     gateway: Service
     runner: Service
     runner_env: dict[str, str]
+    extras: list[Service] = field(default_factory=list)
 
     def restart_runner(self, **env: str) -> None:
         self.runner.stop()
@@ -61,6 +62,8 @@ def stack(nats_url, tmp_path, claude_bin) -> Iterator[Stack]:
             wait_ready(stack.base, timeout=20)
             yield stack
         finally:
+            for extra in stack.extras:
+                extra.stop()
             stack.runner.stop()
             gateway.stop()
             print("---- runner log ----\n" + stack.runner.log()[-5000:])

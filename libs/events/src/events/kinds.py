@@ -67,6 +67,18 @@ class TextDelta(Envelope, tag="delta"):
     block: str = ""
 
 
+class TurnStatus(Envelope, tag="status"):
+    """A running turn's heartbeat. Ephemeral: sent on the live subject every
+    lease renewal (default 5 s), never stored (it would bloat the audit log).
+    A client that hears none for `lease_seconds` while a turn runs can say
+    "agent runner lost" before the reaper records `interrupted`."""
+
+    elapsed_seconds: float
+    since_output_seconds: float
+    lease_seconds: float
+    runner: str = ""
+
+
 class ToolCalled(Envelope, tag="tool"):
     name: str
     input: dict[str, Any] = {}
@@ -172,6 +184,7 @@ Event = Union[
     CliSessionBound,
     TextSaid,
     TextDelta,
+    TurnStatus,
     ToolCalled,
     ToolReturned,
     ResultReported,
@@ -187,7 +200,7 @@ Event = Union[
 EVENT_TYPES: tuple[type[Envelope], ...] = Event.__args__  # type: ignore[attr-defined]
 
 #: Kinds that are never written to the events stream (live subject only).
-EPHEMERAL_KINDS = frozenset({"delta"})
+EPHEMERAL_KINDS = frozenset({"delta", "status"})
 
 
 def kind_of(event_type: type[Envelope]) -> str:

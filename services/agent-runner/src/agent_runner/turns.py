@@ -13,6 +13,7 @@ CLI's lifetime: a socket only this turn's MCP server is told about, closed
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from events.kinds import (
     Envelope,
     Outcome,
     TextDelta,
+    TurnStatus,
     TurnCancelled,
     TurnEnded,
     TurnFailed,
@@ -52,6 +54,9 @@ class ActiveTurn:
     command: StartTurn
     cancelled_by: str | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+    #: When the CLI last printed a line (monotonic), for the heartbeat.
+    last_output: float = field(default_factory=time.monotonic)
     #: The turn's verb tool while the CLI runs (approval answers go there).
     verbs: VerbTool | None = None
 
@@ -81,7 +86,7 @@ class TurnRunner:
         turn = ActiveTurn(command)
         self.active[sid] = turn
         recorder = Recorder(self.events, self.nc, command)
-        lease = asyncio.create_task(self._keep_lease(turn, revision))
+        lease = asyncio.create_task(self._keep_lease(turn, revision, recorder))
         try:
             outcome, reason = await self._run_cli(turn, recorder)
         except Exception as exc:
@@ -98,9 +103,11 @@ class TurnRunner:
         await recorder.append(TurnEnded(outcome=outcome, **recorder.envelope("agent-runner")), msg_id=end_msg_id(tid))
         await self.locks.release(sid, tid)
 
-    async def _keep_lease(self, turn: ActiveTurn, revision: int) -> None:
+    async def _keep_lease(self, turn: ActiveTurn, revision: int, recorder: "Recorder") -> None:
+        """Renew the lease, and tell attached clients the turn is alive."""
         cmd = turn.command
         while True:
+            await recorder.record(self._status(turn))
             await asyncio.sleep(self.settings.lease_renew_seconds)
             try:
                 renewed = await self.locks.renew(cmd.session_id, cmd.turn_id, self.owner, revision)
@@ -111,6 +118,14 @@ class TurnRunner:
                 turn.stop.set()  # reaped or taken: stop the CLI, do not write an end
                 return
             revision = renewed
+
+    def _status(self, turn: ActiveTurn) -> TurnStatus:
+        now = time.monotonic()
+        return TurnStatus(
+            session_id=turn.command.session_id, turn_id=turn.command.turn_id, by="agent-runner",
+            elapsed_seconds=round(now - turn.started, 1), since_output_seconds=round(now - turn.last_output, 1),
+            lease_seconds=self.settings.lease_seconds, runner=self.owner,
+        )
 
     async def _run_cli(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope | None]:
         cmd = turn.command
@@ -153,6 +168,7 @@ class TurnRunner:
         try:
             async with asyncio.timeout(self.settings.turn_timeout_seconds):
                 async for line in process.lines():
+                    turn.last_output = time.monotonic()
                     for event in translator.feed(line):
                         if isinstance(event, CliSessionBound):
                             ws.mark_started()
@@ -197,7 +213,7 @@ class Recorder:
         return {"session_id": self._command.session_id, "turn_id": self._command.turn_id, "by": by}
 
     async def record(self, event: Envelope) -> None:
-        if isinstance(event, TextDelta):
+        if isinstance(event, (TextDelta, TurnStatus)):
             try:
                 await self._nc.publish(subjects.live(self._command.session_id), encode(event))
             except Exception:  # live frames are best effort; the whole text is stored anyway
