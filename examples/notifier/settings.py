@@ -44,6 +44,9 @@ class Settings:
     retry_max: float = 60.0
     min_priority: int = 1
     concurrency: int = 8
+    #: ack_wait = timeout + this: how long a message handed to a notifier that
+    #: died mid-handling waits before the server gives it to another one.
+    ack_slack: float = 30.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
