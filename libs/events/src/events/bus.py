@@ -6,6 +6,7 @@ connection changes through the caller's logger instead of printing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -36,3 +37,16 @@ async def connect(url: str, name: str, *, log: logging.Logger | None = None, **o
         reconnected_cb=on_reconnect,
         **options,
     )
+
+
+async def connect_or_stop(url: str, name: str, stop, *, log: logging.Logger | None = None) -> Client | None:  # type: ignore[no-untyped-def]
+    """`connect`, which waits for NATS as long as it takes, unless `stop` is
+    set first (then None): a service asked to stop while NATS is away stops."""
+    connecting = asyncio.create_task(connect(url, name, log=log))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    return None

@@ -18,6 +18,8 @@ from .config import ConfigError
 
 
 _PR_SET_PDEATHSIG = 1
+#: How long a service may take to wind down after SIGTERM before it is cancelled.
+STOP_GRACE_SECONDS = 10.0
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -63,7 +65,20 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        work = asyncio.create_task(main(stop))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not work.done():
+            # Asked to stop: `main` winds down on its own (turns end, events
+            # are written); if it is stuck (e.g. still waiting for NATS), it
+            # is cancelled after the grace period instead of hanging.
+            try:
+                await asyncio.wait_for(work, STOP_GRACE_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("did not stop within %g s; cancelled", STOP_GRACE_SECONDS)
+                return
+        work.result()
 
     try:
         asyncio.run(runner())

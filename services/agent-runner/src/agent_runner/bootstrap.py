@@ -30,7 +30,9 @@ REAP_EVERY_SECONDS = 5.0
 
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
-    nc = await bus.connect(settings.nats_url, "agent-runner", log=log)
+    nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, log=log)
+    if nc is None:
+        return  # asked to stop before NATS was reachable
     try:
         js = nc.jetstream()
         topology = Topology.from_env()

@@ -40,7 +40,9 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
     # asyncssh narrates every connection at INFO; its warnings are enough.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    nc = await bus.connect(settings.nats_url, "pve-executor", log=log)
+    nc = await bus.connect_or_stop(settings.nats_url, "pve-executor", stop, log=log)
+    if nc is None:
+        return  # asked to stop before NATS was reachable
     try:
         js = nc.jetstream()
         topology = Topology.from_env()
