@@ -12,8 +12,9 @@ from tests.fakeapi import hang, text
 from tests.sse import frames
 
 
-async def watch(client, sid, until, timeout=60.0):
-    """(frame, arrival time) pairs until `until(frames)`."""
+async def watch(client, sid, until, timeout=60.0, on_frame=None):
+    """(frame, arrival time) pairs until `until(frames)`; `on_frame(got)` may
+    act (and append markers) as each frame arrives."""
     got = []
 
     async def read():
@@ -21,7 +22,9 @@ async def watch(client, sid, until, timeout=60.0):
             async for frame in frames(response):
                 if frame.data or frame.event != "message":
                     got.append((frame, time.monotonic()))
-                    if until([f for f, _ in got]):
+                    if on_frame:
+                        on_frame(got)
+                    if until([f for f, _ in got if f != "frozen"]):
                         return
 
     await asyncio.wait_for(read(), timeout)
@@ -52,22 +55,16 @@ async def test_a_frozen_runner_goes_silent_then_its_turn_is_interrupted(stack, c
     stack.api.script(hang(interval=0.1, seconds=120))
     sid = (await client.post("/api/session")).json()["session_id"]
     await client.post(f"/api/session/{sid}/prompt", json={"prompt": "hang"})
-    got = []
 
-    async def read():
-        async with client.stream("GET", f"/api/session/{sid}/stream") as response:
-            async for frame in frames(response):
-                if frame.data or frame.event != "message":
-                    got.append((frame, time.monotonic()))
-                    if frame.kind == "status" and len([f for f, _ in got if f.kind == "status"]) == 2:
-                        stack.runner.signal(signal.SIGSTOP)
-                        got.append(("frozen", time.monotonic()))
-                    if frame.kind == "turn_end":
-                        return
+    def freeze_after_two_heartbeats(got) -> None:
+        statuses = [f for f, _ in got if f != "frozen" and f.kind == "status"]
+        if len(statuses) == 2 and got[-1][0] is statuses[-1]:
+            stack.runner.signal(signal.SIGSTOP)
+            got.append(("frozen", time.monotonic()))
 
     helper = asyncio.create_task(restart_reaper_after(stack, 6.0))
     try:
-        await asyncio.wait_for(read(), 90)
+        got = await watch(client, sid, ended, timeout=90, on_frame=freeze_after_two_heartbeats)
     finally:
         helper.cancel()
         stack.runner.signal(signal.SIGCONT)
