@@ -1,0 +1,381 @@
+"""Each NATS user can do its own job and nothing else (events.access).
+
+The matrix below is written out by hand, from what each service does, not
+derived from events.access: it is the intent the rendered configuration is
+held to. Every probe is made against a real nats-server running that
+configuration: a publish or subscribe the server refuses is reported as a
+permissions violation (nats-py's error callback) before the PONG of the
+following flush... usually: the server may send the refusal just after the
+PONG, so a refusal is waited for (briefly), and an allowance is judged only
+after a settling pause in which a late refusal would have arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig
+
+from events import access, subjects
+from events.codec import encode
+from events.commands import RunVerb, StartTurn
+from events.kinds import TextSaid
+from events.log import EventLog
+from events.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER, Topology
+from events.types import new_id
+from events.verbs import Verb
+
+from tests.security.conftest import Secured
+
+T = Topology()
+EV, CMD, KV = T.events_stream, T.commands_stream, T.kv_stream
+GW, RUN, EXE, READ, ADMIN = (access.GATEWAY, access.AGENT_RUNNER, access.PVE_EXECUTOR, access.READER, access.ADMIN)
+ROLES = (GW, RUN, EXE, READ, ADMIN)
+SERVICES = (GW, RUN, EXE)
+NOBODY: frozenset[str] = frozenset()
+SID, RID = new_id(), new_id()
+API = "$JS.API"
+
+
+def _ack(durable: str) -> str:
+    return f"$JS.ACK.{CMD}.{durable}.1.1.1.1700000000000000000.0"
+
+
+# subject -> the roles that may publish to it. Everything else: denied.
+PUBLISH: dict[str, frozenset[str]] = {
+    # commands: only the gateway starts turns; the gateway (operator) and
+    # agent-runner (the agent's verb tool) ask for verbs
+    subjects.PROMPT: frozenset({GW}),
+    subjects.VERB: frozenset({GW, RUN}),
+    "breakglass.cmd.other": NOBODY,
+    # events: the three services record; the reader never writes
+    subjects.session_events(SID): frozenset(SERVICES),
+    subjects.audit("verb"): frozenset(SERVICES),
+    "breakglass.events.audit.other": NOBODY,
+    "breakglass.events.other": NOBODY,
+    subjects.live(SID): frozenset({RUN}),
+    # control requests go from the gateway to the runner; verb results from the executor
+    subjects.cancel(SID): frozenset({GW}),
+    subjects.approval(SID): frozenset({GW}),
+    subjects.verb_reply(RID): frozenset({EXE}),
+    # KV: each key family has its writers
+    f"$KV.breakglass.sessions.{SID}": frozenset({GW}),
+    f"$KV.breakglass.locks.{SID}": frozenset({GW, RUN}),
+    "$KV.breakglass.verbs.abc123": frozenset({EXE}),
+    "$KV.breakglass.vmlocks.102": frozenset({EXE}),
+    "$KV.breakglass.other.x": NOBODY,
+    # nobody deletes or purges anything, admin included
+    **{f"{API}.STREAM.DELETE.{s}": NOBODY for s in (EV, CMD, KV)},
+    **{f"{API}.STREAM.PURGE.{s}": NOBODY for s in (EV, CMD, KV)},
+    **{f"{API}.STREAM.MSG.DELETE.{s}": NOBODY for s in (EV, CMD, KV)},
+    **{f"{API}.CONSUMER.DELETE.{CMD}.{d}": NOBODY for d in (RUNNER_CONSUMER, EXECUTOR_CONSUMER)},
+    f"{API}.ACCOUNT.PURGE.$G": NOBODY,
+    f"{API}.STREAM.SNAPSHOT.{EV}": NOBODY,
+    # only admin shapes the topology
+    **{f"{API}.STREAM.CREATE.{s}": frozenset({ADMIN}) for s in (EV, CMD, KV)},
+    **{f"{API}.STREAM.UPDATE.{s}": frozenset({ADMIN}) for s in (EV, CMD, KV)},
+    f"{API}.STREAM.CREATE.OTHER": NOBODY,
+    **{f"{API}.CONSUMER.DURABLE.CREATE.{CMD}.{d}": frozenset({ADMIN}) for d in (RUNNER_CONSUMER, EXECUTOR_CONSUMER)},
+    **{f"{API}.CONSUMER.CREATE.{CMD}.{d}.{f}": frozenset({ADMIN})
+       for d, f in ((RUNNER_CONSUMER, subjects.PROMPT), (EXECUTOR_CONSUMER, subjects.VERB))},
+    f"{API}.CONSUMER.CREATE.{CMD}": NOBODY,  # an ephemeral consumer on the work queue would steal commands
+    f"{API}.CONSUMER.CREATE.{CMD}.thief.{subjects.VERB}": NOBODY,
+    f"{API}.CONSUMER.DURABLE.CREATE.{CMD}.thief": NOBODY,
+    # each worker pulls and acks only its own queue
+    f"{API}.CONSUMER.MSG.NEXT.{CMD}.{EXECUTOR_CONSUMER}": frozenset({EXE}),
+    f"{API}.CONSUMER.MSG.NEXT.{CMD}.{RUNNER_CONSUMER}": frozenset({RUN}),
+    _ack(EXECUTOR_CONSUMER): frozenset({EXE}),
+    _ack(RUNNER_CONSUMER): frozenset({RUN}),
+    f"{API}.CONSUMER.INFO.{CMD}.{EXECUTOR_CONSUMER}": frozenset({EXE, ADMIN}),
+    f"{API}.CONSUMER.INFO.{CMD}.{RUNNER_CONSUMER}": frozenset({RUN, ADMIN}),
+    # reading the audit log: ephemeral (ordered) consumers and direct gets
+    f"{API}.CONSUMER.CREATE.{EV}": frozenset({GW, READ}),
+    f"{API}.CONSUMER.CREATE.{EV}.durable.{subjects.EVENTS_ALL}": NOBODY,
+    f"{API}.CONSUMER.DURABLE.CREATE.{EV}.durable": NOBODY,
+    f"$JS.FC.{EV}.abc.1": frozenset({GW, READ}),
+    f"{API}.DIRECT.GET.{EV}.{subjects.session_events(SID)}": frozenset({GW, RUN, EXE, READ}),
+    f"{API}.STREAM.MSG.GET.{EV}": frozenset({READ}),
+    f"{API}.STREAM.INFO.{EV}": frozenset({GW, RUN, EXE, READ, ADMIN}),
+    f"{API}.STREAM.INFO.{CMD}": frozenset({GW, RUN, EXE, ADMIN}),
+    # the KV bucket: get (all services, reader), list (a watcher: not the executor)
+    f"{API}.STREAM.INFO.{KV}": frozenset({GW, RUN, EXE, READ, ADMIN}),
+    f"{API}.STREAM.MSG.GET.{KV}": frozenset({GW, RUN, EXE, READ}),
+    f"{API}.CONSUMER.CREATE.{KV}": frozenset({GW, RUN, READ}),
+    f"{API}.CONSUMER.INFO.{KV}.watcher": frozenset({GW, RUN, READ}),
+    f"{API}.STREAM.LIST": NOBODY,
+    f"{API}.STREAM.NAMES": NOBODY,
+    f"{API}.INFO": frozenset({ADMIN}),
+    # nobody writes into anyone's inbox, nor anywhere else
+    **{f"_INBOX.{r}.x.y": NOBODY for r in ROLES},
+    "_INBOX.x": NOBODY,
+    "anything.else": NOBODY,
+    "$SYS.REQ.SERVER.PING": NOBODY,
+}
+
+# subject -> the roles that may subscribe to it.
+SUBSCRIBE: dict[str, frozenset[str]] = {
+    **{f"_INBOX.{r}.>": frozenset({r}) for r in ROLES},  # each role reads only its own replies
+    **{f"_INBOX.{r}.abc.*": frozenset({r}) for r in ROLES},
+    "_INBOX.>": NOBODY,
+    ">": NOBODY,
+    # nobody takes commands off the bus other than through its own consumer
+    subjects.COMMANDS_ALL: NOBODY,
+    subjects.PROMPT: NOBODY,
+    subjects.VERB: NOBODY,
+    # stored events as they are stored: the reader (integrators, `breakglass tail`)
+    subjects.EVENTS_ALL: frozenset({READ}),
+    subjects.session_events(SID): frozenset({READ}),
+    subjects.live(SID): frozenset({GW}),
+    subjects.LIVE_ALL: frozenset({GW}),
+    subjects.cancel(SID): frozenset({RUN}),
+    subjects.approval(SID): frozenset({RUN}),
+    subjects.verb_reply(RID): frozenset({GW, RUN}),
+    "$KV.breakglass.>": NOBODY,
+    f"{API}.>": NOBODY,
+    "$JS.ACK.>": NOBODY,
+    f"$JS.ACK.{CMD}.{EXECUTOR_CONSUMER}.>": NOBODY,
+    "$JS.FC.>": NOBODY,
+}
+
+
+class Violations:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def record(self, exc: Exception) -> None:
+        self.seen.append(str(exc))
+
+    def refused(self, verb: str, subject: str) -> bool:
+        # nats-py lower-cases the server's message; no two probes differ only in case
+        needle = f'permissions violation for {verb} to "{subject}"'.lower()
+        return any(needle in s.lower() for s in self.seen)
+
+    async def refuses(self, verb: str, subject: str, timeout: float = 2.0) -> bool:
+        """Whether the refusal arrives (the server may send it after a PONG)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.refused(verb, subject):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+
+@asynccontextmanager
+async def connect(secured: Secured, role: str):  # type: ignore[no-untyped-def]
+    violations = Violations()
+    nc = await nats.connect(
+        secured.url(role), name=f"probe-{role}", error_cb=violations.record, allow_reconnect=False,
+        inbox_prefix=access.inbox_prefix(role),
+    )
+    try:
+        yield nc, violations
+    finally:
+        await nc.close()
+
+
+SETTLE_SECONDS = 0.5
+
+
+async def _verdicts(expected: dict[str, frozenset[str]], role: str, violations: Violations, verb: str) -> list[str]:
+    await asyncio.sleep(SETTLE_SECONDS)  # late refusals of allowed probes arrive here
+    wrong = []
+    for subject, allowed in expected.items():
+        if role in allowed and violations.refused(verb, subject):
+            wrong.append(f"{role} was refused {subject}")
+        elif role not in allowed and not await violations.refuses(verb, subject):
+            wrong.append(f"{role} may {subject}")
+    return wrong
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_publish_matrix(secured_module: Secured, role: str) -> None:
+    async with connect(secured_module, role) as (nc, violations):
+        for subject in PUBLISH:
+            await nc.publish(subject, b"{}")
+            await nc.flush(timeout=5)
+        wrong = await _verdicts(PUBLISH, role, violations, "Publish")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_subscribe_matrix(secured_module: Secured, role: str) -> None:
+    async with connect(secured_module, role) as (nc, violations):
+        for subject in SUBSCRIBE:
+            sub = await nc.subscribe(subject)
+            await nc.flush(timeout=5)
+            await sub.unsubscribe()
+        wrong = await _verdicts(SUBSCRIBE, role, violations, "Subscription")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_matrix_names_every_subject_of_the_contract() -> None:
+    """A subject added to events.subjects must be added to the matrix here."""
+    families = {s.rsplit(".", 1)[0] for s in PUBLISH} | {s.rsplit(".", 1)[0] for s in SUBSCRIBE}
+    for pattern in (subjects.SESSION_EVENTS_ALL, subjects.AUDIT_ALL, subjects.LIVE_ALL, subjects.CANCEL_ALL,
+                    subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL):
+        assert pattern.rsplit(".", 1)[0] in families, pattern
+    assert {subjects.PROMPT, subjects.VERB} <= set(PUBLISH)
+
+
+# --- no credentials, wrong credentials ---------------------------------------------
+
+
+async def test_no_credentials_no_connection(secured: Secured) -> None:
+    """What the agent's shell has: no user, so not even a connection."""
+    with pytest.raises(Exception) as caught:
+        await nats.connect(secured.anonymous, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    assert "authorization" in str(caught.value).lower() or "no servers" in str(caught.value).lower()
+
+
+@pytest.mark.parametrize("role", SERVICES)
+async def test_a_wrong_password_no_connection(secured: Secured, role: str) -> None:
+    other = next(r for r in ROLES if r != role)
+    url = secured.url(role).replace(secured.passwords[role], secured.passwords[other])
+    with pytest.raises(Exception):
+        await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+
+
+# --- the same refusals through the client API a thief would use -------------------
+
+
+async def _denied(coro, violations: Violations, verb: str, subject: str) -> None:  # type: ignore[no-untyped-def]
+    """The call gets no answer (the server dropped the request) and the
+    refusal names the subject."""
+    with pytest.raises((NatsTimeoutError, asyncio.TimeoutError)):
+        await coro
+    assert await violations.refuses(verb, subject), violations.seen
+
+
+async def test_the_reader_cannot_publish_into_a_stream(secured: Secured) -> None:
+    command = RunVerb(by="mallory", request_id=new_id(), verb=Verb.RESET)
+    async with connect(secured, READ) as (nc, violations):
+        js = nc.jetstream(timeout=1)
+        await _denied(js.publish(subjects.VERB, encode(command)), violations, "Publish", subjects.VERB)
+        event = subjects.session_events(SID)
+        await _denied(js.publish(event, encode(TextSaid(session_id=SID, by="mallory", text="forged"))),
+                      violations, "Publish", event)
+        kv = await js.key_value(T.kv_bucket)
+        await _denied(kv.put(f"sessions.{SID}", b"{}"), violations, "Publish", f"$KV.breakglass.sessions.{SID}")
+    async with connect(secured, ADMIN) as (nc, _):
+        assert (await nc.jetstream().stream_info(CMD)).state.messages == 0
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_nobody_deletes_or_purges_a_stream(secured: Secured, role: str) -> None:
+    async with connect(secured, role) as (nc, violations):
+        js = nc.jetstream(timeout=1)
+        for stream in (EV, CMD, KV):
+            await _denied(js.delete_stream(stream), violations, "Publish", f"{API}.STREAM.DELETE.{stream}")
+            await _denied(js.purge_stream(stream), violations, "Publish", f"{API}.STREAM.PURGE.{stream}")
+    async with connect(secured, ADMIN) as (nc, _):
+        for stream in (EV, CMD, KV):
+            await nc.jetstream().stream_info(stream)  # all still there
+
+
+@pytest.mark.parametrize("role", (GW, RUN, READ))
+async def test_only_the_executor_pulls_verb_commands(secured: Secured, role: str) -> None:
+    async with connect(secured, GW) as (nc, _):
+        await nc.jetstream().publish(subjects.VERB, encode(RunVerb(by="alice", request_id=new_id(), verb=Verb.STATUS)))
+    async with connect(secured, role) as (nc, violations):
+        js = nc.jetstream(timeout=1)
+        sub = await js.pull_subscribe_bind(EXECUTOR_CONSUMER, stream=CMD)
+        with pytest.raises((NatsTimeoutError, asyncio.TimeoutError)):
+            await sub.fetch(1, timeout=1)
+        assert await violations.refuses("Publish", f"{API}.CONSUMER.MSG.NEXT.{CMD}.{EXECUTOR_CONSUMER}")
+        # nor with a consumer of its own on the work queue (ephemeral, or a durable of another name)
+        await _denied(js.add_consumer(CMD, ConsumerConfig(filter_subject=subjects.VERB)),
+                      violations, "Publish", f"{API}.CONSUMER.CREATE.{CMD}")
+        await _denied(js.add_consumer(CMD, ConsumerConfig(durable_name="thief", filter_subject=subjects.VERB)),
+                      violations, "Publish", f"{API}.CONSUMER.DURABLE.CREATE.{CMD}.thief")
+    async with connect(secured, ADMIN) as (nc, _):
+        assert (await nc.jetstream().stream_info(CMD)).state.messages == 1  # still queued for the executor
+
+
+@pytest.mark.parametrize("role", (GW, EXE, READ))
+async def test_only_the_runner_pulls_prompts(secured: Secured, role: str) -> None:
+    async with connect(secured, role) as (nc, violations):
+        sub = await nc.jetstream(timeout=1).pull_subscribe_bind(RUNNER_CONSUMER, stream=CMD)
+        with pytest.raises((NatsTimeoutError, asyncio.TimeoutError)):
+            await sub.fetch(1, timeout=1)
+        assert await violations.refuses("Publish", f"{API}.CONSUMER.MSG.NEXT.{CMD}.{RUNNER_CONSUMER}")
+
+
+@pytest.mark.parametrize("role", (EXE, READ))
+async def test_only_gateway_and_runner_ask_for_verbs(secured: Secured, role: str) -> None:
+    async with connect(secured, role) as (nc, violations):
+        command = RunVerb(by="mallory", request_id=new_id(), verb=Verb.CYCLE)
+        await _denied(nc.jetstream(timeout=1).publish(subjects.VERB, encode(command)),
+                      violations, "Publish", subjects.VERB)
+
+
+@pytest.mark.parametrize("role", (RUN, EXE, READ))
+async def test_only_the_gateway_starts_turns(secured: Secured, role: str) -> None:
+    async with connect(secured, role) as (nc, violations):
+        command = StartTurn(by="mallory", session_id=SID, turn_id=new_id(), prompt="rm -rf /", model="sonnet")
+        await _denied(nc.jetstream(timeout=1).publish(subjects.PROMPT, encode(command)),
+                      violations, "Publish", subjects.PROMPT)
+
+
+async def test_a_service_cannot_read_another_s_replies(secured: Secured) -> None:
+    """The executor's JetStream answers go to its own inbox, which no other
+    role may subscribe to, not even with a wildcard."""
+    for role in (GW, RUN, READ):
+        async with connect(secured, role) as (nc, violations):
+            for subject in ("_INBOX.pve-executor.>", "_INBOX.*.>", "_INBOX.>"):
+                await nc.subscribe(subject)
+                await nc.flush()
+                assert await violations.refuses("Subscription", subject), (role, subject)
+
+
+async def test_the_runner_may_answer_a_request_once_but_not_write_into_inboxes(secured: Secured) -> None:
+    """allow_responses: agent-runner answers the gateway's cancel request on
+    its reply subject, once; it has no standing right to the gateway's inbox."""
+    async with connect(secured, RUN) as (runner, runner_violations), connect(secured, GW) as (gateway, _):
+        async def answer(msg) -> None:  # type: ignore[no-untyped-def]
+            await runner.publish(msg.reply, b'{"cancelled": true}')
+            await runner.publish(msg.reply, b'{"cancelled": "twice"}')  # a second answer is refused
+
+        await runner.subscribe(subjects.CANCEL_ALL, cb=answer)
+        await runner.flush()
+        replies = await gateway.subscribe(f"{access.inbox_prefix(GW)}.probe")
+        await gateway.publish(subjects.cancel(SID), b"{}", reply=f"{access.inbox_prefix(GW)}.probe")
+        first = await replies.next_msg(timeout=3)
+        assert first.data == b'{"cancelled": true}'
+        with pytest.raises(NatsTimeoutError):
+            await replies.next_msg(timeout=0.5)
+        await runner.publish(f"{access.inbox_prefix(GW)}.probe", b"unasked")
+        await runner.flush()
+        assert await runner_violations.refuses("Publish", f"{access.inbox_prefix(GW)}.probe")
+        with pytest.raises(NatsTimeoutError):
+            await replies.next_msg(timeout=0.5)
+
+
+async def test_a_reader_cannot_create_a_durable_consumer_on_the_audit_log(secured: Secured) -> None:
+    async with connect(secured, READ) as (nc, violations):
+        js = nc.jetstream(timeout=1)
+        await _denied(js.add_consumer(EV, ConsumerConfig(durable_name="mine")), violations,
+                      "Publish", f"{API}.CONSUMER.DURABLE.CREATE.{EV}.mine")
+        # the short form it may use creates ephemerals only: the server refuses a durable there
+        answer = await nc.request(f"{API}.CONSUMER.CREATE.{EV}",
+                                  json.dumps({"stream_name": EV, "config": {"durable_name": "mine"}}).encode(), timeout=3)
+        assert "error" in json.loads(answer.data)
+
+
+# --- each role can do its job -------------------------------------------------------
+
+
+async def test_the_reader_replays_what_the_services_recorded(secured: Secured) -> None:
+    sid = new_id()
+    async with connect(secured, RUN) as (nc, violations):
+        log = EventLog(nc.jetstream(), T)
+        seqs = [await log.append(TextSaid(session_id=sid, by="agent", text=f"line {i}")) for i in range(3)]
+    async with connect(secured, READ) as (nc, reader_violations):
+        records = await EventLog(nc.jetstream(), T).read(sid)
+        assert [r.seq for r in records] == seqs
+        await asyncio.sleep(SETTLE_SECONDS)
+    assert violations.seen == reader_violations.seen == []
