@@ -34,3 +34,22 @@ self.addEventListener('fetch', (event) => {
   }
   event.respondWith(caches.match(request).then((hit) => hit || fetch(request)));
 });
+
+// A tap on a notification (lib/notify.js) brings the app forward: focus an
+// open window of it (telling it which session the notice was about), else
+// open one.
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const data = event.notification.data || {};
+  event.waitUntil(
+    self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((windows) => {
+      const own = windows.filter((w) => new URL(w.url).origin === self.location.origin);
+      const target = own.find((w) => w.focused) || own[0];
+      if (target) {
+        target.postMessage({ type: 'breakglass-notification', session_id: data.session_id || '' });
+        return target.focus();
+      }
+      return self.clients.openWindow('./');
+    }),
+  );
+});

@@ -17,7 +17,7 @@ import os
 import pwd
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,9 @@ class Stack:
     executor: Service
     gateway_env: dict[str, str]
     pve: PveHost | None
+    runner_env: dict[str, str] = field(default_factory=dict)
+    #: More services a test started (e.g. a second runner that reaps), stopped at the end.
+    extras: list[Service] = field(default_factory=list)
 
     def restart_gateway(self, down_seconds: float = 0.0) -> None:
         import time
@@ -136,12 +139,14 @@ def stack(nats_url, tmp_path, sshd_server, pve, stack_env) -> Iterator[Stack]:
         gateway = Service("gateway", gateway_env, tmp_path / "gateway.log").start()
         stack = Stack(
             f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}, api,
-            gateway, runner, executor, gateway_env, pve,
+            gateway, runner, executor, gateway_env, pve, runner_env,
         )
         try:
             wait_ready(stack.base, timeout=20)
             yield stack
         finally:
+            for extra in stack.extras:
+                extra.stop()
             stack.runner.stop()
             stack.executor.stop()
             stack.gateway.stop()

@@ -162,6 +162,7 @@ def test_a_prompt_into_a_busy_session_is_refused_with_a_clear_message(stack, pag
 def test_a_vanished_session_is_replaced(stack, page):
     stack.api.script(text("Fresh start."))
     page.goto("/")
+    expect(page.locator(LIVE)).to_be_visible()  # the app's own first session is set up: nothing overwrites ours now
     page.evaluate("() => localStorage.setItem('breakglass.session_id', '00000000-0000-4000-8000-000000000000')")
     page.reload()
     expect(page.locator("[role=alert]")).to_contain_text("no longer exists", timeout=20_000)

@@ -5,7 +5,11 @@
 // arrives in, so replays, reconnects (Last-Event-ID) and reloads never
 // double-render. Live-only `delta` frames carry no id: they are appended to the
 // live text of their `block` and dropped as soon as the stored `text` event of
-// that block arrives (or its turn ends). Unknown kinds are counted and skipped.
+// that block arrives (or its turn ends). Live-only `status` heartbeats carry no
+// id either: the latest one per open turn is kept with its arrival time (for
+// the liveness indicator, lib/liveness.js) and is never part of the
+// transcript; those of a turn that has ended are ignored. Unknown kinds are
+// counted and skipped.
 //
 // Plain JavaScript with no dependency, so it runs under node's test runner and
 // in the browser alike. The state is private and mutable; `view()` returns a
@@ -13,7 +17,7 @@
 
 /** Kinds this fold knows; anything else is skipped (SPEC §4: skip unknown kinds). */
 export const KNOWN_KINDS = new Set([
-  'user', 'session', 'text', 'delta', 'tool', 'tool_result', 'result', 'error',
+  'user', 'session', 'text', 'delta', 'status', 'tool', 'tool_result', 'result', 'error',
   'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage',
 ]);
 
@@ -30,6 +34,7 @@ export function createFold() {
     verbs: new Map(), // request_id -> verb item
     approvals: new Map(), // approval_id -> approval item
     links: new Map(), // verb request_id -> approval_id
+    status: new Map(), // turn_id -> latest live `status` heartbeat {..., at}
     answered: new Map(), // approval_id -> 'approved'|'denied' answered locally or by a verb event
     cost: new Map(), // cli session id -> last cumulative cost seen
     unknown: 0,
@@ -152,14 +157,43 @@ function updateApprovalFromVerb(state, verbItem) {
   approval.status = phase === 'denied' ? 'denied' : 'approved';
 }
 
+function num(v) {
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : 0;
+}
+
+// A heartbeat: keep the latest per turn, stamped with when it arrived here
+// (the client's clock, not the sender's `ts`: the two need not agree).
+function applyStatus(state, ev, now) {
+  const turnId = ev.turn_id;
+  if (!turnId || typeof turnId !== 'string') return false;
+  const turn = state.turns.get(turnId);
+  if (turn && turn.end) return false; // never after turn_end (a late frame is stale)
+  state.status.set(turnId, {
+    turn_id: turnId,
+    elapsed_seconds: num(ev.elapsed_seconds),
+    since_output_seconds: num(ev.since_output_seconds),
+    lease_seconds: num(ev.lease_seconds),
+    runner: typeof ev.runner === 'string' ? ev.runner : '',
+    at: Number.isFinite(now) ? now : Date.now(),
+  });
+  return true;
+}
+
 /**
  * Apply one event (a parsed SSE `message` frame). Returns true when the
- * transcript changed. Never throws on bad input.
+ * transcript (or the running turn's heartbeat) changed. Never throws on bad
+ * input. `now` (ms, any monotonic clock) stamps a `status` heartbeat's arrival.
  */
-export function applyEvent(state, ev) {
+export function applyEvent(state, ev, now = Date.now()) {
   if (!ev || typeof ev !== 'object' || typeof ev.kind !== 'string') return false;
   if (ev.kind === 'delta') {
     const changed = applyDelta(state, ev);
+    if (changed) state.version++;
+    return changed;
+  }
+  if (ev.kind === 'status') {
+    const changed = applyStatus(state, ev, now);
     if (changed) state.version++;
     return changed;
   }
@@ -245,6 +279,7 @@ export function applyEvent(state, ev) {
       if (turn) {
         turn.end = { id, outcome: ev.outcome || null, ts: ev.ts || null };
         dropLiveOfTurn(state, turn.turn_id);
+        state.status.delete(turn.turn_id);
         for (const item of turn.items) {
           if (item.t === 'approval' && item.status === 'pending') item.status = 'expired';
         }
@@ -378,10 +413,13 @@ export function view(state) {
   const pendingApprovals = [...state.approvals.values()].filter((a) => a.status === 'pending').map((a) => ({ ...a }));
   let totalCost = 0;
   for (const c of state.cost.values()) totalCost += c;
+  const running = runningTurn(state);
+  const beat = running ? state.status.get(running) : null;
   return {
     entries,
     looseLive,
-    running: runningTurn(state),
+    running,
+    heartbeat: beat ? { ...beat } : null,
     lastId: state.lastId,
     pendingApprovals,
     totalCost,

@@ -7,6 +7,7 @@ codes, so the same handlers serve any other entrypoint.
 from __future__ import annotations
 
 import logging
+import time
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -95,7 +96,10 @@ async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:
     except (NoRespondersError, NatsTimeoutError, ContractError):
         pass
     if held.lock.owner:
-        return False  # a runner owns it but did not answer; its lease will tell
+        if held.lock.lease_until > time.time():
+            return False  # a runner owns it and its lease holds: it is alive, just slow to answer
+        # The owner is gone (its lease lapsed): end the turn now, as the reaper would.
+        return await locks.reap(session_id, held, reason="stopped by the operator; the agent runner was not answering")
     return await _end_unstarted(
         bus, session_id, held.lock.turn_id,
         TurnCancelled(session_id=session_id, turn_id=held.lock.turn_id, by=by), Outcome.CANCELLED,

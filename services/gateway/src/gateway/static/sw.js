@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'b36572b90c0aa7b5';
+const VERSION = 'a357c2ca38a33de0';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-CKkDpm15.css",
-  "./assets/index-CoFbr86-.js",
+  "./assets/index-BpoTsl1z.css",
+  "./assets/index-a8Fhf2jo.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
@@ -43,4 +43,23 @@ self.addEventListener('fetch', (event) => {
     return;
   }
   event.respondWith(caches.match(request).then((hit) => hit || fetch(request)));
+});
+
+// A tap on a notification (lib/notify.js) brings the app forward: focus an
+// open window of it (telling it which session the notice was about), else
+// open one.
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const data = event.notification.data || {};
+  event.waitUntil(
+    self.clients.matchAll({ type: 'window', includeUncontrolled: true }).then((windows) => {
+      const own = windows.filter((w) => new URL(w.url).origin === self.location.origin);
+      const target = own.find((w) => w.focused) || own[0];
+      if (target) {
+        target.postMessage({ type: 'breakglass-notification', session_id: data.session_id || '' });
+        return target.focus();
+      }
+      return self.clients.openWindow('./');
+    }),
+  );
 });
