@@ -81,3 +81,18 @@ async def restart_reaper_after(stack, seconds: float) -> None:
     from tests.processes import Service
 
     stack.extras.append(Service("agent_runner", stack.runner_env, stack.runner.log_path.with_name("runner2.log")).start())
+
+
+async def test_stop_on_a_turn_whose_runner_is_lost_ends_it_at_once(stack, client):
+    stack.api.script(hang(interval=0.1, seconds=120))
+    sid = (await client.post("/api/session")).json()["session_id"]
+    await client.post(f"/api/session/{sid}/prompt", json={"prompt": "hang"})
+    await watch(client, sid, lambda fs: any(f.kind == "status" for f in fs))
+    stack.runner.signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(5.0)  # the lease (4 s in this stack) lapses; no reaper runs
+        assert (await client.post(f"/api/session/{sid}/cancel")).json() == {"cancelled": True}
+        got = await watch(client, sid, ended, timeout=10)
+    finally:
+        stack.runner.signal(signal.SIGCONT)
+    assert [f.kind for f, _ in got if f.kind in ("interrupted", "turn_end")] == ["interrupted", "turn_end"]
