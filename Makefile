@@ -27,6 +27,7 @@ test: test-deps
 
 docs: $(STAMP)
 	$(BIN)/python -m events.docs docs
+	$(BIN)/python -m events.access deploy/nats/authorization.conf
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -18,10 +18,19 @@ from typing import Any
 import pytest
 import yaml
 
+from events import access
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 OURS = ("gateway", "agent-runner", "pve-executor")
+#: The one-shot service that sets up the JetStream topology as NATS `admin`.
+SETUP = "nats-setup"
+#: Who connects to NATS as which user (events.access); the reader is for
+#: auditors' one-off `docker compose run`, so no service holds it.
+NATS_USER_OF = {"gateway": access.GATEWAY, "agent-runner": access.AGENT_RUNNER,
+                "pve-executor": access.PVE_EXECUTOR, SETUP: access.ADMIN}
+PASSWORD_VAR = {role: ref.name for role, ref in access.env_refs().items()}
 
 # Who may see what. Anything matching a marker (in secrets, volumes, env
 # names or values) may appear only in the services listed for it.
@@ -35,6 +44,8 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "ANTHROPIC_": ("agent-runner",),
     "CLAUDE_CODE_": ("agent-runner",),
     "BREAKGLASS_API_TOKEN": ("gateway",),
+    # each NATS password: the server, and the one service that is that user
+    **{PASSWORD_VAR[role]: ("nats", *(s for s, r in NATS_USER_OF.items() if r == role)) for role in access.ROLES},
 }
 
 
@@ -54,7 +65,7 @@ def _command(service: dict[str, Any]) -> list[str]:
 
 
 def test_all_services_exist() -> None:
-    assert set(SERVICES) == {"nats", *OURS}
+    assert set(SERVICES) == {"nats", SETUP, *OURS}
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -97,10 +108,31 @@ def test_dockerignore_keeps_keys_out_of_build_contexts() -> None:
     assert "secrets/" in lines
 
 
+@pytest.mark.parametrize("name", [*OURS, SETUP])
+def test_service_talks_to_the_compose_nats_as_its_own_user(name: str) -> None:
+    role = NATS_USER_OF[name]
+    url = SERVICES[name]["environment"]["BREAKGLASS_NATS_URL"]
+    pattern = rf"nats://{re.escape(role)}:\$\{{{PASSWORD_VAR[role]}(:\?[^}}]*)?\}}@nats:4222"
+    assert re.fullmatch(pattern, url), f"{name} should connect as NATS user {role}, got {url}"
+    assert SERVICES[name]["depends_on"]["nats"] == {"condition": "service_healthy"}
+
+
 @pytest.mark.parametrize("name", OURS)
-def test_service_talks_to_the_compose_nats(name: str) -> None:
-    assert SERVICES[name]["environment"]["BREAKGLASS_NATS_URL"] == "nats://nats:4222"
-    assert "nats" in SERVICES[name].get("depends_on", {})
+def test_services_start_once_the_topology_is_set_up(name: str) -> None:
+    assert SERVICES[name]["depends_on"][SETUP] == {"condition": "service_completed_successfully"}
+
+
+def test_setup_runs_the_setup_command_once() -> None:
+    setup = SERVICES[SETUP]
+    assert _command(setup) == ["breakglass", "setup"] and "setup" in _cli_subcommands()
+    assert setup.get("restart") in ("no", "on-failure")
+    assert "libs/cli" in _dockerfile(SETUP).read_text()
+
+
+def test_nats_takes_every_password_from_its_environment() -> None:
+    env = SERVICES["nats"]["environment"]
+    for role, var in PASSWORD_VAR.items():
+        assert re.fullmatch(rf"\$\{{{var}:\?[^}}]+\}}", str(env[var])), f"{var} must be required, not defaulted"
 
 
 def test_gateway_publishes_8080() -> None:
@@ -181,3 +213,22 @@ def test_nats_runs_jetstream_from_the_mounted_config() -> None:
     assert "jetstream" in text and store, "JetStream must be on, with an explicit store_dir"
     volumes = {target for source, target, *_ in mounts if source in (COMPOSE.get("volumes") or {})}
     assert any(store.group(1).startswith(target) for target in volumes), "the JetStream store is not on a named volume"
+
+
+def test_nats_enforces_the_generated_users() -> None:
+    """nats.conf includes the generated users, mounted beside it."""
+    mounts = {source: target for source, target, *_ in (str(v).split(":") for v in SERVICES["nats"]["volumes"])}
+    config = mounts["./deploy/nats/nats.conf"]
+    included = re.findall(r'^\s*include\s+"?([^"\s]+)"?', (REPO / "deploy/nats/nats.conf").read_text(), re.MULTILINE)
+    assert included == ["authorization.conf"]
+    assert mounts[f"./{access.DEPLOY_CONFIG}"] == str(Path(config).parent / "authorization.conf")
+    assert "no_auth_user" not in (REPO / "deploy/nats/nats.conf").read_text()
+
+
+def test_setup_and_the_workers_agree_on_the_topology_settings() -> None:
+    """agent-runner and pve-executor check the topology at start-up against
+    their own settings; set up with different ones, they would stop."""
+    names = ("BREAKGLASS_RETENTION_DAYS", "BREAKGLASS_NATS_REPLICAS")
+    for name in ("agent-runner", "pve-executor"):
+        env = SERVICES[name]["environment"]
+        assert all(env.get(n, "unset") == SERVICES[SETUP]["environment"].get(n, "unset") for n in names), name

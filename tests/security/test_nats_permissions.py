@@ -22,15 +22,16 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig
 
 from events import access, subjects
-from events.codec import encode
-from events.commands import RunVerb, StartTurn
-from events.kinds import TextSaid
+from events.codec import decode, encode
+from events.commands import RunVerb, StartTurn, VerbResult
+from events.kinds import TextSaid, VerbPhase, VerbProgressed
 from events.log import EventLog
 from events.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER, Topology
 from events.types import new_id
+from events.verb_requests import run_verb
 from events.verbs import Verb
 
-from tests.security.conftest import Secured
+from tests.security.nats_rig import Secured, secured, secured_module  # noqa: F401 - fixtures
 
 T = Topology()
 EV, CMD, KV = T.events_stream, T.commands_stream, T.kv_stream
@@ -91,12 +92,20 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"{API}.CONSUMER.MSG.NEXT.{CMD}.{RUNNER_CONSUMER}": frozenset({RUN}),
     _ack(EXECUTOR_CONSUMER): frozenset({EXE}),
     _ack(RUNNER_CONSUMER): frozenset({RUN}),
-    f"{API}.CONSUMER.INFO.{CMD}.{EXECUTOR_CONSUMER}": frozenset({EXE, ADMIN}),
-    f"{API}.CONSUMER.INFO.{CMD}.{RUNNER_CONSUMER}": frozenset({RUN, ADMIN}),
-    # reading the audit log: ephemeral (ordered) consumers and direct gets
+    # the workers' start-up check reads both durables (and may not change them)
+    f"{API}.CONSUMER.INFO.{CMD}.{EXECUTOR_CONSUMER}": frozenset({RUN, EXE, ADMIN}),
+    f"{API}.CONSUMER.INFO.{CMD}.{RUNNER_CONSUMER}": frozenset({RUN, EXE, ADMIN}),
+    f"{API}.CONSUMER.INFO.{CMD}.thief": NOBODY,
+    # reading the audit log: ephemeral (ordered) consumers and direct gets; an
+    # integrator (the reader) may keep durable consumers of its own there
     f"{API}.CONSUMER.CREATE.{EV}": frozenset({GW, READ}),
-    f"{API}.CONSUMER.CREATE.{EV}.durable.{subjects.EVENTS_ALL}": NOBODY,
-    f"{API}.CONSUMER.DURABLE.CREATE.{EV}.durable": NOBODY,
+    f"{API}.CONSUMER.CREATE.{EV}.notifier.{subjects.EVENTS_ALL}": frozenset({READ}),
+    f"{API}.CONSUMER.DURABLE.CREATE.{EV}.notifier": frozenset({READ}),
+    f"{API}.CONSUMER.INFO.{EV}.notifier": frozenset({READ}),
+    f"{API}.CONSUMER.MSG.NEXT.{EV}.notifier": frozenset({READ}),
+    f"$JS.ACK.{EV}.notifier.1.1.1.1700000000000000000.0": frozenset({READ}),
+    f"{API}.CONSUMER.DURABLE.CREATE.{KV}.watcher": NOBODY,
+    f"{API}.CONSUMER.CREATE.{KV}.watcher.>": NOBODY,
     f"$JS.FC.{EV}.abc.1": frozenset({GW, READ}),
     f"{API}.DIRECT.GET.{EV}.{subjects.session_events(SID)}": frozenset({GW, RUN, EXE, READ}),
     f"{API}.STREAM.MSG.GET.{EV}": frozenset({READ}),
@@ -254,7 +263,7 @@ async def _denied(coro, violations: Violations, verb: str, subject: str) -> None
 async def test_the_reader_cannot_publish_into_a_stream(secured: Secured) -> None:
     command = RunVerb(by="mallory", request_id=new_id(), verb=Verb.RESET)
     async with connect(secured, READ) as (nc, violations):
-        js = nc.jetstream(timeout=1)
+        js = nc.jetstream(timeout=0.3)
         await _denied(js.publish(subjects.VERB, encode(command)), violations, "Publish", subjects.VERB)
         event = subjects.session_events(SID)
         await _denied(js.publish(event, encode(TextSaid(session_id=SID, by="mallory", text="forged"))),
@@ -268,7 +277,7 @@ async def test_the_reader_cannot_publish_into_a_stream(secured: Secured) -> None
 @pytest.mark.parametrize("role", ROLES)
 async def test_nobody_deletes_or_purges_a_stream(secured: Secured, role: str) -> None:
     async with connect(secured, role) as (nc, violations):
-        js = nc.jetstream(timeout=1)
+        js = nc.jetstream(timeout=0.3)
         for stream in (EV, CMD, KV):
             await _denied(js.delete_stream(stream), violations, "Publish", f"{API}.STREAM.DELETE.{stream}")
             await _denied(js.purge_stream(stream), violations, "Publish", f"{API}.STREAM.PURGE.{stream}")
@@ -282,7 +291,7 @@ async def test_only_the_executor_pulls_verb_commands(secured: Secured, role: str
     async with connect(secured, GW) as (nc, _):
         await nc.jetstream().publish(subjects.VERB, encode(RunVerb(by="alice", request_id=new_id(), verb=Verb.STATUS)))
     async with connect(secured, role) as (nc, violations):
-        js = nc.jetstream(timeout=1)
+        js = nc.jetstream(timeout=0.3)
         sub = await js.pull_subscribe_bind(EXECUTOR_CONSUMER, stream=CMD)
         with pytest.raises((NatsTimeoutError, asyncio.TimeoutError)):
             await sub.fetch(1, timeout=1)
@@ -299,7 +308,7 @@ async def test_only_the_executor_pulls_verb_commands(secured: Secured, role: str
 @pytest.mark.parametrize("role", (GW, EXE, READ))
 async def test_only_the_runner_pulls_prompts(secured: Secured, role: str) -> None:
     async with connect(secured, role) as (nc, violations):
-        sub = await nc.jetstream(timeout=1).pull_subscribe_bind(RUNNER_CONSUMER, stream=CMD)
+        sub = await nc.jetstream(timeout=0.3).pull_subscribe_bind(RUNNER_CONSUMER, stream=CMD)
         with pytest.raises((NatsTimeoutError, asyncio.TimeoutError)):
             await sub.fetch(1, timeout=1)
         assert await violations.refuses("Publish", f"{API}.CONSUMER.MSG.NEXT.{CMD}.{RUNNER_CONSUMER}")
@@ -309,7 +318,7 @@ async def test_only_the_runner_pulls_prompts(secured: Secured, role: str) -> Non
 async def test_only_gateway_and_runner_ask_for_verbs(secured: Secured, role: str) -> None:
     async with connect(secured, role) as (nc, violations):
         command = RunVerb(by="mallory", request_id=new_id(), verb=Verb.CYCLE)
-        await _denied(nc.jetstream(timeout=1).publish(subjects.VERB, encode(command)),
+        await _denied(nc.jetstream(timeout=0.3).publish(subjects.VERB, encode(command)),
                       violations, "Publish", subjects.VERB)
 
 
@@ -317,7 +326,7 @@ async def test_only_gateway_and_runner_ask_for_verbs(secured: Secured, role: str
 async def test_only_the_gateway_starts_turns(secured: Secured, role: str) -> None:
     async with connect(secured, role) as (nc, violations):
         command = StartTurn(by="mallory", session_id=SID, turn_id=new_id(), prompt="rm -rf /", model="sonnet")
-        await _denied(nc.jetstream(timeout=1).publish(subjects.PROMPT, encode(command)),
+        await _denied(nc.jetstream(timeout=0.3).publish(subjects.PROMPT, encode(command)),
                       violations, "Publish", subjects.PROMPT)
 
 
@@ -355,15 +364,26 @@ async def test_the_runner_may_answer_a_request_once_but_not_write_into_inboxes(s
             await replies.next_msg(timeout=0.5)
 
 
-async def test_a_reader_cannot_create_a_durable_consumer_on_the_audit_log(secured: Secured) -> None:
+async def test_a_reader_keeps_a_durable_consumer_on_the_audit_log_only(secured: Secured) -> None:
+    """What an integrator (examples/notifier) does, and where it stops."""
+    sid = new_id()
+    async with connect(secured, GW) as (nc, _):
+        await EventLog(nc.jetstream(), T).append(TextSaid(session_id=sid, by="agent", text="noted"))
     async with connect(secured, READ) as (nc, violations):
-        js = nc.jetstream(timeout=1)
-        await _denied(js.add_consumer(EV, ConsumerConfig(durable_name="mine")), violations,
-                      "Publish", f"{API}.CONSUMER.DURABLE.CREATE.{EV}.mine")
-        # the short form it may use creates ephemerals only: the server refuses a durable there
-        answer = await nc.request(f"{API}.CONSUMER.CREATE.{EV}",
-                                  json.dumps({"stream_name": EV, "config": {"durable_name": "mine"}}).encode(), timeout=3)
+        js = nc.jetstream(timeout=0.3)
+        await js.add_consumer(EV, ConsumerConfig(durable_name="notifier", filter_subject=subjects.EVENTS_ALL))
+        sub = await js.pull_subscribe_bind("notifier", stream=EV)
+        [msg] = await sub.fetch(1, timeout=3)
+        await msg.ack_sync()
+        for stream in (CMD, KV):
+            await _denied(js.add_consumer(stream, ConsumerConfig(durable_name="notifier")), violations,
+                          "Publish", f"{API}.CONSUMER.DURABLE.CREATE.{stream}.notifier")
+        # the short create form it may use on the KV bucket (listing) makes ephemerals only
+        answer = await nc.request(f"{API}.CONSUMER.CREATE.{KV}",
+                                  json.dumps({"stream_name": KV, "config": {"durable_name": "kept"}}).encode(), timeout=3)
         assert "error" in json.loads(answer.data)
+    async with connect(secured, ADMIN) as (nc, _):
+        assert (await nc.jetstream().stream_info(EV)).state.messages == 1  # an ack never removes an event
 
 
 # --- each role can do its job -------------------------------------------------------
@@ -379,3 +399,35 @@ async def test_the_reader_replays_what_the_services_recorded(secured: Secured) -
         assert [r.seq for r in records] == seqs
         await asyncio.sleep(SETTLE_SECONDS)
     assert violations.seen == reader_violations.seen == []
+
+
+async def test_a_stored_event_pointed_at_a_reply_subject_is_not_taken_for_the_answer(secured: Secured) -> None:
+    """What permissions cannot stop (nats-io/nats-server#8274): a user that
+    may create consumers on the events stream (here the reader) points one at
+    a pending verb request's reply subject, so the server re-sends a stored
+    `done` event there, which decodes as a result. The requester ignores
+    what a JetStream consumer delivered and takes pve-executor's answer."""
+    async with connect(secured, EXE) as (nc, _):
+        stored = VerbProgressed(by="pve-executor", verb=Verb.RESET, phase=VerbPhase.DONE, request_id=new_id(),
+                                exit_code=0, stdout="an old reset", stderr="")
+        await EventLog(nc.jetstream(), T).append_audit("verb", stored)
+    assert decode(encode(stored), VerbResult).stdout == "an old reset"  # the threat is real
+
+    command = RunVerb(by="alice", request_id=new_id(), verb=Verb.RESET)
+    config = {"deliver_subject": subjects.verb_reply(command.request_id), "ack_policy": "none",
+              "filter_subject": subjects.audit("verb")}
+    async with connect(secured, GW) as (gw, _), connect(secured, READ) as (reader, _), \
+            connect(secured, EXE) as (executor, _):
+        async def attack_then_answer() -> None:
+            await asyncio.sleep(0.3)  # the requester listens by now
+            created = await reader.request(f"{API}.CONSUMER.CREATE.{EV}",
+                                           json.dumps({"stream_name": EV, "config": config}).encode(), timeout=3)
+            assert "error" not in json.loads(created.data)
+            await asyncio.sleep(0.5)
+            await executor.publish(subjects.verb_reply(command.request_id),
+                                   encode(VerbResult(verb=Verb.RESET, exit_code=0, stdout="the real reset")))
+
+        answering = asyncio.create_task(attack_then_answer())
+        result = await run_verb(gw, gw.jetstream(), command, wait_seconds=10)
+        await answering
+    assert result.stdout == "the real reset"

@@ -1,6 +1,9 @@
 """Auditor and operator tools over the bus: `sessions`, `replay`, `tail`,
 `verify`. They only read: nothing here publishes a command or appends an
-event (in production, give them the read-only NATS user).
+event, and they connect as the read-only `reader` NATS user (events.access):
+with BREAKGLASS_NATS_URL unset, next to `breakglass up`, its password comes
+from the data directory (DATA_DIR/nats/credentials.json) when this user may
+read it; in production, put the reader's user:password in the URL.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from pathlib import Path
 
 import nats
 
-from events import export, index, subjects, transcript
+from events import access, export, index, subjects, transcript
+from events.bus import redact
 from events.codec import decode_event_lenient
 from events.config import Env
 from events.log import CaughtUp, EventLog, Record
 from events.topology import Topology
 from events.types import is_uuid
+
+from . import natsauth
 
 RESET, DIM, BOLD = "\x1b[0m", "\x1b[2m", "\x1b[1m"
 COLOURS = {"user": "\x1b[36m", "error": "\x1b[31m", "interrupted": "\x1b[31m", "cancelled": "\x1b[33m",
@@ -38,7 +44,14 @@ class Paint:
 
 def _nats_url() -> str:
     env = Env()
-    return env.str("NATS_URL") or f"nats://127.0.0.1:{env.int('NATS_PORT', 4222, minimum=1, maximum=65535)}"
+    url = env.str("NATS_URL")
+    if url:
+        return url
+    port = env.int("NATS_PORT", 4222, minimum=1, maximum=65535)
+    password = natsauth.reader_password(Path(env.str("DATA_DIR", ".breakglass") or ".breakglass"))
+    if password:
+        return natsauth.url(access.READER, password, "127.0.0.1", port)
+    return f"nats://127.0.0.1:{port}"
 
 
 async def _quiet(exc: Exception) -> None:
@@ -48,12 +61,15 @@ async def _quiet(exc: Exception) -> None:
 async def _connect():  # type: ignore[no-untyped-def]
     try:
         return await asyncio.wait_for(
-            nats.connect(_nats_url(), name="breakglass-cli", connect_timeout=3, allow_reconnect=False, error_cb=_quiet),
+            nats.connect(
+                _nats_url(), name="breakglass-cli", connect_timeout=3, allow_reconnect=False, error_cb=_quiet,
+                inbox_prefix=access.inbox_prefix(access.READER),
+            ),
             5,
         )
     except Exception as exc:
         reason = str(exc) or "no server answered"
-        raise SystemExit(f"breakglass: cannot reach NATS at {_nats_url()}: {reason}") from None
+        raise SystemExit(f"breakglass: cannot reach NATS at {redact(_nats_url())}: {reason}") from None
 
 
 def render(record: Record, paint: Paint) -> str | None:
@@ -137,6 +153,20 @@ async def tail_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def nats_url_cmd(args: argparse.Namespace) -> int:
+    """The read-only user's URL of the server `breakglass up` runs here, for
+    an integrator's BREAKGLASS_NATS_URL (e.g. examples/notifier)."""
+    env = Env()
+    data_dir = Path(env.str("DATA_DIR", ".breakglass") or ".breakglass")
+    password = natsauth.reader_password(data_dir)
+    if password is None:
+        print(f"breakglass: no NATS credentials readable in {natsauth.auth_dir(data_dir)} "
+              "(run this where `breakglass up` runs, with the same BREAKGLASS_DATA_DIR)", file=sys.stderr)
+        return 1
+    print(natsauth.url(access.READER, password, "127.0.0.1", env.int("NATS_PORT", 4222, minimum=1, maximum=65535)))
+    return 0
+
+
 def verify_cmd(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
@@ -171,6 +201,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--session")
     p.add_argument("--kind", action="append", help="only these kinds (repeatable)")
     p.set_defaults(func=lambda a: asyncio.run(tail_cmd(a)))
+
+    p = sub.add_parser("nats-url", help="print the read-only NATS user's URL of the server `up` runs here")
+    p.set_defaults(func=nats_url_cmd)
 
     p = sub.add_parser("verify", help="check a JSONL export's hash chain offline")
     p.add_argument("file")

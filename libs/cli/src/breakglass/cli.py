@@ -36,6 +36,41 @@ def _service(args: argparse.Namespace) -> int:
     return 127  # not reached
 
 
+def _setup(args: argparse.Namespace) -> int:
+    """Create or update the JetStream topology on BREAKGLASS_NATS_URL: what
+    `up` does before it starts the services. On a server with per-service
+    users (events.access) only the admin user may; compose runs this once."""
+    from events.bus import redact
+    from events.config import ConfigError, Env, nats_url
+    from events.topology import Topology
+
+    from .up import StartError, ensure_topology
+
+    try:
+        env = Env()
+        url = nats_url(env, "breakglass setup")
+        topology = Topology.from_env(env)
+    except ConfigError as exc:
+        print(f"breakglass: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ensure_topology(url, topology)
+    except StartError as exc:
+        print(f"breakglass: {exc}", file=sys.stderr)
+        return 1
+    print(f"breakglass: the JetStream topology is ready on {redact(url)}")
+    return 0
+
+
+def _add_setup(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "setup",
+        help="create or update the JetStream streams and consumers on BREAKGLASS_NATS_URL (as the admin user)",
+        description="Create or update the streams, the KV bucket and the durable consumers, then exit.",
+    )
+    p.set_defaults(func=_setup)
+
+
 def _add_up(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "up",
@@ -55,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="breakglass", description="Break-glass recovery console for the devvm.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_up(sub)
+    _add_setup(sub)
     _add_services(sub)
     audit.add_parsers(sub)
     return parser

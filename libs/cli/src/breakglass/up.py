@@ -17,11 +17,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
+from events import access
+from events.bus import redact, role_of
 from events.config import ConfigError, Env
-from events.topology import Topology, ensure
+from events.topology import Topology, TopologyError, ensure
 
-from . import natsd
+from . import natsauth, natsd
 from .settings import SERVICES, UpSettings, service_env
 from events.service import die_with_parent
 
@@ -74,15 +77,17 @@ def nats_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
-def nats_child(s: UpSettings, printer: Printer) -> Child:
-    store = s.data_dir / "nats"
+def nats_child(s: UpSettings, printer: Printer, config_file: Path | None = None) -> Child:
+    store = natsauth.auth_dir(s.data_dir)
     log_file = s.data_dir / "nats.log"
     # Its own session: a terminal Ctrl-C reaches only `up`, which stops nats
     # last, after the services wrote their final events. Dies with `up`.
     process_options = {"start_new_session": True, "preexec_fn": die_with_parent(), "env": nats_env()}
 
     def spawn() -> subprocess.Popen[bytes]:
-        return natsd.start(store, host=NATS_HOST, port=s.nats_port, log_file=log_file, **process_options).process
+        return natsd.start(
+            store, host=NATS_HOST, port=s.nats_port, log_file=log_file, config_file=config_file, **process_options,
+        ).process
 
     return Child("nats", spawn, printer, own_group=True, last=True)
 
@@ -104,9 +109,10 @@ def service_child(name: str, module: str, env: dict[str, str], printer: Printer)
     return Child(name, spawn, printer)
 
 
-def ensure_topology(url: str, timeout: float = 15.0) -> None:
+def ensure_topology(url: str, topology: Topology | None = None, timeout: float = 15.0) -> None:
     """Create the streams once here, so services starting in parallel do not
-    race to create them and the gateway is ready as soon as it connects."""
+    race to create them and the gateway is ready as soon as it connects.
+    On the embedded server this is the admin user: the only one that may."""
     import nats
 
     seen: list[Exception] = []
@@ -118,17 +124,18 @@ def ensure_topology(url: str, timeout: float = 15.0) -> None:
         nc = await nats.connect(
             url, name="breakglass-up", connect_timeout=2, allow_reconnect=False,
             max_reconnect_attempts=1, reconnect_time_wait=0.5, error_cb=remember,
+            inbox_prefix=access.inbox_prefix(role_of(url) or access.ADMIN),
         )
         try:
-            await ensure(nc.jetstream(), Topology())
+            await ensure(nc.jetstream(), topology or Topology())
         finally:
             await nc.close()
 
     try:
         asyncio.run(asyncio.wait_for(run(), timeout))
     except Exception as exc:
-        why = str(seen[-1] if seen else exc) or type(exc).__name__
-        raise StartError(f"cannot set up JetStream on {url}: {why}") from None
+        why = str(exc if isinstance(exc, TopologyError) or not seen else seen[-1]) or type(exc).__name__
+        raise StartError(f"cannot set up JetStream on {redact(url)}: {why}") from None
 
 
 def watch_ready(s: UpSettings, printer: Printer, started: float, stop: threading.Event) -> threading.Thread:
@@ -166,6 +173,7 @@ def up(environ: Mapping[str, str] | None = None) -> int:
     printer = Printer()
     try:
         s = UpSettings.from_env(Env(environ))
+        topology = Topology.from_env(Env(environ))  # what the services will expect, or they find it drifted
         preflight(s)
     except ConfigError as exc:
         printer.error(f"breakglass: {exc}")
@@ -179,23 +187,29 @@ def up(environ: Mapping[str, str] | None = None) -> int:
     tail_stop = threading.Event()
     tailer: threading.Thread | None = None
     try:
-        url = s.nats_url
-        if url is None:
+        if s.nats_url is None:
+            # The embedded server: one NATS user per role (events.access), so
+            # each service gets a URL with its own user and nothing else.
             s.data_dir.mkdir(parents=True, exist_ok=True)
+            passwords = natsauth.load_or_create(s.data_dir)
+            config = natsauth.write_config(s.data_dir, passwords, topology)
             log_file = s.data_dir / "nats.log"
             log_file.write_bytes(b"")  # one run's log: bounded, and the tail starts at its top
             tailer = tail(log_file, "nats", printer, tail_stop)
-            sup.add(nats_child(s, printer)).start()
-            url = f"nats://{NATS_HOST}:{s.nats_port}"
-        ensure_topology(url)
+            sup.add(nats_child(s, printer, config)).start()
+            urls = {role: natsauth.url(role, passwords[role], NATS_HOST, s.nats_port) for role in access.ROLES}
+        else:
+            # An external server: its own users and permissions, one URL for all.
+            urls = dict.fromkeys(access.ROLES, s.nats_url)
+        ensure_topology(urls[access.ADMIN], topology)
         environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
         for name, module in SERVICES.items():
             if sup.stopping.is_set():
                 break
-            sup.add(service_child(name, module, service_env(name, environ, url), printer)).start()
+            sup.add(service_child(name, module, service_env(name, environ, urls[name]), printer)).start()
         watch_ready(s, printer, started, sup.stopping)
         return sup.run()
-    except (StartError, natsd.NatsdError, OSError) as exc:
+    except (StartError, natsd.NatsdError, natsauth.CredentialsError, OSError) as exc:
         printer.error(f"breakglass: {exc}")
         return 1
     finally:

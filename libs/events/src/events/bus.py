@@ -2,19 +2,56 @@
 
 Reconnects forever (a service outlives a NATS restart) and reports
 connection changes through the caller's logger instead of printing.
+
+A service connects as the NATS user of its role (the user:password in its
+URL, see events.access) and reads replies under that role's own inbox
+prefix, the only inbox its user may subscribe to. URLs carry passwords:
+log them only through `redact`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
 
+from . import access
+
+
+def redact(url: str) -> str:
+    """The URL without its password (or token): safe to log or print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
+
+
+def role_of(url: str) -> str | None:
+    """The events.access role a URL's user is, if it is one."""
+    try:
+        user = unquote(urlsplit(url).username or "")
+    except ValueError:
+        return None
+    return user if user in access.ROLES else None
+
+
+def inbox_for(name: str) -> dict[str, str]:
+    """`inbox_prefix=` for a connection named after a role, else nothing."""
+    return {"inbox_prefix": access.inbox_prefix(name)} if name in access.ROLES else {}
+
 
 async def connect(url: str, name: str, *, log: logging.Logger | None = None, **options: object) -> Client:
+    """Connect as `name`; a role of events.access gets its own inbox prefix."""
     log = log or logging.getLogger(name)
+    options = {**inbox_for(name), **options}
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)

@@ -25,14 +25,14 @@ from .codec import ContractError, decode, encode
 from .commands import TurnLock
 from .kinds import Outcome, TurnEnded, TurnInterrupted
 from .log import EventLog
-from .topology import lock_key
+from .topology import LOCK_KEYS, lock_key
 
 #: A lock not yet claimed by a runner lapses after this long (queue wait).
 PICKUP_LEASE_SECONDS = 60.0
 #: A running turn's lease; the runner renews it well before it lapses.
 RUN_LEASE_SECONDS = 30.0
 
-LOCK_PREFIX = "locks."
+LOCK_PREFIX = f"{LOCK_KEYS}."
 
 
 def end_msg_id(turn_id: str) -> str:

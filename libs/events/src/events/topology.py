@@ -10,13 +10,18 @@
 
 `ensure` is idempotent: it creates what is missing and updates what drifted,
 so every service can call it at start-up and `breakglass up` calls it once.
+It reads before it writes: with per-service NATS users (events.access) only
+the admin user may create or change the topology, and a service's `ensure`
+is then a check that everything is as this version expects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -48,6 +53,16 @@ class Topology:
     command_max_age: float = DAY
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 600.0
+
+    @property
+    def kv_stream(self) -> str:
+        """The stream behind the KV bucket (named by the NATS KV convention)."""
+        return f"KV_{self.kv_bucket}"
+
+    @property
+    def kv_subjects(self) -> str:
+        """The prefix of the KV bucket's subjects: a key `k` is `<prefix>.k`."""
+        return f"$KV.{self.kv_bucket}"
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Topology":
@@ -128,25 +143,77 @@ CONSUMERS: dict[str, str] = {
 }
 
 
+class TopologyError(RuntimeError):
+    """The topology is missing or out of date and this connection could not
+    fix it; the message says what and why."""
+
+
+def _drifted(want: dict, have: dict) -> list[str]:
+    """The settings of `want` (what this version asks for) that `have` (what
+    the server holds) does not match. Only what we set is compared: the
+    server fills in defaults of its own."""
+    return sorted(key for key, value in want.items() if have.get(key) != value)
+
+
+async def _write(what: str, write) -> None:  # type: ignore[no-untyped-def]
+    """Create or update `what`. A NATS user without the right (every service
+    but the admin user, see events.access) gets no answer at all: the server
+    drops the request, so a timeout here is most likely that."""
+    try:
+        await write()
+    except (NatsTimeoutError, asyncio.TimeoutError):
+        raise TopologyError(
+            f"{what}: the server did not answer the change; if this NATS user may not create or update the "
+            "topology (only the admin user may), set it up first: `breakglass up` does, or `breakglass setup` "
+            "with the admin user's URL"
+        ) from None
+
+
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
-        await js.stream_info(config.name)  # type: ignore[arg-type]
+        info = await js.stream_info(config.name)  # type: ignore[arg-type]
     except NotFoundError:
-        await js.add_stream(config)
+        await _write(f"stream {config.name} is missing", lambda: js.add_stream(config))
         return
-    await js.update_stream(config)
+    drift = _drifted(config.as_dict(), info.config.as_dict())
+    if drift:
+        await _write(f"stream {config.name} differs ({', '.join(drift)})", lambda: js.update_stream(config))
+
+
+async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    durable = config.durable_name
+    try:
+        info = await js.consumer_info(stream, durable)  # type: ignore[arg-type]
+    except NotFoundError:
+        await _write(f"consumer {durable} is missing", lambda: js.add_consumer(stream, config))
+        return
+    drift = _drifted(config.as_dict(), info.config.as_dict())
+    if drift:
+        await _write(f"consumer {durable} differs ({', '.join(drift)})", lambda: js.add_consumer(stream, config))
 
 
 async def ensure(js: JetStreamContext, t: Topology = Topology()) -> KeyValue:
-    """Create or update every stream, the KV bucket and the durable consumers."""
+    """Create or update every stream, the KV bucket and the durable consumers.
+
+    Reads first and writes only what is missing or differs, so a service
+    whose NATS user may only read the topology (events.access) passes
+    through here untouched once the admin user has set it up."""
     await _ensure_stream(js, events_stream_config(t))
     await _ensure_stream(js, commands_stream_config(t))
-    for durable, filter_subject in CONSUMERS.items():
-        await js.add_consumer(t.commands_stream, consumer_config(durable, filter_subject))
+    for durable in CONSUMERS:
+        await _ensure_consumer(js, t.commands_stream, consumer_config(durable, CONSUMERS[durable]))
     try:
         return await js.key_value(t.kv_bucket)
     except BucketNotFoundError:
-        return await js.create_key_value(kv_config(t))
+        kv: KeyValue | None = None
+
+        async def create() -> None:
+            nonlocal kv
+            kv = await js.create_key_value(kv_config(t))
+
+        await _write(f"KV bucket {t.kv_bucket} is missing", create)
+        assert kv is not None
+        return kv
 
 
 async def check(js: JetStreamContext, t: Topology = Topology()) -> str | None:
@@ -163,22 +230,30 @@ async def check(js: JetStreamContext, t: Topology = Topology()) -> str | None:
     return None
 
 
+#: The KV key families: each key is `<family>.<one token>`, and each family
+#: has its own writers (events.access gives each service only its own).
+SESSION_KEYS = "sessions"
+LOCK_KEYS = "locks"
+VERB_KEYS = "verbs"
+VM_LOCK_KEYS = "vmlocks"
+
+
 def session_key(session_id: str) -> str:
     subjects.session_events(session_id)  # validates the id
-    return f"sessions.{session_id}"
+    return f"{SESSION_KEYS}.{session_id}"
 
 
 def lock_key(session_id: str) -> str:
     subjects.session_events(session_id)
-    return f"locks.{session_id}"
+    return f"{LOCK_KEYS}.{session_id}"
 
 
 def verb_key(idempotency_key: str) -> str:
     """KV key of a verb request. Hashed: client keys may hold characters KV
     keys cannot, and two different keys must never share a record."""
-    return f"verbs.{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    return f"{VERB_KEYS}.{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
 
 
 def vm_lock_key(vmid: int) -> str:
     """KV key held while a mutating verb runs on a VM (one at a time)."""
-    return f"vmlocks.{int(vmid)}"
+    return f"{VM_LOCK_KEYS}.{int(vmid)}"

@@ -17,6 +17,7 @@ way lives in the contract package instead of being written twice:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -62,17 +63,30 @@ async def run_verb(
 
     NATS errors while subscribing or publishing propagate (nothing was
     published, or it is unknown whether it was); waiting never raises.
+
+    pve-executor answers with a plain publish (no reply subject). A message
+    that carries one was delivered by a JetStream consumer: a user allowed
+    to create consumers on a stream can point one's deliver subject here
+    (nats-server does not check it against the creator's permissions,
+    nats-io/nats-server#8274), and a stored `verb` event would decode as a
+    result. Such a message is ignored and the wait goes on.
     """
-    reply = await nc.subscribe(subjects.verb_reply(command.request_id), max_msgs=1)
+    reply = await nc.subscribe(subjects.verb_reply(command.request_id))
     try:
         msg_id = command.idempotency_key or command.request_id
         ack = await js.publish(subjects.VERB, encode(command), headers={"Nats-Msg-Id": msg_id})
         if ack.duplicate and on_duplicate is not None:
             return await on_duplicate()
-        try:
-            msg = await reply.next_msg(timeout=wait_seconds)
-        except Exception:  # nats' own TimeoutError, or the connection went away meanwhile
-            return no_answer(command.verb, wait_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            try:
+                msg = await reply.next_msg(timeout=max(deadline - loop.time(), 0.001))
+            except Exception:  # nats' own TimeoutError, or the connection went away meanwhile
+                return no_answer(command.verb, wait_seconds)
+            if not msg.reply:
+                break
+            log.warning("ignored a message re-sent by a JetStream consumer on %s", msg.subject)
         try:
             return decode(msg.data, VerbResult)
         except ContractError as exc:

@@ -34,7 +34,7 @@ class Bus:
         while True:
             try:
                 self.nc = await nats_bus.connect(self.url, "gateway", log=log)
-                log.info("connected to NATS at %s", self.url)
+                log.info("connected to NATS at %s", nats_bus.redact(self.url))
                 return
             except Exception as exc:  # nats raises several unrelated types here
                 log.warning("NATS not reachable yet (%s); retrying", exc)

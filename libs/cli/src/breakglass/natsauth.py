@@ -1,0 +1,106 @@
+"""The embedded NATS server's users: one per role of events.access.
+
+`breakglass up` generates a random password per role the first time it runs
+with a data directory and keeps them in DATA_DIR/nats/credentials.json
+(mode 0600, in a 0700 directory); at every start it writes the server's
+authorization config (DATA_DIR/nats/auth.conf, 0600) from the current
+permission matrix and hands each service only its own user's URL. The
+auditor tools read the `reader` password from the same file when they run
+next to `up`.
+
+Delete credentials.json (with `up` stopped) to get new passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from events import access
+from events.topology import Topology
+
+CREDENTIALS_FILE = "credentials.json"
+CONFIG_FILE = "auth.conf"
+VERSION = 1
+
+
+class CredentialsError(RuntimeError):
+    """The credentials file cannot be used; the message says why in one line."""
+
+
+def auth_dir(data_dir: Path) -> Path:
+    """Where the server's store, config and credentials live (owner only)."""
+    return data_dir / "nats"
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` as the owner's only (0600), atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        users = data["users"]
+        if not isinstance(users, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in users.items()
+        ):
+            raise ValueError("`users` must map role names to passwords")
+        return dict(users)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CredentialsError(
+            f"{path} cannot be used ({exc}); remove it (with `breakglass up` stopped) to generate new passwords"
+        ) from None
+
+
+def load_or_create(data_dir: Path) -> dict[str, str]:
+    """Role -> password, generating what is missing (and the file itself)."""
+    path = _private_dir(auth_dir(data_dir)) / CREDENTIALS_FILE
+    users = _read(path) if path.exists() else {}
+    missing = [role for role in access.ROLES if role not in users]
+    if missing:
+        users.update({role: secrets.token_urlsafe(32) for role in missing})
+        _write_private(path, json.dumps({"version": VERSION, "users": users}, indent=2) + "\n")
+    elif path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return {role: users[role] for role in access.ROLES}
+
+
+def write_config(data_dir: Path, passwords: dict[str, str], topology: Topology = Topology()) -> Path:
+    """The server's authorization block, rewritten at every start so it
+    always matches this version's matrix."""
+    path = _private_dir(auth_dir(data_dir)) / CONFIG_FILE
+    header = "# Written by `breakglass up` at every start from events.access; edits are lost.\n"
+    _write_private(path, header + access.render(passwords, topology))
+    return path
+
+
+def url(role: str, password: str, host: str, port: int) -> str:
+    return f"nats://{quote(role, safe='')}:{quote(password, safe='')}@{host}:{port}"
+
+
+def reader_password(data_dir: Path) -> str | None:
+    """The `reader` password of a data directory `up` uses, or None when
+    there is none or it is not readable by this user."""
+    try:
+        return _read(auth_dir(data_dir) / CREDENTIALS_FILE).get(access.READER)
+    except CredentialsError:
+        return None
