@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PACKAGES := -e libs/events -e libs/cli -e services/gateway -e services/agent-runner -e services/pve-executor
 
-.PHONY: run test venv test-deps docs clean
+.PHONY: run test venv test-deps docs bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,9 @@ test: test-deps
 docs: $(STAMP)
 	$(BIN)/python -m events.docs docs
 	$(BIN)/python -m events.access deploy/nats/authorization.conf
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

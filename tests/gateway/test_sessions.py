@@ -142,3 +142,30 @@ async def test_live_frames_are_sent_without_id_once_caught_up(client, gateway):
     assert frames[0].event == "caught-up"
     delta = frames[-1]
     assert delta.id is None and delta.json["text"] == "tok"
+
+
+async def test_only_live_kinds_of_this_session_reach_browsers_on_the_live_subject(client, gateway):
+    import asyncio
+
+    from events.codec import encode
+    from events.kinds import TextDelta, TextSaid
+
+    sid, other = await open_session(client), await open_session(client)
+    nc = await nats.connect(gateway.nats_url)
+
+    async def publish_soon() -> None:
+        for _ in range(50):
+            await nc.publish(subjects.live(sid), b"not json")
+            await nc.publish(subjects.live(sid), encode(TextSaid(session_id=sid, by="agent", text="stored kind")))
+            await nc.publish(subjects.live(sid), encode(TextDelta(session_id=other, by="agent", text="elsewhere")))
+            await nc.publish(subjects.live(sid), encode(TextDelta(session_id=sid, by="agent", text="tok")))
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(publish_soon())
+    try:
+        frames = await collect(client, f"/api/session/{sid}/stream", until=lambda f: sum(x.kind == "delta" for x in f) >= 3)
+    finally:
+        task.cancel()
+        await nc.close()
+    live = [f for f in frames if f.event == "message"]
+    assert {f.json["text"] for f in live} == {"tok"}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -33,6 +35,10 @@ from .topology import Topology
 
 
 INACTIVE_SECONDS = 2.0
+#: nats-server 2.15 allows 1,000 consumers per stream unless the stream says
+#: otherwise; creating one more fails with this code until one is reaped.
+MAX_CONSUMERS_REACHED = 10026
+CONSUMER_ROOM_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,8 @@ class Tail:
 
 WRONG_LAST_SEQUENCE = 10071
 APPEND_ATTEMPTS = 50
+#: Events per atomic batch of an `Appender` (the server takes up to 1,000).
+MAX_BATCH = 500
 
 
 class EventLog:
@@ -115,7 +123,57 @@ class EventLog:
         kind = type(event).__struct_config__.tag
         if kind in EPHEMERAL_KINDS:
             raise ValueError(f"{kind!r} events are live-only and never stored")
-        data = encode(event)
+        return await self._publish_bytes(subject, encode(event), msg_id)
+
+    def appender(self, session_id: str, *, max_batch: int = MAX_BATCH) -> "Appender":
+        """A pipelined writer of one session's log (see `Appender`)."""
+        return Appender(self, subjects.session_events(session_id), max_batch=max_batch)
+
+    async def _publish_batch(self, subject: str, items: list[tuple[bytes, str | None]]) -> list[int]:
+        """Store `items` (stored bytes, msg id) as the next events of `subject`,
+        in order, as ONE JetStream atomic batch: all or nothing. Its first
+        message carries `Nats-Expected-Last-Subject-Sequence` of the tail its
+        links extend, so the batch lands right after that tail or not at all
+        (then it is re-linked to the new tail and sent again): the chain can
+        no more fork than with `append`. Returns the stream sequences, which
+        are contiguous (nothing interleaves with an atomic batch)."""
+        if len(items) == 1:
+            return [await self._publish_bytes(subject, items[0][0], items[0][1])]
+        nc = self._js._nc  # the JetStream context's connection: a batch is plain publishes + one request
+        for _ in range(APPEND_ATTEMPTS):
+            tail_seq, tail_link = self._tails.get(subject) or await self._tail(subject)
+            batch = uuid.uuid4().hex
+            link = tail_link
+            answer = None
+            for index, (data, msg_id) in enumerate(items, 1):
+                link = chain.link(link, data)
+                headers = {chain.HEADER: link, "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(index)}
+                if index == 1:
+                    headers["Nats-Expected-Last-Subject-Sequence"] = str(tail_seq)
+                    headers["Nats-Expected-Stream"] = self._stream
+                if msg_id:
+                    headers["Nats-Msg-Id"] = msg_id
+                if index < len(items):
+                    await nc.publish(subject, data, headers=headers)
+                else:
+                    headers["Nats-Batch-Commit"] = "1"
+                    answer = await nc.request(subject, data, timeout=self._js._timeout, headers=headers)
+            assert answer is not None
+            ack = json.loads(answer.data)
+            error = ack.get("error")
+            if error:
+                if error.get("err_code") == WRONG_LAST_SEQUENCE:
+                    self._tails.pop(subject, None)  # another writer got in first: link to its event
+                    continue
+                raise APIError.from_error(error)
+            last, count = int(ack["seq"]), int(ack.get("count", len(items)))
+            if count != len(items):
+                raise RuntimeError(f"atomic batch on {subject}: {count} stored of {len(items)}")
+            self._tails[subject] = (last, link)
+            return list(range(last - count + 1, last + 1))
+        raise RuntimeError(f"could not append to {subject}: too much contention")
+
+    async def _publish_bytes(self, subject: str, data: bytes, msg_id: str | None) -> int:
         for _ in range(APPEND_ATTEMPTS):
             tail_seq, tail_link = self._tails.get(subject) or await self._tail(subject)
             link = chain.link(tail_link, data)
@@ -209,13 +267,28 @@ class EventLog:
                 pass
 
     async def _ordered(self, session_id: str, after: int, cb):  # type: ignore[no-untyped-def]
-        """An ordered push consumer on the session's subject from `after + 1`."""
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1, inactive_threshold=INACTIVE_SECONDS,
-        )
-        return await self._js.subscribe(
-            subjects.session_events(session_id), stream=self._stream, cb=cb, ordered_consumer=True, config=config,
-        )
+        """An ordered push consumer on the session's subject from `after + 1`.
+
+        When the stream is at its consumer limit (a burst of attaches: the
+        server reaps a left consumer INACTIVE_SECONDS after its reader went),
+        wait for room rather than fail, for up to CONSUMER_ROOM_WAIT_SECONDS."""
+        deadline = asyncio.get_running_loop().time() + CONSUMER_ROOM_WAIT_SECONDS
+        delay = 0.05
+        while True:
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
+                inactive_threshold=INACTIVE_SECONDS,
+            )
+            try:
+                return await self._js.subscribe(
+                    subjects.session_events(session_id), stream=self._stream, cb=cb, ordered_consumer=True,
+                    config=config,
+                )
+            except APIError as exc:
+                if exc.err_code != MAX_CONSUMERS_REACHED or asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def replay(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
         """Call `deliver(seq, data)` for each stored record with
@@ -289,3 +362,70 @@ class EventLog:
         finally:
             await gen.aclose()
         return records
+
+
+class Appender:
+    """Pipelined, chained appends to one session's log (group commit).
+
+    `append(event)` queues the event and returns a future of its stream
+    sequence at once. One batch is in flight at a time; whatever was queued
+    meanwhile goes out next as one JetStream atomic batch (see
+    `EventLog._publish_batch`). So a writer that does not wait for each ack
+    gets pipelined throughput, a writer that does gets exactly `append`, and
+    either way the events are stored in call order with the same hash chain
+    and the same fork-proof check as `append`.
+
+    Batches of more than one event need the events stream to allow atomic
+    publishes (`allow_atomic`, nats-server 2.12+). A failed batch fails its
+    events' futures and every later one (nothing is stored out of order);
+    `flush()` raises the first failure.
+    """
+
+    def __init__(self, log: EventLog, subject: str, *, max_batch: int = MAX_BATCH) -> None:
+        self._log = log
+        self._subject = subject
+        self._max_batch = max(1, min(max_batch, 1000))
+        self._queue: list[tuple[bytes, str | None, asyncio.Future[int]]] = []
+        self._running: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+
+    def append(self, event: Envelope, *, msg_id: str | None = None) -> asyncio.Future[int]:
+        kind = type(event).__struct_config__.tag
+        if kind in EPHEMERAL_KINDS:
+            raise ValueError(f"{kind!r} events are live-only and never stored")
+        if event.session_id is None or subjects.session_events(event.session_id) != self._subject:
+            raise ValueError("an Appender writes the events of its own session only")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._failed is not None:
+            future.set_exception(self._failed)
+            return future
+        self._queue.append((encode(event), msg_id, future))
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            try:
+                seqs = await self._log._publish_batch(self._subject, [(data, msg_id) for data, msg_id, _ in batch])
+            except BaseException as exc:
+                self._failed = exc if isinstance(exc, Exception) else RuntimeError("appender cancelled")
+                for _, _, future in batch + self._queue:
+                    if not future.done():
+                        future.set_exception(self._failed)
+                self._queue.clear()
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for (_, _, future), seq in zip(batch, seqs):
+                if not future.done():
+                    future.set_result(seq)
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is stored."""
+        while self._running is not None and not self._running.done():
+            await asyncio.shield(self._running)
+        if self._failed is not None:
+            raise self._failed

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from .bus import Bus
@@ -29,19 +30,25 @@ __all__ = ["CAUGHT_UP_FRAME", "frames", "live_frame", "record_frame", "with_id"]
 
 log = logging.getLogger("gateway.attach")
 
+SLOW_CATCH_UP_SECONDS = 5.0
+
 
 def with_id(seq: int, data: bytes) -> str:
     """`{"kind":...}` -> `{"id":seq,"kind":...}` without re-encoding."""
     return f'{{"id":{seq},{data[1:].decode()}' if len(data) > 2 else f'{{"id":{seq}}}'
 
 
-async def _catch_up(bus: Bus, session_id: str, listener: Listener) -> None:
+async def _catch_up(bus: Bus, session_id: str, listener: Listener, replays: asyncio.Semaphore) -> None:
     try:
         events = bus.log
+        started = time.monotonic()
         until = await events.last_seq(session_id)
         if listener.position < until:
-            await events.replay(session_id, listener.position, until, listener.replayed)
+            async with replays:
+                await events.replay(session_id, listener.position, until, listener.replayed)
         listener.caught_up()
+        if time.monotonic() - started > SLOW_CATCH_UP_SECONDS:
+            log.warning("attach to %s took %.1f s to catch up (to %d)", session_id, time.monotonic() - started, until)
     except Exception as exc:  # the bus went away: end the stream, the browser resumes
         log.info("attach to %s ended during replay: %s", session_id, exc)
         listener.close()
@@ -56,7 +63,7 @@ async def frames(bus: Bus, session_id: str, after: int) -> AsyncIterator[bytes]:
     except Exception as exc:  # the bus went away: end the stream, the browser resumes
         log.info("attach to %s failed: %s", session_id, exc)
         return
-    replay = asyncio.create_task(_catch_up(bus, session_id, listener))
+    replay = asyncio.create_task(_catch_up(bus, session_id, listener, hubs.replays))
     try:
         async for chunk in listener.chunks():
             yield chunk

@@ -33,6 +33,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from events import subjects
+from events.codec import ContractError, decode_event_lenient
+from events.kinds import EPHEMERAL_KINDS, kind_of
 
 if TYPE_CHECKING:
     from events.log import Tail
@@ -48,6 +50,10 @@ REPLAY_HIGH_WATER = 256 * 1024
 #: A live client this far behind is dropped; its browser resumes by
 #: Last-Event-ID, exactly, when it can keep up again.
 MAX_BEHIND = 4 * 1024 * 1024
+#: Replays running at once in this process (each holds a JetStream consumer
+#: while it runs; nats-server 2.15 allows 1,000 per stream by default). The
+#: others wait their turn: an attach storm is served in waves, not refused.
+MAX_REPLAYS = 64
 
 
 def _data_lines(body: bytes) -> bytes:
@@ -68,6 +74,19 @@ def record_frame(seq: int, data: bytes) -> bytes:
 def live_frame(data: bytes) -> bytes:
     """A live-only payload: no `id:`, so it never moves the resume point."""
     return _data_lines(data) + SEP
+
+
+def is_live_frame(msg, session_id: str) -> bool:  # type: ignore[no-untyped-def]
+    """Only what a runner publishes for this session goes to browsers: a
+    live-only kind, not something a JetStream consumer was pointed at this
+    subject to re-deliver (those carry an ack reply subject)."""
+    if msg.reply:
+        return False
+    try:
+        event = decode_event_lenient(msg.data)
+    except ContractError:
+        return False
+    return event is not None and event.session_id == session_id and kind_of(type(event)) in EPHEMERAL_KINDS
 
 
 class Listener:
@@ -194,6 +213,8 @@ class SessionHub:
             listener.record(seq, frame)
 
     async def _on_live(self, msg) -> None:  # type: ignore[no-untyped-def]
+        if not is_live_frame(msg, self.session_id):
+            return
         frame = live_frame(msg.data)
         for listener in self.listeners:
             listener.live_only(frame)
@@ -221,6 +242,8 @@ class Hubs:
         self._bus = bus
         self._hubs: dict[str, SessionHub] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        #: Admission for replays (see MAX_REPLAYS).
+        self.replays = asyncio.Semaphore(MAX_REPLAYS)
 
     def __len__(self) -> int:
         return len(self._hubs)

@@ -1,0 +1,1 @@
+"""breakglass benchmarks (not tests): `python -m bench` (see BENCHMARKS.md)."""
