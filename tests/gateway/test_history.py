@@ -33,6 +33,28 @@ async def test_sessions_are_listed_newest_first_with_title_state_and_counts(clie
     assert (old["title"], old["state"], old["event_count"], old["outcome"]) == ("disk is full", "idle", 6, "cancelled")
     assert old["last_event_at"] >= old["created_at"]
     assert [s["session_id"] for s in (await client.get("/api/sessions?q=DISK")).json()["sessions"]] == [older]
+    assert (new["verbs_run"], old["verbs_run"]) == (0, 0)
+
+
+async def test_the_index_counts_the_verbs_that_ran_in_each_session(client, gateway):
+    import nats
+
+    from events.kinds import VerbPhase, VerbProgressed
+    from events.log import EventLog
+
+    sid = await session_with_turns(client, ["reboot it"])
+    nc = await nats.connect(gateway.nats_url)
+    try:
+        log = EventLog(nc.jetstream())
+        for verb, rejected in (("status", False), ("cycle", False), ("reset", True)):
+            done = VerbProgressed(session_id=sid, by="alice", verb=verb, phase=VerbPhase.DONE, exit_code=0, rejected=rejected)
+            await log.append(done)
+            await log.append_audit("verb", done)
+        await log.append_audit("verb", VerbProgressed(by="bob", verb="status", phase=VerbPhase.DONE, exit_code=0))
+    finally:
+        await nc.close()
+    listed = (await client.get("/api/sessions")).json()["sessions"]
+    assert next(s for s in listed if s["session_id"] == sid)["verbs_run"] == 2
 
 
 async def test_events_page_with_ids_and_a_cursor(client):

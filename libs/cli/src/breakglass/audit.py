@@ -93,7 +93,7 @@ async def sessions_cmd(args: argparse.Namespace) -> int:
     for s in found:
         state = paint(COLOURS["error"] if s.state == "running" else DIM, s.state)
         print(f"{s.session_id}  {s.created_at:%Y-%m-%d %H:%M}  {s.created_by:<12} {state:<8} "
-              f"{s.event_count:>5} events  {s.outcome or '-':<11} {s.title}")
+              f"{s.event_count:>5} events {s.verbs_run:>2} verbs  {s.outcome or '-':<11} {s.title}")
     if not found:
         print("no sessions", file=sys.stderr)
     return 0

@@ -14,12 +14,13 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from . import subjects
 from .codec import ContractError, decode, decode_event_lenient
 from .commands import SessionRecord
-from .kinds import TurnEnded, UserPrompted
+from .kinds import TurnEnded, UserPrompted, VerbPhase, VerbProgressed
 from .locks import LOCK_PREFIX
 from .log import EventLog
 from .topology import Topology
@@ -37,6 +38,8 @@ class SessionSummary(msgspec.Struct, kw_only=True):
     event_count: int
     last_event_at: datetime | None = None
     outcome: str | None = None
+    #: Power verbs that ran on the host for this session (not refused).
+    verbs_run: int = 0
 
 
 async def list_sessions(
@@ -63,6 +66,9 @@ async def list_sessions(
     summaries = await asyncio.gather(
         *(_summary(js, log, topology, r, counts, r.session_id in running) for r in records)
     )
+    verbs = await _verbs_run(js, topology)
+    for summary in summaries:
+        summary.verbs_run = verbs.get(summary.session_id, 0)
     needle = query.strip().lower()
     if needle:
         summaries = [s for s in summaries if needle in s.title.lower() or needle in s.created_by.lower()
@@ -94,3 +100,29 @@ async def _summary(
         session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
         state="running" if running else "idle", event_count=count, last_event_at=last_at, outcome=outcome,
     )
+
+
+async def _verbs_run(js: JetStreamContext, topology: Topology) -> dict[str, int]:
+    """Verbs that ran, per session, from one pass over the verb audit subject
+    (every verb is recorded there; presses are few, sessions' events many)."""
+    subject = subjects.audit("verb")
+    try:
+        last = (await js.get_last_msg(topology.events_stream, subject, direct=True)).seq or 0
+    except NotFoundError:
+        return {}
+    counts: dict[str, int] = {}
+    sub = await js.subscribe(
+        subject, stream=topology.events_stream, ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0),
+    )
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=5)
+            event = decode_event_lenient(msg.data)
+            if (isinstance(event, VerbProgressed) and event.phase is VerbPhase.DONE and not event.rejected
+                    and event.session_id):
+                counts[event.session_id] = counts.get(event.session_id, 0) + 1
+            if msg.metadata.sequence.stream >= last:
+                return counts
+    finally:
+        await sub.unsubscribe()
