@@ -105,3 +105,10 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
     if not any(allowed in reason for allowed in ALLOWED_CI_SKIPS):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (a real part is missing?): {reason}"
+
+
+def pytest_collection_modifyitems(session, config, items):  # type: ignore[no-untyped-def]
+    """Browser tests last: Playwright's sync API keeps an event loop running
+    in the main thread for the rest of the session, which asyncio tests
+    collected after it cannot share."""
+    items.sort(key=lambda item: "/tests/pwa/" in str(item.path))
