@@ -190,3 +190,30 @@ def test_service_sub_command_without_a_nats_url_is_the_service_s_one_line():
         "pve-executor: BREAKGLASS_NATS_URL is required to run pve-executor on its own "
         "(`breakglass up` starts an embedded server and sets it for you)"
     ]
+
+
+def test_up_without_any_auth_configured_makes_a_token_and_says_where_it_is(start_up, tmp_path):
+    up = start_up()
+    base = f"http://127.0.0.1:{up.env['BREAKGLASS_PORT']}"
+    wait_for(lambda: ready(base), 20, "/ready")
+    line = wait_for(lambda: next((x for x in up.out if x.startswith("breakglass is up:")), None), 5, "the URL line")
+    token_file = Path(up.env["BREAKGLASS_DATA_DIR"]) / "api-token"
+    token = token_file.read_text().strip()
+    assert f"sign in with the token in {token_file}" in line and token not in "\n".join(up.out)
+    assert token_file.stat().st_mode & 0o777 == 0o600 and len(token) >= 32
+    request = urllib.request.Request(f"{base}/api/session", method="POST", headers={"Authorization": f"Bearer {token}"})
+    with NO_PROXY.open(request, timeout=5) as answer:
+        assert answer.status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        NO_PROXY.open(urllib.request.Request(f"{base}/api/session", method="POST"), timeout=5)
+    assert refused.value.code == 401
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait() == 0
+
+
+def test_up_with_a_configured_token_makes_none(start_up):
+    up = start_up(BREAKGLASS_API_TOKEN="configured-token")
+    wait_for(lambda: ready(f"http://127.0.0.1:{up.env['BREAKGLASS_PORT']}"), 20, "/ready")
+    assert not (Path(up.env["BREAKGLASS_DATA_DIR"]) / "api-token").exists()
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.wait() == 0

@@ -24,7 +24,7 @@ from events.bus import redact, role_of
 from events.config import ConfigError, Env
 from events.topology import Topology, TopologyError, ensure
 
-from . import natsauth, natsd
+from . import apitoken, natsauth, natsd
 from .settings import SERVICES, UpSettings, service_env
 from events.service import die_with_parent
 
@@ -138,7 +138,9 @@ def ensure_topology(url: str, topology: Topology | None = None, timeout: float =
         raise StartError(f"cannot set up JetStream on {redact(url)}: {why}") from None
 
 
-def watch_ready(s: UpSettings, printer: Printer, started: float, stop: threading.Event) -> threading.Thread:
+def watch_ready(
+    s: UpSettings, printer: Printer, started: float, stop: threading.Event, hint: str = "",
+) -> threading.Thread:
     """Print the URL once, when the gateway says it can serve."""
 
     def poll() -> None:
@@ -151,7 +153,7 @@ def watch_ready(s: UpSettings, printer: Printer, started: float, stop: threading
                 with opener.open(url, timeout=1) as answer:
                     if answer.status == 200:
                         elapsed = time.monotonic() - started
-                        printer.say(f"breakglass is up: {s.base_url}  (ready in {elapsed:.1f} s)")
+                        printer.say(f"breakglass is up: {s.base_url}  (ready in {elapsed:.1f} s){hint}")
                         return
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}"
@@ -203,11 +205,16 @@ def up(environ: Mapping[str, str] | None = None) -> int:
             urls = dict.fromkeys(access.ROLES, s.nats_url)
         ensure_topology(urls[access.ADMIN], topology)
         environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
+        hint = ""
+        if apitoken.needed(environ):
+            token_file = apitoken.load_or_create(s.data_dir)
+            environ["BREAKGLASS_API_TOKEN"] = token_file.read_text().strip()
+            hint = f"; sign in with the token in {token_file}"
         for name, module in SERVICES.items():
             if sup.stopping.is_set():
                 break
             sup.add(service_child(name, module, service_env(name, environ, urls[name]), printer)).start()
-        watch_ready(s, printer, started, sup.stopping)
+        watch_ready(s, printer, started, sup.stopping, hint)
         return sup.run()
     except (StartError, natsd.NatsdError, natsauth.CredentialsError, OSError) as exc:
         printer.error(f"breakglass: {exc}")
