@@ -68,3 +68,20 @@ def base_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def runner_env(nats_url: str, data_dir: Path, claude_bin: str, api_url: str, **extra: str) -> dict[str, str]:
+    """agent-runner driving the real CLI against the fake Messages API, with
+    a short lease so lost-runner paths take seconds, not minutes."""
+    return base_env(
+        nats_url, data_dir,
+        BREAKGLASS_CLAUDE_BIN=claude_bin,
+        BREAKGLASS_AGENT_FILE=str(REPO / "agents" / "breakglass.md"),
+        BREAKGLASS_LEASE_SECONDS="4",
+        BREAKGLASS_LEASE_RENEW_SECONDS="0.5",
+        BREAKGLASS_CANCEL_GRACE_SECONDS="3",
+        ANTHROPIC_BASE_URL=api_url,
+        ANTHROPIC_API_KEY="test-key",
+        CLAUDE_CODE_MAX_RETRIES="0",
+        **extra,
+    )

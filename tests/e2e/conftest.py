@@ -12,7 +12,7 @@ import pytest
 from breakglass.natsd import free_port
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi.cli import require_claude
-from tests.processes import REPO, Service, base_env
+from tests.processes import Service, base_env, runner_env as make_runner_env
 from tests.servers import wait_ready
 
 TOKEN = "e2e-token"
@@ -44,17 +44,7 @@ def stack(nats_url, tmp_path, claude_bin) -> Iterator[Stack]:
     port = free_port()
     with FakeAnthropic() as api:
         gateway_env = base_env(nats_url, tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN)
-        runner_env = base_env(
-            nats_url, tmp_path / "runner",
-            BREAKGLASS_CLAUDE_BIN=claude_bin,
-            BREAKGLASS_AGENT_FILE=str(REPO / "agents" / "breakglass.md"),
-            BREAKGLASS_LEASE_SECONDS="4",
-            BREAKGLASS_LEASE_RENEW_SECONDS="0.5",
-            BREAKGLASS_CANCEL_GRACE_SECONDS="3",
-            ANTHROPIC_BASE_URL=api.url,
-            ANTHROPIC_API_KEY="test-key",
-            CLAUDE_CODE_MAX_RETRIES="0",
-        )
+        runner_env = make_runner_env(nats_url, tmp_path / "runner", claude_bin, api.url)
         runner = Service("agent_runner", runner_env, tmp_path / "runner.log").start()
         gateway = Service("gateway", gateway_env, tmp_path / "gateway.log").start()
         stack = Stack(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}, api, gateway, runner, runner_env)

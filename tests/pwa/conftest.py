@@ -26,7 +26,7 @@ from breakglass.natsd import free_port
 from tests import sshd
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi.cli import require_claude
-from tests.processes import REPO, Service, base_env
+from tests.processes import REPO, Service, base_env, runner_env as make_runner_env
 from tests.pve_host.host import PveHost, make_host
 from tests.servers import wait_ready
 
@@ -114,18 +114,7 @@ def stack(nats_url, tmp_path, sshd_server, pve, stack_env) -> Iterator[Stack]:
             nats_url, tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN,
             BREAKGLASS_KEEPALIVE_SECONDS="2", BREAKGLASS_VERB_WAIT_SECONDS="30",
         )
-        runner_env = base_env(
-            nats_url, tmp_path / "runner",
-            BREAKGLASS_CLAUDE_BIN=claude_bin,
-            BREAKGLASS_AGENT_FILE=str(REPO / "agents" / "breakglass.md"),
-            BREAKGLASS_LEASE_SECONDS="4",
-            BREAKGLASS_LEASE_RENEW_SECONDS="0.5",
-            BREAKGLASS_CANCEL_GRACE_SECONDS="3",
-            ANTHROPIC_BASE_URL=api.url,
-            ANTHROPIC_API_KEY="test-key",
-            CLAUDE_CODE_MAX_RETRIES="0",
-            **stack_env,
-        )
+        runner_env = make_runner_env(nats_url, tmp_path / "runner", claude_bin, api.url, **stack_env)
         executor_extra: dict[str, str] = {}
         if sshd_server is not None and pve is not None:
             executor_extra = dict(
