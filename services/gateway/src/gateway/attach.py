@@ -24,18 +24,11 @@ import time
 from collections.abc import AsyncIterator
 
 from .bus import Bus
-from .hub import CAUGHT_UP_FRAME, Listener, hubs_of, live_frame, record_frame
-
-__all__ = ["CAUGHT_UP_FRAME", "frames", "live_frame", "record_frame", "with_id"]
+from .hub import Listener, hubs_of
 
 log = logging.getLogger("gateway.attach")
 
 SLOW_CATCH_UP_SECONDS = 5.0
-
-
-def with_id(seq: int, data: bytes) -> str:
-    """`{"kind":...}` -> `{"id":seq,"kind":...}` without re-encoding."""
-    return f'{{"id":{seq},{data[1:].decode()}' if len(data) > 2 else f'{{"id":{seq}}}'
 
 
 async def _catch_up(bus: Bus, session_id: str, listener: Listener, replays: asyncio.Semaphore) -> None:

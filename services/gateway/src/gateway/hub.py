@@ -63,12 +63,15 @@ def _data_lines(body: bytes) -> bytes:
     return b"data: " + body + SEP
 
 
+def with_id(seq: int, data: bytes) -> bytes:
+    """The stored JSON with `"id":<seq>` spliced in front of its first key:
+    no decode, no re-encode (the SSE frames and the JSON event pages)."""
+    return b'{"id":%d' % seq + (b"," + data[1:] if len(data) > 2 else b"}")
+
+
 def record_frame(seq: int, data: bytes) -> bytes:
-    """`id: <seq>` and the stored JSON with `"id":<seq>` spliced in front of
-    its first key: no decode, no re-encode."""
-    n = b"%d" % seq
-    body = b'{"id":' + n + (b"," + data[1:] if len(data) > 2 else b"}")
-    return b"id: " + n + SEP + _data_lines(body) + SEP
+    """`id: <seq>` and the event with its id."""
+    return b"id: %d" % seq + SEP + _data_lines(with_id(seq, data)) + SEP
 
 
 def live_frame(data: bytes) -> bytes:

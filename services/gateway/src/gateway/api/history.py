@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from events import export, index, transcript
 
-from ..attach import with_id
+from ..hub import with_id
 from ..auth import require_identity
 from .deps import SessionIdParam, bus_of, require_session
 
@@ -44,7 +44,7 @@ async def page_events(
     bus = bus_of(request)
     await require_session(bus, session_id)
     records = await bus.log.read(session_id, after=after, limit=limit)
-    body = b'{"events":[' + b",".join(with_id(r.seq, r.data).encode() for r in records) + b'],"next_after":%d}' % (
+    body = b'{"events":[' + b",".join(with_id(r.seq, r.data) for r in records) + b'],"next_after":%d}' % (
         records[-1].seq if records else after
     )
     return Response(body, media_type="application/json")
