@@ -20,7 +20,11 @@ def ports() -> dict[str, str]:
     http, nats = free_port(), free_port()
     while nats == http:
         nats = free_port()
-    return {"BREAKGLASS_PORT": str(http), "BREAKGLASS_NATS_PORT": str(nats)}
+    runner, executor = free_port(), free_port()  # not up's fixed metrics ports: runs may overlap
+    while len({http, nats, runner, executor}) < 4:
+        runner, executor = free_port(), free_port()
+    return {"BREAKGLASS_PORT": str(http), "BREAKGLASS_NATS_PORT": str(nats),
+            "BREAKGLASS_RUNNER_METRICS_PORT": str(runner), "BREAKGLASS_EXECUTOR_METRICS_PORT": str(executor)}
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ def command(python: str | None = None) -> list[str]:
 def clean_env(**overrides: str) -> dict[str, str]:
     """This environment without any BREAKGLASS_* the developer happens to have set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKGLASS_")}
+    env["BREAKGLASS_LOG_FORMAT"] = "console"  # the tests read `up`'s output the way a person would
     env.update(overrides)
     return env
 

@@ -58,7 +58,7 @@ def up(tmp_path: Path, api: FakeAnthropic, sshd_server, pve) -> Iterator[Up]:  #
     port, nats_port = free_port(), free_port()
     env = clean_env(
         BREAKGLASS_DATA_DIR=str(tmp_path / "data"), BREAKGLASS_PORT=str(port), BREAKGLASS_NATS_PORT=str(nats_port),
-        BREAKGLASS_API_TOKEN=TOKEN,
+        BREAKGLASS_API_TOKEN=TOKEN, BREAKGLASS_RUNNER_METRICS_PORT="0", BREAKGLASS_EXECUTOR_METRICS_PORT="0",
         BREAKGLASS_CLAUDE_BIN=str(claude), ANTHROPIC_BASE_URL=api.url, ANTHROPIC_API_KEY="test-key",
         CLAUDE_CODE_MAX_RETRIES="0",
         BREAKGLASS_PVE_HOST=sshd_server.host, BREAKGLASS_PVE_PORT=str(sshd_server.port),

@@ -18,7 +18,7 @@ from pathlib import Path
 import nats
 
 from events import access, export, index, subjects, transcript
-from events.bus import redact
+from events.bus import redact, servers
 from events.codec import decode_event_lenient
 from events.config import Env
 from events.log import CaughtUp, EventLog, Record
@@ -62,7 +62,7 @@ async def _connect():  # type: ignore[no-untyped-def]
     try:
         return await asyncio.wait_for(
             nats.connect(
-                _nats_url(), name="breakglass-cli", connect_timeout=3, allow_reconnect=False, error_cb=_quiet,
+                servers(_nats_url()), name="breakglass-cli", connect_timeout=3, allow_reconnect=False, error_cb=_quiet,
                 inbox_prefix=access.inbox_prefix(access.READER),
             ),
             5,

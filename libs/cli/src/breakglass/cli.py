@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import audit
+from . import audit, logs
 from .settings import SERVICES, service_env
 
 
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setup(sub)
     _add_services(sub)
     audit.add_parsers(sub)
+    logs.add_parser(sub)
     return parser
 
 

@@ -21,6 +21,10 @@ SERVICES: dict[str, str] = {
 }
 """Service name (sub-command, log prefix) -> module run with `python -m`."""
 
+#: The workers' metrics ports under `up`, next to the gateway's default 8080
+#: (whose own metrics are at /metrics); standalone, a worker's default is 0 (off).
+UP_METRICS_PORTS: dict[str, int] = {"RUNNER_METRICS_PORT": 8081, "EXECUTOR_METRICS_PORT": 8082}
+
 # Variables a service must not receive, matched as name prefixes.
 # - the Proxmox key and host only in pve-executor;
 # - the devvm key and host only in agent-runner (the agent's shell);
@@ -33,9 +37,10 @@ _DENIED: dict[str, tuple[str, ...]] = {
     "gateway": (
         "BREAKGLASS_PVE_", "BREAKGLASS_DEVVM_", "ANTHROPIC_", "CLAUDE_CODE_", "SSH_AUTH_SOCK",
     ),
-    "agent-runner": ("BREAKGLASS_PVE_", "BREAKGLASS_API_TOKEN"),
+    "agent-runner": ("BREAKGLASS_PVE_", "BREAKGLASS_API_TOKEN", "BREAKGLASS_METRICS_TOKEN"),
     "pve-executor": (
-        "BREAKGLASS_DEVVM_", "BREAKGLASS_API_TOKEN", "ANTHROPIC_", "CLAUDE_CODE_", "SSH_AUTH_SOCK",
+        "BREAKGLASS_DEVVM_", "BREAKGLASS_API_TOKEN", "BREAKGLASS_METRICS_TOKEN", "ANTHROPIC_", "CLAUDE_CODE_",
+        "SSH_AUTH_SOCK",
     ),
 }
 
@@ -47,6 +52,7 @@ def service_env(service: str, environ: Mapping[str, str], nats: str) -> dict[str
     env = {k: v for k, v in environ.items() if not k.startswith(denied)}
     env["BREAKGLASS_NATS_URL"] = nats
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the terminal as they happen
+    env["BREAKGLASS_LOG_FORMAT"] = "json"  # `up` keeps it in files and shows it its own way (supervisor.Printer)
     return env
 
 
@@ -59,6 +65,10 @@ class UpSettings:
     #: An external server; None = start the embedded one.
     nats_url: str | None
     grace_seconds: float
+    #: The workers' scrape ports (0 = off), by the variable that sets them;
+    #: fixed under `up` so a Prometheus config can name them.
+    metrics_ports: dict[str, int]
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "UpSettings":
@@ -71,6 +81,10 @@ class UpSettings:
             nats_port=env.int("NATS_PORT", 4222, minimum=1, maximum=65535),
             nats_url=external,
             grace_seconds=env.float("STOP_GRACE_SECONDS", 5.0, minimum=0.0),
+            metrics_ports={
+                name: env.int(name, default, minimum=0, maximum=65535) for name, default in UP_METRICS_PORTS.items()
+            },
+            metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
         )
 
     @property

@@ -8,6 +8,7 @@ could be killed by that thread's exit. Helper threads only read output.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from events import logfmt
+
+from . import logfiles
+from .logfiles import LogFiles
 
 PREFIX_WIDTH = 12  # len("agent-runner"), len("pve-executor")
 BACKOFF_FIRST = 0.5
@@ -29,29 +35,61 @@ CONFIG_EXIT = 2
 
 
 class Printer:
-    """Serialises whole lines from many threads onto one terminal."""
+    """Serialises whole lines from many threads onto one terminal.
 
-    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+    Service lines are JSON (events.logfmt); each is kept in the service's
+    log file when there is one (breakglass.logfiles) and shown either as a
+    short human line under the service's name or, with `json_lines`, as
+    JSON (then `up`'s own messages are JSON too, so every line parses).
+    """
+
+    def __init__(
+        self, out: IO[str] | None = None, err: IO[str] | None = None, *,
+        json_lines: bool = False, files: LogFiles | None = None,
+    ) -> None:
         self._out = out or sys.stdout
         self._err = err or sys.stderr
         self._lock = threading.Lock()
+        self.json_lines = json_lines
+        self.files = files
 
     def line(self, name: str, text: str) -> None:
-        self._write(self._out, f"{name:<{PREFIX_WIDTH}} | {text}")
+        entry = logfmt.parse(text)
+        record = entry or logfiles.wrap(name, text)
+        record.setdefault("service", name)
+        encoded = json.dumps(record, ensure_ascii=False)
+        if self.json_lines:
+            shown = encoded
+        else:
+            shown = f"{name:<{PREFIX_WIDTH}} | {logfmt.render(entry) if entry else text}"
+        with self._lock:
+            if self.files is not None:
+                try:
+                    self.files.write(name, encoded)
+                except OSError:  # a full disk must not stop the supervisor
+                    pass
+            self._write(self._out, shown)
 
     def say(self, text: str) -> None:
-        self._write(self._out, text)
+        with self._lock:
+            self._write(self._out, self._own(text, "info"))
 
     def error(self, text: str) -> None:
-        self._write(self._err, text)
-
-    def _write(self, stream: IO[str], text: str) -> None:
         with self._lock:
-            try:
-                stream.write(text + "\n")
-                stream.flush()
-            except (OSError, ValueError):  # the terminal or pipe went away; keep supervising
-                pass
+            self._write(self._err, self._own(text, "error"))
+
+    def _own(self, text: str, level: str) -> str:
+        if not self.json_lines:
+            return text
+        return json.dumps({**logfiles.wrap("breakglass", text), "level": level}, ensure_ascii=False)
+
+    @staticmethod
+    def _write(stream: IO[str], text: str) -> None:
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # the terminal or pipe went away; keep supervising
+            pass
 
 
 def _decode(raw: bytes) -> str:

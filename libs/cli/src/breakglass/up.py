@@ -19,8 +19,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from events import access
-from events.bus import redact, role_of
+from events import access, logfmt
+from events.bus import redact, role_of, servers
 from events.config import ConfigError, Env
 from events.topology import Topology, TopologyError, ensure
 
@@ -28,6 +28,7 @@ from . import apitoken, natsauth, natsd
 from .settings import SERVICES, UpSettings, service_env
 from events.service import die_with_parent
 
+from .logfiles import LogFiles
 from .supervisor import Child, Printer, Supervisor, tail
 
 NATS_HOST = "127.0.0.1"  # natsd: the embedded server is for one machine
@@ -70,6 +71,17 @@ def preflight(s: UpSettings) -> None:
             f"NATS port {s.nats_port} on {NATS_HOST} is already in use: "
             "stop the other server, set BREAKGLASS_NATS_PORT, or point BREAKGLASS_NATS_URL at it"
         )
+    taken = {s.port, s.nats_port} if s.nats_url is None else {s.port}
+    for name, port in s.metrics_ports.items():
+        if port == 0:
+            continue
+        if port in taken:
+            raise ConfigError(f"BREAKGLASS_{name} is {port}, a port breakglass already uses; choose another (0 = off)")
+        taken.add(port)
+        if port_in_use(s.metrics_host, port):
+            raise StartError(
+                f"metrics port {port} on {s.metrics_host} is already in use: set BREAKGLASS_{name} (0 = off)"
+            )
 
 
 def nats_env() -> dict[str, str]:
@@ -122,7 +134,7 @@ def ensure_topology(url: str, topology: Topology | None = None, timeout: float =
 
     async def run() -> None:
         nc = await nats.connect(
-            url, name="breakglass-up", connect_timeout=2, allow_reconnect=False,
+            servers(url), name="breakglass-up", connect_timeout=2, allow_reconnect=False,
             max_reconnect_attempts=1, reconnect_time_wait=0.5, error_cb=remember,
             inbox_prefix=access.inbox_prefix(role_of(url) or access.ADMIN),
         )
@@ -177,6 +189,7 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         s = UpSettings.from_env(Env(environ))
         topology = Topology.from_env(Env(environ))  # what the services will expect, or they find it drifted
         preflight(s)
+        show = logfmt.choose(Env(environ).choice("LOG_FORMAT", "auto", logfmt.FORMATS), sys.stdout)
     except ConfigError as exc:
         printer.error(f"breakglass: {exc}")
         return 2
@@ -184,6 +197,10 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         printer.error(f"breakglass: {exc}")
         return 1
 
+    # Services always log JSON to `up`; `up` keeps it per service in files
+    # and shows it the way BREAKGLASS_LOG_FORMAT asks (console on a terminal).
+    printer.json_lines = show == "json"
+    printer.files = LogFiles(s.data_dir)
     sup = Supervisor(printer, s.grace_seconds)
     sup.install_signal_handlers()
     tail_stop = threading.Event()
@@ -205,6 +222,7 @@ def up(environ: Mapping[str, str] | None = None) -> int:
             urls = dict.fromkeys(access.ROLES, s.nats_url)
         ensure_topology(urls[access.ADMIN], topology)
         environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
+        environ.update({f"BREAKGLASS_{name}": str(port) for name, port in s.metrics_ports.items()})
         hint = ""
         if apitoken.needed(environ):
             token_file = apitoken.load_or_create(s.data_dir)

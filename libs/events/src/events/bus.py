@@ -18,11 +18,20 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import nats
 from nats.aio.client import Client
 
-from . import access
+from . import access, metrics
+
+
+def servers(url: str) -> list[str]:
+    """The servers of a BREAKGLASS_NATS_URL: one URL, or several of one
+    cluster separated by commas (each with the same user), tried in turn and
+    on reconnect (nats-py also learns the cluster's other servers itself)."""
+    return [one.strip() for one in url.split(",") if one.strip()]
 
 
 def redact(url: str) -> str:
     """The URL without its password (or token): safe to log or print."""
+    if "," in url:
+        return ",".join(redact(one) for one in servers(url))
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -37,7 +46,7 @@ def redact(url: str) -> str:
 def role_of(url: str) -> str | None:
     """The events.access role a URL's user is, if it is one."""
     try:
-        user = unquote(urlsplit(url).username or "")
+        user = unquote(urlsplit((servers(url) or [""])[0]).username or "")
     except ValueError:
         return None
     return user if user in access.ROLES else None
@@ -57,13 +66,19 @@ async def connect(url: str, name: str, *, log: logging.Logger | None = None, **o
         log.warning("nats error: %s", exc)
 
     async def on_disconnect() -> None:
+        metrics.NATS_CONNECTED.set(0)
+        metrics.NATS_DISCONNECTS.inc()
         log.warning("nats disconnected")
 
     async def on_reconnect() -> None:
+        metrics.NATS_CONNECTED.set(1)
         log.info("nats reconnected")
 
-    return await nats.connect(
-        url,
+    async def on_closed() -> None:
+        metrics.NATS_CONNECTED.set(0)
+
+    nc = await nats.connect(
+        servers(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -72,8 +87,11 @@ async def connect(url: str, name: str, *, log: logging.Logger | None = None, **o
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        closed_cb=on_closed,
         **options,
     )
+    metrics.NATS_CONNECTED.set(1)
+    return nc
 
 
 async def connect_or_stop(url: str, name: str, stop, *, log: logging.Logger | None = None) -> Client | None:  # type: ignore[no-untyped-def]

@@ -95,6 +95,10 @@ def nats_url(env: Env, service: str) -> str:
             f"{PREFIX}NATS_URL is required to run {service} on its own "
             "(`breakglass up` starts an embedded server and sets it for you)"
         )
-    if not url.startswith(("nats://", "tls://", "ws://", "wss://")):
-        raise ConfigError(f"{PREFIX}NATS_URL must be a nats:// or tls:// URL, got {url!r}")
+    # Several servers of one cluster: a comma-separated list (events.bus.servers).
+    for one in [u.strip() for u in url.split(",") if u.strip()] or [url]:
+        if not one.startswith(("nats://", "tls://", "ws://", "wss://")):
+            from .bus import redact
+
+            raise ConfigError(f"{PREFIX}NATS_URL must be a nats:// or tls:// URL (or a comma-separated list of them), got {redact(one)!r}")
     return url

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from . import metrics, trace
 from .codec import ContractError, decode_command
 from .commands import Command
 from .topology import Topology
@@ -41,8 +42,14 @@ async def consume(
     """Run until `stop` is set; at most `concurrency` handlers at once."""
     sub = await js.pull_subscribe_bind(durable, stream=topology.commands_stream)
     running: set[asyncio.Task[None]] = set()
+    for counter in (metrics.COMMANDS_REDELIVERED, metrics.COMMANDS_TERMINATED):
+        counter.labels(consumer=durable)  # exported as 0 from the start, so rate() sees the first one
 
-    async def run(command: Command) -> None:
+    async def run(command: Command, ids: dict[str, object]) -> None:
+        # The handler's task, and every task it starts, logs and publishes
+        # with the command's correlation ids (events.trace); the command's
+        # own fields win over its headers.
+        trace.bind(**{**ids, **trace.of_command(command)})
         try:
             await handle(command)
         except Exception:
@@ -58,16 +65,19 @@ async def consume(
             except (NatsTimeoutError, asyncio.TimeoutError):
                 continue
             for msg in msgs:
+                if msg.metadata.num_delivered > 1:
+                    metrics.COMMANDS_REDELIVERED.labels(consumer=durable).inc()
                 try:
                     command = decode_command(msg.data)
                     if not isinstance(command, accepts):
                         raise ContractError(f"{durable} does not handle {type(command).__name__}")
                 except ContractError as exc:
                     log.warning("terminated a poison message on %s: %s", msg.subject, exc)
+                    metrics.COMMANDS_TERMINATED.labels(consumer=durable).inc()
                     await msg.term()
                     continue
                 await msg.ack_sync()
-                task = asyncio.create_task(run(command))
+                task = asyncio.create_task(run(command, trace.from_headers(msg.headers)))
                 running.add(task)
                 task.add_done_callback(running.discard)
     finally:

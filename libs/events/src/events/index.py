@@ -11,7 +11,7 @@ import asyncio
 from datetime import datetime
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -23,7 +23,7 @@ from .commands import SessionRecord
 from .kinds import TurnEnded, UserPrompted, VerbPhase, VerbProgressed
 from .locks import LOCK_PREFIX
 from .log import EventLog
-from .topology import Topology
+from .topology import Topology, kv_keys
 
 TITLE_SCAN = 20
 TITLE_CHARS = 120
@@ -45,10 +45,7 @@ class SessionSummary(msgspec.Struct, kw_only=True):
 async def list_sessions(
     js: JetStreamContext, kv: KeyValue, topology: Topology, *, query: str = "", limit: int = 50,
 ) -> list[SessionSummary]:
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
+    keys = await kv_keys(kv)
     records: list[SessionRecord] = []
     running: set[str] = set()
     for key in keys:

@@ -18,14 +18,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from . import metrics
 from .codec import ContractError, decode, encode
 from .commands import TurnLock
 from .kinds import Outcome, TurnEnded, TurnInterrupted
-from .log import EventLog
-from .topology import LOCK_KEYS, lock_key
+from .log import WRONG_LAST_SEQUENCE, EventLog
+from .topology import LOCK_KEYS, kv_keys, lock_key
 
 #: A lock not yet claimed by a runner lapses after this long (queue wait).
 PICKUP_LEASE_SECONDS = 60.0
@@ -129,6 +130,10 @@ class TurnLocks:
             return True
         except KeyWrongLastSequenceError:
             return False
+        except APIError as exc:  # nats-py reports a stale revision on delete as a plain API error
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return False
+            raise
 
     async def reap(self, session_id: str, held: Held, *, reason: str) -> bool:
         """End a lapsed turn in the log, then free its lock (CAS)."""
@@ -141,14 +146,14 @@ class TurnLocks:
             TurnEnded(session_id=session_id, turn_id=turn_id, by="breakglass", outcome=Outcome.INTERRUPTED),
             msg_id=end_msg_id(turn_id),
         )
-        return await self._delete(session_id, held.revision)
+        freed = await self._delete(session_id, held.revision)
+        if freed:  # counted once, by the reaper that won the CAS
+            metrics.LEASES_LAPSED.inc()
+        return freed
 
     async def reap_lapsed(self) -> list[str]:
         """Reap every lapsed lock; returns the sessions whose turn was ended."""
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            return []
+        keys = await kv_keys(self._kv)
         reaped = []
         now = self._clock()
         for key in keys:

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from . import chain, subjects
+from . import chain, subjects, trace
 from .codec import decode_event, decode_event_lenient, encode
 from .kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
@@ -177,7 +177,9 @@ class EventLog:
         for _ in range(APPEND_ATTEMPTS):
             tail_seq, tail_link = self._tails.get(subject) or await self._tail(subject)
             link = chain.link(tail_link, data)
-            headers = {chain.HEADER: link, "Nats-Expected-Last-Subject-Sequence": str(tail_seq)}
+            # The correlation ids (events.trace) ride along: the stored event
+            # names the request that caused it, for the auditor and for logs.
+            headers = trace.headers(**{chain.HEADER: link, "Nats-Expected-Last-Subject-Sequence": str(tail_seq)})
             if msg_id:
                 headers["Nats-Msg-Id"] = msg_id
             try:

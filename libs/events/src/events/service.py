@@ -12,14 +12,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-from .config import ConfigError
+from . import logfmt
+from .config import ConfigError, Env
 
 
 _PR_SET_PDEATHSIG = 1
 #: How long a service may take to wind down after SIGTERM before it is cancelled.
 STOP_GRACE_SECONDS = 10.0
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -44,12 +46,12 @@ def die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def setup_logging(service: str, level: str = "INFO") -> logging.Logger:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(service: str, environ: Mapping[str, str] | None = None) -> logging.Logger:
+    """Log as `BREAKGLASS_LOG_FORMAT` and `BREAKGLASS_LOG_LEVEL` say (see
+    events.logfmt); a bad value is a ConfigError like any other setting."""
+    env = Env(environ)
+    level = env.choice("LOG_LEVEL", "info", LEVELS)
+    logfmt.install(service, level, env.choice("LOG_FORMAT", "auto", logfmt.FORMATS))
     return logging.getLogger(service)
 
 
@@ -58,7 +60,11 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
     A `ConfigError` ends the process with one line and exit code 2.
     """
-    log = setup_logging(service)
+    try:
+        log = setup_logging(service)
+    except ConfigError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     async def runner() -> None:
         stop = asyncio.Event()

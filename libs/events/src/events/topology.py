@@ -230,6 +230,30 @@ async def check(js: JetStreamContext, t: Topology = Topology()) -> str | None:
     return None
 
 
+#: How long the server keeps a KV listing's consumer once its reader is gone.
+KV_LISTING_INACTIVE_SECONDS = 2.0
+
+
+async def kv_keys(kv: KeyValue) -> list[str]:
+    """The bucket's live keys (deleted ones left out), [] when none.
+
+    Use this, not `kv.keys()`: nats-py's watcher behind `keys()` leaves its
+    ordered consumer on the server for 5 minutes after it is done, and a
+    stream holds at most 1,000 consumers (nats-server's default), so about a
+    thousand listings within 5 minutes (GET /api/sessions, the reaper) made
+    every further one fail. Here the server removes it 2 s after."""
+    watcher = await kv.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=KV_LISTING_INACTIVE_SECONDS)
+    keys: list[str] = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of the initial values
+                break
+            keys.append(entry.key)
+    finally:
+        await watcher.stop()
+    return keys
+
+
 #: The KV key families: each key is `<family>.<one token>`, and each family
 #: has its own writers (events.access gives each service only its own).
 SESSION_KEYS = "sessions"

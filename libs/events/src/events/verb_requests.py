@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from . import subjects
+from . import subjects, trace
 from .codec import ContractError, decode, encode
 from .commands import RunVerb, VerbResult
 from .kinds import VerbPhase, VerbProgressed
@@ -74,7 +74,7 @@ async def run_verb(
     reply = await nc.subscribe(subjects.verb_reply(command.request_id))
     try:
         msg_id = command.idempotency_key or command.request_id
-        ack = await js.publish(subjects.VERB, encode(command), headers={"Nats-Msg-Id": msg_id})
+        ack = await js.publish(subjects.VERB, encode(command), headers=trace.headers(**{"Nats-Msg-Id": msg_id}))
         if ack.duplicate and on_duplicate is not None:
             return await on_duplicate()
         loop = asyncio.get_running_loop()

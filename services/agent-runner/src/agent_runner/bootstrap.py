@@ -11,14 +11,16 @@ from functools import partial
 
 from nats.aio.client import Client
 
-from events import bus, subjects
+from events import bus, subjects, trace
 from events.codec import ContractError, decode_command, encode
 from events.commands import AnswerApproval, ApprovalReply, CancelReply, CancelTurn, StartTurn
 from events.consumer import consume
 from events.locks import TurnLocks
 from events.log import EventLog
+from events.metrics import serving
 from events.topology import RUNNER_CONSUMER, Topology, ensure
 
+from . import metrics
 from .agent import instructions
 from .settings import Settings
 from .turns import TurnRunner
@@ -30,6 +32,12 @@ REAP_EVERY_SECONDS = 5.0
 
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
+    # Scrapeable from the start: while NATS is away, a scrape says so.
+    with serving(settings.metrics_host, settings.metrics_port):
+        await run(stop, settings)
+
+
+async def run(stop: asyncio.Event, settings: Settings) -> None:
     nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, log=log)
     if nc is None:
         return  # asked to stop before NATS was reachable
@@ -44,6 +52,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
             owner=f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}",
             system_prompt=instructions(settings.agent_file) if settings.agent_file else "",
         )
+        metrics.watch(runner)
         cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
         approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
@@ -75,9 +84,11 @@ async def on_cancel(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignor
     turn = runner.active.get(command.session_id)
     if turn is None or (command.turn_id and command.turn_id != turn.command.turn_id):
         return
-    turn.cancel(command.by)
-    if msg.reply:
-        await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
+    with trace.bound(**{**trace.from_headers(msg.headers), **trace.of_command(command)}):
+        log.info("stop requested")
+        turn.cancel(command.by)
+        if msg.reply:
+            await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
 
 
 async def on_approval(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignore[no-untyped-def]
@@ -94,11 +105,13 @@ async def on_approval(runner: TurnRunner, nc: Client, msg) -> None:  # type: ign
     turn = runner.active.get(command.session_id)
     if turn is None or turn.verbs is None:
         return
-    accepted = turn.verbs.answer(command.approval_id, command.approved, command.by)
-    log.info("approval %s of session %s: %s by %s%s", command.approval_id, command.session_id,
-             "approved" if command.approved else "denied", command.by, "" if accepted else " (not pending; ignored)")
-    if msg.reply:
-        await nc.publish(msg.reply, encode(ApprovalReply(accepted=accepted)))
+    ids = {**trace.from_headers(msg.headers), **trace.of_command(command), "turn_id": turn.command.turn_id}
+    with trace.bound(**ids):
+        accepted = turn.verbs.answer(command.approval_id, command.approved, command.by)
+        log.info("approval %s: %s%s", command.approval_id,
+                 "approved" if command.approved else "denied", "" if accepted else " (not pending; ignored)")
+        if msg.reply:
+            await nc.publish(msg.reply, encode(ApprovalReply(accepted=accepted)))
 
 
 async def cancel_on_stop(runner: TurnRunner, stop: asyncio.Event) -> None:
@@ -113,7 +126,8 @@ async def reap_forever(locks: TurnLocks, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             for session_id in await locks.reap_lapsed():
-                log.warning("reaped the lapsed turn of session %s", session_id)
+                with trace.bound(session_id=session_id):
+                    log.warning("reaped a turn whose runner's lease lapsed")
         except Exception as exc:
             log.warning("reaping failed: %s", exc)
         try:

@@ -60,6 +60,9 @@ class Settings:
     lease_seconds: float = 30.0
     lease_renew_seconds: float = 5.0
     cancel_grace_seconds: float = 5.0
+    #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -83,4 +86,6 @@ class Settings:
             lease_seconds=lease,
             lease_renew_seconds=renew,
             cancel_grace_seconds=env.float("CANCEL_GRACE_SECONDS", 5.0, minimum=0.1),
+            metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+            metrics_port=env.int("RUNNER_METRICS_PORT", 0, minimum=0, maximum=65535),
         )

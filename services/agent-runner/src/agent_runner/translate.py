@@ -176,7 +176,9 @@ def parse_line(line: bytes | str) -> Line | None:
     if line_type is not None and line_type not in LINE_TYPES:
         log.debug("ignoring CLI line of unknown type %r", line_type)
     else:
-        log.warning("skipping malformed CLI line (%s): %.200r", problem, line)
+        # The line may hold prompt or tool text: its content is for debug only.
+        log.warning("skipping a malformed CLI line of %d bytes (%s)", len(line), problem)
+        log.debug("the malformed CLI line: %.200r", line)
     return None
 
 

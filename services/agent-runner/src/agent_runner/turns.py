@@ -36,6 +36,7 @@ from events.kinds import (
 from events.locks import TurnLocks, end_msg_id
 from events.log import EventLog
 
+from . import metrics
 from .cli import CliProcess, Invocation, argv, environment
 from .settings import Settings
 from .translate import Translator
@@ -81,26 +82,29 @@ class TurnRunner:
         sid, tid = command.session_id, command.turn_id
         revision = await self.locks.claim(sid, tid, self.owner)
         if revision is None:
-            log.info("turn %s is no longer open (cancelled or reaped before pick-up); dropped", tid)
+            log.info("turn is no longer open (cancelled or reaped before pick-up); dropped")
             return
         turn = ActiveTurn(command)
         self.active[sid] = turn
+        metrics.TURNS_STARTED.inc()
         recorder = Recorder(self.events, self.nc, command)
         lease = asyncio.create_task(self._keep_lease(turn, revision, recorder))
         try:
             outcome, reason = await self._run_cli(turn, recorder)
         except Exception as exc:
-            log.exception("turn %s failed inside the runner", tid)
+            log.exception("turn failed inside the runner")
             outcome, reason = Outcome.ERROR, TurnFailed(error=f"the agent runner failed: {type(exc).__name__}", **recorder.envelope("agent-runner"))
         finally:
             lease.cancel()
             self.active.pop(sid, None)
         if turn.stop.is_set() and turn.cancelled_by is None:
-            log.warning("turn %s lost its lock (reaped); its end was recorded by the reaper", tid)
+            log.warning("turn lost its lock (reaped); its end was recorded by the reaper")
             return
         if reason is not None:
             await recorder.append(reason)
         await recorder.append(TurnEnded(outcome=outcome, **recorder.envelope("agent-runner")), msg_id=end_msg_id(tid))
+        metrics.turn_ended(outcome, turn.started)
+        log.info("turn ended: %s after %.1f s", outcome.value, time.monotonic() - turn.started)
         await self.locks.release(sid, tid)
 
     async def _keep_lease(self, turn: ActiveTurn, revision: int, recorder: "Recorder") -> None:
@@ -112,7 +116,7 @@ class TurnRunner:
             try:
                 renewed = await self.locks.renew(cmd.session_id, cmd.turn_id, self.owner, revision)
             except Exception as exc:  # NATS briefly away: try again next round, the lease has slack
-                log.warning("could not renew the lease of turn %s: %s", cmd.turn_id, exc)
+                log.warning("could not renew the lease: %s", exc)
                 continue
             if renewed is None:
                 turn.stop.set()  # reaped or taken: stop the CLI, do not write an end
@@ -161,24 +165,26 @@ class TurnRunner:
             process = await CliProcess.start(argv(invocation, cmd.prompt), env, str(ws.work))
         except OSError as exc:
             return Outcome.ERROR, TurnFailed(error=f"the Claude CLI could not start: {exc.strerror or exc}", **recorder.envelope("agent-runner"))
-        log.info("turn %s: CLI pid %d (%s)", cmd.turn_id, process.pid, "resume" if invocation.resume else "new")
+        log.info("CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
         translator = Translator(cmd.session_id, cmd.turn_id)
         stopper = asyncio.create_task(self._stop_on_signal(turn, process))
         timed_out = False
         try:
             async with asyncio.timeout(self.settings.turn_timeout_seconds):
                 async for line in process.lines():
-                    turn.last_output = time.monotonic()
+                    turn.last_output = read_at = time.monotonic()
                     for event in translator.feed(line):
                         if isinstance(event, CliSessionBound):
                             ws.mark_started()
                         await recorder.record(event)
+                        metrics.line_recorded(event, read_at)
         except TimeoutError:
             timed_out = True
             await process.stop(self.settings.cancel_grace_seconds)
         finally:
             stopper.cancel()
         code = await process.wait()
+        metrics.cli_exited(code)
         if turn.cancelled_by is not None:
             return self._cancelled(turn, recorder)
         if timed_out:

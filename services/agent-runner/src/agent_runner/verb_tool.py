@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import msgspec
 from nats.aio.client import Client
 
+from events import trace
 from events.commands import RunVerb, StartTurn, VerbResult
 from events.kinds import ApprovalRequested, Envelope, VerbPhase, VerbProgressed
 from events.log import EventLog
@@ -48,6 +49,7 @@ from events.types import new_id
 from events.verb_requests import record_requested, run_verb
 from events.verbs import ALL, Verb, is_mutating
 
+from . import metrics
 from .settings import APPROVE_MUTATING
 from .verb_wire import MAX_LINE, SOCKET_MODE, VerbAnswered, decode_asked, encode_line
 
@@ -181,7 +183,7 @@ class VerbTool:
             try:
                 asked = decode_asked(await reader.readline())
             except (ValueError, msgspec.DecodeError) as exc:  # ValueError: over the line limit
-                log.warning("turn %s: refused a malformed verb request: %s", self.command.turn_id, exc)
+                log.warning("refused a malformed verb request: %s", exc)
                 return
             if asked.verb not in ALL:  # the decoder already holds this; kept as its own check
                 return
@@ -189,7 +191,7 @@ class VerbTool:
             writer.write(encode_line(answer))
             await writer.drain()
         except OSError as exc:  # the client went away (reset, broken pipe)
-            log.info("turn %s: the verb tool's client went away: %s", self.command.turn_id, exc)
+            log.info("the verb tool's client went away: %s", exc)
         finally:
             writer.close()
             if task is not None:
@@ -198,9 +200,15 @@ class VerbTool:
     async def request(self, verb: Verb) -> VerbAnswered:
         """One verb the agent asks for, policy applied; never raises."""
         request_id = new_id()
+        # Each connection is its own task: name its turn and verb for the
+        # logs and for the headers of the command (events.trace).
+        trace.bind(session_id=self.command.session_id, turn_id=self.command.turn_id, verb=verb,
+                   request_id=request_id, by=AGENT)
+        log.info("the agent asked for a verb (policy %s)", self.policy)
         try:
             if self.policy == APPROVE_MUTATING and is_mutating(verb):
                 decision = await self._approval(verb, request_id)
+                metrics.approval_decided(decision.approved, decision.by, decision.why)
                 phase = VerbPhase.APPROVED if decision.approved else VerbPhase.DENIED
                 await self.records.append(
                     VerbProgressed(verb=verb, phase=phase, request_id=request_id, **self.records.envelope(decision.by)),
@@ -217,7 +225,7 @@ class VerbTool:
             )
             result = await run_verb(self.nc, self.nc.jetstream(), command, wait_seconds=self.verb_wait_seconds)
         except Exception as exc:  # NATS away, a write that kept failing: the agent is told, the turn goes on
-            log.exception("turn %s: verb %s could not be requested", self.command.turn_id, verb.value)
+            log.exception("verb %s could not be requested", verb.value)
             return VerbAnswered(
                 verb=verb, exit_code=1, stderr=f"{type(exc).__name__}: {exc}",
                 summary=f"verb {verb.value}: the request failed inside the runner; check the VM with `status`",

@@ -14,15 +14,15 @@ from .settings import Settings
 
 
 def main() -> None:
-    log = setup_logging("gateway")
     try:
+        log = setup_logging("gateway")
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if not settings.auth_configured:
         log.warning("no BREAKGLASS_API_TOKEN and BREAKGLASS_TRUST_EDGE_HEADER=0: every /api request is refused")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

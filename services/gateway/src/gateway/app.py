@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .api import approvals, history, login, pve, sessions
-from . import pwa
+from . import metrics, pwa
 from .bus import Bus
+from .correlation import RequestIds
 from .settings import Settings
 
 
@@ -64,5 +65,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         logging.getLogger("gateway").exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    app.add_middleware(RequestIds)
+    app.include_router(metrics.router)
+    app.add_middleware(metrics.CountRequests)
     pwa.install(app)  # last: the PWA at `/`, never shadowing /api, /health, /ready
     return app

@@ -15,7 +15,7 @@ import logging
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from events import subjects
+from events import subjects, trace
 from events.codec import ContractError, decode, encode
 from events.commands import AnswerApproval, ApprovalReply
 
@@ -32,11 +32,13 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     await sessions.get_session(bus, session_id)
     if await (await bus.locks()).current(session_id) is None:
         return False  # no turn runs, so no approval can be waiting
+    trace.bind(session_id=session_id, by=by)
     command = AnswerApproval(by=by, session_id=session_id, approval_id=approval_id, approved=approve)
     nc = bus.nc
     assert nc is not None
     try:
-        reply = await nc.request(subjects.approval(session_id), encode(command), timeout=ANSWER_TIMEOUT)
+        reply = await nc.request(subjects.approval(session_id), encode(command), timeout=ANSWER_TIMEOUT,
+                                 headers=trace.headers())
         accepted = decode(reply.data, ApprovalReply).accepted
     except (NoRespondersError, NatsTimeoutError, ContractError) as exc:
         log.info("approval %s of session %s got no answer: %s", approval_id, session_id, type(exc).__name__)

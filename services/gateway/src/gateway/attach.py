@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from . import metrics
 from .bus import Bus
 from .hub import Listener, hubs_of
 
@@ -36,10 +37,12 @@ async def _catch_up(bus: Bus, session_id: str, listener: Listener, replays: asyn
         events = bus.log
         started = time.monotonic()
         until = await events.last_seq(session_id)
+        replayed = metrics.Replay(listener.replayed)
         if listener.position < until:
             async with replays:
-                await events.replay(session_id, listener.position, until, listener.replayed)
+                await events.replay(session_id, listener.position, until, replayed)
         listener.caught_up()
+        replayed.caught_up(started)
         if time.monotonic() - started > SLOW_CATCH_UP_SECONDS:
             log.warning("attach to %s took %.1f s to catch up (to %d)", session_id, time.monotonic() - started, until)
     except Exception as exc:  # the bus went away: end the stream, the browser resumes
@@ -57,9 +60,11 @@ async def frames(bus: Bus, session_id: str, after: int) -> AsyncIterator[bytes]:
         log.info("attach to %s failed: %s", session_id, exc)
         return
     replay = asyncio.create_task(_catch_up(bus, session_id, listener, hubs.replays))
+    metrics.SSE_CLIENTS.inc()
     try:
         async for chunk in listener.chunks():
             yield chunk
     finally:
+        metrics.SSE_CLIENTS.dec()
         replay.cancel()
         hubs.leave(hub, listener)

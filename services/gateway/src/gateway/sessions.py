@@ -13,7 +13,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError
 
-from events import subjects
+from events import subjects, trace
 from events.codec import ContractError, decode, encode
 from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn
 from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, UserPrompted
@@ -58,6 +58,7 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     """Lock, record `user`, publish the command; undo the lock if that fails."""
     await get_session(bus, session_id)
     turn_id = new_id()
+    trace.bind(session_id=session_id, turn_id=turn_id, by=by)
     locks = await bus.locks()
     if not await locks.take(session_id, turn_id, by):
         raise TurnBusy(session_id)
@@ -71,13 +72,14 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
         raise
     command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model)
     try:
-        await bus.js.publish(subjects.PROMPT, encode(command), headers={"Nats-Msg-Id": turn_id})
+        await bus.js.publish(subjects.PROMPT, encode(command), headers=trace.headers(**{"Nats-Msg-Id": turn_id}))
     except Exception as exc:
         log.error("could not queue turn %s: %s", turn_id, exc)
         await _end_unstarted(bus, session_id, turn_id, TurnFailed(
             session_id=session_id, turn_id=turn_id, by="gateway", error="the turn could not be queued"),
             Outcome.ERROR)
         raise
+    log.info("turn queued (model %s, prompt of %d characters)", model, len(prompt))
     return turn_id
 
 
@@ -90,8 +92,11 @@ async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:
     if held is None:
         return False
     command = CancelTurn(by=by, session_id=session_id, turn_id=held.lock.turn_id)
+    trace.bind(session_id=session_id, turn_id=held.lock.turn_id, by=by)
+    log.info("stop requested")
     try:
-        reply = await bus.nc.request(subjects.cancel(session_id), encode(command), timeout=CANCEL_TIMEOUT)  # type: ignore[union-attr]
+        reply = await bus.nc.request(subjects.cancel(session_id), encode(command), timeout=CANCEL_TIMEOUT,  # type: ignore[union-attr]
+                                     headers=trace.headers())
         return decode(reply.data, CancelReply).cancelled
     except (NoRespondersError, NatsTimeoutError, ContractError):
         pass

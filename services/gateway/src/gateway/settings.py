@@ -23,6 +23,8 @@ class Settings:
     keepalive_seconds: float = 15.0
     #: How long a verb request waits for pve-executor's answer.
     verb_wait_seconds: float = 150.0
+    #: A scrape-only bearer for GET /metrics (gateway.metrics); None = only the API's own auth.
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -42,6 +44,7 @@ class Settings:
             models=models,
             keepalive_seconds=env.float("KEEPALIVE_SECONDS", 15.0, minimum=0.1),
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
+            metrics_token=env.str("METRICS_TOKEN"),
         )
 
     @property

@@ -19,6 +19,7 @@ from functools import partial
 
 from nats.js.errors import KeyNotFoundError
 
+from events import trace
 from events.codec import ContractError, decode
 from events.commands import RunVerb, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
@@ -46,7 +47,11 @@ async def request_verb(
 ) -> VerbResult:
     if verb not in ALL:
         raise VerbNotAllowed(verb)
-    request_id = new_id()
+    # The HTTP request's own id (events.trace), so one id names the press
+    # in the gateway's, the bus's and pve-executor's records alike.
+    request_id = trace.current().get("request_id") or new_id()
+    trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id)
+    log.info("verb requested%s", f" (idempotency key {idempotency_key})" if idempotency_key else "")
     await record_requested(bus.log, VerbProgressed(
         session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id))
     command = RunVerb(by=by, request_id=request_id, verb=verb, session_id=session_id, idempotency_key=idempotency_key)

@@ -12,6 +12,7 @@ from events import bus
 from events.commands import RunVerb
 from events.consumer import consume
 from events.log import EventLog
+from events.metrics import serving
 from events.topology import EXECUTOR_CONSUMER, Topology, ensure
 
 from .records import IdempotencyRecords, VmLocks
@@ -40,6 +41,12 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
     # asyncssh narrates every connection at INFO; its warnings are enough.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    # Scrapeable from the start: while NATS is away, a scrape says so.
+    with serving(settings.metrics_host, settings.metrics_port):
+        await run(stop, settings)
+
+
+async def run(stop: asyncio.Event, settings: Settings) -> None:
     nc = await bus.connect_or_stop(settings.nats_url, "pve-executor", stop, log=log)
     if nc is None:
         return  # asked to stop before NATS was reachable

@@ -46,6 +46,9 @@ class Settings:
     concurrency: int = 4
     #: How often the consumer wakes to notice a stop (and fetch again).
     poll_seconds: float = 1.0
+    #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":
@@ -62,6 +65,8 @@ class Settings:
             mutating_max_age_seconds=env.float("VERB_MAX_AGE_SECONDS", 60.0, minimum=1.0),
             output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
             agent_socket=agent_socket if agent_socket is not None else (os.environ.get("SSH_AUTH_SOCK") or None),
+            metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+            metrics_port=env.int("EXECUTOR_METRICS_PORT", 0, minimum=0, maximum=65535),
         )
 
     @property

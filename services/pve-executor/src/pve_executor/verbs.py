@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,7 @@ from events.log import EventLog
 from events.types import utcnow
 from events.verbs import ALL, Verb, is_mutating
 
+from . import metrics
 from .output import fit
 from .records import HeldLock, IdempotencyRecords, VmLocks
 from .settings import Settings
@@ -84,6 +86,7 @@ class VerbHandler:
                 log.warning("ignored a %s: pve-executor only runs verbs", type(command).__name__)
 
     async def run_verb(self, cmd: RunVerb) -> None:
+        started = time.monotonic()
         if not _is_verb(cmd.verb):
             # Unreachable through the bus (the decoder only yields enum
             # values); kept so no future path can hand us free text. Such a
@@ -94,6 +97,7 @@ class VerbHandler:
                 verb=cmd.verb, exit_code=EX_REFUSED, rejected=True,
                 stderr="refused: not a verb; send exactly one of: " + " ".join(v.value for v in ALL),
             ))
+            metrics.answered(cmd.verb, "rejected", started)
             return
         verb = Verb(cmd.verb)
         key = cmd.idempotency_key
@@ -104,6 +108,7 @@ class VerbHandler:
                                                                  state="running"))
                 if first is not None:
                     await self._answer(cmd, await self._first_answer(cmd, verb, first))
+                    metrics.answered(verb, "duplicate", started)
                     return
                 claimed = True
             result = await self._execute(cmd, verb)
@@ -121,6 +126,7 @@ class VerbHandler:
             except Exception:
                 log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
         await self._answer(cmd, result)
+        metrics.answered(verb, metrics.outcome_of(result), started)
 
     async def _answer(self, cmd: RunVerb, result: VerbResult) -> None:
         """`done` on the log, then the reply: whoever reads the log after
