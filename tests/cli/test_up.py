@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -217,3 +218,19 @@ def test_up_with_a_configured_token_makes_none(start_up):
     assert not (Path(up.env["BREAKGLASS_DATA_DIR"]) / "api-token").exists()
     up.proc.send_signal(signal.SIGTERM)
     assert up.wait() == 0
+
+
+def test_up_with_json_output_prints_only_json_and_keeps_each_services_log(start_up, tmp_path):
+    up = start_up(BREAKGLASS_LOG_FORMAT="json", BREAKGLASS_API_TOKEN="tok-Zq8v3-never-logged")
+    wait_for(lambda: ready(up.base), 10, "GET /ready to answer 200")
+    wait_for(lambda: any("breakglass is up" in line for line in up.out), 5, "the URL line")
+    os.killpg(up.proc.pid, signal.SIGINT)
+    assert up.wait() == 0, up.output()
+    shown = [json.loads(line) for line in up.out if line.strip()]  # every line is JSON
+    assert {"breakglass", "nats", "gateway", "agent-runner", "pve-executor"} <= {line["service"] for line in shown}
+    logs = tmp_path / "data" / "logs"
+    for service in ("gateway", "agent-runner", "pve-executor", "nats"):
+        kept = [json.loads(line) for line in (logs / f"{service}.jsonl").read_text().splitlines()]
+        assert kept and {line["service"] for line in kept} == {service}
+        assert "tok-Zq8v3" not in (logs / f"{service}.jsonl").read_text()
+    assert "tok-Zq8v3" not in up.output()
