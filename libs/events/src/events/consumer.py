@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
@@ -64,6 +65,13 @@ async def consume(
                 msgs = await sub.fetch(concurrency - len(running), timeout=poll_seconds)
             except (NatsTimeoutError, asyncio.TimeoutError):
                 continue
+            except NatsError as exc:
+                # JetStream away for a moment (a cluster electing a new leader
+                # after losing a node, a reconnect): wait and pull again; a
+                # worker never dies of it (it did: tests/cluster).
+                log.warning("pulling from %s failed (%s); retrying", durable, type(exc).__name__)
+                await asyncio.sleep(poll_seconds)
+                continue
             for msg in msgs:
                 if msg.metadata.num_delivered > 1:
                     metrics.COMMANDS_REDELIVERED.labels(consumer=durable).inc()
@@ -74,9 +82,19 @@ async def consume(
                 except ContractError as exc:
                     log.warning("terminated a poison message on %s: %s", msg.subject, exc)
                     metrics.COMMANDS_TERMINATED.labels(consumer=durable).inc()
-                    await msg.term()
+                    try:
+                        await msg.term()
+                    except (NatsError, asyncio.TimeoutError):
+                        pass  # redelivered, and terminated then
                     continue
-                await msg.ack_sync()
+                try:
+                    await msg.ack_sync()
+                except (NatsError, asyncio.TimeoutError) as exc:
+                    # Unconfirmed: not run now (at most once). If the ack was
+                    # lost, the command comes back after ack_wait and runs then.
+                    log.warning("could not confirm the ack of a command on %s (%s); not run now",
+                                msg.subject, type(exc).__name__)
+                    continue
                 task = asyncio.create_task(run(command, trace.from_headers(msg.headers)))
                 running.add(task)
                 task.add_done_callback(running.discard)
