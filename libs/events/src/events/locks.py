@@ -34,6 +34,11 @@ PICKUP_LEASE_SECONDS = 60.0
 RUN_LEASE_SECONDS = 30.0
 
 LOCK_PREFIX = f"{LOCK_KEYS}."
+#: Appended to a lock's owner (CAS) by the runner right before it writes the
+#: turn's `turn_end`: a lapsed lock in that state may have its end stored
+#: already (the runner died before releasing it), so a reaper then writes
+#: only the `turn_end`, whose message id makes it a no-op if so.
+ENDING_SUFFIX = "+ending"
 
 
 def end_msg_id(turn_id: str) -> str:
@@ -95,9 +100,11 @@ class TurnLocks:
         return isinstance(last, TurnEnded) and last.turn_id == turn_id
 
     async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
-        """The runner takes ownership; None if the lock is not this turn's any more."""
+        """The runner takes ownership; None if the lock is not this turn's any
+        more, or is not free to claim (a reaper took it over to end the turn).
+        Idempotent for the same owner (a retried claim whose answer was lost)."""
         held = await self.current(session_id)
-        if held is None or held.lock.turn_id != turn_id:
+        if held is None or held.lock.turn_id != turn_id or held.lock.owner not in ("", owner):
             return None
         return await self._set(session_id, held, owner)
 
@@ -136,12 +143,29 @@ class TurnLocks:
             raise
 
     async def reap(self, session_id: str, held: Held, *, reason: str) -> bool:
-        """End a lapsed turn in the log, then free its lock (CAS)."""
+        """End a lapsed turn in the log, then free its lock (CAS).
+
+        The lock decides who writes a turn's end, so nothing is stored after
+        a `turn_end`: a turn whose `turn_end` is the session's last event
+        only has its lock freed; otherwise the reaper first takes the lock
+        over (CAS on the revision it read) and writes only if that worked. A
+        runner whose lease lapsed while NATS was away renews (CAS) before it
+        writes its own end (agent_runner.turns), so only one of them writes;
+        and a runner that died while writing its `turn_end` (ENDING_SUFFIX)
+        gets only a `turn_end` (a duplicate, dropped, if its own is stored)."""
         turn_id = held.lock.turn_id
-        await self._log.append(
-            TurnInterrupted(session_id=session_id, turn_id=turn_id, by="breakglass", reason=reason),
-            msg_id=f"{turn_id}:interrupted",
-        )
+        if await self._ended(session_id, turn_id):
+            return await self._delete(session_id, held.revision)
+        ending = held.lock.owner.endswith(ENDING_SUFFIX)
+        taken = await self._set(session_id, held, "reaper")
+        if taken is None:
+            return False  # renewed, released or reaped meanwhile: not ours to end
+        held = Held(held.lock, taken)
+        if not ending:  # else its runner was writing `turn_end`: no `interrupted` after it
+            await self._log.append(
+                TurnInterrupted(session_id=session_id, turn_id=turn_id, by="breakglass", reason=reason),
+                msg_id=f"{turn_id}:interrupted",
+            )
         await self._log.append(
             TurnEnded(session_id=session_id, turn_id=turn_id, by="breakglass", outcome=Outcome.INTERRUPTED),
             msg_id=end_msg_id(turn_id),

@@ -33,7 +33,7 @@ from events.kinds import (
     TurnEnded,
     TurnFailed,
 )
-from events.locks import TurnLocks, end_msg_id
+from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
 
 from . import metrics
@@ -60,6 +60,8 @@ class ActiveTurn:
     last_output: float = field(default_factory=time.monotonic)
     #: The turn's verb tool while the CLI runs (approval answers go there).
     verbs: VerbTool | None = None
+    #: When this runner last renewed the turn's lease (monotonic).
+    renewed_at: float = field(default_factory=time.monotonic)
 
     def cancel(self, by: str) -> None:
         if self.cancelled_by is None:
@@ -80,15 +82,15 @@ class TurnRunner:
 
     async def run(self, command: StartTurn) -> None:
         sid, tid = command.session_id, command.turn_id
-        revision = await self.locks.claim(sid, tid, self.owner)
+        revision = await self._claim(sid, tid)
         if revision is None:
             log.info("turn is no longer open (cancelled or reaped before pick-up); dropped")
             return
         turn = ActiveTurn(command)
         self.active[sid] = turn
         metrics.TURNS_STARTED.inc()
-        recorder = Recorder(self.events, self.nc, command)
-        lease = asyncio.create_task(self._keep_lease(turn, revision, recorder))
+        recorder = Recorder(self.events, self.nc, command, guard=lambda: self._guard(turn))
+        lease = asyncio.create_task(self._keep_lease(turn, recorder))
         try:
             outcome, reason = await self._run_cli(turn, recorder)
         except Exception as exc:
@@ -100,28 +102,114 @@ class TurnRunner:
         if turn.stop.is_set() and turn.cancelled_by is None:
             log.warning("turn lost its lock (reaped); its end was recorded by the reaper")
             return
+        if not await self._still_owner(turn):
+            log.warning("turn lost its lock before its end was written (reaped); the reaper records its end")
+            return
         if reason is not None:
             await recorder.append(reason)
+        if not await self._still_owner(turn, ending=True):
+            log.warning("turn lost its lock before its end was written (reaped); the reaper records its end")
+            return
         await recorder.append(TurnEnded(outcome=outcome, **recorder.envelope("agent-runner")), msg_id=end_msg_id(tid))
         metrics.turn_ended(outcome, turn.started)
         log.info("turn ended: %s after %.1f s", outcome.value, time.monotonic() - turn.started)
-        await self.locks.release(sid, tid)
+        await self._release(sid, tid)
 
-    async def _keep_lease(self, turn: ActiveTurn, revision: int, recorder: "Recorder") -> None:
+    async def _claim(self, sid: str, tid: str) -> int | None:
+        """Claim the turn's lock, retried while NATS reconnects: the command is
+        already acknowledged, so a claim lost to a NATS blip would leave the
+        turn unstarted until its pick-up lease lapses."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_SECONDS
+        while True:
+            try:
+                return await self.locks.claim(sid, tid, self.owner)
+            except Exception as exc:
+                if loop.time() > deadline:
+                    raise
+                log.warning("could not claim the turn's lock: %s; retrying", exc)
+                await asyncio.sleep(0.2)
+
+    async def _release(self, sid: str, tid: str) -> None:
+        """Free the lock right after `turn_end`, retried while NATS reconnects:
+        a lock left behind blocks the session until its lease lapses."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_SECONDS
+        while True:
+            try:
+                await self.locks.release(sid, tid)
+                return
+            except Exception as exc:
+                if loop.time() > deadline:
+                    raise
+                log.warning("could not release the turn's lock: %s; retrying", exc)
+                await asyncio.sleep(0.2)
+
+    async def _still_owner(self, turn: ActiveTurn, *, ending: bool = False) -> bool:
+        """Renew the lease once more (CAS) before writing the turn's end: the
+        lock decides who writes it. If this runner's lease lapsed (NATS away
+        longer than the lease) and a reaper took the lock over, the reaper
+        writes the end, never both (events.locks.TurnLocks.reap). `ending`:
+        right before `turn_end`, also mark the lock as ending
+        (events.locks.ENDING_SUFFIX), so a reaper never writes `interrupted`
+        after a `turn_end` this runner stored but did not release."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_SECONDS
+        while True:
+            try:
+                mine = await self._renew(turn, ending=ending)
+                if mine is not None:
+                    return mine
+            except Exception as exc:  # NATS briefly away: retry like the appends do
+                if loop.time() > deadline:
+                    raise
+                log.warning("could not confirm the turn's lock before its end: %s; retrying", exc)
+            if loop.time() > deadline:
+                return False  # its lease lapses and a reaper ends the turn
+            await asyncio.sleep(0.2)
+
+    async def _renew(self, turn: ActiveTurn, *, ending: bool = False) -> bool | None:
+        """One renewal (CAS) of the lease if the lock is still this runner's:
+        True renewed, False lost (reaped or taken), None raced (try again)."""
+        command = turn.command
+        held = await self.locks.current(command.session_id)
+        mine = (self.owner, self.owner + ENDING_SUFFIX)
+        if held is None or held.lock.turn_id != command.turn_id or held.lock.owner not in mine:
+            return False
+        owner = mine[1] if ending else held.lock.owner
+        if await self.locks.renew(command.session_id, command.turn_id, owner, held.revision) is None:
+            return None
+        turn.renewed_at = time.monotonic()
+        return True
+
+    async def _guard(self, turn: ActiveTurn) -> bool:
+        """Before each stored event of the turn: is the turn still this
+        runner's? While the lease was renewed recently, yes; after a longer
+        silence (NATS away) a reaper may have ended the turn, so ask the lock
+        (CAS) first, and record nothing more if it is lost: nothing of a
+        turn may follow its `turn_end`."""
+        if turn.stop.is_set() and turn.cancelled_by is None:
+            return False  # lost its lock already
+        if time.monotonic() - turn.renewed_at < self.settings.lease_seconds / 2:
+            return True
+        if await self._still_owner(turn):
+            return True
+        turn.stop.set()  # stop the CLI; the reaper wrote the end
+        return False
+
+    async def _keep_lease(self, turn: ActiveTurn, recorder: "Recorder") -> None:
         """Renew the lease, and tell attached clients the turn is alive."""
-        cmd = turn.command
         while True:
             await recorder.record(self._status(turn))
             await asyncio.sleep(self.settings.lease_renew_seconds)
             try:
-                renewed = await self.locks.renew(cmd.session_id, cmd.turn_id, self.owner, revision)
+                mine = await self._renew(turn)
             except Exception as exc:  # NATS briefly away: try again next round, the lease has slack
                 log.warning("could not renew the lease: %s", exc)
                 continue
-            if renewed is None:
+            if mine is False:
                 turn.stop.set()  # reaped or taken: stop the CLI, do not write an end
                 return
-            revision = renewed
 
     def _status(self, turn: ActiveTurn) -> TurnStatus:
         now = time.monotonic()
@@ -209,11 +297,14 @@ class Recorder:
     """Writes a turn's events: stored ones to the log (idempotent message ids,
     retried while NATS reconnects), live-only ones to the live subject."""
 
-    def __init__(self, events: EventLog, nc: Client, command: StartTurn) -> None:
+    def __init__(self, events: EventLog, nc: Client, command: StartTurn, guard=None) -> None:  # type: ignore[no-untyped-def]
         self._events = events
         self._nc = nc
         self._command = command
         self._count = 0
+        #: Asked before each attempt to store an event: False drops it (the
+        #: turn lost its lock to a reaper, see TurnRunner._guard).
+        self._guard = guard
 
     def envelope(self, by: str) -> dict:
         return {"session_id": self._command.session_id, "turn_id": self._command.turn_id, "by": by}
@@ -234,6 +325,9 @@ class Recorder:
         delay = 0.2
         while True:
             try:
+                if self._guard is not None and not await self._guard():
+                    log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
+                    return
                 await self._events.append(event, msg_id=msg_id)
                 return
             except Exception as exc:

@@ -39,6 +39,16 @@ class Workspace:
 
     @property
     def started(self) -> bool:
+        """True when the CLI holds a conversation to `--resume`. The CLI's own
+        transcript (HOME/.claude/projects/<cwd>/<session id>.jsonl) decides:
+        a runner SIGKILLed after the CLI's init line but before the CLI wrote
+        its transcript leaves the marker without a conversation, and every
+        later `--resume` would fail with "No conversation found"
+        (tests/chaos). The marker decides only where the CLI keeps no such
+        directory."""
+        projects = self.home / ".claude" / "projects"
+        if projects.is_dir():
+            return any(projects.glob(f"*/{self.root.name}.jsonl"))
         return (self.root / "cli-started").exists()
 
     def mark_started(self) -> None:
