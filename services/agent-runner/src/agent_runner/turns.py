@@ -16,7 +16,9 @@ import asyncio
 import time
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from nats.aio.client import Client
 
@@ -46,6 +48,8 @@ from .workspace import Workspace
 log = logging.getLogger("agent-runner.turns")
 
 APPEND_RETRY_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -116,34 +120,15 @@ class TurnRunner:
         await self._release(sid, tid)
 
     async def _claim(self, sid: str, tid: str) -> int | None:
-        """Claim the turn's lock, retried while NATS reconnects: the command is
+        """Claim the turn's lock, through NATS reconnects: the command is
         already acknowledged, so a claim lost to a NATS blip would leave the
         turn unstarted until its pick-up lease lapses."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + APPEND_RETRY_SECONDS
-        while True:
-            try:
-                return await self.locks.claim(sid, tid, self.owner)
-            except Exception as exc:
-                if loop.time() > deadline:
-                    raise
-                log.warning("could not claim the turn's lock: %s; retrying", exc)
-                await asyncio.sleep(0.2)
+        return await _through_reconnects("claim the turn's lock", lambda: self.locks.claim(sid, tid, self.owner))
 
     async def _release(self, sid: str, tid: str) -> None:
-        """Free the lock right after `turn_end`, retried while NATS reconnects:
-        a lock left behind blocks the session until its lease lapses."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + APPEND_RETRY_SECONDS
-        while True:
-            try:
-                await self.locks.release(sid, tid)
-                return
-            except Exception as exc:
-                if loop.time() > deadline:
-                    raise
-                log.warning("could not release the turn's lock: %s; retrying", exc)
-                await asyncio.sleep(0.2)
+        """Free the lock right after `turn_end`, through NATS reconnects: a
+        lock left behind blocks the session until its lease lapses."""
+        await _through_reconnects("release the turn's lock", lambda: self.locks.release(sid, tid))
 
     async def _still_owner(self, turn: ActiveTurn, *, ending: bool = False) -> bool:
         """Renew the lease once more (CAS) before writing the turn's end: the
@@ -291,6 +276,21 @@ class TurnRunner:
 
     def _cancelled(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope]:
         return Outcome.CANCELLED, TurnCancelled(**recorder.envelope(turn.cancelled_by or "operator"))
+
+
+async def _through_reconnects(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()`, tried again while NATS reconnects (for up to
+    APPEND_RETRY_SECONDS, like the appends); then its error propagates."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + APPEND_RETRY_SECONDS
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if loop.time() > deadline:
+                raise
+            log.warning("could not %s: %s; retrying", what, exc)
+            await asyncio.sleep(0.2)
 
 
 class Recorder:
