@@ -129,12 +129,9 @@ async def set_up(cluster: Cluster, timeout: float = 45.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster's JetStream did not take the topology: {last!r}")
             await asyncio.sleep(0.3)
-        while not await all_current(js, cluster):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster's replicas did not become current")
-            await asyncio.sleep(0.2)
     finally:
         await nc.close()
+    await wait_current(cluster, max(deadline - time.monotonic(), 0.0))
 
 
 def stream_names(cluster: Cluster) -> tuple[str, ...]:
