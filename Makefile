@@ -1,19 +1,25 @@
 # Two commands set everything up (SPEC §10):
 #   make run   - bootstrap .venv, start NATS (embedded) and all three services
 #   make test  - bootstrap .venv and the test tools, run the whole suite
+# Every Python package comes from requirements.lock (exact versions, sha256
+# hashes); `make lock` regenerates it (README: "Upgrading a dependency").
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PACKAGES := -e libs/events -e libs/cli -e services/gateway -e services/agent-runner -e services/pve-executor
+PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: run test venv test-deps docs bench clean
+.PHONY: run test venv test-deps docs bench lock clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt libs/events/pyproject.toml libs/cli/pyproject.toml services/*/pyproject.toml
+$(STAMP): requirements.lock libs/events/pyproject.toml libs/cli/pyproject.toml services/*/pyproject.toml
+	@$(PYTHON) scripts/check_python.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(PACKAGES) -r requirements-dev.txt
+	$(PIP) install --require-hashes -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation $(PACKAGES)
+	$(PIP) check
 	@touch $@
 
 run: $(STAMP)
@@ -31,6 +37,11 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# UPGRADE="--upgrade-package NAME" moves one dependency; UPGRADE=--upgrade all.
+lock: $(STAMP)
+	$(PIP) install --require-hashes -r requirements/uv.txt
+	UPGRADE="$(UPGRADE)" bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

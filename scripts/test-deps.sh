@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --- Node: build and test only (README: Supported versions) ---
+if command -v node >/dev/null 2>&1; then
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    if [ "$node_major" -lt 20 ]; then
+        echo "test-deps: Node $(node --version) is older than the supported 20; install Node 20 or newer" >&2
+        exit 2
+    fi
+fi
+
 # --- The real Claude Code CLI (tests/fakeapi drives it against a fake Messages API) ---
 # Pinned exactly in tools/claude-cli/package.json + package-lock.json. The
 # native binary comes in the optional dependency @anthropic-ai/claude-code-<platform>;
@@ -18,11 +27,7 @@ if ! "$claude_cli" --version >/dev/null 2>&1; then
         echo "test-deps: npm not found; cannot install the Claude Code CLI (tests that need it will skip)" >&2
     else
         echo "test-deps: installing the Claude Code CLI into $claude_cli_dir ..."
-        if [ -f "$claude_cli_dir/package-lock.json" ]; then
-            (cd "$claude_cli_dir" && npm ci --no-audit --no-fund --loglevel=error)
-        else
-            (cd "$claude_cli_dir" && npm install --no-audit --no-fund --loglevel=error)
-        fi
+        (cd "$claude_cli_dir" && npm ci --no-audit --no-fund --loglevel=error)
         if ! "$claude_cli" --version >/dev/null 2>&1 \
             && [ -f "$claude_cli_dir/node_modules/@anthropic-ai/claude-code/install.cjs" ]; then
             echo "test-deps: the CLI's postinstall did not run; running it now"

@@ -28,7 +28,7 @@ from events.verbs import Verb
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
-STALE = "docs/ is stale: run `make docs` and commit the result"
+STALE = "docs/ is stale: run `make docs` (it regenerates docs/ from the locked msgspec) and commit the result"
 
 SESSION = str(uuid.uuid4())
 TURN = str(uuid.uuid4())

@@ -26,7 +26,7 @@ ROOTS = tomllib.loads(CONFIG.read_text())["tool"]["importlinter"]["root_packages
 def _lint_imports() -> str:
     beside = Path(sys.executable).parent / "lint-imports"
     found = str(beside) if beside.exists() else shutil.which("lint-imports")
-    assert found, "lint-imports is not installed (it is in requirements-dev.txt)"
+    assert found, "lint-imports is not installed (it is in requirements/dev.in; run make test)"
     return found
 
 

@@ -61,9 +61,10 @@ def _candidates() -> list[Path]:
     try:
         import claude_agent_sdk  # type: ignore[import-not-found]
 
-        out.append(Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")
-    except Exception:
+    except ImportError:  # optional fallback, deliberately not in the lock
         pass
+    else:
+        out.append(Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude")
     return out
 
 

@@ -19,6 +19,28 @@ import nats
 from nats.aio.client import Client
 
 from . import access, metrics
+from .config import ConfigError
+
+#: The oldest nats-server the services run against (README: Supported
+#: versions): atomic batch publishes (`allow_atomic`) arrived in 2.12.
+MIN_SERVER_VERSION = (2, 12)
+
+
+class UnsupportedServer(ConfigError):
+    """The NATS server is older than MIN_SERVER_VERSION."""
+
+
+def check_server(nc: Client) -> None:
+    try:
+        version = nc.connected_server_version
+        found = (version.major, version.minor)
+    except ValueError:  # not semver: a build we cannot judge, so let it be
+        return
+    if found < MIN_SERVER_VERSION:
+        raise UnsupportedServer(
+            f"nats-server {version.major}.{version.minor}.{version.patch} is older than the supported "
+            f"{'.'.join(map(str, MIN_SERVER_VERSION))}; upgrade it (README: Supported versions)"
+        )
 
 
 def servers(url: str) -> list[str]:
@@ -90,6 +112,11 @@ async def connect(url: str, name: str, *, log: logging.Logger | None = None, **o
         closed_cb=on_closed,
         **options,
     )
+    try:
+        check_server(nc)
+    except UnsupportedServer:
+        await nc.close()
+        raise
     metrics.NATS_CONNECTED.set(1)
     return nc
 

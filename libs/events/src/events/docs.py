@@ -21,6 +21,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -116,7 +117,21 @@ def _schema_document(root: Any, **annotations: str) -> dict[str, Any]:
     document: dict[str, Any] = {"$schema": DIALECT, **body, **annotations}
     if components:
         document["definitions"] = components
-    return document
+    return _cleaned(document)
+
+
+def _cleaned(node: Any) -> Any:
+    """Docstring-derived descriptions with their indentation removed here,
+    not by msgspec: msgspec releases disagree on it (0.23 dedents, earlier
+    ones kept it), and the published files must not change with them."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str) else _cleaned(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_cleaned(item) for item in node]
+    return node
 
 
 def schemas() -> dict[str, dict[str, Any]]:

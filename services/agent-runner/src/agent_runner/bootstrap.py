@@ -12,6 +12,7 @@ from functools import partial
 from nats.aio.client import Client
 
 from events import bus, subjects, trace
+from events.config import ConfigError
 from events.codec import ContractError, decode_command, encode
 from events.commands import AnswerApproval, ApprovalReply, CancelReply, CancelTurn, StartTurn
 from events.consumer import consume
@@ -20,7 +21,7 @@ from events.log import EventLog
 from events.metrics import serving
 from events.topology import RUNNER_CONSUMER, Topology, ensure
 
-from . import metrics
+from . import cli, metrics
 from .agent import instructions
 from .settings import Settings
 from .turns import TurnRunner
@@ -37,7 +38,21 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
         await run(stop, settings)
 
 
+async def check_cli(settings: Settings) -> None:
+    """Refuse a CLI older than the runner supports, in one line; a CLI that
+    is missing or says no version is only warned about (turns will say why)."""
+    version = await cli.installed_version(settings.claude_bin)
+    if version is None:
+        log.warning("could not read `%s --version`; turns will fail if the CLI is missing", settings.claude_bin)
+    elif version < cli.MIN_CLI_VERSION:
+        raise ConfigError(
+            f"BREAKGLASS_CLAUDE_BIN: Claude Code CLI {'.'.join(map(str, version))} is older than the supported "
+            f"{'.'.join(map(str, cli.MIN_CLI_VERSION))}; update it (README: Supported versions)"
+        )
+
+
 async def run(stop: asyncio.Event, settings: Settings) -> None:
+    await check_cli(settings)
     nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, log=log)
     if nc is None:
         return  # asked to stop before NATS was reachable

@@ -154,3 +154,36 @@ class CliProcess:
         await self._stderr_task
         self._signal_group(signal.SIGKILL)  # tool processes left in the group go with the turn
         return code
+
+
+#: The oldest Claude Code CLI the runner drives (README: Supported versions);
+#: the suite runs the pinned tools/claude-cli one.
+MIN_CLI_VERSION = (2, 1, 0)
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """`2.1.328 (Claude Code)` -> (2, 1, 328); anything else -> None."""
+    head = text.strip().split(" ", 1)[0].split(".")
+    if len(head) != 3 or not all(part.isdigit() for part in head):
+        return None
+    return int(head[0]), int(head[1]), int(head[2])
+
+
+async def installed_version(claude_bin: str, timeout: float = 15.0) -> tuple[int, int, int] | None:
+    """What `claude --version` says, or None when it cannot say (missing,
+    hung, or a stand-in that prints no version)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            claude_bin, "--version", stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env={"PATH": SAFE_PATH, "HOME": "/nonexistent", "DISABLE_AUTOUPDATER": "1"},
+        )
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    return parse_version(out.decode(errors="replace"))
