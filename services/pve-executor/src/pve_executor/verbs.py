@@ -284,7 +284,7 @@ class VerbHandler:
             await self._record(cmd, VerbProgressed(
                 session_id=cmd.session_id, by=cmd.by, verb=result.verb, phase=VerbPhase.DONE,
                 request_id=cmd.request_id, exit_code=result.exit_code, stdout=result.stdout,
-                stderr=result.stderr, rejected=result.rejected,
+                stderr=result.stderr, rejected=result.rejected, lost=result.lost,
             ), "done")
         except NotRecorded:
             log.error("the outcome of request %s (%s, exit %d) is missing from the log", cmd.request_id,
