@@ -133,3 +133,25 @@ async def test_a_reaped_unstarted_turn_gets_its_end_from_the_gateway_once(rig):
     await log.append(TurnEnded(session_id=sid, turn_id=turn, by="gateway"), msg_id=f"{turn}:turn_end")
     assert await kinds(log, sid) == [("user", turn), ("interrupted", turn), ("turn_end", turn)]
     assert await locks.claim(sid, turn, "runner/1") is None  # the runner that gets the command drops it
+
+
+async def test_a_claim_racing_the_gateways_queued_mark_still_claims(rig):
+    """The runner read the lock, then the gateway marked it queued (a new
+    revision) before the runner's CAS: the claim looks again and wins."""
+    locks, log, clock = rig
+    sid, turn = new_id(), new_id()
+    revision = await locks.take(sid, turn, "ops")
+    real_current = locks.current
+    raced = []
+
+    async def stale_then_real(session_id):  # type: ignore[no-untyped-def]
+        held = await real_current(session_id)
+        if not raced:
+            raced.append(True)
+            assert await locks.queued(sid, turn, revision)  # lands between the read and the CAS
+        return held
+
+    locks.current = stale_then_real
+    assert await locks.claim(sid, turn, "runner/1") is not None
+    locks.current = real_current
+    assert (await locks.current(sid)).lock.owner == "runner/1"

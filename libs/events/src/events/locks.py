@@ -142,11 +142,17 @@ class TurnLocks:
     async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
         """The runner takes ownership; None if the lock is not this turn's any
         more, or is not free to claim (a reaper took it over to end the turn).
-        Idempotent for the same owner (a retried claim whose answer was lost)."""
-        held = await self.current(session_id)
-        if held is None or held.lock.turn_id != turn_id or held.lock.owner not in ("", owner):
-            return None
-        return await self._set(session_id, held, owner)
+        Idempotent for the same owner (a retried claim whose answer was lost).
+        A lost CAS is looked at again: the gateway marking the lock `queued`
+        at the same moment does not make the turn any less open."""
+        for _ in range(5):
+            held = await self.current(session_id)
+            if held is None or held.lock.turn_id != turn_id or held.lock.owner not in ("", owner):
+                return None
+            revision = await self._set(session_id, held, owner)
+            if revision is not None:
+                return revision
+        return None
 
     async def renew(self, session_id: str, turn_id: str, owner: str, revision: int) -> int | None:
         """Extend the lease; None if the lock was reaped or taken meanwhile."""
