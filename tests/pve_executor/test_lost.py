@@ -21,7 +21,9 @@ from events.kinds import VerbPhase
 from events.topology import verb_key, vm_lock_key
 from events.types import new_id
 from events.verbs import Verb
-from pve_executor.records import VmLock, VmLocks
+from events.log import EventLog
+from pve_executor.records import IdempotencyRecords, VmLock, VmLocks
+from pve_executor.verbs import VerbHandler
 from tests.processes import Service, base_env
 from tests.pve_executor.rig import audit_of, executor, request, session_of, settings_for, stored
 from tests.pve_executor.test_through_gateway import HEADERS, gateway  # noqa: F401 - fixture
@@ -39,7 +41,7 @@ def _doomed_executor(nats_url, sshd_server, tmp_path) -> Service:  # type: ignor
     return Service("pve_executor", env, tmp_path / "doomed.log").start()
 
 
-async def _until(check, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+async def _until(check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
         value = await check()
@@ -122,8 +124,8 @@ async def test_a_live_executors_own_lapsed_lock_is_never_taken_for_lost(js, topo
     lapsed = VmLock(request_id=new_id(), verb="reset", by="alice", taken_at=time.time() - 5, owner="me",
                     lease_until=time.time() - 1)
     await kv.create(vm_lock_key(102), encode(lapsed))
-    assert await locks.abandoned(102, owner="me") is None
-    assert (await locks.abandoned(102, owner="someone-else")).lock == lapsed
+    assert await locks.abandoned(102, alive=lambda lock: lock.owner == "me") is None
+    assert (await locks.abandoned(102, alive=lambda lock: False)).lock == lapsed
     busy = await locks.take(102, VmLock(request_id=new_id(), verb="stop", by="bob", taken_at=0, owner="me"))
     assert busy == lapsed  # a taker never takes over in passing: the sweep ends it first
 
@@ -138,3 +140,32 @@ async def test_a_lease_renewed_in_time_keeps_other_mutating_verbs_busy(nats_url,
         done = await reset
     assert (done.result.exit_code, done.result.lost) == (0, False)
     assert (cycle.result.rejected, cycle.result.lost) == (True, False) and cycle.result.stderr.startswith("busy")
+
+
+async def test_its_own_lock_left_behind_is_freed_without_a_lost(nats_url, js, topology):
+    """A verb of this executor ended, but freeing its lock failed (NATS was
+    away): once lapsed, the sweep frees it and records nothing (that verb's
+    own `done` is its answer)."""
+    kv = await js.key_value(topology.kv_bucket)
+    sent: list[str] = []
+
+    async def publish(subject: str, data: bytes) -> None:
+        sent.append(subject)
+
+    handler = VerbHandler(settings=settings_for(nats_url), runner=None, events=EventLog(js, topology),
+                          records=IdempotencyRecords(kv), locks=VmLocks(kv, stale_after=60, lease=LEASE),
+                          publish=publish, owner="me")
+    left = VmLock(request_id=new_id(), verb="reset", by="alice", taken_at=time.time() - 5, owner="me",
+                  lease_until=time.time() - 1)
+    await kv.create(vm_lock_key(102), encode(left))
+    handler.holding.add(left.request_id)
+    assert not await handler.sweep()  # still running here: never lost, whatever the lease says
+    handler.holding.clear()
+    assert not await handler.sweep()  # ended here: freed, nothing recorded
+    assert await audit_of(js, left.request_id) == [] and sent == []
+    try:
+        await kv.get(vm_lock_key(102))
+        freed = False
+    except Exception:
+        freed = True
+    assert freed

@@ -178,9 +178,10 @@ class VmLocks:
         except KeyWrongLastSequenceError:
             return None
 
-    async def abandoned(self, vmid: int, *, owner: str) -> HeldLock | None:
-        """The VM's lock if its holder is gone (and it is not `owner`'s: a
-        live process's own verbs are never abandoned, whatever its lease)."""
+    async def abandoned(self, vmid: int, *, alive: Callable[[VmLock], bool]) -> HeldLock | None:
+        """The VM's lock if its holder is gone: its lease lapsed, and it is
+        not `alive` (the caller's own verb still running, whatever its lease
+        says after NATS was away)."""
         key = vm_lock_key(vmid)
         try:
             entry = await self._kv.get(key)
@@ -189,7 +190,7 @@ class VmLocks:
         if not entry.value:
             return None
         lock = self._decode(entry.value)
-        if lock is not None and (lock.owner == owner or not self.lapsed(lock)):
+        if lock is not None and (alive(lock) or not self.lapsed(lock)):
             return None
         return HeldLock(vmid, entry.revision, lock or _unknown(0.0))
 

@@ -90,6 +90,8 @@ class VerbHandler:
     append_retry_seconds: float = APPEND_RETRY_SECONDS
     #: This process, as VM locks name their holder.
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
+    #: Requests of this process that hold the VM lock right now.
+    holding: set[str] = field(default_factory=set)
 
     async def handle(self, command: Command) -> None:
         match command:
@@ -156,10 +158,13 @@ class VerbHandler:
         executor would have used, so the log holds one `done` whatever
         races. True when a verb was ended."""
         vmid = self.settings.pve_vmid
-        held = await self.locks.abandoned(vmid, owner=self.owner)
+        held = await self.locks.abandoned(vmid, alive=self._alive)
         if held is None or not await self.locks.release(held):
             return False
         lock = held.lock
+        if lock.owner == self.owner:  # a verb of ours that ended while its release failed: its `done` is ours
+            log.info("freed the VM lock request %s of this executor left behind", lock.request_id)
+            return False
         if lock.verb not in ALL:  # unreadable: nothing known to record
             log.warning("freed an unreadable lock of VM %d", vmid)
             return False
@@ -214,10 +219,16 @@ class VerbHandler:
         async with self._leased(held) as lease:
             return await self._run(cmd, verb, self.runner, lease)
 
+    def _alive(self, lock: VmLock) -> bool:
+        return lock.owner == self.owner and lock.request_id in self.holding
+
     @contextlib.asynccontextmanager
     async def _leased(self, held: HeldLock) -> AsyncIterator["Lease"]:
-        """Hold the VM lock for the body, renewing its lease; then free it."""
+        """Hold the VM lock for the body, renewing its lease; then free it
+        (through NATS reconnects; if that fails, the lock lapses and the
+        sweep frees it: never an error in place of the verb's result)."""
         lease = Lease(self.locks, held)
+        self.holding.add(held.lock.request_id)
         keeper = asyncio.create_task(lease.keep(self.settings.verb_lease_seconds / 3))
         try:
             yield lease
@@ -225,8 +236,22 @@ class VerbHandler:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            self.holding.discard(held.lock.request_id)
             if lease.held is not None:
-                await self.locks.release(lease.held)
+                await self._release(lease.held)
+
+    async def _release(self, held: HeldLock) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.verb_lease_seconds
+        while True:
+            try:
+                await self.locks.release(held)
+                return
+            except Exception as exc:
+                if loop.time() > deadline:
+                    log.warning("could not free the VM lock (%s); it lapses and is freed then", exc)
+                    return
+                await asyncio.sleep(0.5)
 
     async def _run(self, cmd: RunVerb, verb: Verb, runner: Runner, lease: "Lease | None" = None) -> VerbResult:
         async def announce() -> None:
