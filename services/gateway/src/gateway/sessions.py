@@ -54,8 +54,10 @@ async def get_session(bus: Bus, session_id: str) -> SessionRecord:
         raise SessionNotFound(session_id) from None
 
 
-async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str) -> str:
-    """Lock, record `user`, publish the command; undo the lock if that fails."""
+async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str, *, read_only: bool = False) -> str:
+    """Lock, record `user`, publish the command; undo the lock if that fails.
+    `read_only`: the runner holds every mutating verb for a human's approval
+    whatever its policy (an alert's triage; StartTurn.read_only)."""
     await get_session(bus, session_id)
     turn_id = new_id()
     trace.bind(session_id=session_id, turn_id=turn_id, by=by)
@@ -70,7 +72,7 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     except Exception:
         await locks.release(session_id, turn_id)
         raise
-    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model)
+    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model, read_only=read_only)
     try:
         await bus.js.publish(subjects.PROMPT, encode(command), headers=trace.headers(**{"Nats-Msg-Id": turn_id}))
     except Exception as exc:
