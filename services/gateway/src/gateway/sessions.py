@@ -36,8 +36,10 @@ class TurnBusy(RuntimeError):
     pass
 
 
-async def open_session(bus: Bus, by: str) -> str:
-    session_id = new_id()
+async def open_session(bus: Bus, by: str, *, session_id: str | None = None) -> str:
+    """A new session (`session_id`: one the caller already chose, e.g. the
+    alert receiver, which names it before it exists)."""
+    session_id = session_id or new_id()
     record = SessionRecord(session_id=session_id, created_by=by, created_at=utcnow())
     await (await bus.kv()).create(session_key(session_id), encode(record))
     return session_id

@@ -3,7 +3,7 @@ to, which alerts are recorded, which triages start.
 
 Per alert group (Alertmanager's group key, per VM):
 1. its session: the group's own while any of its alerts still fires; else
-   the VM's triage session if the VM's window is open (a storm joins one
+   the VM's alert session while the VM's window is open (a storm joins one
    session); else a new session, created by `alertmanager`;
 2. each alert whose status differs from the last one recorded there is
    recorded as an `alert` event (repeats are not: Alertmanager resends the
@@ -26,7 +26,7 @@ import msgspec
 
 from events.kinds import AlertReceived, AlertStatus
 from events.topology import alert_group_key, alert_vm_key
-from events.types import utcnow
+from events.types import new_id, utcnow
 
 from .. import sessions
 from ..bus import Bus
@@ -83,11 +83,8 @@ async def _group(
     async def session_for(group: GroupState | None) -> str:
         if group is not None and not group.closed:
             return group.session_id
-        joined, _ = await state.load(kv, alert_vm_key(vm), VmWindow)
-        if joined is not None and joined.open(state.now(), window):
-            return joined.session_id
         if not opened:
-            opened.append(await sessions.open_session(bus, ALERTMANAGER))
+            opened.append(await _vm_session(bus, vm, window))
         return opened[0]
 
     # 1 + 2: the session, and the alerts whose status changed, recorded.
@@ -126,9 +123,11 @@ async def _group(
 
     async def claim_vm(current: VmWindow | None) -> tuple[VmWindow | None, bool]:
         now = state.now()
-        if current is not None and current.open(now, window):
+        if current is not None and current.triaged_within(now, window):
             return None, False
-        return VmWindow(session_id=session_id, started_at=now), True
+        if current is None or current.session_id != session_id:
+            return VmWindow(session_id=session_id, opened_at=now, triaged_at=now), True
+        return msgspec.structs.replace(current, triaged_at=now), True
 
     if not await state.change(kv, alert_vm_key(vm), VmWindow, claim_vm):
         log.info("VM %s had a triage within %g s; alert recorded only", vm, window)
@@ -136,6 +135,26 @@ async def _group(
         return
     receipt.triages.append(session_id)
     start_triage(session_id, vm, firing[0], key)
+
+
+async def _vm_session(bus: Bus, vm: str, window: float) -> str:
+    """The VM's open alert session, or a new one. Decided by CAS on the VM's
+    record before the session exists, so that concurrent first alerts of a
+    storm all land in the one session that won."""
+    kv = await bus.kv()
+    candidate = new_id()
+
+    async def pick(current: VmWindow | None) -> tuple[VmWindow | None, str]:
+        now = state.now()
+        if current is not None and current.open(now, window):
+            return None, current.session_id
+        triaged_at = current.triaged_at if current is not None else 0.0
+        return VmWindow(session_id=candidate, opened_at=now, triaged_at=triaged_at), candidate
+
+    session_id = await state.change(kv, alert_vm_key(vm), VmWindow, pick)
+    if session_id == candidate:
+        await sessions.open_session(bus, ALERTMANAGER, session_id=candidate)
+    return session_id
 
 
 async def release_group(bus: Bus, key: str, session_id: str) -> None:

@@ -5,10 +5,13 @@ so that gateway replicas (and Alertmanager's retries) agree:
   recorded status (an alert is recorded once per status, however often
   Alertmanager repeats it), and whether a triage runs for it (`triage_until`:
   one at a time; a triage whose gateway died frees the group when it lapses);
-- a VM's window (`alerts.vm-<name>`): when its last triage started and in
-  which session. Within the window no other triage starts for that VM, and
-  alerts of new groups join that session instead of opening one each: a
-  storm of alerts makes one session with one triage.
+- a VM's window (`alerts.vm-<name>`): its current alert session and when
+  its last triage started. Within the window no other triage starts for
+  that VM, and alerts of new groups join that session instead of opening
+  one each: a storm of alerts makes one session with one triage.
+
+Private to the gateway (no other service reads them): plain msgspec Structs
+here, not contract types in libs/events.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from events.codec import ContractError, decode, encode
 
 S = TypeVar("S", bound=msgspec.Struct)
 T = TypeVar("T")
@@ -47,11 +49,17 @@ class GroupState(msgspec.Struct, kw_only=True):
 
 
 class VmWindow(msgspec.Struct, kw_only=True):
+    #: The VM's current alert session: new groups join it while it is open.
     session_id: str
-    started_at: float
+    opened_at: float
+    #: When the VM's last triage started (0: never).
+    triaged_at: float = 0.0
 
     def open(self, now: float, window: float) -> bool:
-        return now - self.started_at < window
+        return now - self.opened_at < window
+
+    def triaged_within(self, now: float, window: float) -> bool:
+        return now - self.triaged_at < window
 
 
 class Lost(RuntimeError):
@@ -65,8 +73,8 @@ async def load(kv: KeyValue, key: str, type_: type[S]) -> tuple[S | None, int]:
     except KeyNotFoundError:
         return None, 0
     try:
-        return (decode(entry.value, type_) if entry.value else None), entry.revision
-    except ContractError:
+        return (msgspec.json.decode(entry.value, type=type_) if entry.value else None), entry.revision
+    except msgspec.DecodeError:
         return None, entry.revision
 
 
@@ -74,9 +82,9 @@ async def save(kv: KeyValue, key: str, record: msgspec.Struct, revision: int) ->
     """Compare-and-set; False when someone else wrote the key first."""
     try:
         if revision == 0:
-            await kv.create(key, encode(record))
+            await kv.create(key, msgspec.json.encode(record))
         else:
-            await kv.update(key, encode(record), last=revision)
+            await kv.update(key, msgspec.json.encode(record), last=revision)
         return True
     except KeyWrongLastSequenceError:
         return False
