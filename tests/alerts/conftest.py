@@ -6,6 +6,7 @@ command on a fake `qm`, and (per test) a real Alertmanager."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 from breakglass.natsd import free_port
 from tests.alerts.rig import ALERT_SECRET, RECEIVER
 from tests.fakeapi import FakeAnthropic
+from tests.notifier.rig import Receiver, running
+from tests.notifier.rig import settings_for as notifier_settings
 from tests.fakeapi.cli import require_claude
 from tests.processes import Service, base_env, runner_env
 from tests.pve_executor.rig import executor, settings_for
@@ -24,6 +27,7 @@ from tests.pve_host.conftest import sshd_server  # noqa: F401 - fixture
 from tests.servers import wait_ready
 
 TOKEN = "operator-token-abcdef"
+LINK_BASE = "https://breakglass.example/"
 
 
 @dataclass
@@ -86,6 +90,29 @@ def stack(nats_url, tmp_path, window) -> Iterator[Stack]:
 async def pve_executor(stack, nats_url, sshd_server, pve) -> AsyncIterator[None]:  # noqa: F811
     async with executor(settings_for(nats_url, sshd_server)):
         yield
+
+
+@pytest.fixture
+async def notifier(stack, nats_url) -> AsyncIterator[Receiver]:
+    """examples/notifier, running, posting JSON to a loopback receiver."""
+    receiver = Receiver().start()
+    try:
+        async with running(notifier_settings(nats_url, receiver.url, link_base=LINK_BASE)):
+            yield receiver
+    finally:
+        receiver.stop()
+
+
+async def diagnosis_notification(receiver: Receiver, timeout: float = 20.0) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for request in receiver.snapshot():
+            body = json.loads(request.body)
+            if body.get("kind") == "diagnosis":
+                return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no diagnosis notification; got {[r.body[:200] for r in receiver.snapshot()]}")
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.alerts.conftest import alert_sessions, events, kinds, wait_for, wait_for_session
+from tests.alerts.conftest import (
+    LINK_BASE, alert_sessions, diagnosis_notification, events, kinds, wait_for, wait_for_session,
+)
 from tests.alerts.rig import alert, alertmanager
 from tests.fakeapi import text, tool_use
 from tests.pve_executor.test_verbs import EXPECTED_CALLS
@@ -23,7 +25,7 @@ def has_kind(kind: str):  # type: ignore[no-untyped-def]
 
 
 async def test_an_alert_through_alertmanager_is_triaged_read_only_and_the_operator_continues(
-    stack, pve_executor, pve, operator, tmp_path,
+    stack, pve_executor, pve, operator, notifier, tmp_path,
 ):
     # The scripted agent asks for a mutating verb first, then concludes.
     stack.api.script(tool_use("mcp__breakglass__pve", {"verb": "reset"}), text("Looked around.\n\n" + CLOSING))
@@ -45,7 +47,6 @@ async def test_an_alert_through_alertmanager_is_triaged_read_only_and_the_operat
         [approval] = kinds(seen, "approval")
         assert approval["verb"] == "reset"
         await asyncio.sleep(1.0)
-        assert "reset" not in " ".join(pve.calls())
         assert sorted(pve.calls()) == sorted(EXPECTED_CALLS[Verb.STATUS] + EXPECTED_CALLS[Verb.FORENSICS])
 
         answer = await operator.post(f"/api/session/{sid}/approval/{approval['approval_id']}", json={"approve": False})
@@ -57,12 +58,16 @@ async def test_an_alert_through_alertmanager_is_triaged_read_only_and_the_operat
         assert [e["phase"] for e in kinds(seen, "verb") if e["verb"] == "reset"] == ["requested", "denied"]
         assert "reset" not in " ".join(pve.calls())
 
+        # The operator is told, with a link to the session.
+        told = await diagnosis_notification(notifier)
+        assert told["message"] == "DevVmDown — diagnosis ready: The root filesystem is full: /var/log filled it."
+        assert told["link"] == f"{LINK_BASE}#/session/{sid}"
+
         # The operator picks the same session up.
         stack.api.script(text("Continuing."))
         started = await operator.post(f"/api/session/{sid}/prompt", json={"prompt": "go on"})
         assert started.status_code == 202, started.text
-        listed = await alert_sessions(operator)
-        assert [s["title"] for s in listed] == ["alert: DevVmDown on devvm"]
+        assert [s["title"] for s in await alert_sessions(operator)] == ["alert: DevVmDown on devvm"]
 
         # Resolved: recorded in the same session, no new triage.
         am.post(alert("DevVmDown", resolved=True, instance="devvm:9100"))
