@@ -1,10 +1,10 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'b3ecd24b8c9e131d';
+const VERSION = '84dc1602d6977b3b';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-DLyHwbMm.js",
+  "./assets/index-DCg7WET-.js",
   "./assets/index-hfqv9IqW.css",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
