@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,18 +61,25 @@ def window() -> str:
 
 
 @pytest.fixture
-def stack(nats_url, tmp_path, window) -> Iterator[Stack]:
+def urls(nats_url) -> Callable[[str], str]:
+    """Each service's NATS URL by role (one open server here; a secured
+    server with a user per role in test_secured.py)."""
+    return lambda role: nats_url
+
+
+@pytest.fixture
+def stack(urls, tmp_path, window) -> Iterator[Stack]:
     claude = str(require_claude())
     port = free_port()
     secret = _secret(tmp_path)
     with FakeAnthropic() as api:
         gateway_env = base_env(
-            nats_url, tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN,
+            urls("gateway"), tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN,
             BREAKGLASS_ALERT_TOKEN_FILE=str(secret), BREAKGLASS_ALERT_WINDOW_SECONDS=window,
             BREAKGLASS_VERB_WAIT_SECONDS="40",
         )
         # `autonomous` on purpose: a triage turn must wait for a human all the same.
-        env = runner_env(nats_url, tmp_path / "runner", claude, api.url, BREAKGLASS_VERB_POLICY="autonomous")
+        env = runner_env(urls("agent-runner"), tmp_path / "runner", claude, api.url, BREAKGLASS_VERB_POLICY="autonomous")
         runner = Service("agent_runner", env, tmp_path / "runner.log").start()
         gateway = Service("gateway", gateway_env, tmp_path / "gateway.log").start()
         stack = Stack(f"http://127.0.0.1:{port}", api, secret, gateway, runner)
@@ -87,8 +94,8 @@ def stack(nats_url, tmp_path, window) -> Iterator[Stack]:
 
 
 @pytest.fixture
-async def pve_executor(stack, nats_url, sshd_server, pve) -> AsyncIterator[None]:  # noqa: F811
-    async with executor(settings_for(nats_url, sshd_server)):
+async def pve_executor(stack, urls, sshd_server, pve) -> AsyncIterator[None]:  # noqa: F811
+    async with executor(settings_for(urls("pve-executor"), sshd_server)):
         yield
 
 
