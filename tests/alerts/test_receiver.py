@@ -55,11 +55,28 @@ async def test_repeats_and_new_alerts_of_a_group_under_triage_start_no_second_tr
     assert [(e["fingerprint"], e["status"]) for e in kinds(seen, "alert")] == [
         ("aaaa1111", "firing"), ("bbbb2222", "firing"), ("aaaa1111", "resolved")]
 
-    # The group is free again: a newly firing alert of it starts the next triage.
-    stack.api.script(text("Again.\n\nStill out of memory."))
-    later = await post_webhook(stack, webhook(("DevVmDown", "cccc3333", "firing"), ("DevVmDown", "bbbb2222", "firing")))
-    assert later.json()["triages"] == [sid]
+    # The triage is over, so the group is free: a newly firing alert of it triages again, in its session.
+    stack.api.script(text("Second look.\n\nMemory again."))
+    again = await post_webhook(stack, webhook(("DevVmDown", "bbbb2222", "firing"), ("DevVmDown", "dddd4444", "firing")))
+    assert again.json()["triages"] == [sid]
     await wait_for(operator, sid, lambda s: len(kinds(s, "diagnosis")) == 2)
+
+    # Every alert resolved: the group closes; a retried resolution stays in its session.
+    closed = webhook(*(("DevVmDown", fp, "resolved") for fp in ("aaaa1111", "bbbb2222", "dddd4444")))
+    for _ in range(2):
+        answer = await post_webhook(stack, closed)
+        assert answer.json()["sessions"] == [sid] and answer.json()["triages"] == []
+    assert len(kinds(await events(operator, sid), "alert")) == 6
+    unknown = await post_webhook(stack, webhook(("Gone", "9999", "resolved"), group_key="never-seen"))
+    assert unknown.json() | {"alerts": 0} == {"alerts": 0, "recorded": 0, "ignored": 1, "sessions": [], "triages": []}
+
+    # A new firing after the group closed: a new incident, in a new session, triaged.
+    stack.api.script(text("Again.\n\nStill out of memory."))
+    later = await post_webhook(stack, webhook(("DevVmDown", "cccc3333", "firing")))
+    [next_sid] = later.json()["triages"]
+    assert next_sid != sid
+    seen = await wait_for(operator, next_sid, has("diagnosis"))
+    assert [(e["fingerprint"], e["status"]) for e in kinds(seen, "alert")] == [("cccc3333", "firing")]
 
 
 @pytest.mark.parametrize("window", ["600"])

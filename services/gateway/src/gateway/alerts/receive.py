@@ -79,9 +79,15 @@ async def _group(
     window = settings.alert_window_seconds
 
     opened: list[str] = []  # a session opened by an attempt that lost its CAS is reused, not opened twice
+    fires = any(alert.status == "firing" for alert in alerts)
+    if not fires and (await state.load(kv, key, GroupState))[0] is None:
+        receipt.ignored += len(alerts)  # resolved alerts of a group never seen: nothing to resolve
+        return
 
     async def session_for(group: GroupState | None) -> str:
-        if group is not None and not group.closed:
+        # A closed group keeps its session for late (retried) resolutions;
+        # only a new firing opens the next incident.
+        if group is not None and (not group.closed or not fires):
             return group.session_id
         if not opened:
             opened.append(await _vm_session(bus, vm, window))
