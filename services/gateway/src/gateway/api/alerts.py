@@ -15,7 +15,7 @@ import hmac
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from ..alerts import payload, receive
+from ..alerts import payload, receive, state
 from ..auth import UNAUTHORIZED
 from .deps import bus_of
 
@@ -40,7 +40,8 @@ def _authenticated(request: Request) -> bool:
     "/alertmanager",
     response_model=Received,
     responses={401: {"description": "no or wrong alert credential"}, 413: {"description": "body too large"},
-               422: {"description": "not an Alertmanager version 4 webhook"}},
+               422: {"description": "not an Alertmanager version 4 webhook"},
+               503: {"description": "the bus is unavailable, or the group is too contended: retry"}},
 )
 async def alertmanager(request: Request) -> Received:
     """Alertmanager's webhook (`webhook_configs`, payload version 4)."""
@@ -56,5 +57,8 @@ async def alertmanager(request: Request) -> Received:
         hook = payload.parse(body)
     except payload.BadPayload as exc:
         raise HTTPException(422, str(exc)) from None
-    receipt = await receive.receive(bus_of(request), request.app.state.settings, hook, request.app.state.triages.start)
+    try:
+        receipt = await receive.receive(bus_of(request), request.app.state.settings, hook, request.app.state.triages.start)
+    except state.Lost:  # Alertmanager retries a 5xx: by then the writers ahead of it are done
+        raise HTTPException(503, "too many concurrent updates of this alert group; try again") from None
     return Received(**vars(receipt))
