@@ -61,6 +61,7 @@ class Context:
         self.data_dir = Path(env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve()
         self.api_date: float | None = None
         self.api_checked_at: float | None = None
+        self.pve_login_ok = False
 
 
 # --- the bus ---------------------------------------------------------------
@@ -170,8 +171,10 @@ def check_clock(ctx: Context) -> Verdict:
 # --- SSH links --------------------------------------------------------------
 
 
-def _ssh(env: Env, role: str, command: str) -> subprocess.CompletedProcess[str] | Verdict:
-    """Run `command` over ssh to `role`'s host with only its pinned key."""
+def _ssh(env: Env, role: str, command: str, *, logged_in: bool = False) -> subprocess.CompletedProcess[str] | Verdict:
+    """Run `command` over ssh to `role`'s host with only its pinned key.
+    Exit 255 is ssh's own failure unless an earlier call `logged_in` (then
+    it is the remote command's, e.g. qm's)."""
     key = role.upper()
     name = f"{role}-ssh"
     host = env.str(f"{key}_HOST")
@@ -195,7 +198,7 @@ def _ssh(env: Env, role: str, command: str) -> subprocess.CompletedProcess[str] 
         res = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return fail(name, f"ssh to {host}:{port} hung for 60s", "check the host and the network")
-    if res.returncode == 255 and not res.stdout:
+    if res.returncode == 255 and not res.stdout and not logged_in:
         err = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "ssh failed"
         if "Host key verification failed" in res.stderr or "REMOTE HOST IDENTIFICATION" in res.stderr:
             return fail(name, f"{host}:{port} presents a host key other than the pinned one",
@@ -223,6 +226,7 @@ def check_pve_refusal(ctx: Context) -> Verdict:
     res = _ssh(ctx.env, "pve", PROBE)
     if isinstance(res, Verdict):
         return res
+    ctx.pve_login_ok = True
     if res.returncode == EX_REFUSED and "refused" in res.stderr:
         return ok("pve-forced-command", "the key runs only breakglass-pve (a non-verb was refused)")
     return fail("pve-forced-command", f"the Proxmox key ran {PROBE!r} (exit {res.returncode}): it is not bound to the forced command",
@@ -230,9 +234,11 @@ def check_pve_refusal(ctx: Context) -> Verdict:
 
 
 def check_pve_status(ctx: Context) -> Verdict:
-    res = _ssh(ctx.env, "pve", "status")
+    if not ctx.pve_login_ok:
+        return Verdict("pve-status", "skip", "no SSH to the Proxmox host (see pve-ssh)")
+    res = _ssh(ctx.env, "pve", "status", logged_in=True)
     if isinstance(res, Verdict):
-        return Verdict("pve-status", "skip", "no SSH to the Proxmox host (see pve-forced-command)")
+        return res
     vmid = ctx.env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999)
     last = (res.stderr.strip().splitlines() or [""])[-1]
     if res.returncode == 0:
