@@ -262,3 +262,37 @@ def test_settings_file_is_under_the_environment(tmp_path: Path) -> None:
     config.write_text("BREAKGLASS_X = [\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         layered_environ({"BREAKGLASS_DATA_DIR": str(tmp_path)})
+
+
+def test_first_recovery_under_up(ready: tuple[Path, dict[str, str]], pve: tuple[sshd.Sshd, PveHost], start_up) -> None:  # type: ignore[no-untyped-def]
+    """README's "Your first recovery": init, `up` (which reads only the
+    settings file for the links), doctor green next to it, `status` pressed."""
+    import urllib.request
+
+    from tests.cli.proc import environ_of, wait_for
+    from tests.cli.test_up import MODULES, ready as answers, services
+
+    data, env = ready
+    _, host = pve
+    links = {k: v for k, v in env.items() if k.startswith(("ANTHROPIC_", "BREAKGLASS_CLAUDE_BIN"))}
+    up = start_up(BREAKGLASS_DATA_DIR=str(data), BREAKGLASS_API_TOKEN="t", **links)
+    wait_for(lambda: answers(up.base), 15, "GET /ready to answer 200")
+    doctor_env = {k: v for k, v in env.items() if k != "BREAKGLASS_NATS_URL"}
+    doctor_env["BREAKGLASS_NATS_PORT"] = up.env["BREAKGLASS_NATS_PORT"]
+    rc, checks = doctor(doctor_env)
+    assert rc == 0, checks
+    assert checks["nats"]["status"] == "ok"
+
+    gateway, runner, executor = (environ_of(pid) for pid in (services(up)[m] for m in MODULES))
+    assert executor["BREAKGLASS_PVE_KEY_FILE"] == str(data / "keys" / "pve_ed25519")
+    assert "BREAKGLASS_PVE_KEY_FILE" not in gateway and "BREAKGLASS_PVE_KEY_FILE" not in runner
+    assert runner["BREAKGLASS_DEVVM_HOST"] and "BREAKGLASS_DEVVM_HOST" not in executor
+    assert {e["BREAKGLASS_CONFIG"] for e in (gateway, runner, executor)} == {"none"}
+
+    before = host.calls().count("status 102")
+    press = urllib.request.Request(f"{up.base}/api/pve/status", data=b"{}", method="POST",
+                                   headers={"Authorization": "Bearer t", "Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(press, timeout=60) as answer:
+        body = json.loads(answer.read())
+    assert body == {"verb": "status", "exit_code": 0, "stdout": "status: running\n", "stderr": "", "rejected": False}
+    assert host.calls().count("status 102") == before + 1

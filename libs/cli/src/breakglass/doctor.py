@@ -75,36 +75,48 @@ def check_nats(ctx: Context) -> Verdict:
     url = _nats_url()
     streams = Topology.from_env(ctx.env)
 
-    async def probe() -> list[str]:
+    async def probe() -> tuple[list[str], list[str]]:
         import nats
+        from nats.js.errors import NotFoundError
 
         async def quiet(exc: Exception) -> None:
             pass
 
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False,
-                                error_cb=quiet)  # fmt: skip
+        from events import access
+        from events.bus import role_of, servers
+
+        role = role_of(url)
+        prefix = {"inbox_prefix": access.inbox_prefix(role)} if role else {}
+        nc = await nats.connect(servers(url), name="breakglass-doctor", connect_timeout=3, allow_reconnect=False,
+                                error_cb=quiet, **prefix)  # fmt: skip
         try:
-            js = nc.jetstream()
-            missing = []
+            js = nc.jetstream(timeout=3)
+            missing, hidden = [], []
             for name in (streams.events_stream, streams.commands_stream):
                 try:
                     await js.stream_info(name)
-                except Exception:
+                except NotFoundError:
                     missing.append(name)
-            return missing
+                except Exception:
+                    hidden.append(name)  # next to `up` doctor is the `reader` user, which may not look
+            return missing, hidden
         finally:
             await nc.close()
 
     from events.bus import redact
 
     try:
-        missing = asyncio.run(asyncio.wait_for(probe(), 10))
+        missing, hidden = asyncio.run(asyncio.wait_for(probe(), 20))
     except Exception as exc:
         return fail("nats", f"cannot reach NATS at {redact(url)} ({type(exc).__name__})",
                     "start the console: `breakglass up` (or fix BREAKGLASS_NATS_URL)")  # fmt: skip
     if missing:
         return fail("nats", f"NATS answers but the streams {', '.join(missing)} are missing", "run `breakglass setup`")
-    return ok("nats", f"NATS at {redact(url)} with its streams")
+    if len(hidden) == 2:
+        return fail("nats", f"NATS at {redact(url)} answers but shows this user no stream",
+                    "run doctor next to `breakglass up` (it reads the reader password) or give BREAKGLASS_NATS_URL a user that may")  # fmt: skip
+    seen = "its streams" if not hidden else f"the stream {streams.events_stream} ({', '.join(hidden)} not visible to this user)"
+    return ok("nats", f"NATS at {redact(url)} with {seen}")
 
 
 # --- the agent's CLI and model ---------------------------------------------
