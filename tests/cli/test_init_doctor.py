@@ -225,6 +225,18 @@ def test_interactive_init_asks_before_pinning(tmp_path: Path, pve: tuple[sshd.Ss
     assert fingerprint(server.host_key.with_suffix(".pub")) in out.getvalue()
     assert not (data / "known_hosts" / "pve").exists()
 
+    # Confirmed this time; no devvm (an empty answer skips it).
+    answers = iter([server.host, str(server.port), server.user, "4242", "yes", ""])
+    monkey.setattr("builtins.input", lambda prompt="": next(answers))
+    monkey.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    try:
+        assert init.run(args, out=out) == 0
+    finally:
+        monkey.undo()
+    assert (data / "known_hosts" / "pve").read_text() == server.known_hosts
+    settings = Env(layered_environ({"BREAKGLASS_CONFIG": str(data / "config.toml")}))
+    assert settings.int("PVE_VMID", 102) == 4242 and settings.str("DEVVM_HOST") is None
+
 
 def test_installer_shows_then_applies_then_changes_nothing(tmp_path: Path, pve: tuple[sshd.Sshd, PveHost],
                                                           devvm: sshd.Sshd) -> None:  # fmt: skip
@@ -296,3 +308,28 @@ def test_first_recovery_under_up(ready: tuple[Path, dict[str, str]], pve: tuple[
         body = json.loads(answer.read())
     assert body == {"verb": "status", "exit_code": 0, "stdout": "status: running\n", "stderr": "", "rejected": False}
     assert host.calls().count("status 102") == before + 1
+
+
+def test_the_walkthrough_uses_only_commands_that_exist() -> None:
+    """Every `breakglass ...` line of README's "Your first recovery" parses."""
+    import shlex
+
+    from breakglass.cli import build_parser
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Your first recovery", 1)[1].split("\n### ", 1)[0]
+    joined = section.replace("\\\n", " ")
+    lines = [line.split("#", 1)[0].strip() for line in joined.splitlines() if line.strip().startswith(".venv/bin/breakglass")]
+    assert {shlex.split(line)[1] for line in lines} >= {"init", "doctor"}
+    for line in lines:
+        build_parser().parse_args(shlex.split(line)[1:])
+
+
+def test_a_broken_settings_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("BREAKGLASS_PVE_HOST = \n")
+    res = breakglass("doctor", env=clean_env(BREAKGLASS_DATA_DIR=str(tmp_path)))
+    assert res.returncode == 1 and "FAIL settings" in res.stdout and "not valid TOML" in res.stdout
+    res = breakglass("logs", env=clean_env(BREAKGLASS_DATA_DIR=str(tmp_path)))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "not valid TOML" in res.stderr
+    res = breakglass("doctor", env=clean_env(BREAKGLASS_CONFIG=str(tmp_path / "absent.toml")))
+    assert "BREAKGLASS_CONFIG names" in res.stdout and res.returncode == 1

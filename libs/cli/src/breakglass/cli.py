@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import audit, doctor, init, logs
-from .settings import SERVICES, service_env
+from .settings import SERVICES, ConfigError, service_env
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -110,5 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigError as exc:  # e.g. a malformed settings file, read by whichever tool ran first
+        print(f"breakglass: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -166,6 +166,8 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-unt
     installer.chmod(0o700)
 
     print(f"\nwrote {config}", file=out)
+    if config.resolve() != (Path(".breakglass") / CONFIG_NAME).resolve() and not env.str("CONFIG"):
+        print(f"    (not the default place: export BREAKGLASS_CONFIG={config} for `up` and the tools)", file=out)
     print(f"\nOn the Proxmox node {pve.host}, as root (shows the changes, then makes them):", file=out)
     print(f"    scp {installer} root@{pve.host}:/root/ && ssh root@{pve.host}", file=out)
     print(f"    sh /root/{INSTALLER_NAME}            # shows what it would change", file=out)
