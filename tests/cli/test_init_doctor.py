@@ -155,7 +155,12 @@ def _unwritable_data_dir(data: Path, env: dict[str, str], server: sshd.Sshd, hos
     ("breaks", "check", "says", "fix"),
     [
         (_wrong_host_key, "pve-ssh", "host key other than the pinned one", "verify the host's key ON the host"),
-        (_no_forced_command, "pve-forced-command", "not bound to the forced command", 'command="/usr/local/sbin/breakglass-pve'),
+        (
+            _no_forced_command,
+            "pve-forced-command",
+            "not bound to the forced command",
+            'command="/usr/local/sbin/breakglass-pve',
+        ),
         (_missing_qm, "pve-status", "no-such-qm is not executable", "install qm"),
         (_wrong_vmid, "pve-status", "qm does not know the configured VM", "VMID= in /etc/breakglass-pve.conf"),
         (_unreachable_api, "model-api", "cannot reach http://127.0.0.1", "ANTHROPIC_BASE_URL"),
@@ -164,7 +169,12 @@ def _unwritable_data_dir(data: Path, env: dict[str, str], server: sshd.Sshd, hos
     ids=lambda v: v.__name__.strip("_") if callable(v) else None,
 )
 def test_each_broken_link_has_its_own_verdict(
-    ready: tuple[Path, dict[str, str]], pve: tuple[sshd.Sshd, PveHost], breaks, check: str, says: str, fix: str,  # type: ignore[no-untyped-def]
+    ready: tuple[Path, dict[str, str]],
+    pve: tuple[sshd.Sshd, PveHost],
+    breaks,
+    check: str,
+    says: str,
+    fix: str,  # type: ignore[no-untyped-def]
 ) -> None:
     data, env = ready
     server, host = pve
@@ -179,7 +189,9 @@ def test_each_broken_link_has_its_own_verdict(
     assert failed <= {check, "pve-status"}, checks
 
 
-def test_init_never_pins_a_key_nobody_vouched_for(tmp_path: Path, pve: tuple[sshd.Sshd, PveHost], devvm: sshd.Sshd) -> None:
+def test_init_never_pins_a_key_nobody_vouched_for(
+    tmp_path: Path, pve: tuple[sshd.Sshd, PveHost], devvm: sshd.Sshd
+) -> None:
     server, _ = pve
     data = tmp_path / "data"
     env = clean_env()
@@ -267,7 +279,10 @@ def test_settings_file_is_under_the_environment(tmp_path: Path) -> None:
     env = Env(merged)
     assert env.str("PVE_HOST") == "from-env"
     assert env.int("PVE_VMID", 102) == 103
-    assert layered_environ({"BREAKGLASS_DATA_DIR": str(tmp_path), "BREAKGLASS_CONFIG": "none"}).get("BREAKGLASS_MODEL") is None
+    assert (
+        layered_environ({"BREAKGLASS_DATA_DIR": str(tmp_path), "BREAKGLASS_CONFIG": "none"}).get("BREAKGLASS_MODEL")
+        is None
+    )
     config.write_text("OTHER = 1\n")
     with pytest.raises(ConfigError, match="not a BREAKGLASS_"):
         layered_environ({"BREAKGLASS_DATA_DIR": str(tmp_path)})
@@ -319,7 +334,9 @@ def test_the_walkthrough_uses_only_commands_that_exist() -> None:
     text = (REPO / "README.md").read_text()
     section = text.split("### Your first recovery", 1)[1].split("\n### ", 1)[0]
     joined = section.replace("\\\n", " ")
-    lines = [line.split("#", 1)[0].strip() for line in joined.splitlines() if line.strip().startswith(".venv/bin/breakglass")]
+    lines = [
+        line.split("#", 1)[0].strip() for line in joined.splitlines() if line.strip().startswith(".venv/bin/breakglass")
+    ]
     assert {shlex.split(line)[1] for line in lines} >= {"init", "doctor"}
     for line in lines:
         build_parser().parse_args(shlex.split(line)[1:])

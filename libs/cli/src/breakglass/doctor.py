@@ -115,7 +115,11 @@ def check_nats(ctx: Context) -> Verdict:
     if len(hidden) == 2:
         return fail("nats", f"NATS at {redact(url)} answers but shows this user no stream",
                     "run doctor next to `breakglass up` (it reads the reader password) or give BREAKGLASS_NATS_URL a user that may")  # fmt: skip
-    seen = "its streams" if not hidden else f"the stream {streams.events_stream} ({', '.join(hidden)} not visible to this user)"
+    seen = (
+        "its streams"
+        if not hidden
+        else f"the stream {streams.events_stream} ({', '.join(hidden)} not visible to this user)"
+    )
     return ok("nats", f"NATS at {redact(url)} with {seen}")
 
 
@@ -218,7 +222,9 @@ def _ssh(env: Env, role: str, command: str, *, logged_in: bool = False) -> subpr
         if "Permission denied" in res.stderr:
             return fail(name, f"{host}:{port} refused the key for {user}",
                         "install the key: run the installer `breakglass init` wrote (or its authorized_keys line)")  # fmt: skip
-        return fail(name, f"cannot connect to {host}:{port}: {err}", f"check BREAKGLASS_{key}_HOST/PORT and the network")
+        return fail(
+            name, f"cannot connect to {host}:{port}: {err}", f"check BREAKGLASS_{key}_HOST/PORT and the network"
+        )
     return res
 
 
@@ -261,7 +267,9 @@ def check_pve_status(ctx: Context) -> Verdict:
     if "does not exist" in last:
         return fail("pve-status", f"qm does not know the configured VM: {last}",
                     "set VMID= in /etc/breakglass-pve.conf (and sudoers) to the devvm's id")  # fmt: skip
-    return fail("pve-status", f"`status` failed (exit {res.returncode}): {last}", "read the node's syslog (breakglass-pve)")
+    return fail(
+        "pve-status", f"`status` failed (exit {res.returncode}): {last}", "read the node's syslog (breakglass-pve)"
+    )
 
 
 # --- this machine ------------------------------------------------------------
@@ -274,7 +282,11 @@ def check_data_dir(ctx: Context) -> Verdict:
         with tempfile.NamedTemporaryFile(dir=d, prefix=".doctor-"):
             pass
     except OSError as exc:
-        return fail("data-dir", f"{d} is not writable ({exc.strerror})", f"chown/chmod {d} for this user, or set BREAKGLASS_DATA_DIR")
+        return fail(
+            "data-dir",
+            f"{d} is not writable ({exc.strerror})",
+            f"chown/chmod {d} for this user, or set BREAKGLASS_DATA_DIR",
+        )
     free = shutil.disk_usage(d).free
     if free < MIN_FREE_BYTES:
         return fail("data-dir", f"{d}: only {free // 2**20} MiB free", "free disk space; the audit log needs room")

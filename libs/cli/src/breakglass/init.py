@@ -122,7 +122,9 @@ def _target(args: argparse.Namespace, env: Env, role: str, default_user: str, in
     if interactive:
         port = int(_ask(f"{role} SSH port", str(port)))
         user = _ask(f"{role} SSH user", user)
-    return Target(role, host, port, user, getattr(args, f"{role}_fingerprint"), getattr(args, f"accept_{role}_host_key"))
+    return Target(
+        role, host, port, user, getattr(args, f"{role}_fingerprint"), getattr(args, f"accept_{role}_host_key")
+    )
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
@@ -207,7 +209,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         p.add_argument(f"--{role}-host")
         p.add_argument(f"--{role}-port", type=int)
         p.add_argument(f"--{role}-user", help=f"default {user}")
-        p.add_argument(f"--{role}-fingerprint", metavar="SHA256:...", help="the host key you expect; nothing else is pinned")
+        p.add_argument(
+            f"--{role}-fingerprint", metavar="SHA256:...", help="the host key you expect; nothing else is pinned"
+        )
         p.add_argument(f"--accept-{role}-host-key", action="store_true",
                        help="pin the key seen now and print its fingerprint (check it yourself)")  # fmt: skip
     p.add_argument("--pve-vmid", type=int)
