@@ -350,3 +350,19 @@ def test_a_broken_settings_file_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr and "not valid TOML" in res.stderr
     res = breakglass("doctor", env=clean_env(BREAKGLASS_CONFIG=str(tmp_path / "absent.toml")))
     assert "BREAKGLASS_CONFIG names" in res.stdout and res.returncode == 1
+
+
+def test_a_refused_credential_and_a_wrong_clock_are_named(ready: tuple[Path, dict[str, str]], api: FakeAnthropic) -> None:
+    from tests.fakeapi import error
+
+    _, env = ready
+    api.script(error(401, "invalid x-api-key", "authentication_error"))
+    rc, checks = doctor(env)
+    assert rc == 1 and checks["model-api"]["status"] == "fail"
+    assert "refused the credential (HTTP 401)" in checks["model-api"]["summary"]
+    assert "ANTHROPIC_API_KEY" in checks["model-api"]["fix"]
+
+    api.script(error(529, "overloaded", "overloaded_error", Date="Mon, 01 Jan 2024 00:00:00 GMT"))
+    rc, checks = doctor(env)
+    assert checks["model-api"]["status"] == "ok"  # reached, credential not refused
+    assert rc == 1 and checks["clock"]["status"] == "fail" and "off the API's" in checks["clock"]["summary"]
