@@ -129,6 +129,10 @@ def _target(args: argparse.Namespace, env: Env, role: str, default_user: str, in
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     env = Env()
+    try:
+        pveinstall.deploy_dir()  # before anything is written: the installer is made from it
+    except FileNotFoundError as exc:
+        raise InitError(str(exc)) from None
     interactive = not args.yes and sys.stdin.isatty()
     data_dir = Path(args.data_dir or env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve()
     _private_dir(data_dir)

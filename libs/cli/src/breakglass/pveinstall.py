@@ -17,7 +17,7 @@ CONF_PATH = "/etc/breakglass-pve.conf"
 SUDOERS_PATH = "/etc/sudoers.d/breakglass-pve"
 
 
-def _deploy_dir() -> Path:
+def deploy_dir() -> Path:
     """deploy/pve-host of this checkout (the installer embeds its files)."""
     here = Path(__file__).resolve()
     for parent in here.parents:
@@ -28,12 +28,12 @@ def _deploy_dir() -> Path:
 
 
 def _conf(vmid: int) -> str:
-    text = (_deploy_dir() / "breakglass-pve.conf").read_text()
+    text = (deploy_dir() / "breakglass-pve.conf").read_text()
     return "".join(f"VMID={vmid}\n" if line.startswith("VMID=") else line + "\n" for line in text.splitlines())
 
 
 def _sudoers(vmid: int) -> str:
-    return (_deploy_dir() / "sudoers").read_text().replace(" 102", f" {vmid}")
+    return (deploy_dir() / "sudoers").read_text().replace(" 102", f" {vmid}")
 
 
 def authorized_keys_line(public_key: str, source: str | None = None) -> str:
@@ -51,6 +51,9 @@ changes=0
 # put PATH MODE NAME: install the here-document on stdin at PATH unless it is already there.
 put() {
     new=$(mktemp); cat >"$new"
+    case $1 in /etc/sudoers.d/*)  # a broken sudoers file would break sudo for everyone: check before installing
+        if [ -z "$root" ] && ! visudo -c -q -f "$new"; then echo "refusing $1: visudo rejects it" >&2; exit 1; fi ;;
+    esac
     if [ -f "$root$1" ] && cmp -s "$new" "$root$1"; then
         echo "unchanged  $1"
     else
@@ -80,7 +83,6 @@ fi
 _TAIL = r"""
 if [ "$apply" = 1 ] && [ -z "$root" ]; then
     chown -R "$ACCOUNT:" "$home/.ssh"; chmod 0700 "$home/.ssh"
-    visudo -c -q -f /etc/sudoers.d/breakglass-pve
 fi
 if [ "$apply" = 1 ]; then echo "done: $changes change(s)"
 elif [ "$changes" = 0 ]; then echo "nothing to change"
@@ -96,7 +98,7 @@ def _heredoc(path: str, mode: str, what: str, text: str) -> str:
 
 def script(public_key: str, vmid: int, account: str = "breakglass", source: str | None = None) -> str:
     """The installer's text."""
-    forced = (_deploy_dir() / "breakglass-pve").read_text()
+    forced = (deploy_dir() / "breakglass-pve").read_text()
     parts = [
         "#!/bin/sh\n",
         "# Written by `breakglass init`: installs the breakglass forced command on this\n",
