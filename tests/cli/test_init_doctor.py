@@ -127,6 +127,12 @@ def _wrong_host_key(data: Path, env: dict[str, str], server: sshd.Sshd, host: Pv
     (data / "known_hosts" / "pve").write_text(sshd.known_hosts_line(server.host, server.port, other))
 
 
+def _wrong_devvm_host_key(data: Path, env: dict[str, str], server: sshd.Sshd, host: PveHost) -> None:
+    other = sshd.keypair(data / "other_host_key")
+    line = (data / "known_hosts" / "devvm").read_text().split()[0]
+    (data / "known_hosts" / "devvm").write_text(f"{line} {sshd.public_key(other)}\n")
+
+
 def _no_forced_command(data: Path, env: dict[str, str], server: sshd.Sshd, host: PveHost) -> None:
     server.authorized_keys.write_text(f"restrict {sshd.public_key(data / 'keys' / 'pve_ed25519')}\n")
 
@@ -155,6 +161,7 @@ def _unwritable_data_dir(data: Path, env: dict[str, str], server: sshd.Sshd, hos
     ("breaks", "check", "says", "fix"),
     [
         (_wrong_host_key, "pve-ssh", "host key other than the pinned one", "verify the host's key ON the host"),
+        (_wrong_devvm_host_key, "devvm-ssh", "host key other than the pinned one", "--devvm-host"),
         (
             _no_forced_command,
             "pve-forced-command",
