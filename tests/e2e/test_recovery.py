@@ -32,7 +32,10 @@ async def test_a_restarted_runner_interrupts_its_predecessors_turn_at_start_up(s
     interrupted = next(f.json for f in frames if f.kind == "interrupted")
     assert "restarted" in interrupted["reason"], interrupted
     assert next(f.json for f in frames if f.kind == "turn_end")["outcome"] == "interrupted"
-    assert "ended a turn this runner's previous process left running" in stack.runner.log()
+    deadline = time.monotonic() + 10  # the line is written right after the events it reports
+    while "ended a turn this runner's previous process left running" not in stack.runner.log():
+        assert time.monotonic() < deadline, stack.runner.log()
+        await asyncio.sleep(0.1)
     # the lock is free and the session goes on, on the new runner
     stack.api.clear()
     stack.api.script(text("back"))
