@@ -67,6 +67,8 @@ class ChaosStack:
     nats: natsd.Natsd | None = None
     services: dict[str, Service] = field(default_factory=dict)
     kills: dict[str, int] = field(default_factory=dict)
+    #: Extra settings per service, applied at its next (re)start.
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def nats_url(self) -> str:
@@ -77,6 +79,9 @@ class ChaosStack:
         return f"http://127.0.0.1:{self.gateway_port}"
 
     def env(self, target: str) -> dict[str, str]:
+        return {**self._env(target), **self.overrides.get(target, {})}
+
+    def _env(self, target: str) -> dict[str, str]:
         if target == "gateway":
             return base_env(
                 self.nats_url, self.dir / "gateway", BREAKGLASS_PORT=str(self.gateway_port), BREAKGLASS_API_TOKEN=TOKEN,

@@ -55,8 +55,9 @@ from .stack import FOLLOW_UP, HEADERS, TARGETS, VERB_WAIT_SECONDS, ChaosStack
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-#: A turn whose runner or gateway died before the runner claimed it is ended
-#: when its pick-up lease (60 s, events.locks) lapses: the longest wait here.
+#: A turn whose runner died after taking its command but before claiming
+#: it is ended when its pick-up lease (60 s, events.locks) lapses: the
+#: longest wait here (a gateway that died before publishing costs 3 s).
 SETTLE_SECONDS = 120.0
 RESET_CALL = f"reset {VMID}"
 

@@ -169,3 +169,35 @@ async def test_only_live_kinds_of_this_session_reach_browsers_on_the_live_subjec
         await nc.close()
     live = [f for f in frames if f.event == "message"]
     assert {f.json["text"] for f in live} == {"tok"}
+
+
+async def test_a_prompt_that_outlasts_its_pending_lease_is_ended_once_and_answered_503(client, gateway, monkeypatch):
+    """A gateway stalled between the lock and the published command (a
+    reaper freed the lock meanwhile) learns it when it marks the lock
+    queued: it ends the turn (one `interrupted`, one `turn_end`, after the
+    `user`) and says so, instead of a 202 for a turn no runner will run.
+    The stall cannot be produced on cue with real parts: the lock is born
+    lapsed, and a reaper runs right after `user` is stored."""
+    from events import locks
+    from events.kinds import UserPrompted
+    from events.log import EventLog
+
+    monkeypatch.setattr(locks, "PENDING_LEASE_SECONDS", -1.0)
+    append = EventLog.append
+
+    async def append_then_reap(self, event, *, msg_id=None):  # type: ignore[no-untyped-def]
+        seq = await append(self, event, msg_id=msg_id)
+        if isinstance(event, UserPrompted):
+            kv = await self._js.key_value(Topology().kv_bucket)
+            assert await locks.TurnLocks(kv, self).reap_lapsed() == [event.session_id]
+        return seq
+
+    monkeypatch.setattr(EventLog, "append", append_then_reap)
+    sid = await open_session(client)
+    answer = await client.post(f"/api/session/{sid}/prompt", json={"prompt": "stalled"})
+    assert answer.status_code == 503, answer.text
+    assert "interrupted before it could start" in answer.json()["detail"]
+    monkeypatch.undo()
+    frames = await collect(client, f"/api/session/{sid}/stream", until=caught_up)
+    assert [f.kind for f in frames if f.kind] == ["user", "interrupted", "turn_end"]
+    assert (await client.post(f"/api/session/{sid}/prompt", json={"prompt": "again"})).status_code == 202

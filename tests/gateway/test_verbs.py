@@ -71,4 +71,4 @@ async def test_no_executor_answering_is_a_502_with_a_clear_stderr(gateway, gatew
     assert answer.status_code == 502
     body = answer.json()
     assert body["verb"] == "status" and body["exit_code"] != 0 and "no answer from pve-executor" in body["stderr"]
-    assert set(body) == {"verb", "exit_code", "stdout", "stderr", "rejected"}
+    assert set(body) == {"verb", "exit_code", "stdout", "stderr", "rejected", "lost"}

@@ -60,3 +60,12 @@ def test_the_agent_is_used_only_without_a_key_file():
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError, match=f"BREAKGLASS_{name}"):
         settings(**{name: value})
+
+
+def test_the_verb_lease_is_at_most_15_seconds():
+    assert (settings().verb_lease_seconds, settings().sweep_seconds) == (10.0, 2.0)
+    assert settings(VERB_LEASE_SECONDS="4").sweep_seconds == 1.0
+    with pytest.raises(ConfigError, match="BREAKGLASS_VERB_LEASE_SECONDS must be at most 15, got 60"):
+        settings(VERB_LEASE_SECONDS="60")
+    with pytest.raises(ConfigError, match="BREAKGLASS_VERB_LEASE_SECONDS must be at least 1"):
+        settings(VERB_LEASE_SECONDS="0.5")

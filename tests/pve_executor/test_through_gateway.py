@@ -49,7 +49,7 @@ async def test_a_failing_verb_is_502_with_the_same_body(gateway, nats_url, sshd_
         answer = await c.post("/api/pve/start")
     assert answer.status_code == 502
     body = answer.json()
-    assert set(body) == {"verb", "exit_code", "stdout", "stderr", "rejected"} and body["exit_code"] == 3
+    assert set(body) == {"verb", "exit_code", "stdout", "stderr", "rejected", "lost"} and body["exit_code"] == 3
 
 
 async def test_a_retried_press_with_the_same_key_resets_once(gateway, nats_url, sshd_server, pve):

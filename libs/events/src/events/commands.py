@@ -79,6 +79,10 @@ class VerbResult(msgspec.Struct, kw_only=True):
     stdout: str = ""
     stderr: str = ""
     rejected: bool = False
+    #: pve-executor died while the verb was in its hands (its lease lapsed):
+    #: the real outcome is unknown. `rejected` then says the command surely
+    #: never reached the host; false means the host may have run it.
+    lost: bool = False
 
 
 class CancelReply(msgspec.Struct, kw_only=True):

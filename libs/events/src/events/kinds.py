@@ -151,6 +151,9 @@ class VerbProgressed(Envelope, tag="verb"):
     stdout: str | None = None
     stderr: str | None = None
     rejected: bool = False
+    #: On `done`: pve-executor died while running the verb and another
+    #: executor ended it (commands.VerbResult.lost says what is known).
+    lost: bool = False
 
 
 class ApprovalRequested(Envelope, tag="approval"):

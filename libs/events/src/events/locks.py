@@ -2,12 +2,18 @@
 any number of gateway and runner replicas.
 
 Every change is a compare-and-set on the key's revision:
-- the gateway `take`s the lock (create-if-absent) before recording `user`;
+- the gateway `take`s the lock (create-if-absent) before recording `user`,
+  with a short lease (PENDING_LEASE_SECONDS): until its command is
+  published, the lock's owner is that one HTTP request, and a gateway that
+  dies inside it must not block the session for long;
+- once the command is published, the gateway marks the lock `queued`, with
+  the longer pick-up lease (the command may wait for a free runner);
 - the runner that picks the command up `claim`s it (sets itself as owner)
   and `renew`s the lease while the CLI runs;
 - the turn's end `release`s it.
 A lock whose lease lapsed belongs to a process that died: `reap` records
-`interrupted` + `turn_end` and frees it. Those two events carry message ids
+`interrupted` + `turn_end` and frees it (or, when the turn's `user` was
+never stored, only frees it: a `turn_end` always follows its `user`). Those two events carry message ids
 derived from the turn id, the same ones the runner uses for its own final
 events, so whichever side gets there first, the log shows exactly one
 `turn_end` per turn (JetStream drops the duplicate).
@@ -24,11 +30,15 @@ from nats.js.kv import KeyValue
 from . import metrics
 from .codec import ContractError, decode, encode
 from .commands import TurnLock
-from .kinds import Outcome, TurnEnded, TurnInterrupted
+from .kinds import Outcome, TurnEnded, TurnInterrupted, UserPrompted
 from .log import WRONG_LAST_SEQUENCE, EventLog
 from .topology import LOCK_KEYS, kv_keys, lock_key
 
-#: A lock not yet claimed by a runner lapses after this long (queue wait).
+#: A lock whose command is not yet published (the gateway is recording
+#: `user` and publishing, a few milliseconds) lapses after this long.
+PENDING_LEASE_SECONDS = 3.0
+#: A lock whose command is queued but not yet claimed by a runner lapses
+#: after this long (queue wait).
 PICKUP_LEASE_SECONDS = 60.0
 #: A running turn's lease; the runner renews it well before it lapses.
 RUN_LEASE_SECONDS = 30.0
@@ -39,6 +49,8 @@ LOCK_PREFIX = f"{LOCK_KEYS}."
 #: already (the runner died before releasing it), so a reaper then writes
 #: only the `turn_end`, whose message id makes it a no-op if so.
 ENDING_SUFFIX = "+ending"
+#: The owner a reaper writes (CAS) before it ends a lapsed turn.
+REAPER = "reaper"
 
 
 def end_msg_id(turn_id: str) -> str:
@@ -73,14 +85,14 @@ class TurnLocks:
             return Held(TurnLock(turn_id="00000000-0000-0000-0000-000000000000", by="unknown",
                                  started_at=0, lease_until=0), entry.revision)
 
-    async def take(self, session_id: str, turn_id: str, by: str) -> bool:
-        """Create the lock if no turn runs; reap a lapsed one first. False = busy."""
+    async def take(self, session_id: str, turn_id: str, by: str) -> int | None:
+        """Create the lock if no turn runs, with the short pending lease; reap
+        a lapsed one first. Returns its revision (for `queued`); None = busy."""
         now = self._clock()
-        lock = TurnLock(turn_id=turn_id, by=by, started_at=now, lease_until=now + PICKUP_LEASE_SECONDS)
+        lock = TurnLock(turn_id=turn_id, by=by, started_at=now, lease_until=now + PENDING_LEASE_SECONDS)
         for _ in range(2):
             try:
-                await self._kv.create(lock_key(session_id), encode(lock))
-                return True
+                return await self._kv.create(lock_key(session_id), encode(lock))
             except KeyWrongLastSequenceError:
                 held = await self.current(session_id)
                 if held is None:
@@ -90,23 +102,57 @@ class TurnLocks:
                     # release: the turn is over, whoever frees the lock.
                     await self._delete(session_id, held.revision)
                 elif held.lock.lease_until > now:
-                    return False
+                    return None
                 else:
                     await self.reap(session_id, held, reason="the previous turn's runner stopped answering")
+        return None
+
+    async def queued(self, session_id: str, turn_id: str, revision: int) -> bool:
+        """The turn's command is published: extend the pending lease to the
+        pick-up lease (CAS on the revision `take` returned). True when the
+        turn is still open (also when a runner claimed it already); False
+        when a reaper got there first (the gateway stalled past the pending
+        lease): the caller then ends the turn itself."""
+        for _ in range(3):
+            held = await self.current(session_id)
+            if held is None or held.lock.turn_id != turn_id or held.lock.owner == REAPER:
+                return False
+            if held.lock.owner:
+                return True  # claimed by a runner: its run lease counts now
+            lock = TurnLock(turn_id=turn_id, by=held.lock.by, started_at=held.lock.started_at,
+                            lease_until=self._clock() + PICKUP_LEASE_SECONDS)
+            try:
+                await self._kv.update(lock_key(session_id), encode(lock), last=held.revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue  # claimed or reaped in between: look again
         return False
 
     async def _ended(self, session_id: str, turn_id: str) -> bool:
         last = await self._log.last_event(session_id)
         return isinstance(last, TurnEnded) and last.turn_id == turn_id
 
+    async def _prompted(self, session_id: str, turn_id: str) -> bool:
+        """Is the `user` of a turn no runner claimed stored? It is then the
+        session's newest event (nothing else of the turn is written before
+        a runner claims it, and the lock keeps other turns out)."""
+        last = await self._log.last_event(session_id)
+        return isinstance(last, UserPrompted) and last.turn_id == turn_id
+
     async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
         """The runner takes ownership; None if the lock is not this turn's any
         more, or is not free to claim (a reaper took it over to end the turn).
-        Idempotent for the same owner (a retried claim whose answer was lost)."""
-        held = await self.current(session_id)
-        if held is None or held.lock.turn_id != turn_id or held.lock.owner not in ("", owner):
-            return None
-        return await self._set(session_id, held, owner)
+        Idempotent for the same owner (a retried claim whose answer was lost).
+        A lost CAS is looked at again: the gateway marking the lock `queued`
+        at the same moment does not make the turn any less open."""
+        for _ in range(5):
+            held = await self.current(session_id)
+            if held is None or held.lock.turn_id != turn_id or held.lock.owner not in ("", owner):
+                return None
+            revision = await self._set(session_id, held, owner)
+            if revision is not None:
+                return revision
+        return None
 
     async def renew(self, session_id: str, turn_id: str, owner: str, revision: int) -> int | None:
         """Extend the lease; None if the lock was reaped or taken meanwhile."""
@@ -157,10 +203,18 @@ class TurnLocks:
         if await self._ended(session_id, turn_id):
             return await self._delete(session_id, held.revision)
         ending = held.lock.owner.endswith(ENDING_SUFFIX)
-        taken = await self._set(session_id, held, "reaper")
+        unclaimed = not held.lock.owner
+        taken = await self._set(session_id, held, REAPER)
         if taken is None:
             return False  # renewed, released or reaped meanwhile: not ours to end
         held = Held(held.lock, taken)
+        if unclaimed and not await self._prompted(session_id, turn_id):
+            # The gateway died before it stored `user`: there is no turn to
+            # end, only the lock to free (a `turn_end` needs its `user`).
+            freed = await self._delete(session_id, held.revision)
+            if freed:
+                metrics.LEASES_LAPSED.inc()
+            return freed
         if not ending:  # else its runner was writing `turn_end`: no `interrupted` after it
             await self._log.append(
                 TurnInterrupted(session_id=session_id, turn_id=turn_id, by="breakglass", reason=reason),
@@ -177,15 +231,26 @@ class TurnLocks:
 
     async def reap_lapsed(self) -> list[str]:
         """Reap every lapsed lock; returns the sessions whose turn was ended."""
-        keys = await kv_keys(self._kv)
-        reaped = []
         now = self._clock()
-        for key in keys:
+        return await self._reap_where(lambda lock: lock.lease_until <= now,
+                                      reason="the agent runner stopped answering (lease lapsed)")
+
+    async def reap_owned(self, prefix: str, *, except_owner: str, reason: str) -> list[str]:
+        """Reap every lock whose owner starts with `prefix` but is not
+        `except_owner`, lapsed or not: for a caller that knows those owners
+        are dead (a restarted runner ending its predecessor's turns, see
+        agent_runner.identity) instead of waiting out their lease."""
+        mine = (except_owner, except_owner + ENDING_SUFFIX)
+        return await self._reap_where(lambda lock: lock.owner.startswith(prefix) and lock.owner not in mine,
+                                      reason=reason)
+
+    async def _reap_where(self, dead, *, reason: str) -> list[str]:  # type: ignore[no-untyped-def]
+        reaped = []
+        for key in await kv_keys(self._kv, f"{LOCK_PREFIX}*"):
             if not key.startswith(LOCK_PREFIX):
                 continue
             session_id = key[len(LOCK_PREFIX):]
             held = await self.current(session_id)
-            if held is not None and held.lock.lease_until <= now:
-                if await self.reap(session_id, held, reason="the agent runner stopped answering (lease lapsed)"):
-                    reaped.append(session_id)
+            if held is not None and dead(held.lock) and await self.reap(session_id, held, reason=reason):
+                reaped.append(session_id)
         return reaped

@@ -234,15 +234,17 @@ async def check(js: JetStreamContext, t: Topology = Topology()) -> str | None:
 KV_LISTING_INACTIVE_SECONDS = 2.0
 
 
-async def kv_keys(kv: KeyValue) -> list[str]:
-    """The bucket's live keys (deleted ones left out), [] when none.
+async def kv_keys(kv: KeyValue, pattern: str = ">") -> list[str]:
+    """The bucket's live keys matching `pattern` (e.g. `locks.*`; deleted
+    ones left out), [] when none.
 
     Use this, not `kv.keys()`: nats-py's watcher behind `keys()` leaves its
     ordered consumer on the server for 5 minutes after it is done, and a
     stream holds at most 1,000 consumers (nats-server's default), so about a
     thousand listings within 5 minutes (GET /api/sessions, the reaper) made
     every further one fail. Here the server removes it 2 s after."""
-    watcher = await kv.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=KV_LISTING_INACTIVE_SECONDS)
+    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True,
+                             inactive_threshold=KV_LISTING_INACTIVE_SECONDS)
     keys: list[str] = []
     try:
         async for entry in watcher:

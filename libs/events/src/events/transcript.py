@@ -62,7 +62,8 @@ def describe(event: Envelope) -> str:
             return f"— turn ended ({event.outcome.value if event.outcome else 'ok'}) —"
         case VerbProgressed():
             detail = f" exit {event.exit_code}" if event.exit_code is not None else ""
-            return f"power verb `{event.verb.value}` {event.phase.value}{detail} (by {event.by})" + (
+            phase = "lost" if event.lost else event.phase.value
+            return f"power verb `{event.verb.value}` {phase}{detail} (by {event.by})" + (
                 f"\n\n```\n{_clip((event.stdout or '') + (event.stderr or ''))}\n```" if event.stdout or event.stderr else ""
             )
         case ApprovalRequested():

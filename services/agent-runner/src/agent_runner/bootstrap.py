@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import uuid
 from functools import partial
 
 from nats.aio.client import Client
@@ -21,14 +19,15 @@ from events.log import EventLog
 from events.metrics import serving
 from events.topology import RUNNER_CONSUMER, Topology, ensure
 
-from . import cli, metrics
+from . import cli, identity, metrics
 from .agent import instructions
 from .settings import Settings
 from .turns import TurnRunner
 
 log = logging.getLogger("agent-runner")
 
-REAP_EVERY_SECONDS = 5.0
+#: Also bounds how long a lapsed lock waits (events.locks.PENDING_LEASE_SECONDS + this).
+REAP_EVERY_SECONDS = 2.0
 
 
 async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
@@ -61,13 +60,15 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         topology = Topology.from_env()
         kv = await ensure(js, topology)
         events = EventLog(js, topology)
+        me = identity.acquire(settings.data_dir)
         runner = TurnRunner(
             settings=settings, nc=nc, events=events,
             locks=TurnLocks(kv, events, run_lease=settings.lease_seconds),
-            owner=f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}",
+            owner=me.owner,
             system_prompt=instructions(settings.agent_file) if settings.agent_file else "",
         )
         metrics.watch(runner)
+        await end_predecessors_turns(runner.locks, me)
         cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
         approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
@@ -83,6 +84,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             stopper.cancel()
             await cancels.unsubscribe()
             await approvals.unsubscribe()
+            me.release()
     finally:
         await nc.close()
 
@@ -134,6 +136,23 @@ async def cancel_on_stop(runner: TurnRunner, stop: asyncio.Event) -> None:
     await stop.wait()
     for turn in list(runner.active.values()):
         turn.cancel("agent-runner")
+
+
+async def end_predecessors_turns(locks: TurnLocks, me: identity.Identity) -> None:
+    """A runner restarted on its data directory ends the turns its dead
+    predecessor owned now, not a whole lease later (agent_runner.identity).
+    Best effort: whatever this misses, the reaper ends when its lease lapses."""
+    if not me.exclusive:
+        return
+    try:
+        ended = await locks.reap_owned(me.predecessors, except_owner=me.owner,
+                                       reason="the agent runner restarted; the turn it was running was lost")
+    except Exception as exc:
+        log.warning("could not end the previous run's turns at start-up (%s); their lease will lapse", exc)
+        return
+    for session_id in ended:
+        with trace.bound(session_id=session_id):
+            log.warning("ended a turn this runner's previous process left running")
 
 
 async def reap_forever(locks: TurnLocks, stop: asyncio.Event) -> None:

@@ -16,7 +16,7 @@ from nats.js.errors import KeyNotFoundError
 from events import subjects, trace
 from events.codec import ContractError, decode, encode
 from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn
-from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, UserPrompted
+from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, TurnInterrupted, UserPrompted
 from events.locks import end_msg_id
 from events.topology import session_key
 from events.types import new_id, utcnow
@@ -34,6 +34,10 @@ class SessionNotFound(LookupError):
 
 class TurnBusy(RuntimeError):
     pass
+
+
+class TurnLost(RuntimeError):
+    """The turn was ended before it was queued (see `start_turn`)."""
 
 
 async def open_session(bus: Bus, by: str, *, session_id: str | None = None) -> str:
@@ -57,14 +61,18 @@ async def get_session(bus: Bus, session_id: str) -> SessionRecord:
 
 
 async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str, *, read_only: bool = False) -> str:
-    """Lock, record `user`, publish the command; undo the lock if that fails.
-    `read_only`: the runner holds every mutating verb for a human's approval
-    whatever its policy (an alert's triage; StartTurn.read_only)."""
+    """Lock, record `user`, publish the command, mark the lock queued; undo
+    the lock if that fails. Until it is marked queued the lock has a short
+    lease (events.locks), so a gateway dying in here frees the session in
+    seconds. `read_only`: the runner holds every mutating verb for a
+    human's approval whatever its policy (an alert's triage;
+    StartTurn.read_only)."""
     await get_session(bus, session_id)
     turn_id = new_id()
     trace.bind(session_id=session_id, turn_id=turn_id, by=by)
     locks = await bus.locks()
-    if not await locks.take(session_id, turn_id, by):
+    revision = await locks.take(session_id, turn_id, by)
+    if revision is None:
         raise TurnBusy(session_id)
     try:
         await bus.log.append(
@@ -83,8 +91,30 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
             session_id=session_id, turn_id=turn_id, by="gateway", error="the turn could not be queued"),
             Outcome.ERROR)
         raise
+    if not await _queued(locks, session_id, turn_id, revision):
+        # This request outlasted the pending lease and a reaper freed the
+        # lock; the runner will drop the command. End the turn (the reaper
+        # did too if it saw `user`: same message ids, stored once).
+        log.error("turn %s was reaped before it was queued (the gateway stalled)", turn_id)
+        await bus.log.append(TurnInterrupted(session_id=session_id, turn_id=turn_id, by="gateway",
+                                             reason="the gateway stalled before the turn was queued"),
+                             msg_id=f"{turn_id}:interrupted")
+        await bus.log.append(TurnEnded(session_id=session_id, turn_id=turn_id, by="gateway",
+                                       outcome=Outcome.INTERRUPTED), msg_id=end_msg_id(turn_id))
+        raise TurnLost(session_id)
     log.info("turn queued (model %s, prompt of %d characters)", model, len(prompt))
     return turn_id
+
+
+async def _queued(locks, session_id: str, turn_id: str, revision: int) -> bool:  # type: ignore[no-untyped-def]
+    """`locks.queued`; if the bus fails right then, the command is queued
+    all the same: a runner's claim takes the lock over within the pending
+    lease, so the turn is treated as started."""
+    try:
+        return await locks.queued(session_id, turn_id, revision)
+    except Exception as exc:
+        log.warning("could not mark turn %s queued (%s); a runner's claim takes the lock over", turn_id, exc)
+        return True
 
 
 async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:

@@ -59,7 +59,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             runner=runner_for(settings),
             events=EventLog(js, topology),
             records=IdempotencyRecords(kv),
-            locks=VmLocks(kv, stale_after=settings.lock_stale_seconds),
+            locks=VmLocks(kv, stale_after=settings.lock_stale_seconds, lease=settings.verb_lease_seconds),
             publish=_publisher(nc),
             max_payload=nc.max_payload or 1024 * 1024,
         )
@@ -74,13 +74,31 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
                 log.warning("offering every key of the ssh-agent: if one the host accepts is not bound to the "
                             "forced command there, a verb would run as a plain command; prefer "
                             "BREAKGLASS_PVE_KEY_FILE with the one restricted key")
-        await consume(
-            js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
-            stop=stop, log=log, topology=topology,
-            concurrency=settings.concurrency, poll_seconds=settings.poll_seconds,
-        )
+        sweeper = asyncio.create_task(sweep_forever(handler, stop))
+        try:
+            await consume(
+                js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
+                stop=stop, log=log, topology=topology,
+                concurrency=settings.concurrency, poll_seconds=settings.poll_seconds,
+            )
+        finally:
+            sweeper.cancel()
     finally:
         await nc.close()
+
+
+async def sweep_forever(handler: VerbHandler, stop: asyncio.Event) -> None:
+    """End the verb of an executor that died mid-verb as `lost` and free
+    the VM, from start-up on (a restarted executor ends its predecessor's)."""
+    while not stop.is_set():
+        try:
+            await handler.sweep()
+        except Exception as exc:
+            log.warning("looking for a lost verb failed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), handler.settings.sweep_seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 def _publisher(nc: Client):  # type: ignore[no-untyped-def]

@@ -21,7 +21,8 @@ from .ssh import EX_TIMEOUT
 #: did not finish in time (the host may have acted). rejected: nothing ran
 #: (refused, busy, expired, not configured, SSH failed before sending).
 #: duplicate: a repeated idempotency key, answered with the first result.
-OUTCOMES = ("ok", "failed", "timeout", "rejected", "duplicate")
+#: lost: its executor died running it, and another ended it (verbs.sweep).
+OUTCOMES = ("ok", "failed", "timeout", "rejected", "duplicate", "lost")
 #: Seconds: `status` takes well under one; `cycle` waits for a shutdown.
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -37,6 +38,8 @@ for _verb in ALL:  # every series exported from the start, so the first failure 
 
 
 def outcome_of(result: VerbResult) -> str:
+    if result.lost:
+        return "lost"
     if result.rejected:
         return "rejected"
     if result.exit_code == 0:

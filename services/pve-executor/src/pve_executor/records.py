@@ -7,9 +7,12 @@ replicas agree.
   A key names one press, so its first answer is its only answer, whatever
   it was (success, failure, busy).
 - `vmlocks.<vmid>` (`VmLock`): held while a mutating verb runs on that VM,
-  so two presses cannot interleave a stop with a reset. A lock older than
-  the longest a verb can take belongs to an executor that died holding it,
-  and may be taken over (CAS on its revision, so only one taker wins).
+  so two presses cannot interleave a stop with a reset. The holder renews
+  a short lease on it while the verb runs; a lock whose lease lapsed
+  belongs to an executor that died holding it. The lock says which request
+  it was and whether the command may have reached the host, so whoever
+  frees it (CAS on its revision, so only one wins) ends that verb as
+  `lost` (verbs.VerbHandler.sweep).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode, encode
+from events.log import WRONG_LAST_SEQUENCE
 from events.commands import VerbRecord
 from events.topology import verb_key, vm_lock_key
 
@@ -34,12 +38,22 @@ log = logging.getLogger("pve-executor.records")
 class VmLock(msgspec.Struct, kw_only=True):
     """A VM's lock: which request holds it, since when (epoch seconds).
 
-    Private to pve-executor (the only reader and writer of `vmlocks.*`)."""
+    Private to pve-executor (the only reader and writer of `vmlocks.*`).
+    The fields after `taken_at` came with the lease; a lock without them
+    (written by an older executor) lapses `stale_after` its `taken_at`."""
 
     request_id: str
     verb: str
     by: str
     taken_at: float
+    #: The executor process holding it, and until when (epoch seconds).
+    owner: str = ""
+    lease_until: float = 0.0
+    #: What ending the verb as `lost` needs: where to record and store it.
+    session_id: str | None = None
+    idempotency_key: str | None = None
+    #: Set right before the command is sent: the host may have run it.
+    sent: bool = False
 
 
 _vm_lock_decoder = msgspec.json.Decoder(VmLock)
@@ -77,8 +91,27 @@ class IdempotencyRecords:
             log.error("unreadable verb record for an idempotency key: %s", exc)
             return None
 
-    async def finish(self, key: str, record: VerbRecord) -> None:
-        await self._kv.put(verb_key(key), encode(record))
+    async def finish(self, key: str, record: VerbRecord) -> bool:
+        """Store the key's one result (CAS): only while the key's record is
+        still `running` for the same request. False when it is done already
+        (an executor that outlived its lease finds its verb ended `lost`)."""
+        for _ in range(3):
+            try:
+                entry = await self._kv.get(verb_key(key))
+            except KeyNotFoundError:
+                return False
+            try:
+                current = decode(entry.value or b"", VerbRecord)
+            except ContractError:
+                current = None
+            if current is not None and (current.state != "running" or current.request_id != record.request_id):
+                return False
+            try:
+                await self._kv.update(verb_key(key), encode(record), last=entry.revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue
+        return False
 
     async def wait_done(self, key: str, seconds: float, poll: float = 0.1) -> VerbRecord | None:
         """The key's record once it is done, or None after `seconds`."""
@@ -101,42 +134,78 @@ class HeldLock:
 
 
 class VmLocks:
-    def __init__(self, kv: KeyValue, *, stale_after: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kv: KeyValue, *, stale_after: float, lease: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._kv = kv
         self._stale_after = stale_after
+        self._lease = lease
         self._clock = clock
 
-    async def take(self, vmid: int, request_id: str, verb: str, by: str) -> HeldLock | VmLock:
-        """The lock (ours now), or the lock that holds the VM (busy)."""
+    def lapsed(self, lock: VmLock | None) -> bool:
+        """Its holder is gone: lease lapsed (or, for a lock from before
+        leases, older than the longest a verb can take; or unreadable)."""
+        if lock is None:
+            return True
+        now = self._clock()
+        if lock.lease_until:
+            return lock.lease_until <= now
+        return now - lock.taken_at >= self._stale_after
+
+    async def take(self, vmid: int, lock: VmLock) -> HeldLock | VmLock:
+        """The lock (ours now, its lease starting), or the lock that holds
+        the VM (busy), a lapsed one included: `abandoned` + the sweep end
+        and free those, never a taker in passing."""
         key = vm_lock_key(vmid)
-        lock = VmLock(request_id=request_id, verb=verb, by=by, taken_at=self._clock())
-        try:
-            return HeldLock(vmid, await self._kv.create(key, encode(lock)), lock)
-        except KeyWrongLastSequenceError:
-            pass
-        try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:  # released in between: one more try
+        lock = msgspec.structs.replace(lock, taken_at=self._clock(), lease_until=self._clock() + self._lease)
+        for _ in range(2):
             try:
                 return HeldLock(vmid, await self._kv.create(key, encode(lock)), lock)
             except KeyWrongLastSequenceError:
-                return await self._holder(key) or _unknown(self._clock())
-        current = self._decode(entry.value)
-        if current is not None and self._clock() - current.taken_at < self._stale_after:
-            return current
-        log.warning("taking over the abandoned lock of VM %d (%s)", vmid,
-                    f"{current.verb} by {current.by}, request {current.request_id}" if current else "unreadable")
-        try:
-            return HeldLock(vmid, await self._kv.update(key, encode(lock), last=entry.revision), lock)
-        except KeyWrongLastSequenceError:  # another taker won
-            return await self._holder(key) or _unknown(self._clock())
+                pass
+            holder = await self._holder(key)
+            if holder is not None:
+                return holder
+        return _unknown(self._clock())
 
-    async def release(self, held: HeldLock) -> None:
+    async def renew(self, held: HeldLock, *, sent: bool = False) -> HeldLock | None:
+        """Extend the lease (and mark the command sent), CAS; None when the
+        lock is not ours any more (an executor ended our verb as `lost`)."""
+        lock = msgspec.structs.replace(held.lock, lease_until=self._clock() + self._lease,
+                                       sent=held.lock.sent or sent)
+        try:
+            return HeldLock(held.vmid, await self._kv.update(vm_lock_key(held.vmid), encode(lock),
+                                                             last=held.revision), lock)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def abandoned(self, vmid: int, *, alive: Callable[[VmLock], bool]) -> HeldLock | None:
+        """The VM's lock if its holder is gone: its lease lapsed, and it is
+        not `alive` (the caller's own verb still running, whatever its lease
+        says after NATS was away)."""
+        key = vm_lock_key(vmid)
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        lock = self._decode(entry.value)
+        if lock is not None and (alive(lock) or not self.lapsed(lock)):
+            return None
+        return HeldLock(vmid, entry.revision, lock or _unknown(0.0))
+
+    async def release(self, held: HeldLock) -> bool:
+        """Free the lock (CAS); False when it is not this revision any more."""
         try:
             await self._kv.delete(vm_lock_key(held.vmid), last=held.revision)
+            return True
         except KeyWrongLastSequenceError:
-            log.warning("the lock of VM %d was taken over while request %s held it",
-                        held.vmid, held.lock.request_id)
+            pass
+        except APIError as exc:  # nats-py reports a stale revision on delete as a plain API error
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+        log.warning("the lock of VM %d was taken over while request %s held it", held.vmid, held.lock.request_id)
+        return False
 
     async def _holder(self, key: str) -> VmLock | None:
         try:

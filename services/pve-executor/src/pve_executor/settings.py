@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from events.config import Env, nats_url
+from events.config import PREFIX, ConfigError, Env, nats_url
 
 #: Everything that happens after the connection is up is bounded by the verb
 #: timeout; getting the connection up has its own, shorter limit.
@@ -20,6 +20,10 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 #: Slack added to the longest a verb can take before its VM lock counts as
 #: abandoned (the executor holding it died) and may be taken over.
 LOCK_MARGIN_SECONDS = 15.0
+#: A running mutating verb's lease on its VM lock (renewed every third of
+#: it): an executor dead this long has its verb ended `lost`.
+VERB_LEASE_SECONDS = 10.0
+MAX_VERB_LEASE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Settings:
     agent_socket: str | None = None
     connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
     lock_margin_seconds: float = LOCK_MARGIN_SECONDS
+    verb_lease_seconds: float = VERB_LEASE_SECONDS
     #: How long a repeated idempotency key waits for the first run's result;
     #: None = as long as that run can possibly take.
     duplicate_wait_seconds: float | None = None
@@ -64,6 +69,7 @@ class Settings:
             verb_timeout_seconds=env.float("VERB_TIMEOUT_SECONDS", 120.0, minimum=1.0),
             mutating_max_age_seconds=env.float("VERB_MAX_AGE_SECONDS", 60.0, minimum=1.0),
             output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
+            verb_lease_seconds=_lease(env),
             agent_socket=agent_socket if agent_socket is not None else (os.environ.get("SSH_AUTH_SOCK") or None),
             metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
             metrics_port=env.int("EXECUTOR_METRICS_PORT", 0, minimum=0, maximum=65535),
@@ -73,6 +79,12 @@ class Settings:
     def longest_run_seconds(self) -> float:
         """The most a verb can take from connect to answer."""
         return self.connect_timeout_seconds + self.verb_timeout_seconds
+
+    @property
+    def sweep_seconds(self) -> float:
+        """How often a lost verb is looked for: a lost verb is ended within
+        its lease plus this."""
+        return min(2.0, self.verb_lease_seconds / 4)
 
     @property
     def lock_stale_seconds(self) -> float:
@@ -97,3 +109,11 @@ class Settings:
         if not self.pve_key_file and not self.agent_socket:
             return prefix + "neither BREAKGLASS_PVE_KEY_FILE nor an ssh-agent (SSH_AUTH_SOCK) gives a client key"
         return None
+
+
+def _lease(env: Env) -> float:
+    """A lost verb must not hold the power buttons for long: at most 15 s."""
+    lease = env.float("VERB_LEASE_SECONDS", VERB_LEASE_SECONDS, minimum=1.0)
+    if lease > MAX_VERB_LEASE_SECONDS:
+        raise ConfigError(f"{PREFIX}VERB_LEASE_SECONDS must be at most {MAX_VERB_LEASE_SECONDS:g}, got {lease:g}")
+    return lease

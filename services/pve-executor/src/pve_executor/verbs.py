@@ -18,15 +18,26 @@ reaches the hypervisor unaudited.
 configured, and SSH failures before the command was sent (unknown host key,
 refused key, no connection). A time-out after the command was sent is not a
 rejection: the host may have acted.
+
+An executor can die mid-verb (kill -9, a lost host). A mutating verb's VM
+lock carries a short lease its holder renews, and what is known about the
+verb: once the lease lapses, any executor (a restarted one, a replica:
+`sweep`, every few seconds and before each mutating verb) frees the lock and
+ends the verb `lost` the way it would have ended: one `done` (with `lost`
+set, `rejected` when the command had surely not been sent), the key's
+record, a reply. Nothing is ever run again for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from events import subjects
@@ -34,12 +45,12 @@ from events.codec import encode
 from events.commands import Command, RunVerb, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
 from events.log import EventLog
-from events.types import utcnow
+from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 
 from . import metrics
 from .output import fit
-from .records import HeldLock, IdempotencyRecords, VmLocks
+from .records import HeldLock, IdempotencyRecords, VmLock, VmLocks
 from .settings import Settings
 from .ssh import BeforeSend, Completed
 
@@ -77,6 +88,10 @@ class VerbHandler:
     publish: Publish
     max_payload: int = 1024 * 1024
     append_retry_seconds: float = APPEND_RETRY_SECONDS
+    #: This process, as VM locks name their holder.
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
+    #: Requests of this process that hold the VM lock right now.
+    holding: set[str] = field(default_factory=set)
 
     async def handle(self, command: Command) -> None:
         match command:
@@ -119,14 +134,53 @@ class VerbHandler:
                 stderr=f"pve-executor failed while handling the verb ({type(exc).__name__}); check with `status`",
             )
         result = fit(result, self.max_payload, ENVELOPE_BYTES)
-        if claimed:
-            try:
-                await self.records.finish(key, VerbRecord(request_id=cmd.request_id, verb=verb, state="done",
-                                                          result=result))  # type: ignore[arg-type]
-            except Exception:
-                log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
+        if claimed and not await self._finish(cmd, verb, result):
+            log.error("request %s was ended `lost` while it ran (this executor's lease lapsed); its real "
+                      "outcome, exit %d: %s", cmd.request_id, result.exit_code, (result.stdout + result.stderr)[:500])
+            return
         await self._answer(cmd, result)
         metrics.answered(verb, metrics.outcome_of(result), started)
+
+    async def _finish(self, cmd: RunVerb, verb: Verb, result: VerbResult) -> bool:
+        """Store the result under the idempotency key; False when the key
+        was ended `lost` meanwhile (the answer given then stands)."""
+        try:
+            return await self.records.finish(cmd.idempotency_key or "", VerbRecord(
+                request_id=cmd.request_id, verb=verb, state="done", result=result))
+        except Exception:
+            log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
+            return True
+
+    async def sweep(self) -> bool:
+        """End the mutating verb of an executor that died holding the VM
+        (its lease lapsed) as `lost`, and free the VM. Freeing the lock (CAS)
+        decides who ends it; the `done` message id is the one the dead
+        executor would have used, so the log holds one `done` whatever
+        races. True when a verb was ended."""
+        vmid = self.settings.pve_vmid
+        held = await self.locks.abandoned(vmid, alive=self._alive)
+        if held is None or not await self.locks.release(held):
+            return False
+        lock = held.lock
+        if lock.owner == self.owner:  # a verb of ours that ended while its release failed: its `done` is ours
+            log.info("freed the VM lock request %s of this executor left behind", lock.request_id)
+            return False
+        if lock.verb not in ALL:  # unreadable: nothing known to record
+            log.warning("freed an unreadable lock of VM %d", vmid)
+            return False
+        verb = Verb(lock.verb)
+        cmd = RunVerb(by=lock.by, request_id=lock.request_id, verb=verb, session_id=lock.session_id,
+                      idempotency_key=lock.idempotency_key)
+        result = lost(verb, lock.sent)
+        log.warning("verb %s (request %s, by %s) was lost with its executor %s; %s", verb.value, lock.request_id,
+                    lock.by, lock.owner or "(unknown)", "it may have run" if lock.sent else "it was not sent")
+        if lock.idempotency_key is not None and not await self._finish(cmd, verb, result):
+            return False  # its executor finished it after all
+        await self._done(cmd, result)
+        if is_uuid(cmd.request_id):  # else a lock from before request ids were UUIDs: no one waits
+            await self._reply(cmd, result)
+        metrics.answered(verb, "lost", time.monotonic())
+        return True
 
     async def _answer(self, cmd: RunVerb, result: VerbResult) -> None:
         """`done` on the log, then the reply: whoever reads the log after
@@ -149,25 +203,71 @@ class VerbHandler:
                 "not run late. Check `status` and press again if it is still needed"
             ))
         vmid = self.settings.pve_vmid
-        held = await self.locks.take(vmid, cmd.request_id, verb.value, cmd.by)
+        try:
+            await self.sweep()  # a dead executor's lapsed lock must not read as busy
+        except Exception as exc:
+            log.warning("could not check the VM lock for a lost verb: %s", exc)
+        held = await self.locks.take(vmid, VmLock(
+            request_id=cmd.request_id, verb=verb.value, by=cmd.by, taken_at=0, owner=self.owner,
+            session_id=cmd.session_id, idempotency_key=cmd.idempotency_key))
         if not isinstance(held, HeldLock):
             log.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vmid, held.verb)
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"busy: another mutating verb is running on VM {vmid} "
                 f"({held.verb}, requested by {held.by}, request {held.request_id}); try again when it is done"
             ))
-        try:
-            return await self._run(cmd, verb, self.runner)
-        finally:
-            await self.locks.release(held)
+        async with self._leased(held) as lease:
+            return await self._run(cmd, verb, self.runner, lease)
 
-    async def _run(self, cmd: RunVerb, verb: Verb, runner: Runner) -> VerbResult:
+    def _alive(self, lock: VmLock) -> bool:
+        return lock.owner == self.owner and lock.request_id in self.holding
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, held: HeldLock) -> AsyncIterator["Lease"]:
+        """Hold the VM lock for the body, renewing its lease; then free it
+        (through NATS reconnects; if that fails, the lock lapses and the
+        sweep frees it: never an error in place of the verb's result)."""
+        lease = Lease(self.locks, held)
+        self.holding.add(held.lock.request_id)
+        keeper = asyncio.create_task(lease.keep(self.settings.verb_lease_seconds / 3))
+        try:
+            yield lease
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            self.holding.discard(held.lock.request_id)
+            if lease.held is not None:
+                await self._release(lease.held)
+
+    async def _release(self, held: HeldLock) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.verb_lease_seconds
+        while True:
+            try:
+                await self.locks.release(held)
+                return
+            except Exception as exc:
+                if loop.time() > deadline:
+                    log.warning("could not free the VM lock (%s); it lapses and is freed then", exc)
+                    return
+                await asyncio.sleep(0.5)
+
+    async def _run(self, cmd: RunVerb, verb: Verb, runner: Runner, lease: "Lease | None" = None) -> VerbResult:
         async def announce() -> None:
             # Called once the host is reached and verified, before the verb
             # is sent: `running` means it really is about to run.
             await self._record(cmd, VerbProgressed(
                 session_id=cmd.session_id, by=cmd.by, verb=verb, phase=VerbPhase.RUNNING, request_id=cmd.request_id,
             ), "running")
+            # The lock says so too (an executor ending it `lost` tells "may
+            # have run" from "not sent"); a lock lost already: do not send.
+            try:
+                marked = lease is None or await lease.mark_sent()
+            except Exception as exc:
+                raise NotRecorded(f"the VM lock cannot say so: {exc}") from exc
+            if not marked:
+                raise NotRecorded("the VM lock was lost (this executor was taken for dead)")
 
         started = asyncio.get_running_loop().time()
         try:
@@ -209,7 +309,7 @@ class VerbHandler:
             await self._record(cmd, VerbProgressed(
                 session_id=cmd.session_id, by=cmd.by, verb=result.verb, phase=VerbPhase.DONE,
                 request_id=cmd.request_id, exit_code=result.exit_code, stdout=result.stdout,
-                stderr=result.stderr, rejected=result.rejected,
+                stderr=result.stderr, rejected=result.rejected, lost=result.lost,
             ), "done")
         except NotRecorded:
             log.error("the outcome of request %s (%s, exit %d) is missing from the log", cmd.request_id,
@@ -242,6 +342,45 @@ class VerbHandler:
             await self.publish(subjects.verb_reply(cmd.request_id), encode(result))
         except Exception:
             log.exception("could not send the reply of request %s (its outcome is on the audit log)", cmd.request_id)
+
+
+def lost(verb: Verb, sent: bool) -> VerbResult:
+    """The answer for a verb whose executor died running it."""
+    if sent:
+        why = ("lost: pve-executor stopped while running this verb; the host may have run it. "
+               "Check with `status` before pressing again")
+    else:
+        why = "lost: pve-executor stopped before sending this verb to the host; nothing ran. Press again"
+    return VerbResult(verb=verb, exit_code=EX_FAILED, rejected=not sent, lost=True, stderr=why)
+
+
+@dataclass
+class Lease:
+    """A held VM lock kept alive while its verb runs (`VerbHandler._leased`)."""
+
+    locks: VmLocks
+    held: HeldLock | None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def keep(self, every: float) -> None:
+        while self.held is not None:
+            await asyncio.sleep(every)
+            try:
+                await self._renew()
+            except Exception as exc:  # NATS briefly away: the lease has slack, try again next round
+                log.warning("could not renew the VM lock's lease: %s", exc)
+
+    async def mark_sent(self) -> bool:
+        return await self._renew(sent=True)
+
+    async def _renew(self, *, sent: bool = False) -> bool:
+        async with self._lock:
+            if self.held is None:
+                return False
+            self.held = await self.locks.renew(self.held, sent=sent)
+            if self.held is None:
+                log.error("the VM lock was taken from this executor while its verb ran (its lease lapsed)")
+            return self.held is not None
 
 
 def _is_verb(value: object) -> bool:

@@ -42,6 +42,8 @@ class VerbOutcome(BaseModel):
     stdout: str
     stderr: str
     rejected: bool
+    lost: bool = Field(default=False, description="pve-executor died running it: the outcome is unknown; "
+                                                  "`rejected` true means it surely did not run")
 
 
 @router.get("/verbs", response_model=VerbList)

@@ -71,7 +71,8 @@ async def stream(
     status_code=202,
     response_model=TurnStarted,
     responses={404: {"description": "unknown session"}, 409: {"description": "a turn already runs"},
-               422: {"description": "empty or oversized prompt, or unknown model"}},
+               422: {"description": "empty or oversized prompt, or unknown model"},
+               503: {"description": "the turn was interrupted before it was queued"}},
 )
 async def prompt(request: Request, session_id: SessionIdParam, body: PromptBody, who: Identity) -> TurnStarted:
     settings = request.app.state.settings
@@ -90,6 +91,8 @@ async def prompt(request: Request, session_id: SessionIdParam, body: PromptBody,
         raise HTTPException(404, "unknown session") from None
     except sessions.TurnBusy:
         raise HTTPException(409, "a turn is already running in this session") from None
+    except sessions.TurnLost:
+        raise HTTPException(503, "the turn was interrupted before it could start; send the prompt again") from None
     return TurnStarted(turn_id=turn_id)
 
 
