@@ -25,6 +25,9 @@ class Settings:
     verb_wait_seconds: float = 150.0
     #: A scrape-only bearer for GET /metrics (gateway.metrics); None = only the API's own auth.
     metrics_token: str | None = None
+    #: The operator let the agent run without a sandbox (agent-runner's
+    #: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT): `/ready` says so in its body.
+    agent_unsandboxed: bool = False
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -37,14 +40,15 @@ class Settings:
             nats_url=nats_url(env, "the gateway"),
             host=env.str("HOST", "127.0.0.1") or "127.0.0.1",
             port=env.int("PORT", 8080, minimum=1, maximum=65535),
-            api_token=env.str("API_TOKEN"),
+            api_token=env.secret("API_TOKEN"),
             trust_edge_header=env.bool("TRUST_EDGE_HEADER", False),
             edge_user_header=env.str("EDGE_USER_HEADER", "X-authentik-username") or "X-authentik-username",
             model=model,
             models=models,
             keepalive_seconds=env.float("KEEPALIVE_SECONDS", 15.0, minimum=0.1),
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
-            metrics_token=env.str("METRICS_TOKEN"),
+            metrics_token=env.secret("METRICS_TOKEN"),
+            agent_unsandboxed=env.bool("ALLOW_UNSANDBOXED_AGENT", False),
         )
 
     @property
