@@ -76,6 +76,12 @@ if [ -x /usr/sbin/sshd ]; then
     echo "test-deps: sshd $(ssh -V 2>&1 | cut -d, -f1) at /usr/sbin/sshd"
 fi
 
+# --- The agent's sandbox (bubblewrap), as `make run` installs it ---
+bash scripts/sandbox-deps.sh
+if command -v bwrap >/dev/null 2>&1; then
+    echo "test-deps: $(bwrap --version) at $(command -v bwrap)"
+fi
+
 # --- The PWA's browser tests (tests/pwa): Debian's Chromium, the frontend's node_modules ---
 # Chromium from apt (never `playwright install`; the Python playwright pinned in
 # requirements-dev.txt drives /usr/bin/chromium). node_modules gives axe-core to the
