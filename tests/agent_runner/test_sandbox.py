@@ -124,3 +124,33 @@ def test_directories_made_inside_a_cover_can_be_entered_by_the_agent(tmp_path):
     unprivileged = Sandbox(bwrap="bwrap", hide=(), readable=(), data_dir=Path("/d"), agent=None)
     args = unprivileged.argv(["true"], Mounts(root=Path("/d/s"), writable=()), Path("/d/s"))
     assert "--unshare-user" in args and "setpriv" not in args
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to become another user")
+def test_an_unprivileged_operator_gets_the_same_box_through_a_user_namespace():
+    """The runner as an ordinary user (here: nobody): no uid to drop to, so the
+    box is a user namespace of that uid, and the covers keep its files away."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="breakglass-operator-") as top:  # pytest's tmp is root's only
+        os.chmod(top, 0o755)
+        _as_an_operator(Path(top) / "data")
+
+
+def _as_an_operator(data: Path) -> None:
+    root, dirs = session(data)
+    (data / "nats").mkdir()
+    (data / "nats" / "credentials.json").write_text("PASSWORD")
+    for path in (data, *data.rglob("*")):
+        os.chown(path, 65534, 65534)
+    box = sandbox.make(data, str(NPM_CLI))
+    operator = Sandbox(bwrap=box.bwrap, hide=box.hide, readable=(), data_dir=box.data_dir, agent=None)
+    script = f"cat {data}/nats/credentials.json 2>&1; ls /proc | grep -c '^[0-9]'; echo hi > {dirs[1]}/w && echo wrote"
+    args = operator.argv(["sh", "-c", script], Mounts(root=root, writable=tuple(dirs)), dirs[1])
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args],
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert "No such file" in out[0] and int(out[1]) <= 4 and out[2] == "wrote", out
+    assert (data / "nats" / "credentials.json").stat().st_uid == 65534  # its own file, hidden all the same
