@@ -193,6 +193,7 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
             "dirs": {
                 "data-dir": str(data), "sessions": str(data / "sessions"), "other-session": str(other),
                 "rel-data-dir": "../../..", "checkout": str(REPO), "pve-key-dir": str(pve_key.parent),
+                "run": "/run",  # compose's secrets, an operator's ssh-agent, docker's socket
             },
             "secrets": [s[::-1] for s in secrets],
             "service_pids": pids,
@@ -241,7 +242,9 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
     assert seen["dir:sessions"] == f"dir:sessions LEAK ['{sid}']", seen["dir:sessions"]
     shown = set(eval(seen["dir:checkout"].split(" LEAK ", 1)[1]))
     assert shown <= {"libs", "services", ".venv", "tools"}, shown  # code only: no data, no Makefile, no .git
-    expected_views = {"dir:data-dir", "dir:rel-data-dir", "dir:sessions", "dir:checkout"}
+    shown = set(eval(seen["dir:run"].split(" LEAK ", 1)[1])) if " LEAK " in seen["dir:run"] else set()
+    assert shown <= {"systemd"}, shown  # the resolver's directory at most
+    expected_views = {"dir:data-dir", "dir:rel-data-dir", "dir:sessions", "dir:checkout", "dir:run"}
     leaks = [seen[a] for a in attempts if " BLOCKED " not in seen[a] + " " and a not in expected_views]
     assert not leaks, "\n".join(leaks)
     # The devvm key is the one secret inside: readable, and read-only.

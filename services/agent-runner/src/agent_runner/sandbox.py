@@ -7,11 +7,11 @@ Everything the agent runs therefore lives in a bubblewrap sandbox:
 - its own PID namespace and `/proc`: no other process of the machine (the
   services, their environments and command lines) is visible;
 - its own mount namespace, built from the machine's root mounted read-only,
-  in which the data directory, the checkout, the runner's HOME, `/tmp` and
-  `/run/secrets` are covered by empty tmpfs; only the CLI's code, the Python
-  the verb tool's MCP server runs on, the session's own workspace (HOME,
-  working and temp directories writable, the rest read-only) and the verb
-  socket are put back. The devvm key, when configured, is the one secret
+  in which the data directory, the checkout, the runner's HOME, `/home`,
+  `/root`, `/tmp` and `/run` (secrets, sockets) are covered by empty
+  tmpfs; only the CLI's code, the Python the verb tool's MCP server runs
+  on, the session's own workspace (HOME, working and temp directories
+  writable, the rest read-only) and the verb socket are put back. The devvm key, when configured, is the one secret
   inside: a read-only copy made from a descriptor, at its configured path;
 - a uid of its own: as root, the runner drops to the dedicated unprivileged
   account `breakglass-agent` (created if missing) inside the box, after the
@@ -236,10 +236,13 @@ def make(data_dir: Path, claude_bin: str, *, home: str | None = None, cwd: Path 
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         raise Unavailable("`setpriv` (util-linux) is not installed")
     agent = agent_ids() if os.geteuid() == 0 else None
+    # /run: compose's secrets, and the sockets of the machine (an operator's
+    # ssh-agent and session bus, docker's); only the resolver's file comes back.
     hide = _existing([checkout(), cwd or Path.cwd(), Path(home) if home else None, Path("/tmp"), Path("/var/tmp"),
-                      Path("/run/secrets"), Path("/root"), Path("/home")])
+                      Path("/run"), Path("/root"), Path("/home")])
+    readable = [*cli_code(claude_bin), *python_code(), Path("/run/systemd/resolve")]
     box = Sandbox(
-        bwrap=bwrap, hide=hide, readable=_existing([*cli_code(claude_bin), *python_code()]),
+        bwrap=bwrap, hide=hide, readable=_existing(readable),
         data_dir=Path(os.path.realpath(data_dir)), agent=agent,
     )
     probe(box)
