@@ -23,6 +23,7 @@ $(STAMP): requirements.lock libs/events/pyproject.toml libs/cli/pyproject.toml s
 	@touch $@
 
 run: $(STAMP)
+	@bash scripts/sandbox-deps.sh
 	$(BIN)/breakglass up
 
 test-deps: $(STAMP)

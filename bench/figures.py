@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -341,8 +342,11 @@ async def fig_throughput(ctx: Ctx) -> dict:
 
 
 def start_runner(rig: Rig) -> subprocess.Popen[bytes]:
-    wrapper = rig.tmp / "fake-claude"
-    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{REPO / 'bench' / 'fake_cli.py'}' \"$@\"\n")
+    # Beside its script: the agent's sandbox shows the CLI's own directory, not the checkout.
+    (rig.tmp / "fake-cli").mkdir(exist_ok=True)
+    script = shutil.copy(REPO / "bench" / "fake_cli.py", rig.tmp / "fake-cli" / "fake_cli.py")
+    wrapper = rig.tmp / "fake-cli" / "fake-claude"
+    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{script}' \"$@\"\n")
     wrapper.chmod(0o755)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -76,6 +76,12 @@ if [ -x /usr/sbin/sshd ]; then
     echo "test-deps: sshd $(ssh -V 2>&1 | cut -d, -f1) at /usr/sbin/sshd"
 fi
 
+# --- The agent's sandbox (bubblewrap), as `make run` installs it ---
+bash scripts/sandbox-deps.sh
+if command -v bwrap >/dev/null 2>&1; then
+    echo "test-deps: $(bwrap --version) at $(command -v bwrap)"
+fi
+
 # --- A real Prometheus Alertmanager (tests/alerts deliver alerts through it to the gateway) ---
 # Debian's prometheus-alertmanager; only the binary is used (the tests start
 # their own with their own config; the package's own service is not needed).

@@ -3,6 +3,9 @@ not collide, every service scrapeable, the scrape token only in the gateway."""
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import urllib.error
 import urllib.request
 
@@ -59,5 +62,10 @@ def test_every_service_under_up_is_scrapeable_and_only_the_gateway_sees_the_scra
         wait_for(lambda: scrape(url, token).get("breakglass_nats_connected") == 1, 15, f"{name}'s metrics")
     pids = services(up)
     gateway, runner, executor = (environ_of(pids[m]) for m in MODULES)
-    assert gateway["BREAKGLASS_METRICS_TOKEN"] == "scrape-t0ken"
-    assert "BREAKGLASS_METRICS_TOKEN" not in runner and "BREAKGLASS_METRICS_TOKEN" not in executor
+    # As a file, never a variable (/proc/<pid>/environ), and the gateway's only.
+    assert "BREAKGLASS_METRICS_TOKEN" not in gateway
+    assert Path(gateway["BREAKGLASS_METRICS_TOKEN_FILE"]).read_text().strip() == "scrape-t0ken"
+    assert stat.S_IMODE(Path(gateway["BREAKGLASS_METRICS_TOKEN_FILE"]).stat().st_mode) == 0o600
+    for env in (runner, executor):
+        assert not [k for k in env if k.startswith("BREAKGLASS_METRICS_TOKEN")]
+        assert "scrape-t0ken" not in " ".join(env.values())

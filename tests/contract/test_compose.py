@@ -68,12 +68,27 @@ def test_all_services_exist() -> None:
     assert set(SERVICES) == {"nats", SETUP, *OURS}
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
+#: agent-runner is started as root only to run the CLI as another uid inside
+#: its sandbox (README: Threat model), with these capabilities and no other.
+RUNNER_CAPS = {"SETUID", "SETGID", "SETPCAP", "CHOWN", "DAC_OVERRIDE", "SYS_ADMIN"}
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - {"agent-runner"}))
 def test_service_runs_as_a_non_root_user(name: str) -> None:
     user = str(SERVICES[name].get("user", ""))
     uid = user.split(":", 1)[0]
     assert uid, f"{name} sets no `user:`, so it runs as the image's default (often root)"
     assert uid != "root" and not (uid.isdigit() and int(uid) == 0), f"{name} runs as root"
+
+
+def test_the_runner_is_root_only_to_hand_the_agent_another_uid() -> None:
+    runner = SERVICES["agent-runner"]
+    assert runner["cap_drop"] == ["ALL"] and set(runner["cap_add"]) == RUNNER_CAPS
+    assert "no-new-privileges:true" in runner["security_opt"] and not runner.get("privileged")
+    dockerfile = _dockerfile("agent-runner").read_text()
+    assert "bubblewrap" in dockerfile and "--uid 10002" in dockerfile and "breakglass-agent" in dockerfile
+    # The agent's uid is not the one the service's key files belong to (10001).
+    assert "USER 10001" not in dockerfile
 
 
 @pytest.mark.parametrize("marker", sorted(ONLY_IN))
@@ -83,8 +98,11 @@ def test_secrets_and_settings_reach_only_their_service(marker: str) -> None:
 
 
 def test_each_key_is_mounted_where_it_is_needed() -> None:
-    assert {"pve_key", "pve_known_hosts"} <= set(SERVICES["pve-executor"].get("secrets", []))
-    assert {"devvm_key", "devvm_known_hosts"} <= set(SERVICES["agent-runner"].get("secrets", []))
+    def names(service: str) -> set[str]:
+        return {s["source"] if isinstance(s, dict) else s for s in SERVICES[service].get("secrets", [])}
+
+    assert {"pve_key", "pve_known_hosts"} <= names("pve-executor")
+    assert {"devvm_key", "devvm_known_hosts"} <= names("agent-runner")
     env = SERVICES["pve-executor"]["environment"]
     assert env["BREAKGLASS_PVE_KEY_FILE"] == "/run/secrets/pve_key"
     assert env["BREAKGLASS_PVE_KNOWN_HOSTS"] == "/run/secrets/pve_known_hosts"
@@ -111,9 +129,15 @@ def test_dockerignore_keeps_keys_out_of_build_contexts() -> None:
 @pytest.mark.parametrize("name", [*OURS, SETUP])
 def test_service_talks_to_the_compose_nats_as_its_own_user(name: str) -> None:
     role = NATS_USER_OF[name]
-    url = SERVICES[name]["environment"]["BREAKGLASS_NATS_URL"]
-    pattern = rf"nats://{re.escape(role)}:\$\{{{PASSWORD_VAR[role]}(:\?[^}}]*)?\}}@nats:4222"
-    assert re.fullmatch(pattern, url), f"{name} should connect as NATS user {role}, got {url}"
+    env = SERVICES[name]["environment"]
+    assert env["BREAKGLASS_NATS_URL"] == f"nats://{role}@nats:4222", f"{name} should connect as NATS user {role}"
+    # Its password arrives as a file only (a secret made from `.env`), owned by the service's uid, 0400.
+    assert env["BREAKGLASS_NATS_PASSWORD_FILE"] == "/run/secrets/nats_password"
+    [secret] = [s for s in SERVICES[name]["secrets"] if isinstance(s, dict) and s["target"] == "nats_password"]
+    uid = str(SERVICES[name]["user"]).split(":", 1)[0]
+    assert (secret["uid"], secret["mode"]) == (uid, 0o400)
+    assert COMPOSE["secrets"][secret["source"]] == {"environment": PASSWORD_VAR[role]}
+    assert not [v for v in map(str, env.values()) if PASSWORD_VAR[role] in v], "a password in the environment"
     assert SERVICES[name]["depends_on"]["nats"] == {"condition": "service_healthy"}
 
 
@@ -179,7 +203,7 @@ def _dockerfile(name: str) -> Path:
     return REPO / build["dockerfile"]
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", sorted(set(OURS) - {"agent-runner"}))  # its root: see test_the_runner_is_root_...
 def test_dockerfile_exists_and_drops_root(name: str) -> None:
     path = _dockerfile(name)
     assert path.is_file(), f"{path} is missing"

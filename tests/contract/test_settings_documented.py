@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-READ = re.compile(r"""env\.(?:str|int|float|bool|list|choice|required|raw)\(\s*["']([A-Z0-9_]+)["']""")
+READ = re.compile(r"""env\.(?:str|int|float|bool|list|choice|required|raw|secret)\(\s*["']([A-Z0-9_]+)["']""")
 SPEC_NAMES = [
     "NATS_URL", "DATA_DIR", "HOST", "PORT", "API_TOKEN", "TRUST_EDGE_HEADER", "EDGE_USER_HEADER", "CLAUDE_BIN",
     "MODEL", "MODELS", "TURN_TIMEOUT_SECONDS", "VERB_POLICY", "PVE_HOST", "PVE_PORT", "PVE_USER", "PVE_KEY_FILE",
@@ -20,7 +20,10 @@ def settings_read_by_code() -> set[str]:
     for path in [*REPO.glob("libs/*/src/**/*.py"), *REPO.glob("services/*/src/**/*.py")]:
         names |= set(READ.findall(path.read_text()))
     names.discard("NATS_URL")  # read through events.config.nats_url
-    return names | {"NATS_URL"}
+    # env.secret(NAME) reads BREAKGLASS_NAME_FILE, or (discouraged) BREAKGLASS_NAME.
+    secrets = {n + "_FILE" for path in [*REPO.glob("libs/*/src/**/*.py"), *REPO.glob("services/*/src/**/*.py")]
+               for n in re.findall(r"""env\.secret\(\s*["']([A-Z0-9_]+)["']""", path.read_text())}
+    return names | secrets | {"NATS_URL"}
 
 
 def test_every_setting_read_is_documented_in_the_readme():

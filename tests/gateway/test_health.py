@@ -38,3 +38,12 @@ def test_ready_is_503_while_nats_is_unreachable():
         answer = httpx.get(f"{base}/ready")
         assert answer.status_code == 503
         assert answer.json()["reason"] == "NATS is not connected"
+
+
+def test_ready_says_when_the_agent_may_run_unsandboxed():
+    dead = f"nats://127.0.0.1:{free_port()}"
+    with serve_app(create_app(Settings(nats_url=dead, agent_unsandboxed=True))) as base:
+        answer = httpx.get(f"{base}/ready").json()
+        assert answer["agent_sandbox"] == "OFF: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1"
+    with serve_app(create_app(Settings(nats_url=dead))) as base:
+        assert "agent_sandbox" not in httpx.get(f"{base}/ready").json()

@@ -97,9 +97,13 @@ async def test_every_service_does_its_job_under_its_own_user(up: Up, api: FakeAn
         pid = child_running(up.proc.pid, module)
         assert pid is not None
         env = environ_of(pid)
-        assert env["BREAKGLASS_NATS_URL"] == natsauth.url(role, passwords[role], "127.0.0.1", int(nats_port))
-        others = [r for r in access.ROLES if r != role and any(passwords[r] in v for v in env.values())]
-        assert others == [], f"{role} can see the password of {others}"
+        # Its own user, and its password as a 0600 file only: no password in any environment.
+        assert env["BREAKGLASS_NATS_URL"] == natsauth.user_url(role, "127.0.0.1", int(nats_port))
+        password_file = Path(env["BREAKGLASS_NATS_PASSWORD_FILE"])
+        assert password_file.read_text().strip() == passwords[role]
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        leaked = [r for r in access.ROLES if any(passwords[r] in v for v in env.values())]
+        assert leaked == [], f"{role}'s environment holds the password of {leaked}"
     nats_pid = child_running(up.proc.pid, "nats-server")
     assert not any(p in " ".join(environ_of(nats_pid).values()) for p in passwords.values())  # config file only
 

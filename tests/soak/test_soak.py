@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,8 +180,11 @@ def quarter_medians(values: list[float]) -> tuple[float, float]:
 
 @pytest.fixture
 def fake_claude(tmp_path: Path) -> str:
-    wrapper = tmp_path / "fake-claude"
-    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{REPO / 'bench' / 'fake_cli.py'}' \"$@\"\n")
+    # Beside its script: the agent's sandbox shows the CLI's own directory, not the checkout.
+    (tmp_path / "fake-cli").mkdir()
+    script = shutil.copy(REPO / "bench" / "fake_cli.py", tmp_path / "fake-cli" / "fake_cli.py")
+    wrapper = tmp_path / "fake-cli" / "fake-claude"
+    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{script}' \"$@\"\n")
     wrapper.chmod(0o755)
     return str(wrapper)
 

@@ -27,7 +27,22 @@ def load_or_create(data_dir: Path) -> Path:
     return path
 
 
+def write_secret(data_dir: Path, name: str, value: str) -> Path:
+    """A secret `up` was given in its environment, as a 0600 file under
+    DATA_DIR/secrets/ for the service that needs it (never passed on as a
+    variable: /proc/<pid>/environ is readable by the same uid)."""
+    folder = data_dir / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def needed(environ: dict[str, str]) -> bool:
-    token = environ.get("BREAKGLASS_API_TOKEN", "").strip()
+    token = (environ.get("BREAKGLASS_API_TOKEN", "") or environ.get("BREAKGLASS_API_TOKEN_FILE", "")).strip()
     trusted = environ.get("BREAKGLASS_TRUST_EDGE_HEADER", "").strip().lower() in {"1", "true", "yes", "on"}
     return not token and not trusted

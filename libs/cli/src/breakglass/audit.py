@@ -20,7 +20,7 @@ import nats
 from events import access, export, index, subjects, transcript
 from events.bus import redact, servers
 from events.codec import decode_event_lenient
-from events.config import Env
+from events.config import ConfigError, Env, nats_url
 from events.log import CaughtUp, EventLog, Record
 from events.topology import Topology
 from events.types import is_uuid
@@ -44,9 +44,11 @@ class Paint:
 
 def _nats_url() -> str:
     env = Env()
-    url = env.str("NATS_URL")
-    if url:
-        return url
+    if env.str("NATS_URL"):
+        try:
+            return nats_url(env, "breakglass")  # with BREAKGLASS_NATS_PASSWORD_FILE, when given
+        except ConfigError as exc:
+            raise SystemExit(f"breakglass: {exc}") from None
     port = env.int("NATS_PORT", 4222, minimum=1, maximum=65535)
     password = natsauth.reader_password(Path(env.str("DATA_DIR", ".breakglass") or ".breakglass"))
     if password:

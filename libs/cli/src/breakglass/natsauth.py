@@ -97,6 +97,23 @@ def url(role: str, password: str, host: str, port: int) -> str:
     return f"nats://{quote(role, safe='')}:{quote(password, safe='')}@{host}:{port}"
 
 
+def user_url(role: str, host: str, port: int) -> str:
+    """A service's URL without its password (that comes from its file)."""
+    return f"nats://{quote(role, safe='')}@{host}:{port}"
+
+
+def write_password_files(data_dir: Path, passwords: dict[str, str]) -> dict[str, Path]:
+    """One 0600 file per role (DATA_DIR/nats/<role>.password), handed to each
+    service as BREAKGLASS_NATS_PASSWORD_FILE: a password in a variable would
+    be readable in /proc/<pid>/environ."""
+    folder = _private_dir(auth_dir(data_dir))
+    files = {}
+    for role, password in passwords.items():
+        files[role] = folder / f"{role}.password"
+        _write_private(files[role], password + "\n")
+    return files
+
+
 def reader_password(data_dir: Path) -> str | None:
     """The `reader` password of a data directory `up` uses, or None when
     there is none or it is not readable by this user."""

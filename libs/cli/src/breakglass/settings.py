@@ -45,12 +45,17 @@ _DENIED: dict[str, tuple[str, ...]] = {
 }
 
 
-def service_env(service: str, environ: Mapping[str, str], nats: str) -> dict[str, str]:
+def service_env(
+    service: str, environ: Mapping[str, str], nats: str, password_file: str | None = None,
+) -> dict[str, str]:
     """The environment `service` is started with: `environ` minus what it
-    must not see, plus the NATS URL that `up` decided on."""
+    must not see, plus the NATS URL that `up` decided on and, for the
+    embedded server, the file holding the service's own NATS password."""
     denied = _DENIED[service]
     env = {k: v for k, v in environ.items() if not k.startswith(denied)}
     env["BREAKGLASS_NATS_URL"] = nats
+    if password_file is not None:
+        env["BREAKGLASS_NATS_PASSWORD_FILE"] = password_file
     # The settings file is already in `environ`; read again, it would hand
     # the service back what was just filtered out.
     env["BREAKGLASS_CONFIG"] = NO_FILE

@@ -216,22 +216,32 @@ def up(environ: Mapping[str, str] | None = None) -> int:
             log_file.write_bytes(b"")  # one run's log: bounded, and the tail starts at its top
             tailer = tail(log_file, "nats", printer, tail_stop)
             sup.add(nats_child(s, printer, config)).start()
-            urls = {role: natsauth.url(role, passwords[role], NATS_HOST, s.nats_port) for role in access.ROLES}
+            admin_url = natsauth.url(access.ADMIN, passwords[access.ADMIN], NATS_HOST, s.nats_port)
+            files = {role: str(f) for role, f in natsauth.write_password_files(s.data_dir, passwords).items()}
+            urls = {role: natsauth.user_url(role, NATS_HOST, s.nats_port) for role in access.ROLES}
         else:
-            # An external server: its own users and permissions, one URL for all.
-            urls = dict.fromkeys(access.ROLES, s.nats_url)
-        ensure_topology(urls[access.ADMIN], topology)
+            # An external server: its own users and permissions, one URL for all
+            # (and BREAKGLASS_NATS_PASSWORD_FILE, when given, passed on as it is).
+            admin_url = s.nats_url
+            files = {}
+            urls = dict.fromkeys(access.ROLES, environ["BREAKGLASS_NATS_URL"])
+        ensure_topology(admin_url, topology)
         environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
         environ.update({f"BREAKGLASS_{name}": str(port) for name, port in s.metrics_ports.items()})
+        for name in ("API_TOKEN", "METRICS_TOKEN"):  # secrets reach the gateway as files only
+            value = environ.pop(f"BREAKGLASS_{name}", "").strip()
+            if value:
+                environ[f"BREAKGLASS_{name}_FILE"] = str(apitoken.write_secret(s.data_dir, name.lower(), value))
         hint = ""
         if apitoken.needed(environ):
             token_file = apitoken.load_or_create(s.data_dir)
-            environ["BREAKGLASS_API_TOKEN"] = token_file.read_text().strip()
+            environ["BREAKGLASS_API_TOKEN_FILE"] = str(token_file)
             hint = f"; sign in with the token in {token_file}"
         for name, module in SERVICES.items():
             if sup.stopping.is_set():
                 break
-            sup.add(service_child(name, module, service_env(name, environ, urls[name]), printer)).start()
+            env = service_env(name, environ, urls[name], files.get(name))
+            sup.add(service_child(name, module, env, printer)).start()
         watch_ready(s, printer, started, sup.stopping, hint)
         return sup.run()
     except (StartError, natsd.NatsdError, natsauth.CredentialsError, OSError) as exc:

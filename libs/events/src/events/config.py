@@ -124,6 +124,18 @@ class Env:
             return False
         raise ConfigError(f"{PREFIX}{name} must be 0 or 1, got {value!r}")
 
+    def secret(self, name: str) -> str | None:
+        """A secret from the file `BREAKGLASS_<name>_FILE` names (the way to
+        give one: a variable's value is readable in /proc/<pid>/environ by
+        anything running as the same uid), or, discouraged, from
+        `BREAKGLASS_<name>` itself. The file must not be readable by others."""
+        path = self.raw(name + "_FILE")
+        if path is None:
+            return self.raw(name)
+        if self.raw(name) is not None:
+            raise ConfigError(f"set {PREFIX}{name}_FILE or {PREFIX}{name}, not both")
+        return read_secret(path, f"{PREFIX}{name}_FILE")
+
     def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = self.raw(name)
         if value is None:
@@ -140,7 +152,42 @@ class Env:
         return value  # type: ignore[return-value]
 
 
+def read_secret(path: str, variable: str) -> str:
+    """The stripped content of a secret file, or a ConfigError naming `variable`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if os.fstat(f.fileno()).st_mode & 0o004:
+                raise ConfigError(f"{variable}: {path} is readable by every user; chmod o-r it (0600 or 0400)")
+            value = f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}: {path} is not UTF-8 text") from None
+    if not value:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return value
+
+
+def with_password(url: str, password: str) -> str:
+    """Every server of `url` (nats://USER@host:port, comma-separated for a
+    cluster) with `password` for its user; kept in memory, never exported."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    out = []
+    for one in [u.strip() for u in url.split(",") if u.strip()]:
+        parts = urlsplit(one)
+        user, has_user, host = parts.netloc.rpartition("@")
+        if not has_user or not user or ":" in user:
+            raise ConfigError(
+                f"{PREFIX}NATS_PASSWORD_FILE needs a user and no password in {PREFIX}NATS_URL (nats://USER@host:port)"
+            )
+        out.append(urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}")))
+    return ",".join(out)
+
+
 def nats_url(env: Env, service: str) -> str:
+    """The NATS URL with its password: from BREAKGLASS_NATS_PASSWORD_FILE
+    (the way), or inside the URL itself (discouraged: visible in environ)."""
     url = env.raw("NATS_URL")
     if url is None:
         raise ConfigError(
@@ -153,4 +200,7 @@ def nats_url(env: Env, service: str) -> str:
             from .bus import redact
 
             raise ConfigError(f"{PREFIX}NATS_URL must be a nats:// or tls:// URL (or a comma-separated list of them), got {redact(one)!r}")
+    password_file = env.raw("NATS_PASSWORD_FILE")
+    if password_file is not None:
+        url = with_password(url, read_secret(password_file, f"{PREFIX}NATS_PASSWORD_FILE"))
     return url

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from functools import partial
 
 from nats.aio.client import Client
@@ -19,7 +20,7 @@ from events.log import EventLog
 from events.metrics import serving
 from events.topology import RUNNER_CONSUMER, Topology, ensure
 
-from . import cli, identity, metrics
+from . import cli, identity, metrics, sandbox
 from .agent import instructions
 from .settings import Settings
 from .turns import TurnRunner
@@ -50,8 +51,27 @@ async def check_cli(settings: Settings) -> None:
         )
 
 
+def make_sandbox(settings: Settings) -> tuple[sandbox.Sandbox | None, str]:
+    """The CLI's sandbox, or None and why there is none (said once here, in
+    one line, and again in every turn it refuses)."""
+    try:
+        box = sandbox.make(settings.data_dir, settings.claude_bin, home=os.environ.get("HOME"))
+    except sandbox.Unavailable as exc:
+        if settings.allow_unsandboxed:
+            log.error("NO SANDBOX for the agent (%s) and BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1: the CLI runs with "
+                      "this runner's uid and sees this machine's files and processes", exc)
+        else:
+            log.error("no turn will run: %s (or set BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1, README: Threat model)", exc)
+        return None, str(exc)
+    who = f"uid {box.agent[0]}" if box.agent else "a user namespace"
+    log.info("the agent runs sandboxed (bubblewrap, %s)", who)
+    return box, ""
+
+
 async def run(stop: asyncio.Event, settings: Settings) -> None:
     await check_cli(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    box, why = await asyncio.to_thread(make_sandbox, settings)
     nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, log=log)
     if nc is None:
         return  # asked to stop before NATS was reachable
@@ -66,6 +86,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             locks=TurnLocks(kv, events, run_lease=settings.lease_seconds),
             owner=me.owner,
             system_prompt=instructions(settings.agent_file) if settings.agent_file else "",
+            sandbox=box, unsandboxed=why,
         )
         metrics.watch(runner)
         await end_predecessors_turns(runner.locks, me)

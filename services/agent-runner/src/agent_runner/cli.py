@@ -10,6 +10,11 @@
 - The one tool beyond Bash/Read/Grep/Glob is the power-verb tool, an MCP
   server named in a per-turn `--mcp-config` with `--strict-mcp-config`, so
   no other MCP server (user or project settings) is ever loaded.
+- No settings but the runner's: `--setting-sources ""` (no user, project or
+  local settings, no CLAUDE.md of theirs) and `--settings` with the per-turn
+  template (`TURN_SETTINGS`), so nothing an earlier turn planted applies.
+- The CLI and everything it starts run in the sandbox (`sandbox`): the
+  runner spawns `bwrap`, which SIGINT leaves alone (the CLI still gets it).
 - The CLI dies with the runner (a SIGKILLed runner leaves no turn running
   unobserved; the lease reaper records `interrupted`).
 - The CLI runs in its own process group: Stop sends SIGINT (the CLI ends the
@@ -45,6 +50,12 @@ class Invocation:
     system_prompt: str = ""
     mcp_config: str | None = None
     extra_tools: tuple[str, ...] = ()
+    #: The per-turn settings file (`TURN_SETTINGS`), laid by the runner.
+    settings: str | None = None
+
+
+#: The only settings the CLI loads: hooks off, whatever a managed file says.
+TURN_SETTINGS = {"disableAllHooks": True}
 
 
 def argv(inv: Invocation, prompt: str) -> list[str]:
@@ -56,6 +67,9 @@ def argv(inv: Invocation, prompt: str) -> list[str]:
         f"--allowedTools={','.join(TOOLS + inv.extra_tools)}",
     ]
     args += ["--resume", inv.session_id] if inv.resume else ["--session-id", inv.session_id]
+    args += ["--setting-sources", ""]
+    if inv.settings:
+        args += ["--settings", inv.settings]
     if inv.system_prompt:
         args += ["--append-system-prompt", inv.system_prompt]
     if inv.mcp_config:
@@ -92,11 +106,26 @@ class CliProcess:
         self._stderr_task = asyncio.create_task(self._collect_stderr())
 
     @classmethod
-    async def start(cls, args: list[str], env: dict[str, str], cwd: str) -> "CliProcess":
+    async def start(
+        cls, args: list[str], env: dict[str, str], cwd: str, *, pass_fds: tuple[int, ...] = (),
+        sandboxed: bool = False,
+    ) -> "CliProcess":
+        """`sandboxed`: `args` starts bwrap, which would die of the group's
+        SIGINT and take the CLI with it before it ends the turn cleanly; so
+        bwrap ignores SIGINT (the CLI sets its own handler, and the tools it
+        starts get the default back)."""
+        die = die_with_parent()
+
+        def preexec() -> None:
+            if die is not None:
+                die()
+            if sandboxed:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
         process = await asyncio.create_subprocess_exec(
             *args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=LINE_LIMIT, preexec_fn=die_with_parent(),
+            start_new_session=True, limit=LINE_LIMIT, preexec_fn=preexec, pass_fds=pass_fds,
         )
         return cls(process)
 

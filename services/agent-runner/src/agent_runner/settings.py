@@ -63,6 +63,8 @@ class Settings:
     #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    #: Run the CLI without a sandbox where none can be made (README: Threat model). Loud.
+    allow_unsandboxed: bool = False
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -88,4 +90,5 @@ class Settings:
             cancel_grace_seconds=env.float("CANCEL_GRACE_SECONDS", 5.0, minimum=0.1),
             metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
             metrics_port=env.int("RUNNER_METRICS_PORT", 0, minimum=0, maximum=65535),
+            allow_unsandboxed=env.bool("ALLOW_UNSANDBOXED_AGENT", False),
         )

@@ -13,11 +13,14 @@ CLI's lifetime: a socket only this turn's MCP server is told about, closed
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from nats.aio.client import Client
@@ -39,7 +42,8 @@ from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
 
 from . import metrics
-from .cli import CliProcess, Invocation, argv, environment
+from .cli import TURN_SETTINGS, CliProcess, Invocation, argv, environment
+from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
 from .translate import Translator
 from .verb_tool import TOOL_NAME, VerbTool
@@ -83,6 +87,9 @@ class TurnRunner:
     system_prompt: str = ""
     runner_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     active: dict[str, ActiveTurn] = field(default_factory=dict)
+    #: The box the CLI runs in; None when none could be made (`unsandboxed` says why).
+    sandbox: Sandbox | None = None
+    unsandboxed: str = ""
 
     async def run(self, command: StartTurn) -> None:
         sid, tid = command.session_id, command.turn_id
@@ -206,6 +213,9 @@ class TurnRunner:
 
     async def _run_cli(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope | None]:
         cmd = turn.command
+        if self.sandbox is None and not self.settings.allow_unsandboxed:
+            error = f"no turn runs without the agent's sandbox: {self.unsandboxed} (README: Threat model)"
+            return Outcome.ERROR, TurnFailed(error=error, **recorder.envelope("agent-runner"))
         devvm = self.settings.devvm
         ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare(devvm.ssh_config() if devvm else None)
         if turn.stop.is_set():
@@ -218,24 +228,29 @@ class TurnRunner:
         turn.verbs = verbs
         try:
             mcp_config = await verbs.start()
+            ws.settings.write_text(json.dumps(TURN_SETTINGS))
             invocation = Invocation(
                 bin=settings.claude_bin, model=cmd.model, session_id=cmd.session_id, resume=ws.started,
                 system_prompt=self.system_prompt, mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
+                settings=str(ws.settings),
             )
             # The CLI must outwait the longest verb answer: approval, then the executor.
             tool_timeout = settings.approval_timeout_seconds + settings.verb_wait_seconds + 60
             env = environment(self.runner_env, ws, mcp_tool_timeout_seconds=tool_timeout)
-            return await self._run_process(turn, recorder, ws, invocation, env)
+            return await self._run_process(turn, recorder, ws, invocation, env, verbs)
         finally:
             turn.verbs = None
             await verbs.close()
 
     async def _run_process(
         self, turn: ActiveTurn, recorder: "Recorder", ws: Workspace, invocation: Invocation, env: dict[str, str],
+        verbs: VerbTool,
     ) -> tuple[Outcome, Envelope | None]:
         cmd = turn.command
         try:
-            process = await CliProcess.start(argv(invocation, cmd.prompt), env, str(ws.work))
+            with contextlib.ExitStack() as files:
+                args, fds = self._contained(argv(invocation, cmd.prompt), ws, verbs, files)
+                process = await CliProcess.start(args, env, str(ws.work), pass_fds=fds, sandboxed=self.sandbox is not None)
         except OSError as exc:
             return Outcome.ERROR, TurnFailed(error=f"the Claude CLI could not start: {exc.strerror or exc}", **recorder.envelope("agent-runner"))
         log.info("CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
@@ -269,6 +284,26 @@ class TurnRunner:
         if not translator.saw_result:
             return Outcome.ERROR, TurnFailed(error="the Claude CLI ended without a result", **recorder.envelope("agent-runner"))
         return Outcome.OK, None
+
+    def _contained(
+        self, args: list[str], ws: Workspace, verbs: VerbTool, files: contextlib.ExitStack,
+    ) -> tuple[list[str], tuple[int, ...]]:
+        """The CLI's argv inside the sandbox, and the descriptors of the
+        secret files it gets (the devvm key and its known hosts), open until
+        the sandbox has copied them."""
+        box = self.sandbox
+        if box is None:
+            log.warning("the CLI runs WITHOUT a sandbox (BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1)")
+            return args, ()
+        devvm = self.settings.devvm
+        wanted = [devvm.key_file, devvm.known_hosts] if devvm else []
+        given = {}
+        for path in filter(None, wanted):
+            given[Path(path)] = files.enter_context(open(path, "rb")).fileno()
+        extra = () if verbs.socket_path.parent == ws.root else (verbs.socket_path,)
+        box.hand_over(ws.home, ws.work, ws.tmp, ws.settings, verbs.socket_path, verbs.config_path)
+        mounts = Mounts(root=ws.root, writable=(ws.home, ws.work, ws.tmp), files=given, extra=extra)
+        return box.argv(args, mounts, ws.work), tuple(given.values())
 
     async def _stop_on_signal(self, turn: ActiveTurn, process: CliProcess) -> None:
         await turn.stop.wait()

@@ -6,10 +6,19 @@ with the same HOME, so HOME is per session and lives under DATA_DIR (a
 shared volume when runners are replicated). `started` records that the CLI
 accepted `--session-id` once; later turns must `--resume` instead (reusing
 `--session-id` fails with "already in use").
+
+A clean agent every turn: an injected turn may plant settings, hooks, a
+CLAUDE.md or an .mcp.json anywhere it can write, so before each turn the
+working and temp directories are emptied and HOME keeps only the
+conversation transcripts `--resume` reads. The runner's own files (the
+per-turn settings, the verb tool's socket and MCP config) sit in the
+session's directory itself, which the sandbox shows the agent read-only.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +63,15 @@ class Workspace:
     def mark_started(self) -> None:
         (self.root / "cli-started").touch()
 
+    @property
+    def settings(self) -> Path:
+        """The per-turn settings the runner lays (`--settings`)."""
+        return self.root / "settings.json"
+
     def prepare(self, ssh_config: str | None = None) -> "Workspace":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # the agent's uid may enter (to reach the files put there for it), not list
+        self._clean()
         for path in (self.home, self.work, self.tmp):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if ssh_config is not None:
@@ -63,3 +80,37 @@ class Workspace:
             (ssh / "config").write_text(ssh_config)
             (ssh / "config").chmod(0o600)
         return self
+
+    def _clean(self) -> None:
+        """Empty `work` and `tmp`; in HOME keep only the transcripts under
+        `.claude/projects/<dir>/` (what `--resume` reads), nothing else."""
+        for path in (self.work, self.tmp):
+            _remove(path)
+        if not self.home.is_dir() or self.home.is_symlink():
+            _remove(self.home)
+            return
+        projects = self.home / ".claude" / "projects"
+        keep = {p for p in projects.glob("*/*.jsonl") if p.is_file() and not p.is_symlink()} if _plain_dir(projects) else set()
+        for dirpath, dirnames, filenames in os.walk(self.home, topdown=False):
+            for name in filenames:
+                path = Path(dirpath) / name
+                if path not in keep:
+                    path.unlink(missing_ok=True)
+            for name in dirnames:
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    path.unlink()
+                elif not any(k.is_relative_to(path) for k in keep):
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+def _plain_dir(path: Path) -> bool:
+    """A real directory all the way from HOME (no symlink planted on the way)."""
+    return path.is_dir() and not path.is_symlink() and not path.parent.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -44,11 +44,13 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
 
     @app.get("/ready", tags=["ops"], responses={503: {"description": "not ready, with the reason"}})
     async def ready() -> JSONResponse:
-        """Readiness: NATS connected and the streams and KV bucket exist."""
+        """Readiness: NATS connected and the streams and KV bucket exist. The
+        body also says when the agent is allowed to run without a sandbox."""
+        warning = {"agent_sandbox": "OFF: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1"} if settings.agent_unsandboxed else {}
         reason = await bus.not_ready_reason()
         if reason:
-            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "unavailable", "reason": reason, **warning}, status_code=503)
+        return JSONResponse({"status": "ready", **warning})
 
     app.include_router(sessions.router)
     app.include_router(approvals.router)

@@ -37,6 +37,9 @@ class Settings:
     #: How long a triage waits for its agent turn to end before it writes
     #: its diagnosis anyway (the turn may wait for a human's approval).
     triage_timeout_seconds: float = 1800.0
+    #: The operator let the agent run without a sandbox (agent-runner's
+    #: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT): `/ready` says so in its body.
+    agent_unsandboxed: bool = False
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -49,14 +52,15 @@ class Settings:
             nats_url=nats_url(env, "the gateway"),
             host=env.str("HOST", "127.0.0.1") or "127.0.0.1",
             port=env.int("PORT", 8080, minimum=1, maximum=65535),
-            api_token=env.str("API_TOKEN"),
+            api_token=env.secret("API_TOKEN"),
             trust_edge_header=env.bool("TRUST_EDGE_HEADER", False),
             edge_user_header=env.str("EDGE_USER_HEADER", "X-authentik-username") or "X-authentik-username",
             model=model,
             models=models,
             keepalive_seconds=env.float("KEEPALIVE_SECONDS", 15.0, minimum=0.1),
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
-            metrics_token=env.str("METRICS_TOKEN"),
+            metrics_token=env.secret("METRICS_TOKEN"),
+            agent_unsandboxed=env.bool("ALLOW_UNSANDBOXED_AGENT", False),
             alert_token=_secret_file(env, "ALERT_TOKEN_FILE"),
             alert_vms=VmMap.parse(env.str("ALERT_VMS"), _default_vm(env)),
             alert_window_seconds=env.float("ALERT_WINDOW_SECONDS", 900.0, minimum=0.0),
