@@ -49,10 +49,13 @@ def _ack(durable: str) -> str:
 
 # subject -> the roles that may publish to it. Everything else: denied.
 PUBLISH: dict[str, frozenset[str]] = {
-    # commands: only the gateway starts turns; the gateway (operator) and
-    # agent-runner (the agent's verb tool) ask for verbs
+    # commands: only the gateway starts turns; operator verbs come only from
+    # the gateway, agent verbs only from agent-runner (the agent's verb tool):
+    # pve-executor takes who asked from the subject
     subjects.PROMPT: frozenset({GW}),
-    subjects.VERB: frozenset({GW, RUN}),
+    subjects.VERB: frozenset({GW}),
+    subjects.AGENT_VERB: frozenset({RUN}),
+    "breakglass.cmd.verb.other": NOBODY,
     "breakglass.cmd.other": NOBODY,
     # events: the three services record; the reader never writes
     subjects.session_events(SID): frozenset(SERVICES),
@@ -69,6 +72,9 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"$KV.breakglass.locks.{SID}": frozenset({GW, RUN}),
     "$KV.breakglass.verbs.abc123": frozenset({EXE}),
     "$KV.breakglass.vmlocks.102": frozenset({EXE}),
+    # approval grants: minted only by the gateway, spent only by the executor
+    f"$KV.breakglass.grants.{RID}": frozenset({GW}),
+    f"$KV.breakglass.spent.{RID}": frozenset({EXE}),
     "$KV.breakglass.other.x": NOBODY,
     # nobody deletes or purges anything, admin included
     **{f"{API}.STREAM.DELETE.{s}": NOBODY for s in (EV, CMD, KV)},
@@ -228,7 +234,7 @@ def test_the_matrix_names_every_subject_of_the_contract() -> None:
     for pattern in (subjects.SESSION_EVENTS_ALL, subjects.AUDIT_ALL, subjects.LIVE_ALL, subjects.CANCEL_ALL,
                     subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL):
         assert pattern.rsplit(".", 1)[0] in families, pattern
-    assert {subjects.PROMPT, subjects.VERB} <= set(PUBLISH)
+    assert {subjects.PROMPT, subjects.VERB, subjects.AGENT_VERB} <= set(PUBLISH)
 
 
 # --- no credentials, wrong credentials ---------------------------------------------

@@ -280,9 +280,20 @@ def _channel_table() -> list[_Channel]:
         ),
         _Channel(
             "verb", subjects.VERB, (RunVerb,),
-            "Run one power verb (an enum value, never free text). " + _commands_stream(subjects.VERB),
-            ("requestVerb", "The gateway (operator presses) and agent-runner (the agent's narrow verb tool)."),
+            "Run one power verb an operator pressed (an enum value, never free text). Only the gateway may "
+            "publish here; pve-executor takes the origin from this subject, `by` is the authenticated "
+            "operator. " + _commands_stream(subjects.VERB),
+            ("requestVerb", "The gateway, for an operator's press."),
             ("runVerb", "pve-executor validates the verb again and runs it."),
+        ),
+        _Channel(
+            "agentVerb", subjects.AGENT_VERB, (RunVerb,),
+            "Run one power verb the agent asked for. Only agent-runner may publish here; pve-executor "
+            "records it `by: agent` whatever the body says and, under `approve-mutating`, runs a mutating "
+            "verb only against the operator's grant (`approval_id`, KV `grants.<approval_id>`, written only "
+            "by the gateway; redeemed once). " + _commands_stream(subjects.AGENT_VERB),
+            ("requestAgentVerb", "agent-runner, for the agent's narrow verb tool."),
+            ("runAgentVerb", "pve-executor checks the grant, validates the verb again and runs it."),
         ),
         _Channel(
             "cancel", subjects.cancel(_SESSION), (CancelTurn,),

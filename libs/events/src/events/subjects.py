@@ -7,7 +7,8 @@ error, and ids are checked before they become part of a subject.
     breakglass.events.audit.<name>        audit facts outside sessions (events stream)
     breakglass.live.<session>             ephemeral live frames (core NATS, not stored)
     breakglass.cmd.prompt                 StartTurn (commands work-queue stream)
-    breakglass.cmd.verb                   RunVerb (commands work-queue stream)
+    breakglass.cmd.verb.operator          RunVerb an operator pressed (only the gateway may publish)
+    breakglass.cmd.verb.agent             RunVerb the agent asked for (only agent-runner may publish)
     breakglass.ctl.cancel.<session>       CancelTurn request -> CancelReply (core)
     breakglass.ctl.approval.<session>     AnswerApproval request -> ApprovalReply (core)
     breakglass.reply.verb.<request>       VerbResult for one verb request (core)
@@ -24,7 +25,14 @@ AUDIT_ALL = f"{ROOT}.events.audit.*"
 LIVE_ALL = f"{ROOT}.live.*"
 COMMANDS_ALL = f"{ROOT}.cmd.>"
 PROMPT = f"{ROOT}.cmd.prompt"
-VERB = f"{ROOT}.cmd.verb"
+#: Who asked for a verb is the subject it arrived on, never its body: NATS
+#: permissions (events.access) let only the gateway publish operator verbs
+#: and only agent-runner publish agent verbs, and pve-executor takes the
+#: origin from here (`verb_origin`).
+VERB = f"{ROOT}.cmd.verb.operator"
+AGENT_VERB = f"{ROOT}.cmd.verb.agent"
+VERB_ALL = f"{ROOT}.cmd.verb.*"
+VERB_ORIGINS = {VERB: "operator", AGENT_VERB: "agent"}
 CANCEL_ALL = f"{ROOT}.ctl.cancel.*"
 APPROVAL_ALL = f"{ROOT}.ctl.approval.*"
 VERB_REPLY_ALL = f"{ROOT}.reply.verb.*"
@@ -62,6 +70,19 @@ def approval(session_id: str) -> str:
 
 def verb_reply(request_id: str) -> str:
     return f"{ROOT}.reply.verb.{_id(request_id, 'request id')}"
+
+
+def verb_command(origin: str) -> str:
+    """The command subject of a verb asked for by `origin` (operator|agent)."""
+    for subject, name in VERB_ORIGINS.items():
+        if name == origin:
+            return subject
+    raise ValueError(f"unknown verb origin {origin!r}")
+
+
+def verb_origin(subject: str) -> str | None:
+    """`operator` or `agent` for a verb command subject, None for any other."""
+    return VERB_ORIGINS.get(subject)
 
 
 def session_of(subject: str) -> str | None:

@@ -139,7 +139,7 @@ def consumer_config(durable: str, filter_subject: str) -> ConsumerConfig:
 
 CONSUMERS: dict[str, str] = {
     RUNNER_CONSUMER: subjects.PROMPT,
-    EXECUTOR_CONSUMER: subjects.VERB,
+    EXECUTOR_CONSUMER: subjects.VERB_ALL,
 }
 
 
@@ -260,6 +260,10 @@ SESSION_KEYS = "sessions"
 LOCK_KEYS = "locks"
 VERB_KEYS = "verbs"
 VM_LOCK_KEYS = "vmlocks"
+#: Approval grants: written only by the gateway (the operator's Approve),
+#: read and redeemed by pve-executor, which marks each spent once.
+GRANT_KEYS = "grants"
+SPENT_KEYS = "spent"
 
 
 def session_key(session_id: str) -> str:
@@ -281,3 +285,16 @@ def verb_key(idempotency_key: str) -> str:
 def vm_lock_key(vmid: int) -> str:
     """KV key held while a mutating verb runs on a VM (one at a time)."""
     return f"{VM_LOCK_KEYS}.{int(vmid)}"
+
+
+def grant_key(approval_id: str) -> str:
+    """KV key of the operator's grant for one approval (gateway-written)."""
+    subjects.verb_reply(approval_id)  # validates the id
+    return f"{GRANT_KEYS}.{approval_id}"
+
+
+def spent_key(approval_id: str) -> str:
+    """KV key pve-executor creates when it redeems a grant: a second
+    redemption of the same grant finds it and is refused (no replay)."""
+    subjects.verb_reply(approval_id)
+    return f"{SPENT_KEYS}.{approval_id}"
