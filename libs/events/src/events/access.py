@@ -8,7 +8,7 @@ so a renamed subject or stream changes the permissions with it.
     role          publishes                                   subscribes
     gateway       StartTurn, operator RunVerb, session + audit its inbox, live frames,
                   events, cancel/approval requests, KV         verb replies
-                  sessions.*, locks.*, grants.* (the only
+                  sessions.*, locks.*, logins.*, grants.* (the only
                   writer of approval grants), reads: events
                   (ordered consumers, last event), KV (get, list)
     agent-runner  agent RunVerb (the agent's verb tool), session + its inbox, cancel and approval
@@ -73,6 +73,7 @@ from .topology import (
     EXECUTOR_CONSUMER,
     GRANT_KEYS,
     LOCK_KEYS,
+    LOGIN_KEYS,
     RUNNER_CONSUMER,
     SESSION_KEYS,
     SPENT_KEYS,
@@ -225,7 +226,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         GATEWAY: Permissions(
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
-                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, GRANT_KEYS),
+                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, GRANT_KEYS, LOGIN_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),

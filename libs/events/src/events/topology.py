@@ -264,6 +264,8 @@ VM_LOCK_KEYS = "vmlocks"
 #: read and redeemed by pve-executor, which marks each spent once.
 GRANT_KEYS = "grants"
 SPENT_KEYS = "spent"
+#: Browser logins (gateway only): `logins.<sha256 of the cookie's login id>`.
+LOGIN_KEYS = "logins"
 
 
 def session_key(session_id: str) -> str:
@@ -298,3 +300,10 @@ def spent_key(approval_id: str) -> str:
     redemption of the same grant finds it and is refused (no replay)."""
     subjects.verb_reply(approval_id)
     return f"{SPENT_KEYS}.{approval_id}"
+
+
+def login_key(digest: str) -> str:
+    """KV key of a browser login, by the hex SHA-256 of its id (gateway.logins)."""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("a login key is a lower-case hex SHA-256")
+    return f"{LOGIN_KEYS}.{digest}"
