@@ -170,7 +170,11 @@ def _ordered_consumers(stream: str) -> list[str]:
 def _durable_readers(stream: str) -> list[str]:
     """Durable pull consumers of its own on `stream` (any name, any create
     form): how an integrator such as examples/notifier keeps its place. On
-    the events stream (limits retention) an ack never removes an event."""
+    the events stream (limits retention) an ack never removes an event.
+    Permissions cannot bound how many: the stream's consumer limits do the
+    rest (topology: every consumer is removed after an idle hour, none may
+    ask for longer), so what a reader leaves behind cannot fill the room
+    the gateway's reads need for good."""
     return [
         _api("CONSUMER.INFO", stream, "*"),
         _api("CONSUMER.DURABLE.CREATE", stream, "*"),

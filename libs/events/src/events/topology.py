@@ -32,6 +32,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamConsumerLimits,
 )
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
@@ -53,6 +54,11 @@ class Topology:
     command_max_age: float = DAY
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 600.0
+    #: Every consumer of the events stream, durable ones included, is removed
+    #: by the server after this long without a reader: the stream's consumer
+    #: room (1,000) cannot be filled for good by the `reader` user, whose
+    #: permissions cannot bound how many it creates.
+    events_consumer_idle: float = 3600.0
 
     @property
     def kv_stream(self) -> str:
@@ -94,6 +100,7 @@ def events_stream_config(t: Topology) -> StreamConfig:
         allow_direct=True,
         duplicate_window=120.0,
         num_replicas=t.replicas,
+        consumer_limits=StreamConsumerLimits(inactive_threshold=t.events_consumer_idle),
     )
 
 
