@@ -452,7 +452,7 @@ async def final_checks(stack: ChaosStack, sessions: list[str], ledger: dict[int,
         held = await store.held_locks(js)
         if held:
             problems.append(f"turn locks left in the KV bucket: {held}")
-        audit = await store.read_subject(js, subjects.audit("verb"))
+        audit = await store.read_subject(js, subjects.audit_filters("verb"))
         broken = chain.verify((e.seq, e.link, e.data) for e in audit)
         if broken is not None:
             problems.append(f"the verb audit chain is broken at seq {broken.seq}: {broken.reason}")

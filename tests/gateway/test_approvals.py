@@ -4,6 +4,7 @@ that is not a clear "taken" from it is `accepted: false`."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -75,6 +76,10 @@ async def test_the_owning_runner_gets_the_answer_with_the_callers_identity(clien
     assert (await client.post(url(sid), json={"approve": False})).json() == {"accepted": True}
     assert [(c.approval_id, c.approved, c.by, c.session_id) for c in seen] == [
         (APPROVAL, True, "operator", sid), (APPROVAL, False, "operator", sid)]
+    # the gateway records the operator's decisions, under its own writer subject
+    decisions = [(json.loads(r.data), r.writer) for r in await EventLog(bus.jetstream()).read(sid)]
+    assert [(e["phase"], e["by"], e["request_id"], w) for e, w in decisions if e["kind"] == "verb"] == [
+        ("approved", "operator", request_id, "gateway"), ("denied", "operator", request_id, "gateway")]
     # the Approve is also the grant pve-executor redeems, bound to what was asked
     kv = await bus.jetstream().key_value(Topology().kv_bucket)
     grant = decode((await kv.get(grant_key(APPROVAL))).value, ApprovalGrant)

@@ -134,7 +134,8 @@ async def tail_cmd(args: argparse.Namespace) -> int:
     """Live events from the bus as they are stored (from now on)."""
     nc = await _connect()
     paint = Paint()
-    subject = subjects.session_events(args.session) if args.session else subjects.EVENTS_ALL
+    # Live: every writer's subject of the session (nothing writes the old single subject now).
+    subject = subjects.session_filters(args.session)[-1] if args.session else subjects.EVENTS_ALL
     done = asyncio.Event()
 
     async def show(msg) -> None:  # type: ignore[no-untyped-def]

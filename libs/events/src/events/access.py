@@ -151,9 +151,12 @@ def _topology_check(t: Topology) -> list[str]:
     return [_api("STREAM.INFO", s) for s in (t.events_stream, t.commands_stream, t.kv_stream)]
 
 
-def _event_writes() -> list[str]:
-    """Appending to the events stream: session logs and the audit subjects."""
-    return [subjects.SESSION_EVENTS_ALL, *(subjects.audit(name) for name in sorted(subjects.AUDIT_NAMES))]
+def _event_writes(role: str) -> list[str]:
+    """Appending to the events stream, under the role's own writer subjects
+    only (session logs and the audit subjects): who wrote an event is where
+    it is stored, and `breakglass verify` holds each writer to its kinds
+    (events.authorship)."""
+    return list(subjects.writer_subjects(role))
 
 
 def _last_event(t: Topology) -> list[str]:
@@ -229,7 +232,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ADMIN: _admin(t),
         GATEWAY: Permissions(
             publish=(
-                subjects.PROMPT, subjects.VERB, *_event_writes(), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
+                subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
                 *_kv_put(t, SESSION_KEYS, LOCK_KEYS, GRANT_KEYS, LOGIN_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
@@ -238,7 +241,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ),
         AGENT_RUNNER: Permissions(
             publish=(
-                subjects.AGENT_VERB, *_event_writes(), subjects.LIVE_ALL, *_kv_put(t, LOCK_KEYS),
+                subjects.AGENT_VERB, *_event_writes(AGENT_RUNNER), subjects.LIVE_ALL, *_kv_put(t, LOCK_KEYS),
                 *_pull(t, RUNNER_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t), *_kv_list(t),
             ),
             subscribe=(_inbox(AGENT_RUNNER), subjects.CANCEL_ALL, subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL),
@@ -246,7 +249,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ),
         PVE_EXECUTOR: Permissions(
             publish=(
-                subjects.VERB_REPLY_ALL, *_event_writes(), *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, SPENT_KEYS),
+                subjects.VERB_REPLY_ALL, *_event_writes(PVE_EXECUTOR), *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, SPENT_KEYS),
                 *_pull(t, EXECUTOR_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t),
             ),
             subscribe=(_inbox(PVE_EXECUTOR),),

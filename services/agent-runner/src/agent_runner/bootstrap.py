@@ -60,7 +60,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         js = nc.jetstream()
         topology = Topology.from_env()
         kv = await ensure(js, topology)
-        events = EventLog(js, topology)
+        events = EventLog(js, topology, writer="agent-runner")
         runner = TurnRunner(
             settings=settings, nc=nc, events=events,
             locks=TurnLocks(kv, events, run_lease=settings.lease_seconds),

@@ -214,11 +214,15 @@ class VerbTool:
             if self.policy == APPROVE_MUTATING and is_mutating(verb):
                 decision = await self._approval(verb, request_id)
                 metrics.approval_decided(decision.approved, decision.by, decision.why)
-                phase = VerbPhase.APPROVED if decision.approved else VerbPhase.DENIED
-                await self.records.append(
-                    VerbProgressed(verb=verb, phase=phase, request_id=request_id, **self.records.envelope(decision.by)),
-                    msg_id=f"{request_id}:{phase.value}",
-                )
+                if decision.why:
+                    # Denied without the operator (timeout, turn over): ours to record.
+                    # The operator's own answer is recorded by the gateway, the only
+                    # writer of an operator's decision (events.authorship).
+                    await self.records.append(
+                        VerbProgressed(verb=verb, phase=VerbPhase.DENIED, request_id=request_id,
+                                       **self.records.envelope(decision.by)),
+                        msg_id=f"{request_id}:{VerbPhase.DENIED.value}",
+                    )
                 if not decision.approved:
                     return self._denied(verb, decision)
                 approved_by = decision.by

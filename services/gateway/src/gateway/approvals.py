@@ -26,7 +26,7 @@ from events import subjects, trace
 from events.codec import ContractError, decode, encode
 from events.codec import decode_event_lenient
 from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
-from events.kinds import ApprovalRequested
+from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
 from events.topology import grant_key
 from events.types import utcnow
 
@@ -47,9 +47,12 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     if await (await bus.locks()).current(session_id) is None:
         return False  # no turn runs, so no approval can be waiting
     trace.bind(session_id=session_id, by=by)
-    if approve and not await _grant(bus, session_id, approval_id, by):
+    asked = await _asked(bus, session_id, approval_id)
+    if asked is None or asked.request_id is None:
         log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
         return False
+    if approve:
+        await _grant(bus, asked, by)
     command = AnswerApproval(by=by, session_id=session_id, approval_id=approval_id, approved=approve)
     nc = bus.nc
     assert nc is not None
@@ -62,6 +65,12 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
         return False
     log.info("approval %s of session %s %s by %s (accepted: %s)",
              approval_id, session_id, "approved" if approve else "denied", by, accepted)
+    if accepted:  # the operator's decision is the gateway's to record (events.authorship)
+        phase = VerbPhase.APPROVED if approve else VerbPhase.DENIED
+        await bus.log.append(VerbProgressed(
+            session_id=session_id, turn_id=asked.turn_id, by=by, verb=asked.verb, phase=phase,
+            request_id=asked.request_id,
+        ), msg_id=f"{asked.request_id}:{phase.value}")
     return accepted
 
 
@@ -74,15 +83,11 @@ async def _asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequest
     return None
 
 
-async def _grant(bus: Bus, session_id: str, approval_id: str, by: str) -> bool:
-    """Store the operator's grant for the approval; False when the session
-    never asked for it."""
-    asked = await _asked(bus, session_id, approval_id)
-    if asked is None or asked.request_id is None:
-        return False
+async def _grant(bus: Bus, asked: ApprovalRequested, by: str) -> None:
+    """Store the operator's grant for what the session asked."""
+    assert asked.session_id is not None and asked.request_id is not None
     grant = ApprovalGrant(
-        approval_id=approval_id, session_id=session_id, request_id=asked.request_id, verb=asked.verb,
+        approval_id=asked.approval_id, session_id=asked.session_id, request_id=asked.request_id, verb=asked.verb,
         approved_by=by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
     )
-    await (await bus.kv()).put(grant_key(approval_id), encode(grant))
-    return True
+    await (await bus.kv()).put(grant_key(asked.approval_id), encode(grant))

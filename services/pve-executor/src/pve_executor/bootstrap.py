@@ -58,7 +58,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         handler = VerbHandler(
             settings=settings,
             runner=runner_for(settings),
-            events=EventLog(js, topology),
+            events=EventLog(js, topology, writer="pve-executor"),
             records=IdempotencyRecords(kv),
             locks=VmLocks(kv, stale_after=settings.lock_stale_seconds),
             publish=_publisher(nc),
