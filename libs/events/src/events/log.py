@@ -273,6 +273,16 @@ class EventLog:
         newest = await self._newest(subjects.session_filters(session_id))
         return max((m.seq or 0 for m in newest.values()), default=0)
 
+    async def head(self, session_id: str) -> tuple[int, str]:
+        """The session's chain head: (sequence, link) of its newest event,
+        (0, "") when it has none. Kept outside the stream (printed by
+        `breakglass sessions`), it is the anchor a cut export fails against."""
+        newest = await self._newest(subjects.session_filters(session_id))
+        head = max(newest.values(), key=lambda m: m.seq or 0, default=None)
+        if head is None:
+            return 0, chain.GENESIS
+        return head.seq or 0, (head.headers or {}).get(chain.HEADER, chain.GENESIS)
+
     async def last_event(self, session_id: str) -> Event | None:
         """The session's newest event, None when it has none (or a newer kind)."""
         newest = await self._newest(subjects.session_filters(session_id))
