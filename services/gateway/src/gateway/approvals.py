@@ -51,6 +51,7 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     if asked is None or asked.request_id is None:
         log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
         return False
+    trace.bind(turn_id=asked.turn_id, request_id=asked.request_id)  # the decision belongs to the verb's turn
     if approve:
         await _grant(bus, asked, by)
     command = AnswerApproval(by=by, session_id=session_id, approval_id=approval_id, approved=approve)
