@@ -26,6 +26,8 @@ class Stored:
     seq: int
     data: bytes
     link: str
+    #: The service whose subject held it ("" before per-writer subjects): bound into the link.
+    writer: str = ""
 
     @property
     def event(self) -> dict:
@@ -73,7 +75,8 @@ async def read_subject(js, filters: tuple[str, ...]) -> list[Stored]:  # type: i
         while True:
             msg = await sub.next_msg(timeout=10)
             seq = msg.metadata.sequence.stream
-            out.append(Stored(seq, msg.data, (msg.headers or {}).get(chain.HEADER, "")))
+            out.append(Stored(seq, msg.data, (msg.headers or {}).get(chain.HEADER, ""),
+                              subjects.writer_of(msg.subject) or ""))
             if seq >= last:
                 return out
     finally:
