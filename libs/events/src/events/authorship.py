@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .kinds import ApprovalRequested, Envelope, VerbPhase, VerbProgressed, kind_of
 from .kinds import (
-    CliSessionBound, ResultReported, TextSaid, ToolCalled, ToolReturned, TurnCancelled, TurnEnded, TurnFailed,
-    TurnInterrupted, UsageReported, UserPrompted,
+    ApprovalRequested, CliSessionBound, Envelope, ResultReported, TextSaid, ToolCalled, ToolReturned, TurnCancelled,
+    TurnEnded, TurnFailed, TurnInterrupted, UsageReported, UserPrompted, VerbPhase, VerbProgressed, kind_of,
 )
 
 GATEWAY, AGENT_RUNNER, PVE_EXECUTOR = "gateway", "agent-runner", "pve-executor"
