@@ -147,6 +147,17 @@ async def test_every_service_does_its_job_under_its_own_user(up: Up, api: FakeAn
     replay = subprocess.run([sys.executable, "-m", "breakglass", "replay", sid], env=env, capture_output=True,
                             text=True, timeout=30)
     assert replay.returncode == 0 and "power verb `reset`" in replay.stdout, replay.stderr
+    # Every event the real services stored is its writer's to state, and the chain holds.
+    exported = subprocess.run([sys.executable, "-m", "breakglass", "replay", sid, "--format", "jsonl"], env=env,
+                              capture_output=True, text=True, timeout=30)
+    writers = {json.loads(line).get("writer") for line in exported.stdout.splitlines()[1:]}
+    assert writers == {"gateway", "agent-runner", "pve-executor"}, writers
+    (tmp_path / "s.jsonl").write_text(exported.stdout)
+    anchor = subprocess.run([sys.executable, "-m", "breakglass", "anchor", sid], env=env, capture_output=True,
+                            text=True, timeout=30).stdout.strip()
+    verified = subprocess.run([sys.executable, "-m", "breakglass", "verify", str(tmp_path / "s.jsonl"), "--anchor",
+                               anchor], env=env, capture_output=True, text=True, timeout=30)
+    assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stdout + verified.stderr
     # ... and the URL an integrator (examples/notifier) runs with
     url = subprocess.run([sys.executable, "-m", "breakglass", "nats-url"], env=env, capture_output=True, text=True,
                          timeout=30)
