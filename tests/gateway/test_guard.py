@@ -138,10 +138,12 @@ async def test_the_api_map_is_off_by_default(path, marker):
             assert (answer.status_code == 200 and marker in answer.text.lower()) is served, (path, settings.api_docs)
 
 
-def test_trusting_the_edge_header_needs_the_proxy_s_secret():
+def test_trusting_the_edge_header_needs_the_proxy_s_secret(tmp_path):
     env = {"BREAKGLASS_NATS_URL": URL, "BREAKGLASS_TRUST_EDGE_HEADER": "1"}
-    with pytest.raises(ConfigError, match="BREAKGLASS_EDGE_SECRET"):
+    with pytest.raises(ConfigError, match="BREAKGLASS_EDGE_SECRET_FILE"):
         Settings.from_env(Env(env))
-    settings = Settings.from_env(Env({**env, "BREAKGLASS_EDGE_SECRET": "s"}))
-    assert settings.auth_configured and settings.edge_secret == "s"
+    secret = tmp_path / "edge-secret"
+    secret.write_text("a-proxy-secret-of-some-length\n")
+    settings = Settings.from_env(Env({**env, "BREAKGLASS_EDGE_SECRET_FILE": str(secret)}))
+    assert settings.auth_configured and settings.edge_secret == "a-proxy-secret-of-some-length"
     assert not replace(settings, edge_secret=None).auth_configured

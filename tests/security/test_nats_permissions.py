@@ -84,6 +84,7 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"$KV.breakglass.grants.{RID}": frozenset({GW}),
     f"$KV.breakglass.spent.{RID}": frozenset({EXE}),
     "$KV.breakglass.logins." + "ab" * 32: frozenset({GW}),  # browser logins: the gateway alone
+    "$KV.breakglass.alerts.vm-devvm": frozenset({GW}),
     "$KV.breakglass.other.x": NOBODY,
     # nobody deletes or purges anything, admin included
     **{f"{API}.STREAM.DELETE.{s}": NOBODY for s in (EV, CMD, KV)},

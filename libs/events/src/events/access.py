@@ -8,9 +8,10 @@ so a renamed subject or stream changes the permissions with it.
     role          publishes                                   subscribes
     gateway       StartTurn, operator RunVerb, session + audit its inbox, live frames,
                   events, cancel/approval requests, KV         verb replies
-                  sessions.*, locks.*, logins.*, grants.* (the only
-                  writer of approval grants), reads: events
-                  (ordered consumers, last event), KV (get, list)
+                  sessions.*, locks.*, alerts.*, logins.*,
+                  grants.* (the only writer of approval
+                  grants), reads: events (ordered consumers,
+                  last event), KV (get, list)
     agent-runner  agent RunVerb (the agent's verb tool), session + its inbox, cancel and approval
                   audit events, live frames, KV locks.*,       requests (answers them: one
                   its own pull consumer (next, ack), reads:    reply each), verb replies
@@ -69,6 +70,7 @@ from dataclasses import dataclass, field
 
 from . import subjects
 from .topology import (
+    ALERT_KEYS,
     CONSUMERS,
     EXECUTOR_CONSUMER,
     GRANT_KEYS,
@@ -233,7 +235,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         GATEWAY: Permissions(
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
-                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, GRANT_KEYS, LOGIN_KEYS),
+                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),

@@ -273,6 +273,8 @@ GRANT_KEYS = "grants"
 SPENT_KEYS = "spent"
 #: Browser logins (gateway only): `logins.<sha256 of the cookie's login id>`.
 LOGIN_KEYS = "logins"
+#: The alert receiver's state: alert groups and per-VM triage windows.
+ALERT_KEYS = "alerts"
 
 
 def session_key(session_id: str) -> str:
@@ -314,3 +316,16 @@ def login_key(digest: str) -> str:
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError("a login key is a lower-case hex SHA-256")
     return f"{LOGIN_KEYS}.{digest}"
+
+
+def alert_group_key(group_key: str) -> str:
+    """KV key of one Alertmanager alert group. Hashed: a group key is free
+    text (`{}:{alertname="X"}`) that KV keys cannot hold."""
+    return f"{ALERT_KEYS}.group-{hashlib.sha256(group_key.encode()).hexdigest()[:40]}"
+
+
+def alert_vm_key(vm: str) -> str:
+    """KV key of a VM's triage window (the per-VM rate limit)."""
+    if not vm or not all(c.isalnum() or c in "-_" for c in vm) or len(vm) > 64:
+        raise ValueError(f"a VM name must be 1-64 letters, digits, - or _, got {vm!r}")
+    return f"{ALERT_KEYS}.vm-{vm}"

@@ -3,7 +3,7 @@
 Two sources of identity, and nothing else:
 - the edge proxy's user header, honoured ONLY when the deployment says it
   sits behind that proxy (`BREAKGLASS_TRUST_EDGE_HEADER=1`) AND the request
-  carries the secret the proxy sends with it (`BREAKGLASS_EDGE_SECRET`,
+  carries the secret the proxy sends with it (`BREAKGLASS_EDGE_SECRET_FILE`,
   compared in constant time): otherwise any local client, the agent's shell
   included, could type the header and be anyone;
 - `Authorization: Bearer <token>`, compared in constant time with the

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
+
+from .alerts.vms import DEFAULT_VM, VmMap
 
 DEFAULT_MODELS = ("sonnet", "opus", "haiku")
 DEFAULT_EDGE_SECRET_HEADER = "X-Breakglass-Edge-Secret"
@@ -36,6 +39,15 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     #: Serve /docs, /redoc and /openapi.json (off: they map the attack surface).
     api_docs: bool = False
+    #: The alert receiver's own bearer (from BREAKGLASS_ALERT_TOKEN_FILE);
+    #: None = the receiver refuses everything. It opens nothing else.
+    alert_token: str | None = None
+    alert_vms: VmMap = field(default_factory=VmMap)
+    #: Per VM, at most one triage starts within this many seconds.
+    alert_window_seconds: float = 900.0
+    #: How long a triage waits for its agent turn to end before it writes
+    #: its diagnosis anyway (the turn may wait for a human's approval).
+    triage_timeout_seconds: float = 1800.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -60,7 +72,18 @@ class Settings:
             edge_secret_header=env.str("EDGE_SECRET_HEADER", DEFAULT_EDGE_SECRET_HEADER) or DEFAULT_EDGE_SECRET_HEADER,
             allowed_hosts=env.list("ALLOWED_HOSTS", ()),
             api_docs=env.bool("API_DOCS", False),
-        )
+            alert_token=_secret_file(env, "ALERT_TOKEN_FILE"),
+            alert_vms=VmMap.parse(env.str("ALERT_VMS"), _default_vm(env)),
+            alert_window_seconds=env.float("ALERT_WINDOW_SECONDS", 900.0, minimum=0.0),
+            triage_timeout_seconds=env.float("TRIAGE_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
+        ).checked()
+
+    def checked(self) -> "Settings":
+        """The alert credential must open nothing else: refuse a deployment
+        that reuses the API or metrics token for it."""
+        if self.alert_token and self.alert_token in (self.api_token, self.metrics_token):
+            raise ConfigError("BREAKGLASS_ALERT_TOKEN_FILE must hold a secret of its own, not the API or metrics token")
+        return self
 
     @property
     def auth_configured(self) -> bool:
@@ -74,13 +97,35 @@ class Settings:
 
 
 def _edge_secret(env: Env) -> str | None:
-    """Trusting the edge header needs the secret the proxy sends with it:
-    otherwise any local process (the agent's shell included) could name
-    itself anyone. Fail closed at start, in one line."""
-    secret = env.str("EDGE_SECRET")
+    """Trusting the edge header needs the secret the proxy sends with it
+    (read from BREAKGLASS_EDGE_SECRET_FILE): otherwise any local process,
+    the agent's shell included, could name itself anyone. Fail closed at
+    start, in one line."""
+    secret = _secret_file(env, "EDGE_SECRET_FILE")
     if env.bool("TRUST_EDGE_HEADER", False) and not secret:
         raise ConfigError(
-            "BREAKGLASS_TRUST_EDGE_HEADER=1 needs BREAKGLASS_EDGE_SECRET: the secret the auth proxy sends in "
-            f"{env.str('EDGE_SECRET_HEADER', DEFAULT_EDGE_SECRET_HEADER)}, so nothing else can set the user header"
+            "BREAKGLASS_TRUST_EDGE_HEADER=1 needs BREAKGLASS_EDGE_SECRET_FILE: a file holding the secret the auth "
+            f"proxy sends in {env.str('EDGE_SECRET_HEADER', DEFAULT_EDGE_SECRET_HEADER)}, so nothing else can set "
+            "the user header"
         )
+    return secret
+
+
+def _default_vm(env: Env) -> str | None:
+    value = env.str("ALERT_DEFAULT_VM", DEFAULT_VM)
+    return None if value == "none" else value
+
+
+def _secret_file(env: Env, name: str) -> str | None:
+    """A secret read from the file a setting names (never the setting's own
+    value: environments leak into process listings and crash dumps)."""
+    path = env.str(name)
+    if path is None:
+        return None
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"BREAKGLASS_{name}: cannot read {path}: {exc.strerror or exc}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"BREAKGLASS_{name}: {path} must hold a secret of at least 16 characters")
     return secret
