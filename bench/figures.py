@@ -310,7 +310,7 @@ async def through_gateway(ctx: Ctx, count: int, *, pipelined: bool) -> tuple[flo
         t_last = await asyncio.wait_for(done, 60)
         _exact(seen, appended, "throughput stream")
         records = await log.read(sid)
-        broken = chain.verify((r.seq, r.link, r.data) for r in records)
+        broken = chain.verify((r.seq, r.link, r.data, r.writer) for r in records)
         if broken is not None or [r.seq for r in records] != appended:
             raise AssertionError(f"throughput: the stored chain does not hold: {broken}")
     finally:

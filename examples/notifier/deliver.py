@@ -5,7 +5,10 @@ Two formats:
 - `json`: `POST <url>` with `application/json`
   `{"title", "message", "priority", "session_id", "kind", "link", "event"}`,
   where `event` is the stored event as the attach stream shows it (its JSON
-  plus `id`, the stream sequence: a receiver can de-duplicate on it).
+  plus `id`, the stream sequence: a receiver can de-duplicate on it), and,
+  for a session's event, `anchor`: its session's hash-chain head at that
+  event (`SEQ:LINK`). Kept by the receiver, outside breakglass, it is what
+  `breakglass verify --anchor` holds an export to (a cut tail fails).
 - `ntfy`: ntfy's publish API, `POST <topic url>` with the message as the
   plain-text body and the headers `Title`, `Priority` (1..5), `Tags` and
   `Click` (the session link). Non-ASCII header values are sent as RFC 2047
@@ -53,8 +56,8 @@ def header_value(text: str) -> str:
     return "=?UTF-8?B?" + base64.b64encode(flat.encode("utf-8")).decode("ascii") + "?="
 
 
-def json_request(note: Notification, event: dict[str, Any]) -> Request:
-    body = {
+def json_request(note: Notification, event: dict[str, Any], anchor: str | None = None) -> Request:
+    body: dict[str, Any] = {
         "title": note.title,
         "message": note.message,
         "priority": note.priority,
@@ -63,6 +66,8 @@ def json_request(note: Notification, event: dict[str, Any]) -> Request:
         "link": note.link,
         "event": event,
     }
+    if anchor:
+        body["anchor"] = anchor
     return Request(
         headers={"Content-Type": "application/json"},
         content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
@@ -82,9 +87,9 @@ def ntfy_request(note: Notification) -> Request:
     return Request(headers=headers, content=note.message.encode("utf-8"))
 
 
-def build_request(fmt: str, note: Notification, event: dict[str, Any]) -> Request:
+def build_request(fmt: str, note: Notification, event: dict[str, Any], anchor: str | None = None) -> Request:
     if fmt == "json":
-        return json_request(note, event)
+        return json_request(note, event, anchor)
     if fmt == "ntfy":
         return ntfy_request(note)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -163,8 +168,8 @@ class Sender:
             timeout=timeout, headers=headers, follow_redirects=False, transport=transport
         )
 
-    async def send(self, note: Notification, event: dict[str, Any]) -> Sent:
-        request = build_request(self.format, note, event)
+    async def send(self, note: Notification, event: dict[str, Any], anchor: str | None = None) -> Sent:
+        request = build_request(self.format, note, event, anchor)
         try:
             response = await self._client.post(self.url, headers=request.headers, content=request.content)
         except httpx.HTTPError as exc:  # refused, reset, DNS, timeouts: all worth another try

@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from events import bus, service, subjects
+from events import bus, chain, export, service, subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import UserPrompted
 
@@ -146,6 +146,14 @@ def event_json(data: bytes, seq: int) -> dict[str, Any]:
     return {"kind": stored.pop("kind", None), "id": seq, **stored}
 
 
+def anchor_of(msg: Msg, seq: int) -> str | None:
+    """The session's chain head at this event, for the receiver to keep."""
+    link = (msg.headers or {}).get(chain.HEADER)
+    if not link or subjects.session_of(msg.subject) is None:
+        return None
+    return export.format_anchor(seq, link)
+
+
 class Notifier:
     def __init__(self, js: JetStreamContext, settings: Settings, sender: Sender) -> None:
         self.js = js
@@ -178,7 +186,7 @@ class Notifier:
             if note is None or note.priority < self.settings.min_priority:
                 await msg.ack()
                 return
-            sent = await self.sender.send(note, event_json(msg.data, seq))
+            sent = await self.sender.send(note, event_json(msg.data, seq), anchor_of(msg, seq))
         except Exception:
             if attempt >= MAX_HANDLER_FAILURES:
                 log.exception("event #%d failed %d times; terminated", seq, attempt)

@@ -26,6 +26,8 @@ class Stored:
     seq: int
     data: bytes
     link: str
+    #: The service whose subject held it ("" before per-writer subjects): bound into the link.
+    writer: str = ""
 
     @property
     def event(self) -> dict:
@@ -55,20 +57,26 @@ async def connected(url: str, timeout: float = 30.0) -> AsyncIterator[object]:
         await nc.close()
 
 
-async def read_subject(js, subject: str) -> list[Stored]:  # type: ignore[no-untyped-def]
-    """Every stored message of `subject`, in stream order (a full replay)."""
-    try:
-        last = (await js.get_last_msg(TOPOLOGY.events_stream, subject)).seq
-    except NotFoundError:
+async def read_subject(js, filters: tuple[str, ...]) -> list[Stored]:  # type: ignore[no-untyped-def]
+    """Every stored message on the `filters` (events.subjects), in stream order (a full replay)."""
+    last = 0
+    for subject in filters:
+        try:
+            last = max(last, (await js.get_last_msg(TOPOLOGY.events_stream, subject)).seq)
+        except NotFoundError:
+            pass
+    if not last:
         return []
     out: list[Stored] = []
-    sub = await js.subscribe(subject, stream=TOPOLOGY.events_stream, ordered_consumer=True,
-                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0))
+    sub = await js.subscribe(filters[0], stream=TOPOLOGY.events_stream, ordered_consumer=True,
+                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0,
+                                                   filter_subjects=list(filters)))
     try:
         while True:
             msg = await sub.next_msg(timeout=10)
             seq = msg.metadata.sequence.stream
-            out.append(Stored(seq, msg.data, (msg.headers or {}).get(chain.HEADER, "")))
+            out.append(Stored(seq, msg.data, (msg.headers or {}).get(chain.HEADER, ""),
+                              subjects.writer_of(msg.subject) or ""))
             if seq >= last:
                 return out
     finally:
@@ -77,7 +85,7 @@ async def read_subject(js, subject: str) -> list[Stored]:  # type: ignore[no-unt
 
 
 async def session_events(js, session_id: str) -> list[Stored]:  # type: ignore[no-untyped-def]
-    return await read_subject(js, subjects.session_events(session_id))
+    return await read_subject(js, subjects.session_filters(session_id))
 
 
 async def lock_held(js, session_id: str) -> bool:  # type: ignore[no-untyped-def]

@@ -344,7 +344,7 @@ def check_session(it: Iteration, events: list[store.Stored], obs: Observer, acce
     if errors:
         it.notes.append(f"errors {errors}")
     # 6. the chain holds
-    broken = chain.verify((e.seq, e.link, e.data) for e in events)
+    broken = chain.verify((e.seq, e.link, e.data, e.writer) for e in events)
     if broken is not None:
         it.problems.append(f"the session's hash chain is broken at event {broken.index} (seq {broken.seq}): "
                            f"{broken.reason}")
@@ -453,8 +453,8 @@ async def final_checks(stack: ChaosStack, sessions: list[str], ledger: dict[int,
         held = await store.held_locks(js)
         if held:
             problems.append(f"turn locks left in the KV bucket: {held}")
-        audit = await store.read_subject(js, subjects.audit("verb"))
-        broken = chain.verify((e.seq, e.link, e.data) for e in audit)
+        audit = await store.read_subject(js, subjects.audit_filters("verb"))
+        broken = chain.verify((e.seq, e.link, e.data, e.writer) for e in audit)
         if broken is not None:
             problems.append(f"the verb audit chain is broken at seq {broken.seq}: {broken.reason}")
         per_request: dict[str, int] = {}

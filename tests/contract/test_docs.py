@@ -86,11 +86,24 @@ def _subject_templates() -> set[str]:
     found = {value for name, value in vars(subjects).items() if name.isupper() and isinstance(value, str)
              and value.startswith(subjects.ROOT + ".") and not value.endswith(("*", ">"))}
     for name, function in inspect.getmembers(subjects, inspect.isfunction):
-        if function.__module__ != subjects.__name__ or name.startswith("_") or name == "session_of":
+        if function.__module__ != subjects.__name__ or name.startswith("_") or name in (
+                "session_of", "verb_origin", "writer_of", "session_filters", "audit_filters", "writer_subjects"):
             continue
-        (parameter,) = inspect.signature(function).parameters
+        parameters = tuple(inspect.signature(function).parameters)
+        if parameters[-1] == "writer":  # per-writer subjects: the writer token is the {writer} parameter
+            sentinel = str(uuid.uuid4())
+            firsts = [sentinel] if parameters[0] == "session_id" else sorted(subjects.AUDIT_NAMES)
+            for first in firsts:
+                for writer in subjects.WRITERS:
+                    address = function(first, writer).replace(sentinel, "{session_id}")
+                    found.add(address.rsplit(".", 1)[0] + ".{writer}")
+            continue
+        (parameter,) = parameters
         if parameter == "name":
             found |= {function(audit_name) for audit_name in subjects.AUDIT_NAMES}
+            continue
+        if parameter == "origin":
+            found |= {function(origin) for origin in set(subjects.VERB_ORIGINS.values())}
             continue
         sentinel = str(uuid.uuid4())
         found.add(function(sentinel).replace(sentinel, placeholders[parameter]))

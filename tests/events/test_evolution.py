@@ -40,3 +40,34 @@ def test_a_kind_from_a_newer_version_is_skipped_by_readers():
     assert codec.decode_event_lenient(b'{"kind":"heartbeat","v":1,"by":"x"}') is None
     rendered = transcript.markdown("s", [(1, LINES[0]), (2, b'{"kind":"heartbeat","v":1,"by":"x"}')])
     assert "the devvm is not answering" in rendered and "heartbeat" not in rendered
+
+
+# --- stores: sessions written before per-writer subjects -----------------------------
+
+
+async def test_a_session_from_before_per_writer_subjects_reads_and_continues_as_one_chain(js, topology):
+    """An old store holds a session on `breakglass.events.session.<id>` (no
+    writer). After the upgrade readers still find those events, the writers
+    continue the same hash chain on their own subjects, and the export
+    verifies: old lines without a writer, new ones held to their writers."""
+    from events import export, subjects
+    from events.log import EventLog
+    from events.types import new_id
+
+    sid = new_id()
+    old = EventLog(js, topology)  # what earlier versions wrote: the single subject
+    for line in LINES[:3]:
+        event = codec.decode_event(line)
+        event.session_id = sid
+        await old.append(event)
+    await EventLog(js, topology, writer="agent-runner").append(codec.decode_event(LINES[2]).__class__(
+        session_id=sid, by="agent", text="and now on the writer's own subject"))
+    await EventLog(js, topology, writer="gateway").append(codec.decode_event(LINES[0]).__class__(
+        session_id=sid, by="alice", text="thanks"))
+
+    records = await EventLog(js, topology).read(sid)
+    assert [r.writer for r in records] == ["", "", "", "agent-runner", "gateway"]
+    stored = (await js.stream_info(topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_EVERY)).state.subjects
+    assert set(stored) >= {subjects.session_events(sid), subjects.session_writer(sid, "agent-runner")}
+    assert (await EventLog(js, topology).head(sid))[0] == records[-1].seq
+    assert export.verify_jsonl(export.jsonl(sid, records)) is None

@@ -17,7 +17,8 @@ def test_subject_names_are_the_documented_contract():
     assert subjects.verb_reply(SID) == f"breakglass.reply.verb.{SID}"
     assert subjects.audit("verb") == "breakglass.events.audit.verb"
     assert subjects.PROMPT == "breakglass.cmd.prompt"
-    assert subjects.VERB == "breakglass.cmd.verb"
+    assert subjects.VERB == "breakglass.cmd.verb.operator"
+    assert subjects.AGENT_VERB == "breakglass.cmd.verb.agent"
 
 
 @pytest.mark.parametrize(

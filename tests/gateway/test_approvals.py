@@ -4,6 +4,7 @@ that is not a clear "taken" from it is `accepted: false`."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -11,11 +12,13 @@ import nats
 import pytest
 
 from events import subjects
-from events.codec import decode_command, encode
-from events.commands import AnswerApproval, ApprovalReply
+from events.codec import decode, decode_command, encode
+from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
+from events.kinds import ApprovalRequested
 from events.locks import TurnLocks
 from events.log import EventLog
-from events.topology import Topology
+from events.topology import Topology, grant_key
+from events.verbs import Verb
 
 APPROVAL = "00000000-0000-4000-8000-000000000001"
 
@@ -43,6 +46,14 @@ async def hold_turn(nc, session_id: str) -> None:
     assert await TurnLocks(kv, EventLog(js)).take(session_id, str(uuid.uuid4()), "operator")
 
 
+async def ask_approval(nc, session_id: str, approval_id: str = APPROVAL, verb: Verb = Verb.RESET) -> str:
+    """What the runner records when the agent asks for a mutating verb."""
+    request_id = str(uuid.uuid4())
+    await EventLog(nc.jetstream()).append(ApprovalRequested(
+        session_id=session_id, by="agent", approval_id=approval_id, verb=verb, request_id=request_id))
+    return request_id
+
+
 def url(session_id: str, approval_id: str = APPROVAL) -> str:
     return f"/api/session/{session_id}/approval/{approval_id}"
 
@@ -60,10 +71,40 @@ async def test_the_owning_runner_gets_the_answer_with_the_callers_identity(clien
 
     await bus.subscribe(subjects.approval(sid), cb=runner)
     await bus.flush()
+    request_id = await ask_approval(bus, sid, verb=Verb.CYCLE)
     assert (await client.post(url(sid), json={"approve": True})).json() == {"accepted": True}
     assert (await client.post(url(sid), json={"approve": False})).json() == {"accepted": True}
     assert [(c.approval_id, c.approved, c.by, c.session_id) for c in seen] == [
         (APPROVAL, True, "operator", sid), (APPROVAL, False, "operator", sid)]
+    # the gateway records the operator's decisions, under its own writer subject
+    decisions = [(json.loads(r.data), r.writer) for r in await EventLog(bus.jetstream()).read(sid)]
+    assert [(e["phase"], e["by"], e["request_id"], w) for e, w in decisions if e["kind"] == "verb"] == [
+        ("approved", "operator", request_id, "gateway"), ("denied", "operator", request_id, "gateway")]
+    # the Approve is also the grant pve-executor redeems, bound to what was asked
+    kv = await bus.jetstream().key_value(Topology().kv_bucket)
+    grant = decode((await kv.get(grant_key(APPROVAL))).value, ApprovalGrant)
+    assert (grant.session_id, grant.request_id, grant.verb, grant.approved_by) == (
+        sid, request_id, Verb.CYCLE, "operator")
+
+
+async def test_approving_what_was_never_asked_grants_nothing(client, bus):
+    sid = await open_session(client)
+    await hold_turn(bus, sid)
+    asked: list[bytes] = []
+
+    async def runner(msg) -> None:
+        asked.append(msg.data)
+        await msg.respond(encode(ApprovalReply(accepted=True)))
+
+    await bus.subscribe(subjects.approval(sid), cb=runner)
+    await bus.flush()
+    other = str(uuid.uuid4())
+    await ask_approval(bus, sid, approval_id=other)  # a different approval of the same session
+    assert (await client.post(url(sid), json={"approve": True})).json() == {"accepted": False}
+    assert asked == []
+    kv = await bus.jetstream().key_value(Topology().kv_bucket)
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await kv.get(grant_key(APPROVAL))
 
 
 async def test_a_runner_that_no_longer_waits_is_accepted_false(client, bus):
@@ -75,6 +116,7 @@ async def test_a_runner_that_no_longer_waits_is_accepted_false(client, bus):
 
     await bus.subscribe(subjects.approval(sid), cb=runner)
     await bus.flush()
+    await ask_approval(bus, sid)
     answer = await client.post(url(sid), json={"approve": True})
     assert answer.status_code == 200 and answer.json() == {"accepted": False}
 
@@ -103,6 +145,7 @@ async def test_no_usable_reply_is_accepted_false(client, bus, reply):
 
         await bus.subscribe(subjects.approval(sid), cb=runner)
         await bus.flush()
+    await ask_approval(bus, sid)
     answer = await client.post(url(sid), json={"approve": True})
     assert answer.status_code == 200 and answer.json() == {"accepted": False}
 

@@ -6,12 +6,18 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from dataclasses import replace
+
 from gateway.app import create_app
-from gateway.auth import identify
+from gateway.auth import COOKIE, identify
 from gateway.settings import Settings
+from tests.gateway.conftest import TOKEN
+from tests.servers import serve_app, wait_ready
 
 SID = "6cfaa6bb-d10d-4842-8572-2d78d3eeee8c"
 URL = "nats://127.0.0.1:1"  # never contacted: auth answers first
+EDGE = Settings(nats_url=URL, trust_edge_header=True, edge_secret="proxy-secret")
+PROXY = {"X-Breakglass-Edge-Secret": "proxy-secret"}
 
 
 def api_routes(app) -> list[tuple[str, str]]:
@@ -32,9 +38,14 @@ CASES = {
     "empty configured token": (Settings(nats_url=URL, api_token=""), {"Authorization": "Bearer "}),
     "no configured token": (Settings(nats_url=URL, api_token=None), {"Authorization": "Bearer None"}),
     "edge header while untrusted": (Settings(nats_url=URL, api_token="right"), {"X-authentik-username": "mallory"}),
-    "trusted edge header, empty": (Settings(nats_url=URL, trust_edge_header=True), {"X-authentik-username": ""}),
-    "trusted edge header, junk": (Settings(nats_url=URL, trust_edge_header=True), {"X-authentik-username": "a b\tc"}),
-    "other header while trusted": (Settings(nats_url=URL, trust_edge_header=True), {"X-Remote-User": "mallory"}),
+    "trusted edge header, empty": (EDGE, {"X-authentik-username": "", **PROXY}),
+    "trusted edge header, junk": (EDGE, {"X-authentik-username": "a b\tc", **PROXY}),
+    "other header while trusted": (EDGE, {"X-Remote-User": "mallory", **PROXY}),
+    "trusted edge header without the proxy's secret": (EDGE, {"X-authentik-username": "mallory"}),
+    "trusted edge header, wrong secret": (EDGE, {"X-authentik-username": "mallory",
+                                                 "X-Breakglass-Edge-Secret": "guess"}),
+    "trusted edge header, no secret configured": (Settings(nats_url=URL, trust_edge_header=True),
+                                                  {"X-authentik-username": "mallory", **PROXY}),
 }
 
 
@@ -42,7 +53,7 @@ CASES = {
 async def test_every_api_route_refuses(case):
     settings, headers = CASES[case]
     app = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         for method, path in api_routes(app):
             answer = await client.request(method, path, headers=headers, json={})
             assert answer.status_code == 401, (case, method, path, answer.status_code)
@@ -53,9 +64,10 @@ def test_identify_accepts_only_the_configured_sources():
     token = Settings(nats_url=URL, api_token="right")
     assert identify(token, {"authorization": "Bearer right"}) == "operator"
     assert identify(token, {"authorization": "bearer right"}) == "operator"
-    edge = Settings(nats_url=URL, trust_edge_header=True, edge_user_header="X-User")
-    assert identify(edge, httpx.Headers({"x-user": "alice"})) == "alice"
-    assert identify(edge, httpx.Headers({"X-authentik-username": "alice"})) is None
+    edge = Settings(nats_url=URL, trust_edge_header=True, edge_user_header="X-User", edge_secret="proxy-secret")
+    assert identify(edge, httpx.Headers({"x-user": "alice", **PROXY})) == "alice"
+    assert identify(edge, httpx.Headers({"x-user": "alice"})) is None  # not through the proxy
+    assert identify(edge, httpx.Headers({"X-authentik-username": "alice", **PROXY})) is None
 
 
 async def test_a_real_gateway_accepts_the_token_and_the_trusted_header(gateway):
@@ -78,6 +90,31 @@ async def test_login_sets_a_stream_cookie_that_only_opens_safe_methods(gateway):
         assert (await browser.get("/api/sessions")).status_code == 401
 
 
-async def test_a_wrong_cookie_is_refused(gateway):
-    async with httpx.AsyncClient(base_url=gateway.base, cookies={"breakglass_token": "guess"}) as browser:
+async def test_the_cookie_is_a_server_side_login_that_logout_revokes(gateway):
+    async with httpx.AsyncClient(base_url=gateway.base) as browser:
+        await browser.post("/api/login", headers=gateway.headers)
+        login_id = browser.cookies[COOKIE]
+    assert TOKEN not in login_id and len(login_id) >= 40  # never the token itself
+    stolen = {COOKIE: login_id}
+    async with httpx.AsyncClient(base_url=gateway.base, cookies=stolen) as thief:
+        assert (await thief.get("/api/sessions")).status_code == 200
+        async with httpx.AsyncClient(base_url=gateway.base, cookies=stolen) as owner:
+            assert (await owner.post("/api/logout", headers=gateway.headers)).status_code == 200
+        assert (await thief.get("/api/sessions")).status_code == 401  # revoked on the server, not just forgotten
+
+
+async def test_a_login_ends_when_the_token_changes(nats_url, gateway):
+    async with httpx.AsyncClient(base_url=gateway.base) as browser:
+        await browser.post("/api/login", headers=gateway.headers)
+        login_id = browser.cookies[COOKIE]
+    rotated = create_app(replace(gateway.settings, api_token="a-new-token"))
+    with serve_app(rotated) as base:
+        wait_ready(base)
+        async with httpx.AsyncClient(base_url=base, cookies={COOKIE: login_id}) as browser:
+            assert (await browser.get("/api/sessions")).status_code == 401
+
+
+@pytest.mark.parametrize("cookie", ["guess", "x" * 43, TOKEN])
+async def test_a_wrong_cookie_is_refused(gateway, cookie):
+    async with httpx.AsyncClient(base_url=gateway.base, cookies={COOKIE: cookie}) as browser:
         assert (await browser.get("/api/sessions")).status_code == 401

@@ -97,6 +97,9 @@ async def test_each_trigger_posts_one_json_notification_and_nothing_else_posts(j
         assert body["session_id"] == sid
         assert body["link"] == f"{BASE}#/session/{sid}"
         assert body["event"] == {**(await stored(js, topology, seq)), "id": seq}
+        # the session's chain head at that event: what `breakglass verify --anchor` takes
+        link = (await js.get_msg(topology.events_stream, seq)).headers["Breakglass-Chain"]
+        assert body["anchor"] == f"{seq}:{link}"
     assert "disk is full" in got[first]["message"] and "alice" in got[first]["message"]
     assert "exit 0" in got[verb]["message"]
 

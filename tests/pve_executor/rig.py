@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nats.js.api import ConsumerConfig
+
 from events import subjects
 from events.codec import decode, decode_event, encode
 from events.commands import RunVerb, VerbResult
@@ -79,13 +81,18 @@ async def request(
     return Answer(command, decode(msg.data, VerbResult), time.monotonic() - started)
 
 
-async def stored(js, subject: str, topology: Topology = Topology()):  # type: ignore[no-untyped-def]
-    """Every event stored on `subject`, in order."""
-    try:
-        last = (await js.get_last_msg(topology.events_stream, subject)).seq
-    except Exception:
+async def stored(js, filters: tuple[str, ...], topology: Topology = Topology()):  # type: ignore[no-untyped-def]
+    """Every event stored on the `filters` (events.subjects), in order."""
+    last = 0
+    for subject in filters:
+        try:
+            last = max(last, (await js.get_last_msg(topology.events_stream, subject)).seq)
+        except Exception:
+            pass
+    if not last:
         return []
-    sub = await js.subscribe(subject, stream=topology.events_stream, ordered_consumer=True)
+    sub = await js.subscribe(filters[0], stream=topology.events_stream, ordered_consumer=True,
+                             config=ConsumerConfig(filter_subjects=list(filters)))
     events = []
     try:
         while True:
@@ -98,11 +105,11 @@ async def stored(js, subject: str, topology: Topology = Topology()):  # type: ig
 
 
 async def audit_of(js, request_id: str) -> list[VerbProgressed]:  # type: ignore[no-untyped-def]
-    return [e for e in await stored(js, subjects.audit("verb")) if e.request_id == request_id]
+    return [e for e in await stored(js, subjects.audit_filters("verb")) if e.request_id == request_id]
 
 
 async def session_of(js, session_id: str) -> list[VerbProgressed]:  # type: ignore[no-untyped-def]
-    return await stored(js, subjects.session_events(session_id))
+    return await stored(js, subjects.session_filters(session_id))
 
 
 @contextlib.contextmanager

@@ -85,19 +85,22 @@ def test_the_matrix_lists_every_role_and_each_inbox_once() -> None:
 def test_credentials_are_private_stable_and_complete(tmp_path: Path) -> None:
     first = natsauth.load_or_create(tmp_path)
     path = natsauth.auth_dir(tmp_path) / natsauth.CREDENTIALS_FILE
-    assert set(first) == set(access.ROLES) and len(set(first.values())) == len(first)
+    assert set(first) == set(access.ROLES) - {access.ADMIN} and len(set(first.values())) == len(first)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert natsauth.load_or_create(tmp_path) == first
 
-    # an older file without a role gets that role added, the others kept
+    # an older file without a role gets that role added, the others kept; an
+    # admin password a former version kept is dropped (admin is set-up only)
     data = json.loads(path.read_text())
     del data["users"][access.READER]
+    data["users"][access.ADMIN] = "kept-by-an-older-version"
     path.write_text(json.dumps(data))
     os.chmod(path, 0o644)
     again = natsauth.load_or_create(tmp_path)
-    assert {r: again[r] for r in access.ROLES if r != access.READER} == {
-        r: first[r] for r in access.ROLES if r != access.READER}
+    kept = [r for r in natsauth.KEPT_ROLES if r != access.READER]
+    assert {r: again[r] for r in kept} == {r: first[r] for r in kept}
+    assert access.ADMIN not in json.loads(path.read_text())["users"]
     assert again[access.READER] and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert natsauth.reader_password(tmp_path) == again[access.READER]
 

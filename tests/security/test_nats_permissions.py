@@ -49,14 +49,25 @@ def _ack(durable: str) -> str:
 
 # subject -> the roles that may publish to it. Everything else: denied.
 PUBLISH: dict[str, frozenset[str]] = {
-    # commands: only the gateway starts turns; the gateway (operator) and
-    # agent-runner (the agent's verb tool) ask for verbs
+    # commands: only the gateway starts turns; operator verbs come only from
+    # the gateway, agent verbs only from agent-runner (the agent's verb tool):
+    # pve-executor takes who asked from the subject
     subjects.PROMPT: frozenset({GW}),
-    subjects.VERB: frozenset({GW, RUN}),
+    subjects.VERB: frozenset({GW}),
+    subjects.AGENT_VERB: frozenset({RUN}),
+    "breakglass.cmd.verb.other": NOBODY,
     "breakglass.cmd.other": NOBODY,
-    # events: the three services record; the reader never writes
-    subjects.session_events(SID): frozenset(SERVICES),
-    subjects.audit("verb"): frozenset(SERVICES),
+    # events: each service records under its own writer subject only (authorship);
+    # the subjects of stores before per-writer subjects are read only; the reader never writes
+    subjects.session_writer(SID, GW): frozenset({GW}),
+    subjects.session_writer(SID, RUN): frozenset({RUN}),
+    subjects.session_writer(SID, EXE): frozenset({EXE}),
+    subjects.session_events(SID) + ".reader": NOBODY,
+    subjects.session_events(SID): NOBODY,
+    subjects.audit_writer("verb", GW): frozenset({GW}),
+    subjects.audit_writer("verb", RUN): frozenset({RUN}),
+    subjects.audit_writer("verb", EXE): frozenset({EXE}),
+    subjects.audit("verb"): NOBODY,
     "breakglass.events.audit.other": NOBODY,
     "breakglass.events.other": NOBODY,
     subjects.live(SID): frozenset({RUN}),
@@ -69,6 +80,10 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"$KV.breakglass.locks.{SID}": frozenset({GW, RUN}),
     "$KV.breakglass.verbs.abc123": frozenset({EXE}),
     "$KV.breakglass.vmlocks.102": frozenset({EXE}),
+    # approval grants: minted only by the gateway, spent only by the executor
+    f"$KV.breakglass.grants.{RID}": frozenset({GW}),
+    f"$KV.breakglass.spent.{RID}": frozenset({EXE}),
+    "$KV.breakglass.logins." + "ab" * 32: frozenset({GW}),  # browser logins: the gateway alone
     "$KV.breakglass.alerts.vm-devvm": frozenset({GW}),
     "$KV.breakglass.other.x": NOBODY,
     # nobody deletes or purges anything, admin included
@@ -229,7 +244,7 @@ def test_the_matrix_names_every_subject_of_the_contract() -> None:
     for pattern in (subjects.SESSION_EVENTS_ALL, subjects.AUDIT_ALL, subjects.LIVE_ALL, subjects.CANCEL_ALL,
                     subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL):
         assert pattern.rsplit(".", 1)[0] in families, pattern
-    assert {subjects.PROMPT, subjects.VERB} <= set(PUBLISH)
+    assert {subjects.PROMPT, subjects.VERB, subjects.AGENT_VERB} <= set(PUBLISH)
 
 
 # --- no credentials, wrong credentials ---------------------------------------------
@@ -374,7 +389,7 @@ async def test_a_reader_keeps_a_durable_consumer_on_the_audit_log_only(secured: 
     """What an integrator (examples/notifier) does, and where it stops."""
     sid = new_id()
     async with connect(secured, GW) as (nc, _):
-        await EventLog(nc.jetstream(), T).append(TextSaid(session_id=sid, by="agent", text="noted"))
+        await EventLog(nc.jetstream(), T, writer=GW).append(TextSaid(session_id=sid, by="agent", text="noted"))
     async with connect(secured, READ) as (nc, violations):
         js = nc.jetstream(timeout=0.3)
         await js.add_consumer(EV, ConsumerConfig(durable_name="notifier", filter_subject=subjects.EVENTS_ALL))
@@ -398,7 +413,7 @@ async def test_a_reader_keeps_a_durable_consumer_on_the_audit_log_only(secured: 
 async def test_the_reader_replays_what_the_services_recorded(secured: Secured) -> None:
     sid = new_id()
     async with connect(secured, RUN) as (nc, violations):
-        log = EventLog(nc.jetstream(), T)
+        log = EventLog(nc.jetstream(), T, writer=RUN)
         seqs = [await log.append(TextSaid(session_id=sid, by="agent", text=f"line {i}")) for i in range(3)]
     async with connect(secured, READ) as (nc, reader_violations):
         records = await EventLog(nc.jetstream(), T).read(sid)
@@ -416,12 +431,12 @@ async def test_a_stored_event_pointed_at_a_reply_subject_is_not_taken_for_the_an
     async with connect(secured, EXE) as (nc, _):
         stored = VerbProgressed(by="pve-executor", verb=Verb.RESET, phase=VerbPhase.DONE, request_id=new_id(),
                                 exit_code=0, stdout="an old reset", stderr="")
-        await EventLog(nc.jetstream(), T).append_audit("verb", stored)
+        await EventLog(nc.jetstream(), T, writer=EXE).append_audit("verb", stored)
     assert decode(encode(stored), VerbResult).stdout == "an old reset"  # the threat is real
 
     command = RunVerb(by="alice", request_id=new_id(), verb=Verb.RESET)
     config = {"deliver_subject": subjects.verb_reply(command.request_id), "ack_policy": "none",
-              "filter_subject": subjects.audit("verb")}
+              "filter_subject": subjects.audit_writer("verb", EXE)}
     async with connect(secured, GW) as (gw, _), connect(secured, READ) as (reader, _), \
             connect(secured, EXE) as (executor, _):
         async def attack_then_answer() -> None:

@@ -89,13 +89,17 @@ async def sessions_cmd(args: argparse.Namespace) -> int:
         js = nc.jetstream()
         t = Topology.from_env()
         found = await index.list_sessions(js, await js.key_value(t.kv_bucket), t, query=args.query, limit=args.limit)
+        log = EventLog(js, t)
+        heads = [await log.head(s.session_id) for s in found]
     finally:
         await nc.close()
     paint = Paint()
-    for s in found:
+    for s, (seq, link) in zip(found, heads):
         state = paint(COLOURS["error"] if s.state == "running" else DIM, s.state)
+        # The chain head: keep it (a ticket, a chat) and a cut export fails `verify --anchor` against it.
+        anchor = export.format_anchor(seq, link, export.MIN_ANCHOR_HEX) if seq else "-"
         print(f"{s.session_id}  {s.created_at:%Y-%m-%d %H:%M}  {s.created_by:<12} {state:<8} "
-              f"{s.event_count:>5} events {s.verbs_run:>2} verbs  {s.outcome or '-':<11} {s.title}")
+              f"{s.event_count:>5} events {s.verbs_run:>2} verbs  {s.outcome or '-':<11} {anchor}  {s.title}")
     if not found:
         print("no sessions", file=sys.stderr)
     return 0
@@ -136,7 +140,8 @@ async def tail_cmd(args: argparse.Namespace) -> int:
     """Live events from the bus as they are stored (from now on)."""
     nc = await _connect()
     paint = Paint()
-    subject = subjects.session_events(args.session) if args.session else subjects.EVENTS_ALL
+    # Live: every writer's subject of the session (nothing writes the old single subject now).
+    subject = subjects.session_filters(args.session)[-1] if args.session else subjects.EVENTS_ALL
     done = asyncio.Event()
 
     async def show(msg) -> None:  # type: ignore[no-untyped-def]
@@ -169,11 +174,27 @@ def nats_url_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+async def anchor_cmd(args: argparse.Namespace) -> int:
+    """The session's chain head, `SEQ:LINK`, to keep outside the stream."""
+    if not is_uuid(args.session):
+        raise SystemExit(f"breakglass: {args.session!r} is not a session id")
+    nc = await _connect()
+    try:
+        seq, link = await EventLog(nc.jetstream(), Topology.from_env()).head(args.session)
+    finally:
+        await nc.close()
+    if not seq:
+        raise SystemExit(f"breakglass: no events for session {args.session}")
+    print(export.format_anchor(seq, link))
+    return 0
+
+
 def verify_cmd(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
+        anchors = [export.parse_anchor(a) for a in args.anchor or ()]
         with path.open("rb") as f:
-            problem = export.verify_jsonl(f)
+            problem = export.verify_jsonl(f, anchors)
     except OSError as exc:
         print(f"breakglass: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -183,7 +204,8 @@ def verify_cmd(args: argparse.Namespace) -> int:
     if problem:
         print(f"TAMPERED {path}: {problem}")
         return 1
-    print(f"OK {path}: every link of the chain holds")
+    held = f", and it holds {len(anchors)} anchor(s)" if anchors else " (give --anchor SEQ:LINK to catch a cut tail)"
+    print(f"OK {path}: every link of the chain holds, every event is its writer's to state{held}")
     return 0
 
 
@@ -207,6 +229,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser("nats-url", help="print the read-only NATS user's URL of the server `up` runs here")
     p.set_defaults(func=nats_url_cmd)
 
-    p = sub.add_parser("verify", help="check a JSONL export's hash chain offline")
+    p = sub.add_parser("verify", help="check a JSONL export's hash chain and authorship offline")
     p.add_argument("file")
+    p.add_argument("--anchor", action="append", metavar="SEQ:LINK",
+                   help="a chain head kept elsewhere (`breakglass sessions`, `breakglass anchor`); repeatable")
     p.set_defaults(func=verify_cmd)
+
+    p = sub.add_parser("anchor", help="print a session's chain head (SEQ:LINK) to keep outside the stream")
+    p.add_argument("session")
+    p.set_defaults(func=lambda a: asyncio.run(anchor_cmd(a)))

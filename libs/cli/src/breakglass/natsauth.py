@@ -9,6 +9,13 @@ auditor tools read the `reader` password from the same file when they run
 next to `up`.
 
 Delete credentials.json (with `up` stopped) to get new passwords.
+
+The `admin` user (the only one that may create or change the streams) is
+not kept anywhere: `up` makes a fresh password for it at every start, sets
+the topology up with it, then rewrites the config without it and has the
+server reload it (`drop_admin`). While the services run, no credential on
+the machine may change a stream's limits, and none may purge or delete
+(events.access.ALWAYS_DENIED).
 """
 
 from __future__ import annotations
@@ -71,22 +78,33 @@ def _read(path: Path) -> dict[str, str]:
         ) from None
 
 
+#: The roles whose passwords are kept: every one but admin (set-up only).
+KEPT_ROLES: tuple[str, ...] = tuple(role for role in access.ROLES if role != access.ADMIN)
+
+
 def load_or_create(data_dir: Path) -> dict[str, str]:
-    """Role -> password, generating what is missing (and the file itself)."""
+    """Role -> password for KEPT_ROLES, generating what is missing (and the
+    file itself). An admin password a former version kept is dropped."""
     path = _private_dir(auth_dir(data_dir)) / CREDENTIALS_FILE
     users = _read(path) if path.exists() else {}
-    missing = [role for role in access.ROLES if role not in users]
-    if missing:
-        users.update({role: secrets.token_urlsafe(32) for role in missing})
+    missing = [role for role in KEPT_ROLES if role not in users]
+    if missing or access.ADMIN in users:
+        users = {role: users.get(role) or secrets.token_urlsafe(32) for role in KEPT_ROLES}
         _write_private(path, json.dumps({"version": VERSION, "users": users}, indent=2) + "\n")
     elif path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
-    return {role: users[role] for role in access.ROLES}
+    return {role: users[role] for role in KEPT_ROLES}
+
+
+def setup_password() -> str:
+    """A one-start admin password: in `up`'s memory and, until `drop_admin`,
+    in the server's config; never in credentials.json."""
+    return secrets.token_urlsafe(32)
 
 
 def write_config(data_dir: Path, passwords: dict[str, str], topology: Topology = Topology()) -> Path:
     """The server's authorization block, rewritten at every start so it
-    always matches this version's matrix."""
+    always matches this version's matrix (one user per role in `passwords`)."""
     path = _private_dir(auth_dir(data_dir)) / CONFIG_FILE
     header = "# Written by `breakglass up` at every start from events.access; edits are lost.\n"
     _write_private(path, header + access.render(passwords, topology))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -121,6 +122,34 @@ def service_child(name: str, module: str, env: dict[str, str], printer: Printer)
     return Child(name, spawn, printer)
 
 
+def drop_admin(server: Child, admin_url: str, timeout: float = 10.0) -> None:
+    """Have the server reload its config (rewritten without the admin user)
+    and wait until the admin password no longer opens a connection."""
+    import nats
+
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)  # nats-server: reload the configuration
+
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    async def refused() -> bool:
+        try:
+            nc = await nats.connect(servers(admin_url), allow_reconnect=False, max_reconnect_attempts=0,
+                                    connect_timeout=1, error_cb=quiet,
+                                    inbox_prefix=access.inbox_prefix(access.ADMIN))
+        except Exception:
+            return True
+        await nc.close()
+        return False
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(refused()):
+        if time.monotonic() > deadline:
+            raise StartError("nats-server did not drop the set-up (admin) user after reloading its configuration")
+        time.sleep(0.1)
+
+
 def ensure_topology(url: str, topology: Topology | None = None, timeout: float = 15.0) -> None:
     """Create the streams once here, so services starting in parallel do not
     race to create them and the gateway is ready as soon as it connects.
@@ -211,21 +240,26 @@ def up(environ: Mapping[str, str] | None = None) -> int:
             # each service gets a URL with its own user and nothing else.
             s.data_dir.mkdir(parents=True, exist_ok=True)
             passwords = natsauth.load_or_create(s.data_dir)
-            config = natsauth.write_config(s.data_dir, passwords, topology)
+            admin = natsauth.setup_password()  # this start's set-up only (natsauth)
+            config = natsauth.write_config(s.data_dir, {**passwords, access.ADMIN: admin}, topology)
             log_file = s.data_dir / "nats.log"
             log_file.write_bytes(b"")  # one run's log: bounded, and the tail starts at its top
             tailer = tail(log_file, "nats", printer, tail_stop)
-            sup.add(nats_child(s, printer, config)).start()
-            admin_url = natsauth.url(access.ADMIN, passwords[access.ADMIN], NATS_HOST, s.nats_port)
+            server = sup.add(nats_child(s, printer, config))
+            server.start()
+            admin_url = natsauth.url(access.ADMIN, admin, NATS_HOST, s.nats_port)
+            ensure_topology(admin_url, topology)
+            # Set up: no admin while the services run (nothing may change the streams' limits).
+            natsauth.write_config(s.data_dir, passwords, topology)
+            drop_admin(server, admin_url)
             files = {role: str(f) for role, f in natsauth.write_password_files(s.data_dir, passwords).items()}
             urls = {role: natsauth.user_url(role, NATS_HOST, s.nats_port) for role in access.ROLES}
         else:
             # An external server: its own users and permissions, one URL for all
             # (and BREAKGLASS_NATS_PASSWORD_FILE, when given, passed on as it is).
-            admin_url = s.nats_url
             files = {}
             urls = dict.fromkeys(access.ROLES, environ["BREAKGLASS_NATS_URL"])
-        ensure_topology(admin_url, topology)
+            ensure_topology(s.nats_url, topology)
         environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
         environ.update({f"BREAKGLASS_{name}": str(port) for name, port in s.metrics_ports.items()})
         for name in ("API_TOKEN", "METRICS_TOKEN"):  # secrets reach the gateway as files only

@@ -6,16 +6,18 @@ anything not listed). The lists are built from `subjects` and `topology`,
 so a renamed subject or stream changes the permissions with it.
 
     role          publishes                                   subscribes
-    gateway       StartTurn, RunVerb, session + audit events,  its inbox, live frames,
-                  cancel/approval requests, KV sessions.*,     verb replies
-                  locks.* and alerts.*, reads: events (ordered consumers,
+    gateway       StartTurn, operator RunVerb, session + audit its inbox, live frames,
+                  events, cancel/approval requests, KV         verb replies
+                  sessions.*, locks.*, alerts.*, logins.*,
+                  grants.* (the only writer of approval
+                  grants), reads: events (ordered consumers,
                   last event), KV (get, list)
-    agent-runner  RunVerb (the agent's verb tool), session +   its inbox, cancel and approval
+    agent-runner  agent RunVerb (the agent's verb tool), session + its inbox, cancel and approval
                   audit events, live frames, KV locks.*,       requests (answers them: one
                   its own pull consumer (next, ack), reads:    reply each), verb replies
                   last event, KV (get, list)
     pve-executor  verb replies, session + audit events, KV     its inbox
-                  verbs.* and vmlocks.*, its own pull
+                  verbs.*, vmlocks.*, spent.*, its own pull
                   consumer (next, ack), reads: last event,
                   KV get
     reader        nothing on breakglass.* or KV; JetStream     its inbox, stored events as they
@@ -41,8 +43,11 @@ so a renamed subject or stream changes the permissions with it.
 
 What subject permissions cannot express (see tests/security):
 - payloads: a role that may publish RunVerb may ask for any verb with any
-  `by` (agent-runner's approval policy is enforced in its code), and the
-  gateway may ask the runner to cancel or approve in any session;
+  `by`. That is why pve-executor takes who asked from the subject (only
+  the gateway may publish operator verbs, only agent-runner agent verbs)
+  and runs an agent's mutating verb only against a grant that only the
+  gateway may write (pve_executor.grants). The gateway may ask the runner
+  to cancel or approve in any session;
 - the body of a consumer-create request: a role that may create consumers
   on a stream (gateway and reader on the events stream, the KV listers on
   the bucket) chooses their deliver subject, and nats-server does not check
@@ -68,9 +73,12 @@ from .topology import (
     ALERT_KEYS,
     CONSUMERS,
     EXECUTOR_CONSUMER,
+    GRANT_KEYS,
     LOCK_KEYS,
+    LOGIN_KEYS,
     RUNNER_CONSUMER,
     SESSION_KEYS,
+    SPENT_KEYS,
     VERB_KEYS,
     VM_LOCK_KEYS,
     Topology,
@@ -145,9 +153,12 @@ def _topology_check(t: Topology) -> list[str]:
     return [_api("STREAM.INFO", s) for s in (t.events_stream, t.commands_stream, t.kv_stream)]
 
 
-def _event_writes() -> list[str]:
-    """Appending to the events stream: session logs and the audit subjects."""
-    return [subjects.SESSION_EVENTS_ALL, *(subjects.audit(name) for name in sorted(subjects.AUDIT_NAMES))]
+def _event_writes(role: str) -> list[str]:
+    """Appending to the events stream, under the role's own writer subjects
+    only (session logs and the audit subjects): who wrote an event is where
+    it is stored, and `breakglass verify` holds each writer to its kinds
+    (events.authorship)."""
+    return list(subjects.writer_subjects(role))
 
 
 def _last_event(t: Topology) -> list[str]:
@@ -164,7 +175,11 @@ def _ordered_consumers(stream: str) -> list[str]:
 def _durable_readers(stream: str) -> list[str]:
     """Durable pull consumers of its own on `stream` (any name, any create
     form): how an integrator such as examples/notifier keeps its place. On
-    the events stream (limits retention) an ack never removes an event."""
+    the events stream (limits retention) an ack never removes an event.
+    Permissions cannot bound how many: the stream's consumer limits do the
+    rest (topology: every consumer is removed after an idle hour, none may
+    ask for longer), so what a reader leaves behind cannot fill the room
+    the gateway's reads need for good."""
     return [
         _api("CONSUMER.INFO", stream, "*"),
         _api("CONSUMER.DURABLE.CREATE", stream, "*"),
@@ -219,8 +234,8 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ADMIN: _admin(t),
         GATEWAY: Permissions(
             publish=(
-                subjects.PROMPT, subjects.VERB, *_event_writes(), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
-                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS),
+                subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
+                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),
@@ -228,7 +243,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ),
         AGENT_RUNNER: Permissions(
             publish=(
-                subjects.VERB, *_event_writes(), subjects.LIVE_ALL, *_kv_put(t, LOCK_KEYS),
+                subjects.AGENT_VERB, *_event_writes(AGENT_RUNNER), subjects.LIVE_ALL, *_kv_put(t, LOCK_KEYS),
                 *_pull(t, RUNNER_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t), *_kv_list(t),
             ),
             subscribe=(_inbox(AGENT_RUNNER), subjects.CANCEL_ALL, subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL),
@@ -236,7 +251,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ),
         PVE_EXECUTOR: Permissions(
             publish=(
-                subjects.VERB_REPLY_ALL, *_event_writes(), *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS),
+                subjects.VERB_REPLY_ALL, *_event_writes(PVE_EXECUTOR), *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, SPENT_KEYS),
                 *_pull(t, EXECUTOR_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t),
             ),
             subscribe=(_inbox(PVE_EXECUTOR),),

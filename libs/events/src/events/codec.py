@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .commands import AnyCommand, ApprovalReply, CancelReply, SessionRecord, TurnLock, VerbRecord, VerbResult
+from .commands import AnyCommand, ApprovalGrant, ApprovalReply, CancelReply, SessionRecord, TurnLock, VerbRecord, VerbResult
 from .kinds import KINDS, Event
 
 T = TypeVar("T")
@@ -31,6 +31,7 @@ _decoders: dict[Any, msgspec.json.Decoder] = {
     SessionRecord: msgspec.json.Decoder(SessionRecord),
     TurnLock: msgspec.json.Decoder(TurnLock),
     VerbRecord: msgspec.json.Decoder(VerbRecord),
+    ApprovalGrant: msgspec.json.Decoder(ApprovalGrant),
 }
 
 

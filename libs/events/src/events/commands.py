@@ -54,7 +54,12 @@ class RunVerb(Command, tag="run_verb"):
     verb: Verb
     session_id: SessionId | None = None
     idempotency_key: IdempotencyKey | None = None
+    #: Informational only: pve-executor takes the origin (and, for the agent,
+    #: `by`) from the subject the command arrived on (`subjects.verb_origin`).
     origin: Literal["operator", "agent"] = "operator"
+    #: The operator's approval of an agent's mutating verb: names the
+    #: `ApprovalGrant` the gateway stored, which pve-executor redeems once.
+    approval_id: RequestId | None = None
 
 
 class AnswerApproval(Command, tag="answer_approval"):
@@ -117,6 +122,21 @@ class TurnLock(msgspec.Struct, kw_only=True):
     started_at: float
     lease_until: float
     owner: str = ""
+
+
+class ApprovalGrant(msgspec.Struct, kw_only=True):
+    """An operator's Approve of one verb the agent asked for, in the KV
+    bucket (`grants.<approval_id>`). Only the gateway's NATS user may write
+    it (events.access), so neither the agent nor agent-runner can mint one;
+    pve-executor runs an agent's mutating verb only against a grant bound
+    to the same session, request and verb, before `expires_at`, once."""
+
+    approval_id: RequestId
+    session_id: SessionId
+    request_id: RequestId
+    verb: Verb
+    approved_by: Actor
+    expires_at: datetime
 
 
 class VerbRecord(msgspec.Struct, kw_only=True):

@@ -26,6 +26,10 @@ from .commands import Command
 from .topology import Topology
 
 Handler = Callable[[Command], Awaitable[None]]
+#: What the transport says about a command (events.subjects: who may publish
+#: where): given the decoded command and the subject it arrived on, the
+#: command to handle. Raising ContractError terminates it.
+Authority = Callable[[Command, str], Command]
 
 
 async def consume(
@@ -39,6 +43,7 @@ async def consume(
     topology: Topology = Topology(),
     concurrency: int = 4,
     poll_seconds: float = 1.0,
+    authority: Authority | None = None,
 ) -> None:
     """Run until `stop` is set; at most `concurrency` handlers at once."""
     sub = await js.pull_subscribe_bind(durable, stream=topology.commands_stream)
@@ -79,6 +84,8 @@ async def consume(
                     command = decode_command(msg.data)
                     if not isinstance(command, accepts):
                         raise ContractError(f"{durable} does not handle {type(command).__name__}")
+                    if authority is not None:
+                        command = authority(command, msg.subject)
                 except ContractError as exc:
                     log.warning("terminated a poison message on %s: %s", msg.subject, exc)
                     metrics.COMMANDS_TERMINATED.labels(consumer=durable).inc()

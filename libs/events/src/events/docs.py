@@ -185,6 +185,8 @@ def _message(type_: type[msgspec.Struct]) -> dict[str, Any]:
 
 
 def _template(address: str) -> str:
+    if subjects.writer_of(address):  # a per-writer subject: the writer is its last token
+        address = address.rsplit(".", 1)[0] + ".{writer}"
     return address.replace(_SESSION, "{session_id}").replace(_REQUEST, "{request_id}")
 
 
@@ -196,6 +198,12 @@ _PARAMETERS = {
     "request_id": {
         "description": "The verb request (`RunVerb.request_id`): a lower-case UUID.",
         "examples": ["0b8e2f0c-5d0a-4f61-8d3e-7a1c9e2b5f44"],
+    },
+    "writer": {
+        "description": "The service that stored the event; only its NATS user may publish here, and "
+                       "`breakglass verify` holds it to the kinds it may state (events.authorship).",
+        "enum": list(subjects.WRITERS),
+        "examples": ["agent-runner"],
     },
 }
 
@@ -246,23 +254,43 @@ def _channel_table() -> list[_Channel]:
     """Every subject, what travels on it, and who sends and receives it."""
     stored = tuple(t for t in EVENT_TYPES if kind_of(t) not in EPHEMERAL_KINDS)
     live = tuple(t for t in EVENT_TYPES if kind_of(t) in EPHEMERAL_KINDS)
-    audit = [
-        _Channel(
-            f"audit{name.title()}", subjects.audit(name), AUDIT_MESSAGES[name],
-            f"Audit facts about `{name}` that belong to no session. " + _events_stream(),
-            (f"recordAudit{name.title()}", "pve-executor records what it ran outside any session."),
-            (f"readAudit{name.title()}", f"Auditors and other services subscribe read-only (`{subjects.AUDIT_ALL}`)."),
-        )
-        for name in sorted(subjects.AUDIT_NAMES)
-    ]
+    audit = []
+    for name in sorted(subjects.AUDIT_NAMES):
+        audit += [
+            _Channel(
+                f"audit{name.title()}", subjects.audit_writer(name, subjects.WRITERS[0]), AUDIT_MESSAGES[name],
+                f"Audit facts about `{name}`, whether or not a session named them, under the subject of the "
+                "service that stored them. " + _events_stream(),
+                (f"recordAudit{name.title()}", "The gateway and agent-runner record requests, pve-executor what "
+                 "it ran, each under its own writer token."),
+                (f"readAudit{name.title()}", f"Auditors and other services subscribe read-only (`{subjects.EVENTS_ALL}`"
+                 f"; both `{subjects.audit(name)}` and `{subjects.audit(name)}.*`)."),
+            ),
+            _Channel(
+                f"audit{name.title()}Unattributed", subjects.audit(name), AUDIT_MESSAGES[name],
+                f"Audit facts about `{name}` stored before per-writer subjects: read only, nobody writes here "
+                "any more. " + _events_stream(),
+                (f"recordAudit{name.title()}Unattributed", "Earlier versions of every service."),
+                (f"readAudit{name.title()}Unattributed", "Readers filter on both subjects (events.subjects.audit_filters)."),
+            ),
+        ]
     return [
         _Channel(
-            "sessionEvents", subjects.session_events(_SESSION), stored,
-            "A session's events, in order. " + _events_stream(),
-            ("recordSessionEvent", "gateway, agent-runner and pve-executor append the facts they caused."),
+            "sessionEvents", subjects.session_writer(_SESSION, subjects.WRITERS[0]), stored,
+            "A session's events, in order, each under the subject of the service that stored it: one hash "
+            "chain across the writers of the session (docs/audit.md). " + _events_stream(),
+            ("recordSessionEvent", "gateway, agent-runner and pve-executor append the facts they caused, each "
+             "under its own writer token (its NATS user may publish nowhere else)."),
             ("readSessionEvents", "The gateway replays then tails them for the attach stream; other services "
-             f"subscribe read-only (`{subjects.SESSION_EVENTS_ALL}`, or `{subjects.EVENTS_ALL}` for every "
-             "stored event)."),
+             f"subscribe read-only (both `breakglass.events.session.{{session_id}}` and its `.*`, "
+             f"i.e. events.subjects.session_filters; or `{subjects.EVENTS_ALL}` for every stored event)."),
+        ),
+        _Channel(
+            "sessionEventsUnattributed", subjects.session_events(_SESSION), stored,
+            "A session's events stored before per-writer subjects: read only, nobody writes here any more; "
+            "the chain of a session continues from them onto the writers' subjects. " + _events_stream(),
+            ("recordSessionEventUnattributed", "Earlier versions of every service."),
+            ("readSessionEventsUnattributed", "Readers filter on both subjects (events.subjects.session_filters)."),
         ),
         *audit,
         _Channel(
@@ -280,9 +308,20 @@ def _channel_table() -> list[_Channel]:
         ),
         _Channel(
             "verb", subjects.VERB, (RunVerb,),
-            "Run one power verb (an enum value, never free text). " + _commands_stream(subjects.VERB),
-            ("requestVerb", "The gateway (operator presses) and agent-runner (the agent's narrow verb tool)."),
+            "Run one power verb an operator pressed (an enum value, never free text). Only the gateway may "
+            "publish here; pve-executor takes the origin from this subject, `by` is the authenticated "
+            "operator. " + _commands_stream(subjects.VERB),
+            ("requestVerb", "The gateway, for an operator's press."),
             ("runVerb", "pve-executor validates the verb again and runs it."),
+        ),
+        _Channel(
+            "agentVerb", subjects.AGENT_VERB, (RunVerb,),
+            "Run one power verb the agent asked for. Only agent-runner may publish here; pve-executor "
+            "records it `by: agent` whatever the body says and, under `approve-mutating`, runs a mutating "
+            "verb only against the operator's grant (`approval_id`, KV `grants.<approval_id>`, written only "
+            "by the gateway; redeemed once). " + _commands_stream(subjects.AGENT_VERB),
+            ("requestAgentVerb", "agent-runner, for the agent's narrow verb tool."),
+            ("runAgentVerb", "pve-executor checks the grant, validates the verb again and runs it."),
         ),
         _Channel(
             "cancel", subjects.cancel(_SESSION), (CancelTurn,),

@@ -57,8 +57,12 @@ async def list_sessions(
             except (ContractError, KeyNotFoundError):
                 continue
     records.sort(key=lambda r: r.created_at, reverse=True)
-    info = await js.stream_info(topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_ALL)
-    counts = (info.state.subjects or {}) if info.state else {}
+    info = await js.stream_info(topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_EVERY)
+    counts: dict[str, int] = {}
+    for subject, n in ((info.state.subjects or {}) if info.state else {}).items():
+        sid = subjects.session_of(subject)  # a session's events may be on several writers' subjects
+        if sid is not None:
+            counts[sid] = counts.get(sid, 0) + n
     log = EventLog(js, topology)
     summaries = await asyncio.gather(
         *(_summary(js, log, topology, r, counts, r.session_id in running) for r in records)
@@ -77,7 +81,7 @@ async def _summary(
     js: JetStreamContext, log: EventLog, topology: Topology, record: SessionRecord, counts: dict[str, int], running: bool,
 ) -> SessionSummary:
     sid = record.session_id
-    count = counts.get(subjects.session_events(sid), 0)
+    count = counts.get(sid, 0)
     title, last_at, outcome = "(no prompt yet)", None, None
     if count:
         for r in await log.read(sid, limit=TITLE_SCAN):
@@ -89,8 +93,7 @@ async def _summary(
                 title = event.text.strip().splitlines()[0][:TITLE_CHARS] if event.text.strip() else title
                 break
         try:
-            last = await js.get_last_msg(topology.events_stream, subjects.session_events(sid), direct=True)
-            event = decode_event_lenient(last.data or b"")
+            event = await log.last_event(sid)
             if event is not None:
                 last_at = event.ts
                 outcome = event.outcome.value if isinstance(event, TurnEnded) and event.outcome else None
@@ -105,15 +108,19 @@ async def _summary(
 async def _verbs_run(js: JetStreamContext, topology: Topology) -> dict[str, int]:
     """Verbs that ran, per session, from one pass over the verb audit subject
     (every verb is recorded there; presses are few, sessions' events many)."""
-    subject = subjects.audit("verb")
-    try:
-        last = (await js.get_last_msg(topology.events_stream, subject, direct=True)).seq or 0
-    except NotFoundError:
+    filters = subjects.audit_filters("verb")
+    last = 0
+    for subject in filters:
+        try:
+            last = max(last, (await js.get_last_msg(topology.events_stream, subject, direct=True)).seq or 0)
+        except NotFoundError:
+            pass
+    if not last:
         return {}
     counts: dict[str, int] = {}
     sub = await js.subscribe(
-        subject, stream=topology.events_stream, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0),
+        filters[0], stream=topology.events_stream, ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0, filter_subjects=list(filters)),
     )
     try:
         while True:

@@ -3,6 +3,12 @@
 The JetStream stream sequence is the event's identity on the wire (`id:` of
 the SSE frame): monotonic and never reused, so "resume after n" is exact.
 
+Each service appends under its own subject (`subjects.session_writer`: the
+bus lets each NATS user write only its own, so who wrote an event is a fact
+of the transport); a session's chain runs across all its writers' subjects,
+and readers filter on `subjects.session_filters` (which also covers stores
+written before per-writer subjects).
+
 Attach = one ordered push consumer filtered to the session's subject,
 starting at n + 1. The last sequence of the subject is read *before* the
 consumer starts; once that sequence has been delivered the reader is caught
@@ -49,6 +55,8 @@ class Record:
     data: bytes
     #: The tamper-evidence link of this event (see events.chain).
     link: str = ""
+    #: The service that stored it, from its subject ("" before per-writer subjects).
+    writer: str = ""
 
     def event(self) -> Event:
         return decode_event(self.data)
@@ -91,6 +99,24 @@ class Tail:
             pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """Where one writer appends to one hash chain (a session, an audit subject)."""
+
+    subject: str
+    #: The filter `Nats-Expected-Last-Subject-Sequence` is checked against:
+    #: every writer's subject of the chain (a wildcard), so no two writers fork it.
+    expect: str
+    #: Subjects whose newest event is the chain's head (old and per-writer).
+    heads: tuple[str, ...]
+    #: Bound into each link (events.chain); "" for unattributed appends.
+    writer: str
+
+
+def _record(seq: int, msg: Msg) -> Record:
+    return Record(seq, msg.data, (msg.headers or {}).get(chain.HEADER, ""), subjects.writer_of(msg.subject) or "")
+
+
 WRONG_LAST_SEQUENCE = 10071
 APPEND_ATTEMPTS = 50
 #: Events per atomic batch of an `Appender` (the server takes up to 1,000).
@@ -98,9 +124,17 @@ MAX_BATCH = 500
 
 
 class EventLog:
-    def __init__(self, js: JetStreamContext, topology: Topology = Topology()) -> None:
+    """`writer` names the service appending (one of `subjects.WRITERS`, the
+    same as its NATS user); None appends to the subjects of stores before
+    per-writer subjects, which no NATS user may write any more (tests of
+    readers and migrations only)."""
+
+    def __init__(self, js: JetStreamContext, topology: Topology = Topology(), writer: str | None = None) -> None:
+        if writer is not None and writer not in subjects.WRITERS:
+            raise ValueError(f"unknown event writer {writer!r}")
         self._js = js
         self._stream = topology.events_stream
+        self._writer = writer
         #: subject -> (sequence, link) of the newest event this process knows;
         #: saves a read per append while this process is the only writer.
         self._tails: dict[str, tuple[int, str]] = {}
@@ -113,23 +147,41 @@ class EventLog:
         """
         if event.session_id is None:
             raise ValueError("an event appended to a session log needs a session_id")
-        return await self._publish(subjects.session_events(event.session_id), event, msg_id)
+        return await self._publish(self._session_chain(event.session_id), event, msg_id)
 
     async def append_audit(self, name: str, event: Envelope, *, msg_id: str | None = None) -> int:
         """Store one event on an audit subject (facts that outlive sessions)."""
-        return await self._publish(subjects.audit(name), event, msg_id)
+        base, every = subjects.audit_filters(name)
+        if self._writer is None:
+            target = _Chain(base, base, (base, every), "")
+        else:
+            target = _Chain(subjects.audit_writer(name, self._writer), every, (base, every), self._writer)
+        return await self._publish(target, event, msg_id)
 
-    async def _publish(self, subject: str, event: Envelope, msg_id: str | None) -> int:
+    def _session_chain(self, session_id: str) -> _Chain:
+        base, every = subjects.session_filters(session_id)
+        if self._writer is None:
+            return _Chain(base, base, (base, every), "")
+        return _Chain(subjects.session_writer(session_id, self._writer), every, (base, every), self._writer)
+
+    async def _publish(self, target: _Chain, event: Envelope, msg_id: str | None) -> int:
         kind = type(event).__struct_config__.tag
         if kind in EPHEMERAL_KINDS:
             raise ValueError(f"{kind!r} events are live-only and never stored")
-        return await self._publish_bytes(subject, encode(event), msg_id)
+        return await self._publish_bytes(target, encode(event), msg_id)
 
     def appender(self, session_id: str, *, max_batch: int = MAX_BATCH) -> "Appender":
         """A pipelined writer of one session's log (see `Appender`)."""
-        return Appender(self, subjects.session_events(session_id), max_batch=max_batch)
+        return Appender(self, session_id, self._session_chain(session_id), max_batch=max_batch)
 
-    async def _publish_batch(self, subject: str, items: list[tuple[bytes, str | None]]) -> list[int]:
+    @staticmethod
+    def _expecting(target: _Chain, seq: int) -> dict[str, str]:
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(seq)}
+        if target.expect != target.subject:
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = target.expect
+        return headers
+
+    async def _publish_batch(self, target: _Chain, items: list[tuple[bytes, str | None]]) -> list[int]:
         """Store `items` (stored bytes, msg id) as the next events of `subject`,
         in order, as ONE JetStream atomic batch: all or nothing. Its first
         message carries `Nats-Expected-Last-Subject-Sequence` of the tail its
@@ -138,18 +190,19 @@ class EventLog:
         no more fork than with `append`. Returns the stream sequences, which
         are contiguous (nothing interleaves with an atomic batch)."""
         if len(items) == 1:
-            return [await self._publish_bytes(subject, items[0][0], items[0][1])]
+            return [await self._publish_bytes(target, items[0][0], items[0][1])]
         nc = self._js._nc  # the JetStream context's connection: a batch is plain publishes + one request
+        subject = target.subject
         for _ in range(APPEND_ATTEMPTS):
-            tail_seq, tail_link = self._tails.get(subject) or await self._tail(subject)
+            tail_seq, tail_link = self._tails.get(target.expect) or await self._tail(target)
             batch = uuid.uuid4().hex
             link = tail_link
             answer = None
             for index, (data, msg_id) in enumerate(items, 1):
-                link = chain.link(link, data)
+                link = chain.link(link, data, target.writer)
                 headers = {chain.HEADER: link, "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(index)}
                 if index == 1:
-                    headers["Nats-Expected-Last-Subject-Sequence"] = str(tail_seq)
+                    headers.update(self._expecting(target, tail_seq))
                     headers["Nats-Expected-Stream"] = self._stream
                 if msg_id:
                     headers["Nats-Msg-Id"] = msg_id
@@ -163,23 +216,24 @@ class EventLog:
             error = ack.get("error")
             if error:
                 if error.get("err_code") == WRONG_LAST_SEQUENCE:
-                    self._tails.pop(subject, None)  # another writer got in first: link to its event
+                    self._tails.pop(target.expect, None)  # another writer got in first: link to its event
                     continue
                 raise APIError.from_error(error)
             last, count = int(ack["seq"]), int(ack.get("count", len(items)))
             if count != len(items):
                 raise RuntimeError(f"atomic batch on {subject}: {count} stored of {len(items)}")
-            self._tails[subject] = (last, link)
+            self._tails[target.expect] = (last, link)
             return list(range(last - count + 1, last + 1))
         raise RuntimeError(f"could not append to {subject}: too much contention")
 
-    async def _publish_bytes(self, subject: str, data: bytes, msg_id: str | None) -> int:
+    async def _publish_bytes(self, target: _Chain, data: bytes, msg_id: str | None) -> int:
+        subject = target.subject
         for _ in range(APPEND_ATTEMPTS):
-            tail_seq, tail_link = self._tails.get(subject) or await self._tail(subject)
-            link = chain.link(tail_link, data)
+            tail_seq, tail_link = self._tails.get(target.expect) or await self._tail(target)
+            link = chain.link(tail_link, data, target.writer)
             # The correlation ids (events.trace) ride along: the stored event
             # names the request that caused it, for the auditor and for logs.
-            headers = trace.headers(**{chain.HEADER: link, "Nats-Expected-Last-Subject-Sequence": str(tail_seq)})
+            headers = trace.headers(**{chain.HEADER: link, **self._expecting(target, tail_seq)})
             if msg_id:
                 headers["Nats-Msg-Id"] = msg_id
             try:
@@ -187,37 +241,53 @@ class EventLog:
             except APIError as exc:
                 if exc.err_code != WRONG_LAST_SEQUENCE:
                     raise
-                self._tails.pop(subject, None)  # another writer got in first: link to its event
+                self._tails.pop(target.expect, None)  # another writer got in first: link to its event
                 continue
             if ack.duplicate:
-                self._tails.pop(subject, None)  # stored earlier, with the link computed then
+                self._tails.pop(target.expect, None)  # stored earlier, with the link computed then
             else:
-                self._tails[subject] = (ack.seq, link)
+                self._tails[target.expect] = (ack.seq, link)
             return ack.seq
         raise RuntimeError(f"could not append to {subject}: too much contention")
 
-    async def _tail(self, subject: str) -> tuple[int, str]:
-        try:
-            msg = await self._js.get_last_msg(self._stream, subject, direct=True)
-        except NotFoundError:
-            return 0, chain.GENESIS
-        return msg.seq or 0, (msg.headers or {}).get(chain.HEADER, chain.GENESIS)
+    async def _newest(self, filters: tuple[str, ...]) -> dict[str, Msg]:
+        """The newest stored message of each filter that has one."""
+        found = {}
+        for subject in filters:
+            try:
+                found[subject] = await self._js.get_last_msg(self._stream, subject, direct=True)
+            except NotFoundError:
+                pass
+        return found
+
+    async def _tail(self, target: _Chain) -> tuple[int, str]:
+        """(the newest sequence on `target.expect`, the chain head's link)."""
+        newest = await self._newest(target.heads)
+        expect = newest.get(target.expect)
+        head = max(newest.values(), key=lambda m: m.seq or 0, default=None)
+        link = (head.headers or {}).get(chain.HEADER, chain.GENESIS) if head is not None else chain.GENESIS
+        return (expect.seq or 0) if expect is not None else 0, link
 
     async def last_seq(self, session_id: str) -> int:
         """The sequence of the session's newest event, 0 when it has none."""
-        try:
-            msg = await self._js.get_last_msg(self._stream, subjects.session_events(session_id), direct=True)
-        except NotFoundError:
-            return 0
-        return msg.seq or 0
+        newest = await self._newest(subjects.session_filters(session_id))
+        return max((m.seq or 0 for m in newest.values()), default=0)
+
+    async def head(self, session_id: str) -> tuple[int, str]:
+        """The session's chain head: (sequence, link) of its newest event,
+        (0, "") when it has none. Kept outside the stream (printed by
+        `breakglass sessions`), it is the anchor a cut export fails against."""
+        newest = await self._newest(subjects.session_filters(session_id))
+        head = max(newest.values(), key=lambda m: m.seq or 0, default=None)
+        if head is None:
+            return 0, chain.GENESIS
+        return head.seq or 0, (head.headers or {}).get(chain.HEADER, chain.GENESIS)
 
     async def last_event(self, session_id: str) -> Event | None:
         """The session's newest event, None when it has none (or a newer kind)."""
-        try:
-            msg = await self._js.get_last_msg(self._stream, subjects.session_events(session_id), direct=True)
-        except NotFoundError:
-            return None
-        return decode_event_lenient(msg.data or b"")
+        newest = await self._newest(subjects.session_filters(session_id))
+        head = max(newest.values(), key=lambda m: m.seq or 0, default=None)
+        return None if head is None else decode_event_lenient(head.data or b"")
 
     async def attach(
         self, session_id: str, after: int = 0, *, follow: bool = True
@@ -227,7 +297,7 @@ class EventLog:
 
         Use with `contextlib.aclosing` so the consumer is removed promptly.
         """
-        subject = subjects.session_events(session_id)
+        filters = subjects.session_filters(session_id)
         last = await self.last_seq(session_id)
         if last <= after:
             yield CAUGHT_UP
@@ -247,8 +317,10 @@ class EventLog:
         # goes (unsubscribed, or its connection died): nothing outlives a client.
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, inactive_threshold=INACTIVE_SECONDS,
+            filter_subjects=list(filters),
         )
-        sub = await self._js.subscribe(subject, stream=self._stream, cb=deliver, ordered_consumer=True, config=config)
+        sub = await self._js.subscribe(filters[0], stream=self._stream, cb=deliver, ordered_consumer=True,
+                                       config=config)
         try:
             while True:
                 msg = await queue.get()
@@ -256,7 +328,7 @@ class EventLog:
                 if seq <= after:
                     continue
                 after = seq
-                yield Record(seq, msg.data, (msg.headers or {}).get(chain.HEADER, ""))
+                yield _record(seq, msg)
                 if not caught_up and seq >= last:
                     caught_up = True
                     yield CAUGHT_UP
@@ -277,14 +349,14 @@ class EventLog:
         deadline = asyncio.get_running_loop().time() + CONSUMER_ROOM_WAIT_SECONDS
         delay = 0.05
         while True:
+            filters = subjects.session_filters(session_id)
             config = ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
-                inactive_threshold=INACTIVE_SECONDS,
+                inactive_threshold=INACTIVE_SECONDS, filter_subjects=list(filters),
             )
             try:
                 return await self._js.subscribe(
-                    subjects.session_events(session_id), stream=self._stream, cb=cb, ordered_consumer=True,
-                    config=config,
+                    filters[0], stream=self._stream, cb=cb, ordered_consumer=True, config=config,
                 )
             except APIError as exc:
                 if exc.err_code != MAX_CONSUMERS_REACHED or asyncio.get_running_loop().time() > deadline:
@@ -383,9 +455,10 @@ class Appender:
     `flush()` raises the first failure.
     """
 
-    def __init__(self, log: EventLog, subject: str, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, log: EventLog, session_id: str, target: _Chain, *, max_batch: int = MAX_BATCH) -> None:
         self._log = log
-        self._subject = subject
+        self._session_id = session_id
+        self._target = target
         self._max_batch = max(1, min(max_batch, 1000))
         self._queue: list[tuple[bytes, str | None, asyncio.Future[int]]] = []
         self._running: asyncio.Task[None] | None = None
@@ -395,7 +468,7 @@ class Appender:
         kind = type(event).__struct_config__.tag
         if kind in EPHEMERAL_KINDS:
             raise ValueError(f"{kind!r} events are live-only and never stored")
-        if event.session_id is None or subjects.session_events(event.session_id) != self._subject:
+        if event.session_id != self._session_id:
             raise ValueError("an Appender writes the events of its own session only")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self._failed is not None:
@@ -411,7 +484,7 @@ class Appender:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
             try:
-                seqs = await self._log._publish_batch(self._subject, [(data, msg_id) for data, msg_id, _ in batch])
+                seqs = await self._log._publish_batch(self._target, [(data, msg_id) for data, msg_id, _ in batch])
             except BaseException as exc:
                 self._failed = exc if isinstance(exc, Exception) else RuntimeError("appender cancelled")
                 for _, _, future in batch + self._queue:

@@ -3,11 +3,16 @@
 Services never format subject strings themselves: a typo becomes an import
 error, and ids are checked before they become part of a subject.
 
-    breakglass.events.session.<session>   a session's events (events stream)
-    breakglass.events.audit.<name>        audit facts outside sessions (events stream)
+    breakglass.events.session.<session>.<writer>  a session's events, by the service that wrote
+                                          them (events stream; each writer's NATS user may
+                                          publish only under its own name: authorship)
+    breakglass.events.audit.<name>.<writer>  audit facts outside sessions (events stream)
+    breakglass.events.session.<session>   the same before per-writer subjects (read only:
+    breakglass.events.audit.<name>        stores written by older versions; nobody writes them)
     breakglass.live.<session>             ephemeral live frames (core NATS, not stored)
     breakglass.cmd.prompt                 StartTurn (commands work-queue stream)
-    breakglass.cmd.verb                   RunVerb (commands work-queue stream)
+    breakglass.cmd.verb.operator          RunVerb an operator pressed (only the gateway may publish)
+    breakglass.cmd.verb.agent             RunVerb the agent asked for (only agent-runner may publish)
     breakglass.ctl.cancel.<session>       CancelTurn request -> CancelReply (core)
     breakglass.ctl.approval.<session>     AnswerApproval request -> ApprovalReply (core)
     breakglass.reply.verb.<request>       VerbResult for one verb request (core)
@@ -24,12 +29,25 @@ AUDIT_ALL = f"{ROOT}.events.audit.*"
 LIVE_ALL = f"{ROOT}.live.*"
 COMMANDS_ALL = f"{ROOT}.cmd.>"
 PROMPT = f"{ROOT}.cmd.prompt"
-VERB = f"{ROOT}.cmd.verb"
+#: Who asked for a verb is the subject it arrived on, never its body: NATS
+#: permissions (events.access) let only the gateway publish operator verbs
+#: and only agent-runner publish agent verbs, and pve-executor takes the
+#: origin from here (`verb_origin`).
+VERB = f"{ROOT}.cmd.verb.operator"
+AGENT_VERB = f"{ROOT}.cmd.verb.agent"
+VERB_ALL = f"{ROOT}.cmd.verb.*"
+VERB_ORIGINS = {VERB: "operator", AGENT_VERB: "agent"}
 CANCEL_ALL = f"{ROOT}.ctl.cancel.*"
 APPROVAL_ALL = f"{ROOT}.ctl.approval.*"
 VERB_REPLY_ALL = f"{ROOT}.reply.verb.*"
 
 AUDIT_NAMES = frozenset({"verb"})
+#: The services that write events, each under its own subject token (the
+#: NATS users of events.access of the same names).
+WRITERS: tuple[str, ...] = ("gateway", "agent-runner", "pve-executor")
+#: Every session's events, old and per-writer subjects alike (for a stream
+#: subjects filter; `session_of` names the session of each subject).
+SESSION_EVENTS_EVERY = f"{ROOT}.events.session.>"
 
 
 def _id(value: str, what: str) -> str:
@@ -39,13 +57,55 @@ def _id(value: str, what: str) -> str:
 
 
 def session_events(session_id: str) -> str:
+    """The session's base subject: its events before per-writer subjects,
+    and the prefix of every writer's subject (`session_writer`)."""
     return f"{ROOT}.events.session.{_id(session_id, 'session id')}"
 
 
+def _writer(writer: str) -> str:
+    if writer not in WRITERS:
+        raise ValueError(f"unknown event writer {writer!r}")
+    return writer
+
+
+def session_writer(session_id: str, writer: str) -> str:
+    """Where `writer` appends the session's events."""
+    return f"{session_events(session_id)}.{_writer(writer)}"
+
+
+def session_filters(session_id: str) -> tuple[str, str]:
+    """Every subject holding the session's events: what a reader filters on
+    (a consumer's `filter_subjects`; the newest of both is the chain head)."""
+    base = session_events(session_id)
+    return base, f"{base}.*"
+
+
 def audit(name: str) -> str:
+    """An audit subject's base (its events before per-writer subjects)."""
     if name not in AUDIT_NAMES:
         raise ValueError(f"unknown audit subject {name!r}")
     return f"{ROOT}.events.audit.{name}"
+
+
+def audit_writer(name: str, writer: str) -> str:
+    return f"{audit(name)}.{_writer(writer)}"
+
+
+def audit_filters(name: str) -> tuple[str, str]:
+    base = audit(name)
+    return base, f"{base}.*"
+
+
+def writer_of(subject: str) -> str | None:
+    """The writer of an event from the subject it was stored on; None for
+    the subjects written before per-writer subjects (unattributed)."""
+    last = subject.rsplit(".", 1)[-1]
+    return last if last in WRITERS and subject.startswith(f"{ROOT}.events.") else None
+
+
+def writer_subjects(writer: str) -> tuple[str, ...]:
+    """Everything `writer` may append to (its NATS permissions)."""
+    return (f"{ROOT}.events.session.*.{_writer(writer)}", *(audit_writer(n, writer) for n in sorted(AUDIT_NAMES)))
 
 
 def live(session_id: str) -> str:
@@ -64,7 +124,25 @@ def verb_reply(request_id: str) -> str:
     return f"{ROOT}.reply.verb.{_id(request_id, 'request id')}"
 
 
+def verb_command(origin: str) -> str:
+    """The command subject of a verb asked for by `origin` (operator|agent)."""
+    for subject, name in VERB_ORIGINS.items():
+        if name == origin:
+            return subject
+    raise ValueError(f"unknown verb origin {origin!r}")
+
+
+def verb_origin(subject: str) -> str | None:
+    """`operator` or `agent` for a verb command subject, None for any other."""
+    return VERB_ORIGINS.get(subject)
+
+
 def session_of(subject: str) -> str | None:
-    """The session id inside a session-scoped subject, or None."""
-    last = subject.rsplit(".", 1)[-1]
-    return last if is_uuid(last) else None
+    """The session id inside a session-scoped subject (with or without a
+    writer token), or None."""
+    tokens = subject.rsplit(".", 2)
+    if is_uuid(tokens[-1]):
+        return tokens[-1]
+    if len(tokens) == 3 and tokens[-1] in WRITERS and is_uuid(tokens[-2]):
+        return tokens[-2]
+    return None

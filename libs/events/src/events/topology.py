@@ -32,6 +32,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamConsumerLimits,
 )
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
@@ -53,6 +54,11 @@ class Topology:
     command_max_age: float = DAY
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 600.0
+    #: Every consumer of the events stream, durable ones included, is removed
+    #: by the server after this long without a reader: the stream's consumer
+    #: room (1,000) cannot be filled for good by the `reader` user, whose
+    #: permissions cannot bound how many it creates.
+    events_consumer_idle: float = 3600.0
 
     @property
     def kv_stream(self) -> str:
@@ -94,6 +100,7 @@ def events_stream_config(t: Topology) -> StreamConfig:
         allow_direct=True,
         duplicate_window=120.0,
         num_replicas=t.replicas,
+        consumer_limits=StreamConsumerLimits(inactive_threshold=t.events_consumer_idle),
     )
 
 
@@ -139,7 +146,7 @@ def consumer_config(durable: str, filter_subject: str) -> ConsumerConfig:
 
 CONSUMERS: dict[str, str] = {
     RUNNER_CONSUMER: subjects.PROMPT,
-    EXECUTOR_CONSUMER: subjects.VERB,
+    EXECUTOR_CONSUMER: subjects.VERB_ALL,
 }
 
 
@@ -262,6 +269,12 @@ SESSION_KEYS = "sessions"
 LOCK_KEYS = "locks"
 VERB_KEYS = "verbs"
 VM_LOCK_KEYS = "vmlocks"
+#: Approval grants: written only by the gateway (the operator's Approve),
+#: read and redeemed by pve-executor, which marks each spent once.
+GRANT_KEYS = "grants"
+SPENT_KEYS = "spent"
+#: Browser logins (gateway only): `logins.<sha256 of the cookie's login id>`.
+LOGIN_KEYS = "logins"
 #: The alert receiver's state: alert groups and per-VM triage windows.
 ALERT_KEYS = "alerts"
 
@@ -285,6 +298,26 @@ def verb_key(idempotency_key: str) -> str:
 def vm_lock_key(vmid: int) -> str:
     """KV key held while a mutating verb runs on a VM (one at a time)."""
     return f"{VM_LOCK_KEYS}.{int(vmid)}"
+
+
+def grant_key(approval_id: str) -> str:
+    """KV key of the operator's grant for one approval (gateway-written)."""
+    subjects.verb_reply(approval_id)  # validates the id
+    return f"{GRANT_KEYS}.{approval_id}"
+
+
+def spent_key(approval_id: str) -> str:
+    """KV key pve-executor creates when it redeems a grant: a second
+    redemption of the same grant finds it and is refused (no replay)."""
+    subjects.verb_reply(approval_id)
+    return f"{SPENT_KEYS}.{approval_id}"
+
+
+def login_key(digest: str) -> str:
+    """KV key of a browser login, by the hex SHA-256 of its id (gateway.logins)."""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("a login key is a lower-case hex SHA-256")
+    return f"{LOGIN_KEYS}.{digest}"
 
 
 def alert_group_key(group_key: str) -> str:

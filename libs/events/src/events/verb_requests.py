@@ -74,7 +74,8 @@ async def run_verb(
     reply = await nc.subscribe(subjects.verb_reply(command.request_id))
     try:
         msg_id = command.idempotency_key or command.request_id
-        ack = await js.publish(subjects.VERB, encode(command), headers=trace.headers(**{"Nats-Msg-Id": msg_id}))
+        subject = subjects.verb_command(command.origin)
+        ack = await js.publish(subject, encode(command), headers=trace.headers(**{"Nats-Msg-Id": msg_id}))
         if ack.duplicate and on_duplicate is not None:
             return await on_duplicate()
         loop = asyncio.get_running_loop()

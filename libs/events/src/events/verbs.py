@@ -28,3 +28,10 @@ ALL: tuple[Verb, ...] = tuple(Verb)
 
 def is_mutating(verb: Verb) -> bool:
     return verb in MUTATING
+
+
+#: Verb policies (BREAKGLASS_VERB_POLICY). Enforced by agent-runner when the
+#: agent asks and again by pve-executor, where the key is.
+AUTONOMOUS = "autonomous"
+APPROVE_MUTATING = "approve-mutating"
+POLICIES: tuple[str, ...] = (AUTONOMOUS, APPROVE_MUTATING)

@@ -79,7 +79,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         js = nc.jetstream()
         topology = Topology.from_env()
         kv = await ensure(js, topology)
-        events = EventLog(js, topology)
+        events = EventLog(js, topology, writer="agent-runner")
         me = identity.acquire(settings.data_dir)
         runner = TurnRunner(
             settings=settings, nc=nc, events=events,

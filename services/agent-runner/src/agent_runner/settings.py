@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
+from events.verbs import APPROVE_MUTATING, AUTONOMOUS
+from events.verbs import POLICIES as VERB_POLICIES
 
 from .devvm import DevvmTarget
 
 DEFAULT_AGENT_FILE = Path("agents/breakglass.md")
-AUTONOMOUS = "autonomous"
-APPROVE_MUTATING = "approve-mutating"
-VERB_POLICIES = (AUTONOMOUS, APPROVE_MUTATING)
+__all__ = ["APPROVE_MUTATING", "AUTONOMOUS", "VERB_POLICIES", "Settings"]
 #: Where the default lives in a source checkout, whatever the current directory.
 _CHECKOUT_AGENT_FILE = Path(__file__).resolve().parents[4] / DEFAULT_AGENT_FILE
 

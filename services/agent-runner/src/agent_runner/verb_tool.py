@@ -19,7 +19,9 @@ spends it narrowly:
   recorded `approval` event (Approve/Deny in the PWA, routed to the turn's
   owner by `answer`), or until the approval timeout, which denies.
 - Running a verb is the same request the gateway makes
-  (`events.verb_requests`), with `by="agent"` and `origin="agent"`; every
+  (`events.verb_requests`), on the agent's own subject (pve-executor takes
+  `by: agent` from it, and runs an approved mutating verb only against the
+  grant the gateway stored when the operator approved it); every
   phase (requested, approved/denied) is recorded in the session with who
   decided, so the audit shows the agent asked and the operator allowed.
 """
@@ -27,6 +29,7 @@ spends it narrowly:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -79,6 +82,8 @@ class Decision:
     by: str
     #: Why it was denied without an operator's word ("" when they answered).
     why: str = ""
+    #: The approval answered: pve-executor redeems the gateway's grant of it.
+    approval_id: str | None = None
 
 
 def _socket_path(root: Path, turn_id: str) -> tuple[Path, Path | None]:
@@ -209,19 +214,25 @@ class VerbTool:
             if self.policy == APPROVE_MUTATING and is_mutating(verb):
                 decision = await self._approval(verb, request_id)
                 metrics.approval_decided(decision.approved, decision.by, decision.why)
-                phase = VerbPhase.APPROVED if decision.approved else VerbPhase.DENIED
-                await self.records.append(
-                    VerbProgressed(verb=verb, phase=phase, request_id=request_id, **self.records.envelope(decision.by)),
-                    msg_id=f"{request_id}:{phase.value}",
-                )
+                if decision.why:
+                    # Denied without the operator (timeout, turn over): ours to record.
+                    # The operator's own answer is recorded by the gateway, the only
+                    # writer of an operator's decision (events.authorship).
+                    await self.records.append(
+                        VerbProgressed(verb=verb, phase=VerbPhase.DENIED, request_id=request_id,
+                                       **self.records.envelope(decision.by)),
+                        msg_id=f"{request_id}:{VerbPhase.DENIED.value}",
+                    )
                 if not decision.approved:
                     return self._denied(verb, decision)
                 approved_by = decision.by
+                approval_id = decision.approval_id
             else:
                 await record_requested(self.events, self._requested(verb, request_id))
-                approved_by = None
+                approved_by = approval_id = None
             command = RunVerb(
                 by=AGENT, origin="agent", request_id=request_id, verb=verb, session_id=self.command.session_id,
+                approval_id=approval_id,
             )
             result = await run_verb(self.nc, self.nc.jetstream(), command, wait_seconds=self.verb_wait_seconds)
         except Exception as exc:  # NATS away, a write that kept failing: the agent is told, the turn goes on
@@ -246,7 +257,8 @@ class VerbTool:
             )
             await record_requested(self.events, self._requested(verb, request_id))
             try:
-                return await asyncio.wait_for(decided, self.approval_timeout_seconds)
+                return dataclasses.replace(
+                    await asyncio.wait_for(decided, self.approval_timeout_seconds), approval_id=approval_id)
             except TimeoutError:
                 seconds = f"{self.approval_timeout_seconds:g}"
                 return Decision(False, "timeout", f"no answer within {seconds} s: denied")

@@ -17,6 +17,8 @@ from .api import alerts, approvals, history, login, pve, sessions
 from . import metrics, pwa
 from .bus import Bus
 from .correlation import RequestIds
+from .guard import Guard
+from .logins import Logins
 from .settings import Settings
 
 
@@ -32,9 +34,17 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
             await triages.close()
             await bus.close()
 
-    app = FastAPI(title="breakglass gateway", version="0.1.0", lifespan=lifespan)
+    # The API's own map stays off unless asked for (BREAKGLASS_API_DOCS=1):
+    # tools that need the schema take `app.openapi()` from the app object.
+    docs = settings.api_docs
+    app = FastAPI(
+        title="breakglass gateway", version="0.1.0", lifespan=lifespan,
+        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     app.state.bus = bus
+    app.state.logins = Logins(bus)
     triages = app.state.triages = Triages(bus, settings)
 
     @app.get("/health", tags=["ops"])
@@ -71,6 +81,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         logging.getLogger("gateway").exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    app.add_middleware(Guard, settings=settings)  # innermost middleware, before routing reads a byte
     app.add_middleware(RequestIds)
     app.include_router(metrics.router)
     app.add_middleware(metrics.CountRequests)

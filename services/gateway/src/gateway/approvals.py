@@ -6,18 +6,29 @@ runner replies whether the approval was still pending. Every other outcome
 (no turn running, no runner answering, a reply that does not decode) means
 nothing was approved or denied: `False`, never an error the phone must
 interpret.
+
+An Approve is also a grant (`ApprovalGrant` in the KV bucket, which only the
+gateway's NATS user may write): pve-executor runs the agent's mutating verb
+only against it, so neither the agent nor agent-runner can approve their
+own verb. It is bound to the verb and request of the `approval` event the
+operator saw, expires after GRANT_SECONDS, and is redeemed once.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from events import subjects, trace
 from events.codec import ContractError, decode, encode
-from events.commands import AnswerApproval, ApprovalReply
+from events.codec import decode_event_lenient
+from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
+from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
+from events.topology import grant_key
+from events.types import utcnow
 
 from . import sessions
 from .bus import Bus
@@ -25,6 +36,9 @@ from .bus import Bus
 log = logging.getLogger("gateway.approvals")
 
 ANSWER_TIMEOUT = 3.0
+#: How long an Approve may wait to be redeemed by pve-executor (the runner
+#: publishes the verb as soon as it hears the answer).
+GRANT_SECONDS = 120.0
 
 
 async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approve: bool, by: str) -> bool:
@@ -33,6 +47,13 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     if await (await bus.locks()).current(session_id) is None:
         return False  # no turn runs, so no approval can be waiting
     trace.bind(session_id=session_id, by=by)
+    asked = await _asked(bus, session_id, approval_id)
+    if asked is None or asked.request_id is None:
+        log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
+        return False
+    trace.bind(turn_id=asked.turn_id, request_id=asked.request_id)  # the decision belongs to the verb's turn
+    if approve:
+        await _grant(bus, asked, by)
     command = AnswerApproval(by=by, session_id=session_id, approval_id=approval_id, approved=approve)
     nc = bus.nc
     assert nc is not None
@@ -45,4 +66,29 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
         return False
     log.info("approval %s of session %s %s by %s (accepted: %s)",
              approval_id, session_id, "approved" if approve else "denied", by, accepted)
+    if accepted:  # the operator's decision is the gateway's to record (events.authorship)
+        phase = VerbPhase.APPROVED if approve else VerbPhase.DENIED
+        await bus.log.append(VerbProgressed(
+            session_id=session_id, turn_id=asked.turn_id, by=by, verb=asked.verb, phase=phase,
+            request_id=asked.request_id,
+        ), msg_id=f"{asked.request_id}:{phase.value}")
     return accepted
+
+
+async def _asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequested | None:
+    """The session's `approval` event with this id: what the operator saw."""
+    for record in reversed(await bus.log.read(session_id)):
+        event = decode_event_lenient(record.data)
+        if isinstance(event, ApprovalRequested) and event.approval_id == approval_id:
+            return event
+    return None
+
+
+async def _grant(bus: Bus, asked: ApprovalRequested, by: str) -> None:
+    """Store the operator's grant for what the session asked."""
+    assert asked.session_id is not None and asked.request_id is not None
+    grant = ApprovalGrant(
+        approval_id=asked.approval_id, session_id=asked.session_id, request_id=asked.request_id, verb=asked.verb,
+        approved_by=by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
+    )
+    await (await bus.kv()).put(grant_key(asked.approval_id), encode(grant))

@@ -54,7 +54,7 @@ class Bus:
 
     @property
     def log(self) -> EventLog:
-        return EventLog(self.js, self.topology)
+        return EventLog(self.js, self.topology, writer="gateway")
 
     async def kv(self) -> KeyValue:
         if self._kv is None:

@@ -10,6 +10,9 @@ from events.config import ConfigError, Env, nats_url
 from .alerts.vms import DEFAULT_VM, VmMap
 
 DEFAULT_MODELS = ("sonnet", "opus", "haiku")
+DEFAULT_EDGE_SECRET_HEADER = "X-Breakglass-Edge-Secret"
+#: Host names always served (the loopback a local browser or `make run` uses).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,14 @@ class Settings:
     verb_wait_seconds: float = 150.0
     #: A scrape-only bearer for GET /metrics (gateway.metrics); None = only the API's own auth.
     metrics_token: str | None = None
+    #: The edge proxy proves a request came through it with this secret in
+    #: `edge_secret_header`; without it the user header is never honoured.
+    edge_secret: str | None = None
+    edge_secret_header: str = DEFAULT_EDGE_SECRET_HEADER
+    #: `Host` values served (DNS rebinding); `*` = any. Loopback is always in.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Serve /docs, /redoc and /openapi.json (off: they map the attack surface).
+    api_docs: bool = False
     #: The alert receiver's own bearer (from BREAKGLASS_ALERT_TOKEN_FILE);
     #: None = the receiver refuses everything. It opens nothing else.
     alert_token: str | None = None
@@ -61,6 +72,10 @@ class Settings:
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
             metrics_token=env.secret("METRICS_TOKEN"),
             agent_unsandboxed=env.bool("ALLOW_UNSANDBOXED_AGENT", False),
+            edge_secret=_edge_secret(env),
+            edge_secret_header=env.str("EDGE_SECRET_HEADER", DEFAULT_EDGE_SECRET_HEADER) or DEFAULT_EDGE_SECRET_HEADER,
+            allowed_hosts=env.list("ALLOWED_HOSTS", ()),
+            api_docs=env.bool("API_DOCS", False),
             alert_token=_secret_file(env, "ALERT_TOKEN_FILE"),
             alert_vms=VmMap.parse(env.str("ALERT_VMS"), _default_vm(env)),
             alert_window_seconds=env.float("ALERT_WINDOW_SECONDS", 900.0, minimum=0.0),
@@ -76,7 +91,28 @@ class Settings:
 
     @property
     def auth_configured(self) -> bool:
-        return bool(self.api_token) or self.trust_edge_header
+        return bool(self.api_token) or (self.trust_edge_header and bool(self.edge_secret))
+
+    def hosts(self) -> list[str]:
+        """The `Host` values served: loopback, the listen address when it is
+        a specific one, and BREAKGLASS_ALLOWED_HOSTS."""
+        listen = () if self.host in ("0.0.0.0", "::", "") else (self.host,)
+        return list(dict.fromkeys((*LOOPBACK_HOSTS, *listen, *self.allowed_hosts)))
+
+
+def _edge_secret(env: Env) -> str | None:
+    """Trusting the edge header needs the secret the proxy sends with it
+    (read from BREAKGLASS_EDGE_SECRET_FILE): otherwise any local process,
+    the agent's shell included, could name itself anyone. Fail closed at
+    start, in one line."""
+    secret = _secret_file(env, "EDGE_SECRET_FILE")
+    if env.bool("TRUST_EDGE_HEADER", False) and not secret:
+        raise ConfigError(
+            "BREAKGLASS_TRUST_EDGE_HEADER=1 needs BREAKGLASS_EDGE_SECRET_FILE: a file holding the secret the auth "
+            f"proxy sends in {env.str('EDGE_SECRET_HEADER', DEFAULT_EDGE_SECRET_HEADER)}, so nothing else can set "
+            "the user header"
+        )
+    return secret
 
 
 def _default_vm(env: Env) -> str | None:

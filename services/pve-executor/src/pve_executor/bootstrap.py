@@ -15,6 +15,7 @@ from events.log import EventLog
 from events.metrics import serving
 from events.topology import EXECUTOR_CONSUMER, Topology, ensure
 
+from .grants import Grants, from_transport
 from .records import IdempotencyRecords, VmLocks
 from .settings import Settings
 from .ssh import SshRunner, Target
@@ -57,10 +58,11 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         handler = VerbHandler(
             settings=settings,
             runner=runner_for(settings),
-            events=EventLog(js, topology),
+            events=EventLog(js, topology, writer="pve-executor"),
             records=IdempotencyRecords(kv),
             locks=VmLocks(kv, stale_after=settings.lock_stale_seconds, lease=settings.verb_lease_seconds),
             publish=_publisher(nc),
+            grants=Grants(kv),
             max_payload=nc.max_payload or 1024 * 1024,
         )
         problem = settings.problem()
@@ -79,7 +81,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             await consume(
                 js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
                 stop=stop, log=log, topology=topology,
-                concurrency=settings.concurrency, poll_seconds=settings.poll_seconds,
+                concurrency=settings.concurrency, poll_seconds=settings.poll_seconds, authority=from_transport,
             )
         finally:
             sweeper.cancel()

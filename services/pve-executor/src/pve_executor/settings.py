@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from events.config import PREFIX, ConfigError, Env, nats_url
+from events.verbs import APPROVE_MUTATING, POLICIES
 
 #: Everything that happens after the connection is up is bounded by the verb
 #: timeout; getting the connection up has its own, shorter limit.
@@ -54,6 +55,9 @@ class Settings:
     #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    #: BREAKGLASS_VERB_POLICY, enforced here too: under `approve-mutating`
+    #: an agent's mutating verb runs only with the operator's grant (grants).
+    verb_policy: str = APPROVE_MUTATING
 
     @classmethod
     def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":
@@ -73,6 +77,7 @@ class Settings:
             agent_socket=agent_socket if agent_socket is not None else (os.environ.get("SSH_AUTH_SOCK") or None),
             metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
             metrics_port=env.int("EXECUTOR_METRICS_PORT", 0, minimum=0, maximum=65535),
+            verb_policy=env.choice("VERB_POLICY", APPROVE_MUTATING, POLICIES),
         )
 
     @property

@@ -2,6 +2,7 @@
 
     check the verb again (an enum value, one of six; nothing else is sent)
     -> claim the idempotency key (a repeated key gets the first answer)
+    -> an agent's mutating verb: redeem the operator's grant (or refuse)
     -> check the configuration (fail closed, with a sentence)
     -> take the VM's lock for a mutating verb (busy: refuse at once)
     -> record `running`, run the bare verb over SSH, record `done`
@@ -49,6 +50,7 @@ from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 
 from . import metrics
+from .grants import Grants, needs_grant
 from .output import fit
 from .records import HeldLock, IdempotencyRecords, VmLock, VmLocks
 from .settings import Settings
@@ -86,6 +88,7 @@ class VerbHandler:
     records: IdempotencyRecords
     locks: VmLocks
     publish: Publish
+    grants: Grants | None = None
     max_payload: int = 1024 * 1024
     append_retry_seconds: float = APPEND_RETRY_SECONDS
     #: This process, as VM locks name their holder.
@@ -189,6 +192,11 @@ class VerbHandler:
         await self._reply(cmd, result)
 
     async def _execute(self, cmd: RunVerb, verb: Verb) -> VerbResult:
+        if needs_grant(cmd, verb, self.settings.verb_policy):
+            refused = "no grant store" if self.grants is None else await self.grants.redeem(cmd, verb)
+            if refused is not None:
+                log.warning("refused the agent's %s (request %s): %s", verb.value, cmd.request_id, refused)
+                return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {refused}")
         problem = self.settings.problem()
         if problem is not None or self.runner is None:
             return VerbResult(verb=verb, exit_code=EX_CONFIG, rejected=True,

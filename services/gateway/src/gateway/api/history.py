@@ -13,7 +13,7 @@ from events import export, index, transcript
 
 from ..hub import with_id
 from ..auth import require_identity
-from .deps import SessionIdParam, bus_of, require_session
+from .deps import SessionIdParam, bus_of, event_id, require_session
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)], tags=["history"])
 
@@ -37,15 +37,16 @@ def encode_sessions(found: list[index.SessionSummary]) -> bytes:
 async def page_events(
     request: Request,
     session_id: SessionIdParam,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[str | None, Query(description="an event id (a decimal number)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> Response:
     """`{events: [{id, kind, ...}], next_after}`: the stored events after `after`."""
     bus = bus_of(request)
+    start = event_id(after, "after")
     await require_session(bus, session_id)
-    records = await bus.log.read(session_id, after=after, limit=limit)
+    records = await bus.log.read(session_id, after=start, limit=limit)
     body = b'{"events":[' + b",".join(with_id(r.seq, r.data) for r in records) + b'],"next_after":%d}' % (
-        records[-1].seq if records else after
+        records[-1].seq if records else start
     )
     return Response(body, media_type="application/json")
 

@@ -13,7 +13,7 @@ from events.types import MAX_PROMPT_BYTES
 from .. import sessions
 from ..attach import frames
 from ..auth import require_identity
-from .deps import Identity, SessionIdParam, bus_of, require_session
+from .deps import Identity, SessionIdParam, bus_of, event_id, require_session
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)])
 
@@ -50,17 +50,16 @@ async def open_session(request: Request, who: Identity) -> OpenedSession:
 async def stream(
     request: Request,
     session_id: SessionIdParam,
-    after: Annotated[int, Query(ge=0, description="resume strictly after this event id")] = 0,
+    after: Annotated[str | None, Query(description="resume strictly after this event id (a decimal number)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     bus = bus_of(request)
-    await require_session(bus, session_id)
+    start = event_id(after, "after")
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise HTTPException(400, "Last-Event-ID must be an event id")
-        after = int(last_event_id)
+        start = event_id(last_event_id, "Last-Event-ID")
+    await require_session(bus, session_id)
     return EventSourceResponse(
-        frames(bus, session_id, after),
+        frames(bus, session_id, start),
         ping=request.app.state.settings.keepalive_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
