@@ -32,10 +32,11 @@ md.renderer.rules.link_close = (tokens, i, options, env, self) => {
   return '</a>' + suffix;
 };
 // Tables and code blocks scroll sideways instead of wrapping into soup.
-md.renderer.rules.table_open = () => '<div class="scroll"><table>\n';
+// tabindex: a region that scrolls must be reachable from the keyboard.
+md.renderer.rules.table_open = () => '<div class="scroll" tabindex="0"><table>\n';
 md.renderer.rules.table_close = () => '</table></div>\n';
 const fence = md.renderer.rules.fence;
-md.renderer.rules.fence = (...args) => fence(...args).replace(/^<pre>/, '<pre class="scroll">');
+md.renderer.rules.fence = (...args) => fence(...args).replace(/^<pre>/, '<pre class="scroll" tabindex="0">');
 
 const STATE_LINE = /(?:^|\n)[ \t>*_]*State[*_]*:[*_ \t]*(healthy|degraded|down)\b[^\n]*\s*$/i;
 

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '0db83eb9507d2e45';
+const VERSION = 'c07d84d86a322abd';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-BgUwLigv.css",
-  "./assets/index-Ct0xD6EJ.js",
+  "./assets/index-B3IHCSDz.css",
+  "./assets/index-Cl6n1nWO.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
