@@ -277,7 +277,8 @@ def test_9_an_xss_corpus_in_agent_text_and_tool_output_is_inert(stack, page):
     prose = turn.locator(".prose.md")
     assert prose.locator("img, script, svg, iframe").count() == 0
     hrefs = prose.locator("a").evaluate_all("as => as.map(a => a.getAttribute('href'))")
-    assert hrefs == ["https://example.org/docs"], hrefs
+    # only http(s) links survive; an image is never loaded, only linked (its target shown)
+    assert sorted(hrefs) == ["http://127.0.0.1:9/tracker.png", "https://example.org/docs"], hrefs
     expect(prose).to_contain_text("(https://example.org/docs)")  # a link shows its target
     expect(prose).to_contain_text("<img src=x")  # raw HTML is shown as text
     assert not any("tracker.png" in u for u in requests)
