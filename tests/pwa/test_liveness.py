@@ -119,7 +119,7 @@ def test_a_frozen_runner_is_called_lost_before_its_turn_is_interrupted(stack, pa
     stack.api.script(text("never", first_delay=120))
     open_app(page)
     send(page, "hang on")
-    expect(page.locator("[data-liveness=working]")).to_contain_text("last output", timeout=30_000)
+    expect(page.locator("[data-liveness=working]")).to_contain_text("no output yet", timeout=30_000)
     stack.runner.signal(signal.SIGSTOP)
     try:
         frozen = time.monotonic()

@@ -49,5 +49,5 @@ export function render(text) {
     state = m[1].toLowerCase();
     src = src.slice(0, m.index);
   }
-  return { html: md.render(src), state };
+  return { html: md.render(src).trim(), state };
 }

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'b9dc3987176b8ef4';
+const VERSION = 'a36cdf975435f02f';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-B3IHCSDz.css",
-  "./assets/index-DcV1aOFt.js",
+  "./assets/index-ClhmIfmO.js",
+  "./assets/index-DEebsgVR.css",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
