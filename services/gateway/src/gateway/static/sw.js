@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'a36cdf975435f02f';
+const VERSION = '7e8eb8240bd74ab7';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-ClhmIfmO.js",
-  "./assets/index-DEebsgVR.css",
+  "./assets/index-CpVSYuGT.css",
+  "./assets/index-u_5C6-IQ.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
