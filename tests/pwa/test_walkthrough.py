@@ -365,3 +365,19 @@ def test_11_small_screens_links_export_and_notices(stack, context_factory):
     assert fits
     shot(narrow, "36-320px")
     assert axe(narrow, "320px") == []
+
+
+def test_jump_to_latest_when_scrolled_up(stack, page):
+    stack.api.script(bash("seq 1 50"), text(*[f"line {i}\n\n" for i in range(60)], delay=0.1))
+    open_app(page)
+    send(page, "a long answer")
+    turn = page.locator("article.turn")
+    expect(turn.locator(".prose.live")).to_contain_text("line 20", timeout=30_000)
+    page.locator("section.transcript").evaluate("e => { e.scrollTop = 0; e.dispatchEvent(new Event('scroll')); }")
+    jump = page.get_by_role("button", name="Jump to latest")
+    expect(jump).to_be_visible()
+    jump.click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('section.transcript'); return e.scrollHeight - e.scrollTop - e.clientHeight < 80; }"
+    )
+    expect(jump).to_have_count(0)
