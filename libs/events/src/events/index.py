@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 from . import subjects
 from .codec import ContractError, decode, decode_event_lenient
 from .commands import SessionRecord
-from .kinds import TurnEnded, UserPrompted, VerbPhase, VerbProgressed
+from .kinds import AlertReceived, TurnEnded, UserPrompted, VerbPhase, VerbProgressed
 from .locks import LOCK_PREFIX
 from .log import EventLog
 from .topology import Topology, kv_keys
@@ -82,6 +82,9 @@ async def _summary(
     if count:
         for r in await log.read(sid, limit=TITLE_SCAN):
             event = decode_event_lenient(r.data)
+            if isinstance(event, AlertReceived):  # an alert's triage session: named by its alert
+                title = f"alert: {event.alertname} on {event.vm}"[:TITLE_CHARS]
+                break
             if isinstance(event, UserPrompted):
                 title = event.text.strip().splitlines()[0][:TITLE_CHARS] if event.text.strip() else title
                 break

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '7e8eb8240bd74ab7';
+const VERSION = '1c2f5a7c8fc35fc9';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-CpVSYuGT.css",
-  "./assets/index-u_5C6-IQ.js",
+  "./assets/index-BgyDuZ2b.css",
+  "./assets/index-D29RV7rK.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
