@@ -54,8 +54,8 @@ class Observer:
             if frame.event == "caught-up":
                 self.caught_up.set()
                 continue
-            if not frame.data:
-                continue  # a keepalive comment
+            if not frame.data or frame.event != "message":
+                continue  # a keepalive (a comment, or the gateway's `keepalive` event)
             self.frames += 1
             if frame.id is not None:
                 seq = int(frame.id)

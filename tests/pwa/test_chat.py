@@ -126,7 +126,7 @@ def test_stop_ends_the_turn(stack, page):
     expect(turn.locator(".prose.live")).to_contain_text("tick", timeout=30_000)
     page.get_by_role("button", name="Stop").click()
     expect(turn).to_contain_text("Stopped by operator", timeout=15_000)
-    expect(turn.locator(".foot")).to_contain_text("cancelled")
+    expect(turn.locator(".foot")).to_contain_text("Cancelled")
     expect(page.get_by_role("button", name="Send")).to_be_visible()
     shot(page, "06-stopped")
 
@@ -164,7 +164,7 @@ def test_a_vanished_session_is_replaced(stack, page):
     page.goto("/")
     expect(page.locator(LIVE)).to_be_visible()  # the app's own first session is set up: nothing overwrites ours now
     page.evaluate("() => localStorage.setItem('breakglass.session_id', '00000000-0000-4000-8000-000000000000')")
-    page.reload()
+    page.goto("/")  # not a reload: the address is /s/<the app's own session> now, and an address wins
     expect(page.locator("[role=alert]")).to_contain_text("no longer exists", timeout=20_000)
     expect(page.locator(LIVE)).to_be_visible()
     sid = page.evaluate("() => localStorage.getItem('breakglass.session_id')")

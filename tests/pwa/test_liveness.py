@@ -15,7 +15,7 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.fakeapi import text, tool_use
+from tests.fakeapi import bash, text, tool_use
 from tests.pwa.conftest import axe, shot
 
 LIVE = "[data-state=live]"
@@ -50,7 +50,8 @@ def small_targets(page, selector: str) -> list[str]:
 
 def test_a_running_turn_says_working_and_when_it_last_printed(stack, page):
     # the model takes 6 s before its first token: the CLI prints nothing meanwhile
-    stack.api.script(text("Load is fine.", first_delay=6))
+    # one tool call prints first, then the model takes 6 s: nothing new is printed meanwhile
+    stack.api.script(bash("echo started"), text("Load is fine.", first_delay=6))
     open_app(page)
     send(page, "take your time")
     pulse = page.locator("[data-liveness=working]")
@@ -76,7 +77,7 @@ def test_a_silent_turn_turns_into_a_warning_with_stop_at_hand(stack, page):
     warning = page.locator("[data-liveness=silent]")
     expect(warning).to_be_visible(timeout=30_000)
     expect(warning).to_contain_text("The agent has gone quiet")
-    expect(warning).to_contain_text(re.compile(r"no output for \d+ s"))
+    expect(warning).to_contain_text(re.compile(r"no output yet after \d+ s"))  # nothing was ever printed
     stop = warning.get_by_role("button", name="Stop")
     expect(stop).to_be_visible()
     assert small_targets(page, "[data-liveness=silent]") == []
@@ -87,7 +88,7 @@ def test_a_silent_turn_turns_into_a_warning_with_stop_at_hand(stack, page):
     stop.click()
     turn = page.locator("article.turn")
     expect(turn).to_contain_text("Stopped by operator", timeout=15_000)
-    expect(turn.locator(".foot")).to_contain_text("cancelled")
+    expect(turn.locator(".foot")).to_contain_text("Cancelled")
     expect(page.locator("[data-liveness]")).to_have_count(0)
     expect(page.get_by_role("button", name="Send")).to_be_visible()
 
@@ -118,7 +119,7 @@ def test_a_frozen_runner_is_called_lost_before_its_turn_is_interrupted(stack, pa
     stack.api.script(text("never", first_delay=120))
     open_app(page)
     send(page, "hang on")
-    expect(page.locator("[data-liveness=working]")).to_contain_text("last output", timeout=30_000)
+    expect(page.locator("[data-liveness=working]")).to_contain_text("no output yet", timeout=30_000)
     stack.runner.signal(signal.SIGSTOP)
     try:
         frozen = time.monotonic()

@@ -4,6 +4,7 @@ fake `qm` (VM 102)."""
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.fakeapi import text, tool_use
@@ -24,7 +25,9 @@ def test_power_sheet_status_at_a_glance_and_a_confirm_gated_cycle(stack, page):
     expect(sheet).to_be_visible()
     configured = stack.pve is not None
     # status runs by itself when the sheet opens
-    expect(sheet.locator(".glance .now")).to_contain_text("running" if configured else "Status unknown", timeout=30_000)
+    if not configured:
+        pytest.skip("no sshd: the unconfigured sheet is tests/pwa/test_pve_unconfigured.py")
+    expect(sheet.locator(".glance .now")).to_contain_text("running", timeout=30_000)
     expect(sheet.get_by_text("a fresh QEMU process", exact=False).first).to_be_visible()
     shot(page, "08-power-sheet")
     assert axe(page, "power-sheet") == []

@@ -144,3 +144,34 @@ export function setSessionId(id) {
   if (id) s.setItem(SESSION_KEY, id);
   else s.removeItem(SESSION_KEY);
 }
+
+/**
+ * The VM's state, off the record: `status` run WITHOUT a session, so a look
+ * at the VM never adds a card to the transcript. The executor's own answer is
+ * the signal for "is Proxmox configured": exit 78 (EX_CONFIG) means it is not.
+ * Resolves `{state: 'up'|'down'|'unknown'|'unconfigured', detail, at}`.
+ */
+export async function probeVm() {
+  const at = new Date().toISOString();
+  try {
+    const { status, body } = await runVerb('status');
+    const out = `${body?.stdout || ''}`;
+    if (status === 200) {
+      const state = /\brunning\b/i.test(out) ? 'up' : /\b(stopped|paused|prelaunch)\b/i.test(out) ? 'down' : 'unknown';
+      return { state, detail: out.split('\n').find((l) => l.trim()) || '', at };
+    }
+    if (body?.exit_code === 78) return { state: 'unconfigured', detail: body.stderr || 'pve-executor is not configured', at };
+    return { state: 'unknown', detail: (body?.stderr || body?.stdout || `status failed (exit ${body?.exit_code})`).trim(), at };
+  } catch (e) {
+    return { state: 'unknown', detail: e instanceof ApiError ? e.detail : 'no connection to the gateway', at };
+  }
+}
+
+/** A session's export as a Blob (`md` or `jsonl`). */
+export async function exportBlob(sessionId, format) {
+  const headers = getToken() ? { Authorization: `Bearer ${getToken()}` } : {};
+  const res = await fetch(`/api/session/${sessionId}/export?format=${format}`, { headers, credentials: 'same-origin' });
+  if (res.status === 401) unauthorized.forEach((fn) => fn());
+  if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`, null);
+  return res.blob();
+}

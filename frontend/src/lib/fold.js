@@ -265,10 +265,14 @@ export function applyEvent(state, ev, now = Date.now()) {
         ...base, t: 'result', is_error: !!ev.is_error, result: String(ev.result ?? ''),
         duration_ms: Number(ev.duration_ms) || 0, subtype: ev.subtype || '',
       };
+      // A turn the operator stopped ends with an "aborted" error result: that
+      // is the cancellation, not a failure, and must not read as one.
+      const aborted = /^aborted/i.test(String(ev.terminal_reason || '')) || /^aborted/i.test(item.result);
+      item.aborted = aborted;
       if (turn) {
         turn.result = item;
-        if (item.is_error && item.result) insertItem(turn.items, item);
-      } else if (item.is_error) place(state, ev, id, item);
+        if (item.is_error && item.result && !aborted) insertItem(turn.items, item);
+      } else if (item.is_error && !aborted) place(state, ev, id, item);
       return true;
     }
     case 'error':
@@ -404,6 +408,41 @@ export function runningTurn(state) {
   return null;
 }
 
+// A tool item's result is an object; a `result` item's is its text: copy
+// objects only (spreading a string makes an object of its characters).
+function copied(v) {
+  return v && typeof v === 'object' ? { ...v } : v;
+}
+
+function elapsed(from, to) {
+  const a = Date.parse(from || '');
+  const b = Date.parse(to || '');
+  return Number.isFinite(a) && Number.isFinite(b) && b >= a ? b - a : null;
+}
+
+/**
+ * The live text of open blocks, to keep across a reload (sessionStorage):
+ * `[{block, turn_id, text}]`.
+ */
+export function liveBlocks(state) {
+  return [...state.live].map(([block, l]) => ({ block, turn_id: l.turn_id, text: l.text }));
+}
+
+/**
+ * Put back live text saved before a reload, before the stream replays: the
+ * replay's stored `text` or `turn_end` drops it as usual. The deltas sent
+ * while the page was away are missing, so the join is marked with " … ".
+ */
+export function restoreLive(state, blocks) {
+  if (!Array.isArray(blocks)) return;
+  for (const b of blocks) {
+    if (!b || typeof b.block !== 'string' || typeof b.text !== 'string' || !b.text) continue;
+    if (state.doneBlocks.has(b.block) || state.live.has(b.block)) continue;
+    state.live.set(b.block, { turn_id: typeof b.turn_id === 'string' ? b.turn_id : null, text: b.text + ' … ' });
+  }
+  state.version++;
+}
+
 /** A fresh snapshot for rendering: new objects, so a UI can diff by reference. */
 export function view(state) {
   const liveByTurn = new Map();
@@ -420,14 +459,18 @@ export function view(state) {
       return {
         ...e,
         user: e.user ? { ...e.user } : null,
-        items: e.items.map((i) => ({ ...i, result: i.result ? { ...i.result } : i.result, phases: i.phases ? [...i.phases] : undefined })),
+        items: e.items.map((i) => ({ ...i, result: copied(i.result), phases: i.phases ? [...i.phases] : undefined })),
         end: e.end ? { ...e.end } : null,
         usage: e.usage ? { ...e.usage } : null,
         result: e.result ? { ...e.result } : null,
         live: liveByTurn.get(e.turn_id) || [],
+        hasOutput: liveByTurn.has(e.turn_id) || e.items.some((i) => i.t === 'text' || i.t === 'tool' || i.t === 'verb'),
+        // wall-clock time of the turn (the CLI's own duration_ms leaves out
+        // start-up and the runner: it is not what the operator waited)
+        elapsedMs: elapsed(e.user?.ts, e.end?.ts),
       };
     }
-    return { ...e, item: { ...e.item, result: e.item.result ? { ...e.item.result } : e.item.result } };
+    return { ...e, item: { ...e.item, result: copied(e.item.result) } };
   });
   const pendingApprovals = [...state.approvals.values()].filter((a) => a.status === 'pending').map((a) => ({ ...a }));
   let totalCost = 0;

@@ -26,11 +26,3 @@ export function seconds(ms) {
   if (!ms) return '';
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
-
-/** Output shown in the page is capped; the full text stays in the export. */
-export const OUTPUT_CAP = 16 * 1024;
-export function capped(text, cap = OUTPUT_CAP) {
-  const s = text || '';
-  if (s.length <= cap) return { text: s, cut: 0 };
-  return { text: s.slice(0, cap), cut: s.length - cap };
-}

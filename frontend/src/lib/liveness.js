@@ -74,10 +74,13 @@ export function silenceParam(search = '') {
  * @param {boolean} [o.connected]    the stream is live (no "lost" while it is not)
  * @param {number} [o.silenceSeconds]
  * @param {boolean} [o.awaitingApproval] the turn waits for the operator: quiet is expected
+ * @param {boolean} [o.hasOutput]   the turn has shown something (text, a tool): before
+ *                                   that, "last output N s ago" would name output that
+ *                                   never came
  */
 export function liveness({
   running, heartbeat = null, now, watchingSince = -Infinity, connected = true,
-  silenceSeconds = DEFAULT_SILENCE_SECONDS, awaitingApproval = false,
+  silenceSeconds = DEFAULT_SILENCE_SECONDS, awaitingApproval = false, hasOutput = true,
 }) {
   if (!running) return null;
   const hb = heartbeat && Number.isFinite(heartbeat.at) ? heartbeat : null;
@@ -94,7 +97,7 @@ export function liveness({
   else if (sinceOutput !== null && sinceOutput >= threshold && !awaitingApproval) state = 'silent';
   return {
     state, sinceOutput, elapsed, quietFor, lease, lostAfter: limit, silenceSeconds: threshold,
-    heard: !!hb, awaitingApproval: !!awaitingApproval, runner: hb?.runner || '',
+    heard: !!hb, awaitingApproval: !!awaitingApproval, runner: hb?.runner || '', noOutput: !hasOutput,
   };
 }
 
@@ -116,10 +119,11 @@ export function livenessLabel(l) {
     case 'lost':
       return 'agent runner lost';
     case 'silent':
-      return `no output for ${duration(l.sinceOutput)}`;
+      return l.noOutput ? `no output yet after ${duration(l.sinceOutput)}` : `no output for ${duration(l.sinceOutput)}`;
     default:
       if (l.awaitingApproval) return 'waiting for your answer';
       if (l.sinceOutput === null) return 'working…';
+      if (l.noOutput) return `working · no output yet`;
       return `working · last output ${duration(l.sinceOutput)} ago`;
   }
 }

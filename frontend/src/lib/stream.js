@@ -6,9 +6,28 @@
 // while the gateway restarts), we open a new EventSource with `?after=<last id>`
 // after a short backoff. The fold is idempotent by id anyway.
 //
+// The label tells what the stream DOES, not what the browser last claimed:
+// every frame (a record, a delta, the gateway's `keepalive`) proves the
+// stream live, whatever `offline` event came before. A phone that slept may
+// hold an EventSource that looks open but delivers nothing (browsers freeze
+// or drop it without an error event), so when the page comes back
+// (visibilitychange to visible, pageshow, resume, online, focus) a stream
+// that has not proved itself within the keepalive interval + a margin is
+// replaced at once, resuming after the last applied id; `caught-up` then says
+// the page is current again.
+//
 // States: connecting -> catching-up -> live; reconnecting; offline; gone; unauthorized.
 
 import { api, ApiError } from './api.js';
+
+/** Until the gateway's first keepalive says its interval (BREAKGLASS_KEEPALIVE_SECONDS). */
+export const DEFAULT_KEEPALIVE_SECONDS = 15;
+
+/** How long a stream may be quiet and still count as live: the interval plus a margin. */
+export function staleAfterMs(keepaliveSeconds) {
+  const k = Number(keepaliveSeconds) > 0 ? Number(keepaliveSeconds) : DEFAULT_KEEPALIVE_SECONDS;
+  return (k + Math.max(2, k * 0.2)) * 1000;
+}
 
 export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone }) {
   let es = null;
@@ -16,6 +35,10 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
   let timer = null;
   let backoff = 1000;
   let state = '';
+  let keepalive = DEFAULT_KEEPALIVE_SECONDS;
+  let heardAt = 0; // Date.now() of the last frame (wall clock: it moves while frozen)
+  let caughtUp = false; // this connection has sent `caught-up`
+  let resumed = false; // this connection replaced a stale one on wake
 
   const set = (s) => {
     if (s !== state) {
@@ -24,22 +47,34 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
     }
   };
 
+  function heard() {
+    heardAt = Date.now();
+    if (caughtUp && state !== 'live') set('live');
+  }
+
   function url() {
     const after = lastId();
     return `/api/session/${sessionId}/stream` + (after > 0 ? `?after=${after}` : '');
   }
 
-  function open() {
+  function open(wake = false) {
     if (closed) return;
     clearTimeout(timer);
     timer = null;
     if (es) es.close();
-    es = new EventSource(url(), { withCredentials: true });
-    es.onopen = () => {
+    caughtUp = false;
+    resumed = wake;
+    heardAt = Date.now();
+    const source = new EventSource(url(), { withCredentials: true });
+    es = source;
+    source.onopen = () => {
       backoff = 1000;
+      caughtUp = false;
+      heardAt = Date.now();
       set('catching-up');
     };
-    es.onmessage = (msg) => {
+    source.onmessage = (msg) => {
+      heard();
       let ev;
       try {
         ev = JSON.parse(msg.data);
@@ -52,15 +87,24 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
       }
       onEvent(ev);
     };
-    es.addEventListener('caught-up', () => {
-      set('live');
-      onCaughtUp();
+    source.addEventListener('keepalive', (msg) => {
+      const k = Number(msg.data);
+      if (k > 0) keepalive = k;
+      heard();
     });
-    es.onerror = () => {
-      if (closed) return;
+    source.addEventListener('caught-up', () => {
+      caughtUp = true;
+      heard();
+      set('live');
+      onCaughtUp({ resumed });
+      resumed = false;
+    });
+    source.onerror = () => {
+      if (closed || source !== es) return;
+      caughtUp = false;
       if (!navigator.onLine) set('offline');
       else set('reconnecting');
-      if (es.readyState === EventSource.CLOSED) retry();
+      if (source.readyState === EventSource.CLOSED) retry();
       // CONNECTING: the browser retries by itself with Last-Event-ID.
     };
   }
@@ -99,22 +143,29 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
     }, wait);
   }
 
+  /** Is the stream provably live: open, caught up, and heard from lately? */
+  function provablyLive() {
+    return !!es && es.readyState === EventSource.OPEN && caughtUp && Date.now() - heardAt <= staleAfterMs(keepalive);
+  }
+
   const wake = () => {
-    if (closed) return;
-    if (!es || es.readyState === EventSource.CLOSED) {
-      backoff = 1000;
-      clearTimeout(timer);
-      timer = null;
-      open();
+    if (closed || document.visibilityState === 'hidden') return;
+    if (state === 'gone' || state === 'unauthorized') return;
+    if (provablyLive()) {
+      if (state !== 'live') set('live'); // a stale `offline` event: the stream proved otherwise
+      return;
     }
+    if (es && es.readyState !== EventSource.CLOSED && !caughtUp && Date.now() - heardAt <= staleAfterMs(keepalive)) return; // a fresh attach is on its way
+    backoff = 1000;
+    open(true);
   };
   const offline = () => set('offline');
-  const visible = () => {
-    if (document.visibilityState === 'visible') wake();
-  };
   window.addEventListener('online', wake);
   window.addEventListener('offline', offline);
-  document.addEventListener('visibilitychange', visible);
+  window.addEventListener('focus', wake);
+  window.addEventListener('pageshow', wake);
+  document.addEventListener('visibilitychange', wake);
+  document.addEventListener('resume', wake);
 
   set('connecting');
   open();
@@ -126,7 +177,10 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
       if (es) es.close();
       window.removeEventListener('online', wake);
       window.removeEventListener('offline', offline);
-      document.removeEventListener('visibilitychange', visible);
+      window.removeEventListener('focus', wake);
+      window.removeEventListener('pageshow', wake);
+      document.removeEventListener('visibilitychange', wake);
+      document.removeEventListener('resume', wake);
     },
     reconnect: wake,
   };

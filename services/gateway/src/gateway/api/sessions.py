@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from events.types import MAX_PROMPT_BYTES
 
@@ -58,9 +58,15 @@ async def stream(
     if last_event_id is not None:
         start = event_id(last_event_id, "Last-Event-ID")
     await require_session(bus, session_id)
+    keepalive = request.app.state.settings.keepalive_seconds
     return EventSourceResponse(
         frames(bus, session_id, start),
-        ping=request.app.state.settings.keepalive_seconds,
+        ping=keepalive,
+        # A named event, not a comment: a browser's EventSource never shows a
+        # comment to the page, and the PWA needs the keepalive to PROVE the
+        # stream live (and learns the interval from it). Other clients skip
+        # an event they do not listen for.
+        ping_message_factory=lambda: ServerSentEvent(event="keepalive", data=f"{keepalive:g}"),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

@@ -1,11 +1,12 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '84dc1602d6977b3b';
+const VERSION = 'c065c0fc67150479';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-DCg7WET-.js",
-  "./assets/index-hfqv9IqW.css",
+  "./assets/index-BgyDuZ2b.css",
+  "./assets/index-DEmJlQpo.js",
+  "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",
