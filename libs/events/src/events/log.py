@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from . import chain, subjects, trace
+from . import chain, direct, subjects, trace
 from .codec import decode_event, decode_event_lenient, encode
 from .kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
@@ -205,11 +205,7 @@ class EventLog:
 
     async def last_seq(self, session_id: str) -> int:
         """The sequence of the session's newest event, 0 when it has none."""
-        try:
-            msg = await self._js.get_last_msg(self._stream, subjects.session_events(session_id), direct=True)
-        except NotFoundError:
-            return 0
-        return msg.seq or 0
+        return await direct.last_seq(self._js._nc, self._stream, subjects.session_filter(session_id))
 
     async def last_event(self, session_id: str) -> Event | None:
         """The session's newest event, None when it has none (or a newer kind)."""
@@ -225,51 +221,59 @@ class EventLog:
         """Yield the session's records with seq > `after`, then `CAUGHT_UP`
         once, then (when `follow`) live records until the caller stops.
 
-        Use with `contextlib.aclosing` so the consumer is removed promptly.
+        The stored part is read by direct gets (no consumer); following
+        takes one ordered consumer from where the read stopped. Use with
+        `contextlib.aclosing` so that consumer is removed promptly.
         """
-        subject = subjects.session_events(session_id)
         last = await self.last_seq(session_id)
-        if last <= after:
-            yield CAUGHT_UP
-            if not follow:
-                return
-            caught_up = True
-        else:
-            caught_up = False
+        async for record in self._records(session_id, after, last):
+            after = record.seq
+            yield record
+        yield CAUGHT_UP
+        if not follow:
+            return
+        queue: asyncio.Queue[tuple[int, bytes, str]] = asyncio.Queue()
 
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        async def on_msg(msg: Msg) -> None:
+            queue.put_nowait((_stream_seq(msg), msg.data, (msg.headers or {}).get(chain.HEADER, "")))
 
-        async def deliver(msg: Msg) -> None:
-            queue.put_nowait(msg)
-
-        start = after + 1 if after > 0 else 1
-        # The server removes the ephemeral consumer this long after the reader
-        # goes (unsubscribed, or its connection died): nothing outlives a client.
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start, inactive_threshold=INACTIVE_SECONDS,
-        )
-        sub = await self._js.subscribe(subject, stream=self._stream, cb=deliver, ordered_consumer=True, config=config)
+        sub = await self._ordered(session_id, after, on_msg)
         try:
             while True:
-                msg = await queue.get()
-                seq = _stream_seq(msg)
-                if seq <= after:
-                    continue
-                after = seq
-                yield Record(seq, msg.data, (msg.headers or {}).get(chain.HEADER, ""))
-                if not caught_up and seq >= last:
-                    caught_up = True
-                    yield CAUGHT_UP
-                    if not follow:
-                        return
+                seq, data, link = await queue.get()
+                if seq > after:
+                    after = seq
+                    yield Record(seq, data, link)
         finally:
             try:
                 await sub.unsubscribe()
             except Exception:  # the connection may already be gone; the server reaps the consumer
                 pass
 
+    async def _records(
+        self, session_id: str, after: int, until: int | None = None, *, batch: int = direct.MAX_BATCH,
+    ) -> AsyncIterator[Record]:
+        """The stored records with `after < seq <= until` (all when None),
+        in order, read by batched direct gets: no consumer, whatever the
+        number of readers."""
+        subject = subjects.session_filter(session_id)
+        nc = self._js._nc
+        while until is None or after < until:
+            got, more = await direct.get_batch(nc, self._stream, seq=after + 1, subject=subject, batch=batch)
+            for g in got:
+                if until is not None and g.seq > until:
+                    return
+                after = g.seq
+                yield Record(g.seq, g.data, g.headers.get(chain.HEADER, ""))
+            if not got or not more:
+                return
+
     async def _ordered(self, session_id: str, after: int, cb):  # type: ignore[no-untyped-def]
-        """An ordered push consumer on the session's subject from `after + 1`.
+        """An ordered push consumer on the session's events from `after + 1`."""
+        return await self._ordered_on(subjects.session_filter(session_id), after, cb)
+
+    async def _ordered_on(self, subject: str, after: int, cb):  # type: ignore[no-untyped-def]
+        """An ordered push consumer on `subject` from `after + 1`.
 
         When the stream is at its consumer limit (a burst of attaches: the
         server reaps a left consumer INACTIVE_SECONDS after its reader went),
@@ -283,7 +287,7 @@ class EventLog:
             )
             try:
                 return await self._js.subscribe(
-                    subjects.session_events(session_id), stream=self._stream, cb=cb, ordered_consumer=True,
+                    subject, stream=self._stream, cb=cb, ordered_consumer=True,
                     config=config,
                 )
             except APIError as exc:
@@ -295,44 +299,18 @@ class EventLog:
     async def replay(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
         """Call `deliver(seq, data)` for each stored record with
         `after < seq <= until`, in order, exactly once; return the last
-        sequence delivered once `until` is reached (`until` is normally
-        `last_seq()` read beforehand). What `deliver` returns, if anything,
-        is awaited before the next record: a slow reader slows the replay
-        down (JetStream flow control) instead of buffering it."""
-        if until <= after:
-            return after
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sequence delivered (`until` is normally `last_seq()` read
+        beforehand; a record past it is left to the live path). What
+        `deliver` returns, if anything, is awaited before the next record:
+        a slow reader slows the replay down instead of buffering it. Read by
+        batched direct gets: a replay holds no consumer on the server."""
         position = after
-
-        async def on_msg(msg: Msg) -> None:
-            nonlocal position
-            if done.done():
-                return
-            seq = _stream_seq(msg)
-            if seq <= position:
-                return
-            if seq > until:  # `until` itself is gone (expired): the replay is past it all the same
-                done.set_result(position)
-                return
-            position = seq
-            try:
-                pending = deliver(seq, msg.data)
-                if pending is not None and inspect.isawaitable(pending):
-                    await pending
-            except Exception as exc:
-                done.set_exception(exc)
-                return
-            if seq >= until:
-                done.set_result(seq)
-
-        sub = await self._ordered(session_id, after, on_msg)
-        try:
-            return await done
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+        async for record in self._records(session_id, after, until):
+            position = record.seq
+            pending = deliver(record.seq, record.data)
+            if pending is not None and inspect.isawaitable(pending):
+                await pending
+        return max(position, until) if until > after else after
 
     async def follow(self, session_id: str, after: int, deliver: Callable[[int, bytes], None]) -> Tail:
         """Call `deliver(seq, data)` for every record of the session with
@@ -351,18 +329,38 @@ class EventLog:
 
         return Tail(await self._ordered(session_id, after, on_msg))
 
+    async def follow_sessions(self, after: int, deliver: Callable[[str, int, bytes], None]) -> Tail:
+        """Call `deliver(session_id, seq, data)` for every session event with
+        seq > `after`, in stream order, until the `Tail` is stopped: ONE
+        consumer for a whole gateway process, however many sessions and
+        clients it serves (see gateway.hub)."""
+        position = after
+
+        async def on_msg(msg: Msg) -> None:
+            nonlocal position
+            seq = _stream_seq(msg)
+            if seq <= position:
+                return
+            position = seq
+            sid = subjects.session_of(msg.subject)
+            if sid is not None:
+                deliver(sid, seq, msg.data)
+
+        return Tail(await self._ordered_on(subjects.SESSION_EVENTS_ALL, after, on_msg))
+
+    async def stream_last_seq(self) -> int:
+        """The newest sequence among all sessions' events, 0 when none."""
+        return await direct.last_seq(self._js._nc, self._stream, subjects.SESSION_EVENTS_ALL)
+
     async def read(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
-        """The stored records after `after` (at most `limit`), without tailing."""
+        """The stored records after `after` (at most `limit`), without tailing
+        and without a consumer."""
         records: list[Record] = []
-        gen = self.attach(session_id, after, follow=False)
-        try:
-            async for item in gen:
-                if isinstance(item, Record):
-                    records.append(item)
-                    if limit is not None and len(records) >= limit:
-                        break
-        finally:
-            await gen.aclose()
+        batch = min(limit, direct.MAX_BATCH) if limit else direct.MAX_BATCH
+        async for record in self._records(session_id, after, batch=batch):
+            records.append(record)
+            if limit is not None and len(records) >= limit:
+                break
         return records
 
 

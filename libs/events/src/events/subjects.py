@@ -42,6 +42,12 @@ def session_events(session_id: str) -> str:
     return f"{ROOT}.events.session.{_id(session_id, 'session id')}"
 
 
+def session_filter(session_id: str) -> str:
+    """The filter that matches every stored event of one session (what a
+    reader of the session uses; today the session has one subject)."""
+    return session_events(session_id)
+
+
 def audit(name: str) -> str:
     if name not in AUDIT_NAMES:
         raise ValueError(f"unknown audit subject {name!r}")
