@@ -1,8 +1,20 @@
 """The sessions index, for the PWA's history list and `breakglass sessions`.
 
-Computed when asked, from what the bus already knows: the session records
-in KV, per-subject counts from one stream-info call, and each session's
-first and last events. No second copy of the log to keep in step.
+Computed when asked, from what the bus already knows, without a consumer
+and without reading anything per session before the page is chosen:
+
+- the page: session records are created once each, so their order in the
+  KV bucket's stream is creation order; the newest N (before a cursor) are
+  found by bisecting on message counts (`events.direct.first_of_newest`,
+  about log2(stream length) tiny requests) and read in one batch;
+- then, for that page only: each session's first events (title, and the
+  event count from the server's pending count), the newest event of every
+  session on the page and their lock keys (two multi-last requests).
+
+So a first page costs the same with 1,000 or 100,000 sessions stored.
+Search walks the same pages newest first until it has enough matches:
+filters on the record (creator, id, date) cost nothing per session, a
+title or outcome filter costs the page's reads.
 """
 
 from __future__ import annotations
@@ -11,22 +23,19 @@ import asyncio
 from datetime import datetime
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, NotFoundError
-
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from . import subjects
+from . import direct, subjects
 from .codec import ContractError, decode, decode_event_lenient
 from .commands import SessionRecord
 from .kinds import TurnEnded, UserPrompted, VerbPhase, VerbProgressed
-from .locks import LOCK_PREFIX
-from .log import EventLog
-from .topology import Topology, kv_keys
+from .topology import SESSION_KEYS, Topology, lock_key
 
 TITLE_SCAN = 20
 TITLE_CHARS = 120
+#: Sessions read per step while searching.
+SEARCH_STEP = 200
 
 
 class SessionSummary(msgspec.Struct, kw_only=True):
@@ -42,84 +51,167 @@ class SessionSummary(msgspec.Struct, kw_only=True):
     verbs_run: int = 0
 
 
+class Search(msgspec.Struct, kw_only=True, frozen=True):
+    """What to look for; every field left empty matches everything."""
+
+    #: In the title, the creator or the id (case-insensitive).
+    text: str = ""
+    #: Created at or after / before.
+    since: datetime | None = None
+    until: datetime | None = None
+    #: The last turn's outcome (`ok`, `error`, ...).
+    outcome: str | None = None
+
+    def on_record(self, record: SessionRecord) -> bool | None:
+        """True/False when the record alone decides, None when the title decides."""
+        if self.since is not None and record.created_at < self.since:
+            return False
+        if self.until is not None and record.created_at >= self.until:
+            return False
+        needle = self.text.strip().lower()
+        if not needle or needle in record.created_by.lower() or needle in record.session_id:
+            return True
+        return None
+
+    def on_summary(self, summary: SessionSummary) -> bool:
+        needle = self.text.strip().lower()
+        if needle and not (needle in summary.title.lower() or needle in summary.created_by.lower()
+                           or needle in summary.session_id):
+            return False
+        return self.outcome is None or summary.outcome == self.outcome
+
+
+class Page(msgspec.Struct, kw_only=True):
+    sessions: list[SessionSummary]
+    #: Pass as `before` for the next (older) page; None when this was the last.
+    next_before: int | None = None
+
+
+async def page_sessions(
+    js: JetStreamContext, topology: Topology, *, search: Search = Search(), limit: int = 50, before: int | None = None,
+) -> Page:
+    """The newest `limit` sessions matching `search`, created before the
+    cursor `before` (a `next_before` of an earlier page)."""
+    nc = js._nc
+    filter_ = f"{topology.kv_subjects}.{SESSION_KEYS}.*"
+    plain = search == Search()
+    found: list[SessionSummary] = []
+    cursor = before
+    while len(found) < limit:
+        step = limit - len(found) if plain else max(SEARCH_STEP, limit)
+        records = await _records_before(nc, topology.kv_stream, filter_, step, cursor)
+        if not records:
+            cursor = None
+            break
+        candidates = [(seq, r) for seq, r in records if search.on_record(r) is not False]
+        summaries = await _summaries(js, topology, [r for _, r in candidates])
+        for (seq, _), summary in zip(candidates, summaries):
+            if search.on_summary(summary):
+                found.append(summary)
+                cursor = seq
+                if len(found) == limit:
+                    break
+        else:
+            cursor = records[-1][0]
+        if len(records) < step:
+            if len(found) < limit:
+                cursor = None
+            break
+    if cursor is not None and not await direct.count_from(nc, topology.kv_stream, filter_, 1) - \
+            await direct.count_from(nc, topology.kv_stream, filter_, cursor):
+        cursor = None  # nothing older
+    return Page(sessions=found, next_before=cursor)
+
+
 async def list_sessions(
-    js: JetStreamContext, kv: KeyValue, topology: Topology, *, query: str = "", limit: int = 50,
+    js: JetStreamContext, kv: KeyValue | None, topology: Topology, *, query: str = "", limit: int = 50,
 ) -> list[SessionSummary]:
-    keys = await kv_keys(kv)
-    records: list[SessionRecord] = []
-    running: set[str] = set()
-    for key in keys:
-        if key.startswith(LOCK_PREFIX):
-            running.add(key[len(LOCK_PREFIX):])
-        elif key.startswith("sessions."):
-            try:
-                records.append(decode((await kv.get(key)).value or b"", SessionRecord))
-            except (ContractError, KeyNotFoundError):
-                continue
-    records.sort(key=lambda r: r.created_at, reverse=True)
-    info = await js.stream_info(topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_ALL)
-    counts = (info.state.subjects or {}) if info.state else {}
-    log = EventLog(js, topology)
-    summaries = await asyncio.gather(
-        *(_summary(js, log, topology, r, counts, r.session_id in running) for r in records)
-    )
-    verbs = await _verbs_run(js, topology)
-    for summary in summaries:
-        summary.verbs_run = verbs.get(summary.session_id, 0)
-    needle = query.strip().lower()
-    if needle:
-        summaries = [s for s in summaries if needle in s.title.lower() or needle in s.created_by.lower()
-                     or needle in s.session_id]
-    return summaries[:limit]
+    """The newest `limit` sessions whose title, creator or id holds `query`."""
+    return (await page_sessions(js, topology, search=Search(text=query), limit=limit)).sessions
 
 
-async def _summary(
-    js: JetStreamContext, log: EventLog, topology: Topology, record: SessionRecord, counts: dict[str, int], running: bool,
-) -> SessionSummary:
-    sid = record.session_id
-    count = counts.get(subjects.session_events(sid), 0)
-    title, last_at, outcome = "(no prompt yet)", None, None
-    if count:
-        for r in await log.read(sid, limit=TITLE_SCAN):
-            event = decode_event_lenient(r.data)
-            if isinstance(event, UserPrompted):
-                title = event.text.strip().splitlines()[0][:TITLE_CHARS] if event.text.strip() else title
-                break
+async def _records_before(nc, stream: str, filter_: str, n: int, before: int | None) -> list[tuple[int, SessionRecord]]:  # type: ignore[no-untyped-def]
+    """The newest `n` session records with a stream sequence < `before`, newest first."""
+    start = await direct.first_of_newest(nc, stream, filter_, n, below=before)
+    got, _ = await direct.get_batch(nc, stream, seq=start, subject=filter_, batch=n)
+    out: list[tuple[int, SessionRecord]] = []
+    for g in got:
+        if before is not None and g.seq >= before:
+            break
         try:
-            last = await js.get_last_msg(topology.events_stream, subjects.session_events(sid), direct=True)
-            event = decode_event_lenient(last.data or b"")
+            out.append((g.seq, decode(g.data, SessionRecord)))
+        except ContractError:
+            continue
+    out.reverse()
+    return out
+
+
+async def _summaries(js: JetStreamContext, topology: Topology, records: list[SessionRecord]) -> list[SessionSummary]:
+    """Summaries of `records`, in their order, from a bounded number of reads each."""
+    if not records:
+        return []
+    nc = js._nc
+    stream = topology.events_stream
+    ids = [r.session_id for r in records]
+    firsts = await asyncio.gather(
+        *(direct.get_batch(nc, stream, seq=1, subject=subjects.session_filter(sid), batch=TITLE_SCAN) for sid in ids)
+    )
+    lasts, _ = await direct.get_batch(nc, stream, multi_last=[subjects.session_filter(sid) for sid in ids],
+                                      batch=len(ids))
+    last_of = {subjects.session_of(g.subject): g for g in lasts}
+    locks, _ = await direct.get_batch(nc, topology.kv_stream,
+                                      multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids],
+                                      batch=len(ids))
+    running = {g.subject.rsplit(".", 1)[-1] for g in locks
+               if g.headers.get("KV-Operation") not in ("DEL", "PURGE") and g.data}
+    verbs = await _verbs_run(js, topology, set(ids))
+    out = []
+    for record, (first, _) in zip(records, firsts):
+        sid = record.session_id
+        title, last_at, outcome = "(no prompt yet)", None, None
+        for g in first:
+            event = _event(g.data)
+            if isinstance(event, UserPrompted):
+                text = event.text.strip()
+                if text:
+                    title = text.splitlines()[0][:TITLE_CHARS]
+                break
+        last = last_of.get(sid)
+        if last is not None:
+            event = _event(last.data)
             if event is not None:
                 last_at = event.ts
                 outcome = event.outcome.value if isinstance(event, TurnEnded) and event.outcome else None
-        except (NotFoundError, ContractError):
-            pass
-    return SessionSummary(
-        session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
-        state="running" if running else "idle", event_count=count, last_event_at=last_at, outcome=outcome,
-    )
+        out.append(SessionSummary(
+            session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
+            state="running" if sid in running else "idle", event_count=first[0].pending + 1 if first else 0,
+            last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0),
+        ))
+    return out
 
 
-async def _verbs_run(js: JetStreamContext, topology: Topology) -> dict[str, int]:
-    """Verbs that ran, per session, from one pass over the verb audit subject
-    (every verb is recorded there; presses are few, sessions' events many)."""
-    subject = subjects.audit("verb")
+def _event(data: bytes):  # type: ignore[no-untyped-def]
+    """The event, or None for a kind this version does not know or bytes that do not decode."""
     try:
-        last = (await js.get_last_msg(topology.events_stream, subject, direct=True)).seq or 0
-    except NotFoundError:
-        return {}
+        return decode_event_lenient(data)
+    except ContractError:
+        return None
+
+
+async def _verbs_run(js: JetStreamContext, topology: Topology, ids: set[str]) -> dict[str, int]:
+    """Verbs that ran, per session of `ids`, from the verb audit subject
+    (every verb is recorded there; presses are few, sessions' events many),
+    read by direct gets."""
+    nc = js._nc
     counts: dict[str, int] = {}
-    sub = await js.subscribe(
-        subject, stream=topology.events_stream, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0),
-    )
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=5)
-            event = decode_event_lenient(msg.data)
+    seq = 1
+    while True:
+        got, more = await direct.get_batch(nc, topology.events_stream, seq=seq, subject=subjects.audit("verb"))
+        for g in got:
+            event = _event(g.data)
             if (isinstance(event, VerbProgressed) and event.phase is VerbPhase.DONE and not event.rejected
-                    and event.session_id):
+                    and event.session_id in ids):
                 counts[event.session_id] = counts.get(event.session_id, 0) + 1
-            if msg.metadata.sequence.stream >= last:
-                return counts
-    finally:
-        await sub.unsubscribe()
+        if not got or not more:
+            return counts
+        seq = got[-1].seq + 1
