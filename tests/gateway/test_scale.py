@@ -131,17 +131,21 @@ async def test_2000_streams_on_1500_sessions_keep_consumers_bounded(gateway, gat
                 opened = asyncio.Event()
                 release = asyncio.Event()
                 live: dict[int, list[int]] = {}
+                open_at_release: list[int] = []
+                opening = asyncio.Semaphore(200)
 
                 async def stream(n: int) -> None:
                     nonlocal ready
                     sid = ids[n % 1500]
                     got: list[int] = []
+                    await opening.acquire()  # in waves: a listen backlog is not what this is about
                     async with client.stream("GET", f"{bases[n % 2]}/api/session/{sid}/stream") as response:
                         assert response.status_code == 200
                         caught = False
                         async for frame in frames(response):
                             if frame.event == "caught-up":
                                 caught = True
+                                opening.release()
                                 ready += 1
                                 if ready == 2000:
                                     opened.set()
@@ -149,10 +153,10 @@ async def test_2000_streams_on_1500_sessions_keep_consumers_bounded(gateway, gat
                                     break
                             elif frame.id is not None and caught:
                                 got.append(int(frame.id))
-                                if len(got) == 1:
-                                    live[n] = got
-                                    break
-                    await release.wait()
+                                live[n] = got
+                                break
+                        await release.wait()  # the stream stays open until every count is taken
+                        open_at_release.append(n)
 
                 tasks = [asyncio.create_task(stream(n)) for n in range(2000)]
                 await asyncio.wait_for(opened.wait(), 120)
@@ -167,6 +171,7 @@ async def test_2000_streams_on_1500_sessions_keep_consumers_bounded(gateway, gat
                 release.set()
                 await asyncio.gather(*tasks)
                 assert {n: got[0] for n, got in live.items()} == stored
+                assert len(open_at_release) == 2000
         # Two gateways: one firehose each, whatever the sessions and clients.
         assert during <= 2 + 2, during
         assert during <= EVENTS_MAX_CONSUMERS
