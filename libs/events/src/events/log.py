@@ -147,7 +147,7 @@ class EventLog:
             answer = None
             for index, (data, msg_id) in enumerate(items, 1):
                 link = chain.link(link, data)
-                headers = {chain.HEADER: link, "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(index)}
+                headers = trace.headers(**{chain.HEADER: link, "Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(index)})
                 if index == 1:
                     headers["Nats-Expected-Last-Subject-Sequence"] = str(tail_seq)
                     headers["Nats-Expected-Stream"] = self._stream
@@ -388,6 +388,11 @@ class Appender:
         self._queue: list[tuple[bytes, str | None, asyncio.Future[int]]] = []
         self._running: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True once a batch failed: this appender stores nothing more."""
+        return self._failed is not None
 
     def append(self, event: Envelope, *, msg_id: str | None = None) -> asyncio.Future[int]:
         kind = type(event).__struct_config__.tag
