@@ -217,6 +217,10 @@ class SessionHub:
         self.low = low
         self.window: deque[tuple[int, bytes]] = deque()
         self._window_bytes = 0
+        #: Whether `low` moved up because the window was full. Until then,
+        #: the session has no record between its last one when the hub was
+        #: made and `low`, so any replay read after that joins up with it.
+        self._trimmed = False
         self._bus = bus
         self._live = None
         self._linger: asyncio.TimerHandle | None = None
@@ -243,13 +247,14 @@ class SessionHub:
             old_seq, old = self.window.popleft()
             self._window_bytes -= len(old)
             self.low = old_seq
+            self._trimmed = True
 
     def absorb(self, after: int, until: int, replayed: "Iterable[tuple[int, bytes]]") -> None:
         """A cold replay read the store's records in (after, until], read
         `until` after this hub existed: with them, the window is complete
         from `after` (see the class docstring), if nothing was trimmed off
         it past `until` meanwhile."""
-        if after >= self.low or until < self.low:
+        if after >= self.low or (self._trimmed and until < self.low):
             return
         newer = list(self.window)
         first_new = newer[0][0] if newer else None
@@ -262,6 +267,7 @@ class SessionHub:
             old_seq, old = self.window.popleft()
             self._window_bytes -= len(old)
             self.low = old_seq
+            self._trimmed = True
 
     def serve(self, listener: Listener) -> bool:
         """Catch `listener` up from memory, if the window reaches back to it:
