@@ -28,7 +28,7 @@ from events.types import new_id
 from . import figures as f
 from .rig import Rig, connect, noise, open_session, seed
 
-FIGURES = ("live", "cli", "replay", "resume", "fanout", "throughput", "up", "scale")
+FIGURES = ("live", "cli", "replay", "resume", "fanout", "throughput", "up", "scale", "listing", "gateways")
 
 
 def median(runs: list[dict], key: str) -> float:
@@ -184,6 +184,19 @@ async def run_figures(ctx: f.Ctx, only: set[str], runs: int, results: dict, tmp:
         else:
             by_clients[1000] = await repeat("1000 clients", scale_runs, lambda: f.fig_fanout(ctx), show_fanout)
         results["scale_clients"] = {str(k): v for k, v in by_clients.items()}
+    if "listing" in only:
+        say("listing: GET /api/sessions first page (50) with 1,000 then 10,000 sessions stored")
+        r = await f.fig_listing(ctx)
+        for size, v in r.items():
+            say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms; a search matching none "
+                f"p50 {v['search']['p50_ms']:.0f} ms; consumers on the events stream {v['consumers']}")
+        results["listing"] = {str(k): v for k, v in r.items()}
+    if "gateways" in only:
+        clients = int(os.environ.get("BENCH_GATEWAYS_SESSIONS", "500"))
+        say(f"gateways: {clients * 10:,} SSE clients on {clients} sessions across two gateway processes, 2 appends/s per session")
+        results["gateways"] = await repeat("two gateways", 1, lambda: f.fig_fanout(
+            ctx, sessions=clients, per_session=10, rate=2.0 * clients, gateways=2, expect=3), lambda r: (
+            show_fanout(r) + f"; consumers on the events stream {r['consumers']} (before {r['consumers_before']})"))
     if "up" in only:
         say("up: `breakglass up` (fresh data dir) → /ready")
         out = []
@@ -248,6 +261,20 @@ def report(results: dict) -> None:
         v = median(results["cli_flood"], "per_s")
         rows.append(("sustained events/s, one session (fake CLI → runner → client)", f"{v:,.0f}/s", "—", "—",
                      f"≥ 5,000/s: {verdict(v >= 5000)}"))
+    if "listing" in results:
+        r = results["listing"]
+        small, big = r.get("1000"), r.get("10000")
+        if small and big:
+            flat = big["p99_ms"] / small["p99_ms"]
+            rows.append(("GET /api/sessions first page, 10,000 sessions stored", f"p99 {big['p99_ms']:.1f} ms",
+                         f"1,000 sessions: p99 {small['p99_ms']:.1f} ms", f"{flat:.2f}×",
+                         f"p99 ≤ 50 ms, ±20%: {verdict(big['p99_ms'] <= 50 and 0.8 <= flat <= 1.2)}"))
+    if "gateways" in results:
+        r = results["gateways"][0]
+        bound = r["sessions"] * r["gateways"]
+        rows.append((f"{r['clients']:,} clients, {r['sessions']} sessions, {r['gateways']} gateways", f"live p99 {r['p99_ms']:.1f} ms; "
+                     f"{r['consumers']} consumers", "—", "—",
+                     f"p99 ≤ 50 ms, consumers ≤ {bound} + c: {verdict(r['p99_ms'] <= 50 and r['consumers'] <= bound + 10)}"))
     if "up" in results:
         v = median(results["up"], "s")
         rows.append(("`breakglass up` → /ready", f"{v:.2f} s", "—", "—", f"≤ 3 s: {verdict(v <= 3)}"))

@@ -103,31 +103,44 @@ async def last_seq(nc: Client, stream: str, subject: str, timeout: float = REQUE
     return int(headers["Nats-Sequence"])
 
 
-async def count_from(nc: Client, stream: str, subject: str, seq: int) -> int:
-    """How many messages on `subject` (wildcards allowed) have a sequence >= `seq`."""
-    got, _ = await get_batch(nc, stream, seq=seq, subject=subject, batch=1)
-    return got[0].pending + 1 if got else 0
+async def stream_last_seq(nc: Client, stream: str, timeout: float = REQUEST_TIMEOUT) -> int:
+    """The stream's newest sequence, whatever its subject (constant cost,
+    unlike a last-by-subject over a wildcard, which the server answers by
+    looking at every matching subject)."""
+    msg = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=timeout)
+    info = json.loads(msg.data)
+    if "error" in info:
+        raise DirectGetError(f"stream info of {stream}: {info['error'].get('description', info['error'])}")
+    return int(info["state"]["last_seq"])
 
 
-async def first_of_newest(nc: Client, stream: str, subject: str, n: int, below: int | None = None) -> int:
-    """The sequence from which the `n` newest messages on `subject` (with a
-    sequence < `below`, when given) start, found by bisecting on counts:
-    about log2(stream length) one-message requests, whatever the number of
-    subjects, so a first page costs the same with 1,000 or 100,000 of them."""
-    got, _ = await get_batch(nc, stream, seq=1, subject=subject, batch=1)
-    if not got:
-        return 1
-    lo, hi = got[0].seq, below if below is not None else None
-    if hi is None:
-        hi = await last_seq(nc, stream, subject) + 1
-    beyond = await count_from(nc, stream, subject, hi) if below is not None else 0
-    if await count_from(nc, stream, subject, lo) - beyond <= n:
-        return lo
-    # Invariant: more than n at lo, at most n at hi.
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if await count_from(nc, stream, subject, mid) - beyond > n:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+async def newest(nc: Client, stream: str, subject: str, n: int, below: int | None = None) -> list[Got]:
+    """The `n` newest messages on `subject` (wildcards allowed) with a
+    sequence < `below` (when given), oldest first.
+
+    Read backwards in growing windows of sequences: a window of n
+    sequences before the newest is read forward in batches; if it holds
+    fewer than n matches, a window four times larger is tried. The cost
+    follows n and how densely the subject fills the stream's tail, not the
+    number of subjects or messages stored (a server's pending count over a
+    wildcard does grow with the subjects, so it is not used to find the
+    start)."""
+    if n <= 0:
+        return []
+    top = (below - 1) if below is not None else await stream_last_seq(nc, stream)
+    if top <= 0:
+        return []
+    width = n
+    while True:
+        start = max(1, top - width + 1)
+        found: list[Got] = []
+        seq = start
+        while seq <= top:
+            got, more = await get_batch(nc, stream, seq=seq, subject=subject)
+            found += [g for g in got if g.seq <= top]
+            if not got or not more or got[-1].seq >= top:
+                break
+            seq = got[-1].seq + 1
+        if len(found) >= n or start == 1:
+            return found[-n:]
+        width *= 4

@@ -5,8 +5,7 @@ and without reading anything per session before the page is chosen:
 
 - the page: session records are created once each, so their order in the
   KV bucket's stream is creation order; the newest N (before a cursor) are
-  found by bisecting on message counts (`events.direct.first_of_newest`,
-  about log2(stream length) tiny requests) and read in one batch;
+  read backwards from the stream's tail (`events.direct.newest`);
 - then, for that page only: each session's first events (title, and the
   event count from the server's pending count), the newest event of every
   session on the page and their lock keys (two multi-last requests).
@@ -115,11 +114,8 @@ async def page_sessions(
             cursor = records[-1][0]
         if len(records) < step:
             if len(found) < limit:
-                cursor = None
+                cursor = None  # the oldest session was looked at
             break
-    if cursor is not None and not await direct.count_from(nc, topology.kv_stream, filter_, 1) - \
-            await direct.count_from(nc, topology.kv_stream, filter_, cursor):
-        cursor = None  # nothing older
     return Page(sessions=found, next_before=cursor)
 
 
@@ -132,17 +128,12 @@ async def list_sessions(
 
 async def _records_before(nc, stream: str, filter_: str, n: int, before: int | None) -> list[tuple[int, SessionRecord]]:  # type: ignore[no-untyped-def]
     """The newest `n` session records with a stream sequence < `before`, newest first."""
-    start = await direct.first_of_newest(nc, stream, filter_, n, below=before)
-    got, _ = await direct.get_batch(nc, stream, seq=start, subject=filter_, batch=n)
     out: list[tuple[int, SessionRecord]] = []
-    for g in got:
-        if before is not None and g.seq >= before:
-            break
+    for g in reversed(await direct.newest(nc, stream, filter_, n, below=before)):
         try:
             out.append((g.seq, decode(g.data, SessionRecord)))
         except ContractError:
             continue
-    out.reverse()
     return out
 
 

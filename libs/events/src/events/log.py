@@ -349,8 +349,8 @@ class EventLog:
         return Tail(await self._ordered_on(subjects.SESSION_EVENTS_ALL, after, on_msg))
 
     async def stream_last_seq(self) -> int:
-        """The newest sequence among all sessions' events, 0 when none."""
-        return await direct.last_seq(self._js._nc, self._stream, subjects.SESSION_EVENTS_ALL)
+        """The stream's newest sequence (a starting point for `follow_sessions`), 0 when empty."""
+        return await direct.stream_last_seq(self._js._nc, self._stream)
 
     async def read(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Record]:
         """The stored records after `after` (at most `limit`), without tailing
