@@ -102,7 +102,12 @@ async def page_sessions(
         if not records:
             cursor = None
             break
-        candidates = [(seq, r) for seq, r in records if search.on_record(r) is not False]
+        decided = [(seq, r, search.on_record(r)) for seq, r in records]
+        undecided = [r.session_id for _, r, verdict in decided if verdict is None]
+        titles = await _titles(js, topology, undecided) if undecided else {}
+        needle = search.text.strip().lower()
+        candidates = [(seq, r) for seq, r, verdict in decided
+                      if verdict or (verdict is None and needle in titles.get(r.session_id, "").lower())]
         summaries = await _summaries(js, topology, [r for _, r in candidates])
         for (seq, _), summary in zip(candidates, summaries):
             if search.on_summary(summary):
@@ -137,6 +142,42 @@ async def _records_before(nc, stream: str, filter_: str, n: int, before: int | N
     return out
 
 
+#: Titles seen, by session: a title is the session's first prompt, so it
+#: never changes once there is one. Bounded (oldest dropped first), so a
+#: second search over many sessions reads only what it has not seen.
+_TITLES: dict[str, str] = {}
+TITLE_CACHE = 100_000
+
+
+async def _titles(js: JetStreamContext, topology: Topology, ids: list[str]) -> dict[str, str]:
+    """The title of each session of `ids` (empty when it has no prompt yet)."""
+    missing = [sid for sid in ids if sid not in _TITLES]
+    firsts = await asyncio.gather(*(
+        direct.get_batch(js._nc, topology.events_stream, seq=1, subject=subjects.session_filter(sid), batch=TITLE_SCAN)
+        for sid in missing))
+    for sid, (first, _) in zip(missing, firsts):
+        title = _title(first)
+        if title is not None:
+            _remember(sid, title)
+    return {sid: _TITLES.get(sid, "") for sid in ids}
+
+
+def _title(first: list[direct.Got]) -> str | None:
+    """The first prompt's first line among a session's first events, None when none."""
+    for g in first:
+        event = _event(g.data)
+        if isinstance(event, UserPrompted):
+            text = event.text.strip()
+            return text.splitlines()[0][:TITLE_CHARS] if text else ""
+    return None
+
+
+def _remember(session_id: str, title: str) -> None:
+    _TITLES[session_id] = title
+    if len(_TITLES) > TITLE_CACHE:
+        del _TITLES[next(iter(_TITLES))]
+
+
 async def _summaries(js: JetStreamContext, topology: Topology, records: list[SessionRecord]) -> list[SessionSummary]:
     """Summaries of `records`, in their order, from a bounded number of reads each."""
     if not records:
@@ -160,13 +201,10 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
     for record, (first, _) in zip(records, firsts):
         sid = record.session_id
         title, last_at, outcome = "(no prompt yet)", None, None
-        for g in first:
-            event = _event(g.data)
-            if isinstance(event, UserPrompted):
-                text = event.text.strip()
-                if text:
-                    title = text.splitlines()[0][:TITLE_CHARS]
-                break
+        found = _title(first)
+        if found is not None:
+            _remember(sid, found)
+            title = found or title
         last = last_of.get(sid)
         if last is not None:
             event = _event(last.data)
