@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -320,7 +321,7 @@ class Recorder:
         self._guard = guard
         self._appender = events.appender(command.session_id)
         #: Queued events not known to be stored yet: (event, msg id, future).
-        self._pending: list[tuple[Envelope, str, asyncio.Future[int]]] = []
+        self._pending: deque[tuple[Envelope, str, asyncio.Future[int]]] = deque()
 
     def envelope(self, by: str) -> dict:
         return {"session_id": self._command.session_id, "turn_id": self._command.turn_id, "by": by}
@@ -342,14 +343,15 @@ class Recorder:
         future = self._appender.append(event, msg_id=msg_id)
         if read_at is not None:
             future.add_done_callback(lambda f: f.exception() or metrics.line_recorded(event, read_at))
-        self._pending.append((event, msg_id, future))
-        if len(self._pending) > 64:
-            self._pending = [item for item in self._pending if not item[2].done() or item[2].exception()]
+        pending = self._pending
+        pending.append((event, msg_id, future))
+        while pending and pending[0][2].done() and pending[0][2].exception() is None:  # stored: forget it (oldest first)
+            pending.popleft()
 
     async def flush(self) -> None:
         """Wait until every queued event is stored; append again, one by one,
         what a failed batch left unconfirmed."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, deque()
         if pending:
             await asyncio.wait([future for _, _, future in pending])
         retry = [(event, msg_id) for event, msg_id, future in pending if future.exception() is not None]
