@@ -61,6 +61,8 @@ WINDOW_BYTES = 16 * 1024 * 1024
 #: How long a hub outlives its last listener.
 LINGER_SECONDS = 30.0
 RECONNECT_POLL_SECONDS = 0.1
+#: A firehose that delivered nothing this long while events were stored is re-made.
+STALL_SECONDS = 0.5
 
 
 def _data_lines(body: bytes) -> bytes:
@@ -343,13 +345,36 @@ class Hubs:
             hub.on_record(seq, data)
 
     async def _watch_reconnects(self, nc) -> None:  # type: ignore[no-untyped-def]
+        """Re-make the firehose when the connection came back, or when it
+        stalled: events were stored since it last moved, and for a whole
+        STALL_SECONDS it delivered none (a consumer lost or stuck some
+        other way; nats-py would notice only after missed heartbeats)."""
         seen = nc.stats["reconnects"]
+        loop = asyncio.get_running_loop()
+        checked_at, moved = loop.time(), self.position
+        baseline = await self._bus.log.stream_last_seq()
         while not nc.is_closed:
             await asyncio.sleep(RECONNECT_POLL_SECONDS)
-            if nc.stats["reconnects"] == seen or not nc.is_connected:
+            if not nc.is_connected:
                 continue
-            seen = nc.stats["reconnects"]
-            await self._restart_firehose(nc)
+            if nc.stats["reconnects"] != seen:
+                seen = nc.stats["reconnects"]
+                await self._restart_firehose(nc)
+                continue
+            if loop.time() - checked_at < STALL_SECONDS:
+                continue
+            checked_at = loop.time()
+            try:
+                last = await self._bus.log.stream_last_seq()
+            except Exception:  # the server is away: the reconnect path handles it
+                continue
+            if self.position != moved:
+                moved, baseline = self.position, last
+            elif last > baseline and last > self.position:
+                log.warning("firehose delivered nothing for %.0f s while events were stored; re-made from %d",
+                            STALL_SECONDS, self.position)
+                baseline = last
+                await self._restart_firehose(nc)
 
     async def _restart_firehose(self, nc) -> None:  # type: ignore[no-untyped-def]
         old, self._firehose = self._firehose, None
