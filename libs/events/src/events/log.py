@@ -35,6 +35,8 @@ from .topology import Topology
 
 
 INACTIVE_SECONDS = 2.0
+#: Times a replay asks again for records a lagging replica did not have yet.
+LAGGING_REPLICA_RETRIES = 40
 #: nats-server 2.15 allows 1,000 consumers per stream unless the stream says
 #: otherwise; creating one more fails with this code until one is reaped.
 MAX_CONSUMERS_REACHED = 10026
@@ -258,6 +260,7 @@ class EventLog:
         number of readers."""
         subject = subjects.session_filter(session_id)
         nc = self._js._nc
+        lagging = 0
         while until is None or after < until:
             got, more = await direct.get_batch(nc, self._stream, seq=after + 1, subject=subject, batch=batch)
             for g in got:
@@ -265,8 +268,15 @@ class EventLog:
                     return
                 after = g.seq
                 yield Record(g.seq, g.data, g.headers.get(chain.HEADER, ""))
-            if not got or not more:
+            if got and more:
+                continue
+            if until is None or after >= until or lagging >= LAGGING_REPLICA_RETRIES:
                 return
+            # On a cluster any replica answers a direct get, and one may not
+            # have `until` yet although another told us it exists: ask again
+            # rather than leave a gap before the live records.
+            lagging += 1
+            await asyncio.sleep(0.05)
 
     async def _ordered(self, session_id: str, after: int, cb):  # type: ignore[no-untyped-def]
         """An ordered push consumer on the session's events from `after + 1`."""
