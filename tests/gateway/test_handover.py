@@ -15,6 +15,7 @@ import nats
 import pytest
 
 from events.kinds import TextSaid
+from events import log as log_module
 from events.log import EventLog
 from events.topology import Topology
 from events.types import new_id
@@ -37,9 +38,12 @@ async def _read_until(client: httpx.AsyncClient, sid: str, after: int, done: asy
     raise AssertionError("the stream ended early")
 
 
-@pytest.mark.parametrize("window", [hub.WINDOW_RECORDS, 50])
-async def test_attaches_during_appends_get_every_event_once(gateway, monkeypatch, window):
+@pytest.mark.parametrize(("window", "long_replay"), [(hub.WINDOW_RECORDS, log_module.LONG_REPLAY), (50, 10_000), (50, 10)])
+async def test_attaches_during_appends_get_every_event_once(gateway, monkeypatch, window, long_replay):
+    """(50, 10): cold replays past their first batch go through the
+    short-lived consumer (EventLog.replay's long path)."""
     monkeypatch.setattr(hub, "WINDOW_RECORDS", window)
+    monkeypatch.setattr(log_module, "LONG_REPLAY", long_replay)
     nc = await nats.connect(gateway.nats_url)
     log = EventLog(nc.jetstream(), Topology())
     sid, other = new_id(), new_id()
@@ -48,7 +52,7 @@ async def test_attaches_during_appends_get_every_event_once(gateway, monkeypatch
         # A real session record, so the stream route accepts it.
         sid = (await client.post("/api/session")).json()["session_id"]
         seqs = [await log.append(TextSaid(session_id=sid, turn_id=turn, by="agent-runner", text=f"old {n}"))
-                for n in range(300)]
+                for n in range(1300)]  # more than one direct-get batch
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         rng = random.Random(16)
 

@@ -6,7 +6,8 @@
   decode/encode on the hot path, and each live record is framed once per
   process whatever the number of clients (see `hub`).
 - The replay comes from the session hub's window in memory when it reaches
-  back far enough, else from the store by direct gets (no consumer; what
+  back far enough, else from the store by direct gets (a long replay
+  through one short-lived consumer, at most `hub.MAX_REPLAYS` at once; what
   it read fills the window for the next attach). Either way it is written
   in as few chunks as the socket takes (everything queued since the last
   write goes in one write).

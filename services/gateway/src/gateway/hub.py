@@ -51,9 +51,10 @@ REPLAY_HIGH_WATER = 256 * 1024
 #: A live client this far behind is dropped; its browser resumes by
 #: Last-Event-ID, exactly, when it can keep up again.
 MAX_BEHIND = 4 * 1024 * 1024
-#: Cold replays from the store running at once in this process (each is a
-#: run of direct-get requests; no consumer). The others wait their turn: an
-#: attach storm is served in waves, not refused.
+#: Cold replays from the store running at once in this process (direct-get
+#: requests; a long one takes one short-lived consumer, see
+#: EventLog.replay, so this also bounds those). The others wait their turn:
+#: an attach storm is served in waves, not refused.
 MAX_REPLAYS = 64
 #: A session's window of newest records in memory (see SessionHub).
 WINDOW_RECORDS = 20_000
