@@ -245,7 +245,46 @@ async def replay_pair(ctx: Ctx, session_id: str, after_index: int, *, header: bo
 
 
 async def fig_replay(ctx: Ctx) -> dict:
-    return await replay_pair(ctx, ctx.seeded_10k, 0)  # type: ignore[attr-defined]
+    """The gateway's attach, the raw replay, and the in-process list baseline
+    (bench.listapp: the same frames from a Python list, same HTTP stack)."""
+    sid = ctx.seeded_10k  # type: ignore[attr-defined]
+    result = await replay_pair(ctx, sid, 0)
+    listapp = await _listapp(ctx, sid)
+    list_ns, list_ids = await replay_gateway(listapp, sid, 0)
+    _exact(list_ids, ctx.seeded[sid], "list replay")
+    result["list_ms"] = ms(list_ns)
+    result["ratio_list"] = result["ms"] / result["list_ms"]
+    return result
+
+
+async def _listapp(ctx: Ctx, session_id: str):  # type: ignore[no-untyped-def]
+    """The list baseline's process, started once per bench run."""
+    from types import SimpleNamespace
+
+    running = getattr(ctx, "listapp", None)
+    if running is not None:
+        return running
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.listapp", cwd=str(REPO), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write((json.dumps({"nats_url": ctx.rig.url, "session_id": session_id}) + "\n").encode())
+    await process.stdin.drain()
+    ready = await asyncio.wait_for(process.stdout.readline(), 60)
+    if not ready.startswith(b"READY"):
+        process.kill()
+        raise RuntimeError(f"list baseline did not start: {ready!r}")
+    port = int(ready.split()[1])
+    for _ in range(100):  # READY comes just before uvicorn listens
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    ctx.listapp = SimpleNamespace(host="127.0.0.1", port=port, process=process)  # type: ignore[attr-defined]
+    return ctx.listapp  # type: ignore[attr-defined]
 
 
 async def fig_resume(ctx: Ctx) -> dict:
