@@ -18,7 +18,7 @@ import time
 
 def main(argv: list[str]) -> int:
     prompt = argv[argv.index("--") + 1] if "--" in argv else ""
-    options = dict(part.split("=", 1) for part in prompt.split() if "=" in part)
+    options = dict(part.rstrip(",.;").split("=", 1) for part in prompt.split() if "=" in part)  # "lines=5," in a list
     lines = int(options.get("lines", "100"))
     gap = float(options.get("gap_ms", "2")) / 1000
     deltas = options.get("deltas", "1") == "1"

@@ -76,6 +76,24 @@ if [ -x /usr/sbin/sshd ]; then
     echo "test-deps: sshd $(ssh -V 2>&1 | cut -d, -f1) at /usr/sbin/sshd"
 fi
 
+# --- A real Prometheus Alertmanager (tests/alerts deliver alerts through it to the gateway) ---
+# Debian's prometheus-alertmanager; only the binary is used (the tests start
+# their own with their own config; the package's own service is not needed).
+if [ ! -x /usr/bin/prometheus-alertmanager ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test-deps: installing prometheus-alertmanager ..."
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            prometheus-alertmanager >/dev/null; } \
+            || echo "test-deps: WARNING apt-get could not install prometheus-alertmanager (alert tests will skip)" >&2
+    else
+        echo "test-deps: missing prometheus-alertmanager; as root run: apt-get install prometheus-alertmanager" \
+            "(alert tests will skip)" >&2
+    fi
+fi
+if [ -x /usr/bin/prometheus-alertmanager ]; then
+    echo "test-deps: $(/usr/bin/prometheus-alertmanager --version 2>&1 | head -1)"
+fi
+
 # --- The PWA's browser tests (tests/pwa): Debian's Chromium, the frontend's node_modules ---
 # Chromium from apt (never `playwright install`; the Python playwright pinned in
 # requirements-dev.txt drives /usr/bin/chromium). node_modules gives axe-core to the

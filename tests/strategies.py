@@ -56,8 +56,8 @@ def for_type(info: mi.Type) -> st.SearchStrategy[Any]:
             return st.sampled_from(list(info.cls))
         case mi.LiteralType():
             return st.sampled_from(info.values)
-        case mi.DictType():
-            return st.dictionaries(st.text(max_size=10), JSON, max_size=4)
+        case mi.DictType():  # keys and values of their declared types (Any: JSON)
+            return st.dictionaries(for_type(info.key_type), for_type(info.value_type), max_size=4)
         case mi.ListType():
             return st.lists(for_type(info.item_type), max_size=4)
         case mi.AnyType():

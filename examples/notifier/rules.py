@@ -18,6 +18,7 @@ Triggers:
 | `turn_end` outcome error/timeout/interrupted | high (4)         |
 | `turn_end` outcome ok/cancelled (or none)    | low (2)          |
 | `error`                                      | high (4)         |
+| `diagnosis` (an alert's triage is done)      | high (4)         |
 
 Everything else (text, tool calls, usage, later prompts, read-only verbs,
 verb phases other than done/denied) is not worth a buzz.
@@ -37,6 +38,7 @@ from urllib.parse import urlsplit
 from events import subjects
 from events.kinds import (
     ApprovalRequested,
+    DiagnosisReady,
     Envelope,
     Outcome,
     TurnEnded,
@@ -155,6 +157,12 @@ def notification_for(
             if outcome is Outcome.CANCELLED:
                 return note("turn cancelled", f"The turn was stopped ({_short(session_id)}).", LOW, "stop_sign")
             return note("turn finished", f"The agent finished its turn ({_short(session_id)}).", LOW, "white_check_mark")
+
+        case DiagnosisReady(alertname=alertname, summary=summary):
+            # "<alert> — diagnosis ready: <first line>": what the operator
+            # reads on the lock screen before opening the session.
+            first = next((line for line in summary.splitlines() if line.strip()), "see the session")
+            return note(f"{alertname} diagnosed", f"{alertname} — diagnosis ready: {clip(first, 200)}", HIGH, "mag")
 
         case TurnFailed(error=error):
             return note("error", f"{clip(error, 300)} ({_short(session_id)})", HIGH, "x")

@@ -235,3 +235,26 @@ test('tool chips show the command: Bash command, file path, or the verb of the p
   ]);
   assert.deepEqual(lines(s).slice(1), ['tool Bash: df -h', 'tool Read: /var/log/syslog', 'tool mcp__breakglass__pve: status']);
 });
+
+test('an alert triage session: the alert first, then the turn, then the diagnosis', () => {
+  const sid = 'a1b2c3d4-0000-4000-8000-000000000001';
+  const tid = 'a1b2c3d4-0000-4000-8000-000000000002';
+  const events = [
+    { id: 1, kind: 'alert', session_id: sid, by: 'alertmanager', alertname: 'DevVmDown', status: 'firing', vm: 'devvm',
+      labels: { severity: 'critical', alertname: 'DevVmDown' }, annotations: { summary: 'The VM does not answer' } },
+    { id: 2, kind: 'user', session_id: sid, turn_id: tid, by: 'triage', text: 'triage it' },
+    { id: 3, kind: 'text', session_id: sid, turn_id: tid, by: 'agent', text: 'Disk full.' },
+    { id: 4, kind: 'turn_end', session_id: sid, turn_id: tid, by: 'agent-runner', outcome: 'ok' },
+    { id: 5, kind: 'diagnosis', session_id: sid, by: 'triage', alertname: 'DevVmDown', summary: 'Disk full.', outcome: 'ok' },
+    { id: 6, kind: 'alert', session_id: sid, by: 'alertmanager', alertname: 'DevVmDown', status: 'resolved', labels: 7 },
+  ];
+  const s = fold([...events, ...events]);
+  assert.deepEqual(lines(s), [
+    'alert DevVmDown firing', 'user: triage it', 'text: Disk full.', 'end: ok',
+    'diagnosis DevVmDown: Disk full.', 'alert DevVmDown resolved',
+  ]);
+  const first = view(s).entries[0].item;
+  assert.deepEqual(first.labels, [['alertname', 'DevVmDown'], ['severity', 'critical']]);
+  assert.deepEqual(view(s).entries.at(-1).item.labels, []);
+  assert.equal(view(s).unknown, 0);
+});

@@ -26,7 +26,7 @@ def test_every_v1_event_still_decodes_and_renders(line):
 def test_the_v1_fixture_covers_every_stored_kind_of_v1():
     recorded = {codec.decode_event(line).__struct_config__.tag for line in LINES}
     v1_kinds = {"user", "session", "text", "tool", "tool_result", "approval", "verb", "result", "usage",
-                "error", "cancelled", "interrupted", "turn_end"}
+                "error", "cancelled", "interrupted", "turn_end", "alert", "diagnosis"}
     assert recorded == v1_kinds
     assert v1_kinds <= set(KINDS) - EPHEMERAL_KINDS
 

@@ -29,6 +29,7 @@ Run standalone for manual poking: `python -m tests.fakeapi.server --text "hi"`.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import threading
 import time
@@ -406,6 +407,7 @@ class FakeAnthropic:
             "Content-Type": "application/json",
             "Content-Length": str(len(data)),
             "request-id": "req_" + uuid.uuid4().hex[:24],
+            "Date": email.utils.formatdate(usegmt=True),  # what `breakglass doctor` measures clock skew by
             **(extra or {}),
         }
         req.status = status

@@ -14,6 +14,7 @@ from events import subjects
 from events.config import ConfigError, Env
 from events.kinds import (
     ApprovalRequested,
+    DiagnosisReady,
     CliSessionBound,
     Outcome,
     ResultReported,
@@ -47,6 +48,15 @@ def verb(v: Verb, phase: VerbPhase, session_id: str | None = SID, **kw) -> VerbP
 
 
 # --- rules -------------------------------------------------------------------------------
+
+
+def test_a_diagnosis_tells_the_alert_and_the_first_line_with_a_link():
+    ready = DiagnosisReady(session_id=SID, by="triage", alertname="DevVmDown", outcome=Outcome.OK,
+                           summary="\nThe root filesystem is full.\nEvidence: df shows 100%.")
+    got = note(ready)
+    assert got is not None and got.kind == "diagnosis" and got.priority == rules.HIGH
+    assert got.message == "DevVmDown — diagnosis ready: The root filesystem is full."
+    assert got.link == f"{BASE}#/session/{SID}"
 
 
 def test_a_sessions_first_prompt_notifies_and_later_prompts_do_not():

@@ -69,6 +69,7 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"$KV.breakglass.locks.{SID}": frozenset({GW, RUN}),
     "$KV.breakglass.verbs.abc123": frozenset({EXE}),
     "$KV.breakglass.vmlocks.102": frozenset({EXE}),
+    "$KV.breakglass.alerts.vm-devvm": frozenset({GW}),
     "$KV.breakglass.other.x": NOBODY,
     # nobody deletes or purges anything, admin included
     **{f"{API}.STREAM.DELETE.{s}": NOBODY for s in (EV, CMD, KV)},

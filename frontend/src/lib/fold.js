@@ -18,8 +18,14 @@
 /** Kinds this fold knows; anything else is skipped (SPEC §4: skip unknown kinds). */
 export const KNOWN_KINDS = new Set([
   'user', 'session', 'text', 'delta', 'status', 'tool', 'tool_result', 'result', 'error',
-  'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage',
+  'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage', 'alert', 'diagnosis',
 ]);
+
+/** A label or annotation map as sorted [name, value] string pairs (bad input: none). */
+function pairs(map) {
+  if (!map || typeof map !== 'object' || Array.isArray(map)) return [];
+  return Object.keys(map).sort().map((k) => [k, String(map[k] ?? '')]);
+}
 
 export function createFold() {
   return {
@@ -353,6 +359,19 @@ export function applyEvent(state, ev, now = Date.now()) {
       }
       return true;
     }
+    case 'alert': // an Alertmanager alert (the first event of a triage session), or its resolution
+      place(state, ev, id, {
+        ...base, t: 'alert', alertname: String(ev.alertname || 'alert'), status: String(ev.status || ''),
+        vm: String(ev.vm || ''), labels: pairs(ev.labels), annotations: pairs(ev.annotations),
+        starts_at: ev.starts_at || null, generator_url: String(ev.generator_url || ''),
+      });
+      return true;
+    case 'diagnosis': // the end of an alert's automatic triage
+      place(state, ev, id, {
+        ...base, t: 'diagnosis', alertname: String(ev.alertname || 'alert'), summary: String(ev.summary || ''),
+        outcome: ev.outcome || null,
+      });
+      return true;
     default:
       state.unknown++;
       state.unknownKinds.add(ev.kind);
@@ -445,6 +464,8 @@ export function lines(state) {
       case 'interrupted': return `interrupted: ${i.reason}`;
       case 'verb': return `verb ${i.verb} ${i.phase}` + (i.exit_code !== null ? ` exit ${i.exit_code}` : '');
       case 'approval': return `approval ${i.verb} ${i.status}`;
+      case 'alert': return `alert ${i.alertname} ${i.status}`;
+      case 'diagnosis': return `diagnosis ${i.alertname}: ${i.summary}`;
       default: return i.t;
     }
   };

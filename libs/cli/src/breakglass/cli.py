@@ -12,8 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import audit, logs
-from .settings import SERVICES, service_env
+from . import audit, doctor, init, logs
+from .settings import SERVICES, ConfigError, service_env
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -27,7 +27,14 @@ def _service(args: argparse.Namespace) -> int:
     this is what a container or a cluster's process manager runs."""
     name: str = args.command
     argv = [sys.executable, "-m", SERVICES[name]]
-    env = service_env(name, os.environ, os.environ.get("BREAKGLASS_NATS_URL", ""))
+    from events.config import ConfigError, layered_environ
+
+    try:
+        environ = layered_environ()
+    except ConfigError as exc:
+        print(f"breakglass: {exc}", file=sys.stderr)
+        return 2
+    env = service_env(name, environ, environ.get("BREAKGLASS_NATS_URL", ""))
     if not env["BREAKGLASS_NATS_URL"]:
         del env["BREAKGLASS_NATS_URL"]  # let the service say, in its own words, that it is required
     sys.stdout.flush()
@@ -89,6 +96,8 @@ def _add_services(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="breakglass", description="Break-glass recovery console for the devvm.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    init.add_parser(sub)
+    doctor.add_parser(sub)
     _add_up(sub)
     _add_setup(sub)
     _add_services(sub)
@@ -101,5 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigError as exc:  # e.g. a malformed settings file, read by whichever tool ran first
+        print(f"breakglass: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

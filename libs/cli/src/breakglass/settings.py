@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from events.config import ConfigError, Env, nats_url
+from events.config import NO_FILE, ConfigError, Env, nats_url
 
 SERVICES: dict[str, str] = {
     "gateway": "gateway",
@@ -51,6 +51,9 @@ def service_env(service: str, environ: Mapping[str, str], nats: str) -> dict[str
     denied = _DENIED[service]
     env = {k: v for k, v in environ.items() if not k.startswith(denied)}
     env["BREAKGLASS_NATS_URL"] = nats
+    # The settings file is already in `environ`; read again, it would hand
+    # the service back what was just filtered out.
+    env["BREAKGLASS_CONFIG"] = NO_FILE
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the terminal as they happen
     env["BREAKGLASS_LOG_FORMAT"] = "json"  # `up` keeps it in files and shows it its own way (supervisor.Printer)
     return env

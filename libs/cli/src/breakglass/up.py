@@ -21,7 +21,7 @@ from pathlib import Path
 
 from events import access, logfmt
 from events.bus import redact, role_of, servers
-from events.config import ConfigError, Env
+from events.config import ConfigError, Env, layered_environ
 from events.topology import Topology, TopologyError, ensure
 
 from . import apitoken, natsauth, natsd
@@ -183,9 +183,9 @@ def watch_ready(
 
 def up(environ: Mapping[str, str] | None = None) -> int:
     started = time.monotonic()
-    environ = dict(os.environ if environ is None else environ)
     printer = Printer()
     try:
+        environ = dict(layered_environ() if environ is None else environ)
         s = UpSettings.from_env(Env(environ))
         topology = Topology.from_env(Env(environ))  # what the services will expect, or they find it drifted
         preflight(s)

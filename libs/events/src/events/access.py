@@ -7,8 +7,8 @@ so a renamed subject or stream changes the permissions with it.
 
     role          publishes                                   subscribes
     gateway       StartTurn, RunVerb, session + audit events,  its inbox, live frames,
-                  cancel/approval requests, KV sessions.* and  verb replies
-                  locks.*, reads: events (ordered consumers,
+                  cancel/approval requests, KV sessions.*,     verb replies
+                  locks.* and alerts.*, reads: events (ordered consumers,
                   last event), KV (get, list)
     agent-runner  RunVerb (the agent's verb tool), session +   its inbox, cancel and approval
                   audit events, live frames, KV locks.*,       requests (answers them: one
@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 
 from . import subjects
 from .topology import (
+    ALERT_KEYS,
     CONSUMERS,
     EXECUTOR_CONSUMER,
     LOCK_KEYS,
@@ -223,7 +224,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         GATEWAY: Permissions(
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
-                *_kv_put(t, SESSION_KEYS, LOCK_KEYS),
+                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),

@@ -34,6 +34,12 @@ class StartTurn(Command, tag="prompt"):
     turn_id: TurnId
     prompt: Prompt
     model: ModelName
+    #: A turn nobody is watching (an alert's triage): the runner applies
+    #: `approve-mutating` whatever its configured policy, so a mutating verb
+    #: the agent asks for waits for a human. It can only narrow what the turn
+    #: may do, never widen it, so trusting the publisher's word here trusts
+    #: it no more than before (only the gateway may publish StartTurn).
+    read_only: bool = False
 
 
 class CancelTurn(Command, tag="cancel"):

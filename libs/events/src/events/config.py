@@ -8,20 +8,72 @@ service with one line naming the variable, never a traceback.
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 
 PREFIX = "BREAKGLASS_"
+#: Set to this, BREAKGLASS_CONFIG reads no file (what `up` gives its services,
+#: which get the file's values through their filtered environment instead).
+NO_FILE = "none"
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+def config_file(environ: Mapping[str, str]) -> Path | None:
+    """The settings file `breakglass init` writes: BREAKGLASS_CONFIG, else
+    config.toml in the data directory; None when disabled."""
+    chosen = (environ.get(PREFIX + "CONFIG") or "").strip()
+    if chosen.lower() == NO_FILE:
+        return None
+    if chosen:
+        return Path(chosen)
+    return Path((environ.get(PREFIX + "DATA_DIR") or "").strip() or ".breakglass") / "config.toml"
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """`BREAKGLASS_NAME = value` pairs of a TOML file, as environment strings.
+    Only flat BREAKGLASS_* keys: the file is the environment written down, so
+    one README table describes both."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the settings file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the settings file {path} is not valid TOML: {exc}") from None
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        if not key.startswith(PREFIX) or key == PREFIX + "CONFIG":
+            raise ConfigError(f"the settings file {path}: {key!r} is not a BREAKGLASS_* setting")
+        if isinstance(value, bool):
+            values[key] = "1" if value else "0"
+        elif isinstance(value, (str, int, float)):
+            values[key] = str(value)
+        else:
+            raise ConfigError(f"the settings file {path}: {key} must be a string, number or boolean")
+    return values
+
+
+def layered_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over the settings file: the file is the
+    lower-priority source, a variable that is set (even empty) wins."""
+    env = dict(os.environ if base is None else base)
+    path = config_file(env)
+    if path is None or not path.is_file():
+        if path is not None and (env.get(PREFIX + "CONFIG") or "").strip():
+            raise ConfigError(f"{PREFIX}CONFIG names {path}, which does not exist")
+        return env
+    return {**read_config_file(path), **env}
+
+
 class Env:
-    """A read-only view of `BREAKGLASS_*` variables with typed getters."""
+    """A read-only view of `BREAKGLASS_*` variables with typed getters.
+    Without an explicit mapping: the environment over the settings file."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._environ = dict(os.environ if environ is None else environ)
+        self._environ = dict(layered_environ() if environ is None else environ)
 
     def raw(self, name: str) -> str | None:
         value = self._environ.get(PREFIX + name)

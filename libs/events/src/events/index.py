@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 from . import direct, subjects
 from .codec import ContractError, decode, decode_event_lenient
 from .commands import SessionRecord
-from .kinds import TurnEnded, UserPrompted, VerbPhase, VerbProgressed
+from .kinds import AlertReceived, TurnEnded, UserPrompted, VerbPhase, VerbProgressed
 from .topology import SESSION_KEYS, Topology, lock_key
 
 TITLE_SCAN = 20
@@ -163,9 +163,12 @@ async def _titles(js: JetStreamContext, topology: Topology, ids: list[str]) -> d
 
 
 def _title(first: list[direct.Got]) -> str | None:
-    """The first prompt's first line among a session's first events, None when none."""
+    """The first prompt's first line among a session's first events (an
+    alert's triage session: named by its alert), None when none."""
     for g in first:
         event = _event(g.data)
+        if isinstance(event, AlertReceived):
+            return f"alert: {event.alertname} on {event.vm}"[:TITLE_CHARS]
         if isinstance(event, UserPrompted):
             text = event.text.strip()
             return text.splitlines()[0][:TITLE_CHARS] if text else ""

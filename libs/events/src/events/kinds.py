@@ -163,6 +163,43 @@ class ApprovalRequested(Envelope, tag="approval"):
     request_id: str | None = None
 
 
+class AlertStatus(str, enum.Enum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+#: An Alertmanager label or annotation map: names and values as sent, bounded.
+Labels = dict[Annotated[str, msgspec.Meta(max_length=256)], Annotated[str, msgspec.Meta(max_length=8192)]]
+
+
+class AlertReceived(Envelope, tag="alert"):
+    """An alert Alertmanager delivered (`by`: `alertmanager`): the first event
+    of a triage session, and again when it resolves. Recorded once per alert
+    (fingerprint) and status, however often Alertmanager repeats it."""
+
+    alertname: str
+    status: AlertStatus
+    #: The VM the receiver's label mapping chose (the triage's target).
+    vm: str
+    fingerprint: str = ""
+    labels: Labels = {}
+    annotations: Labels = {}
+    starts_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    ends_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    generator_url: str = ""
+
+
+class DiagnosisReady(Envelope, tag="diagnosis"):
+    """The end of an alert's automatic triage: one paragraph for the operator
+    (its first line is what a notification shows), written after the
+    read-only verbs and the read-only agent turn."""
+
+    alertname: str
+    summary: str
+    #: How the triage's agent turn ended (None: it never started).
+    outcome: Outcome | None = None
+
+
 class Tokens(msgspec.Struct, kw_only=True):
     input: int = 0
     output: int = 0
@@ -195,6 +232,8 @@ Event = Union[
     VerbProgressed,
     ApprovalRequested,
     UsageReported,
+    AlertReceived,
+    DiagnosisReady,
 ]
 
 EVENT_TYPES: tuple[type[Envelope], ...] = Event.__args__  # type: ignore[attr-defined]

@@ -384,6 +384,22 @@ class EventLog:
             except Exception:
                 pass
 
+    async def follow(self, session_id: str, after: int, deliver: Callable[[int, bytes], None]) -> Tail:
+        """Call `deliver(seq, data)` for every record of the session with
+        seq > `after`, stored or yet to come, in order, exactly once, until
+        the returned `Tail` is stopped (one consumer while it runs)."""
+        position = after
+
+        async def on_msg(msg: Msg) -> None:
+            nonlocal position
+            seq = _stream_seq(msg)
+            if seq <= position:  # an ordered consumer that restarted may resend: never twice
+                return
+            position = seq
+            deliver(seq, msg.data)
+
+        return Tail(await self._ordered(session_id, after, on_msg))
+
     async def follow_sessions(self, after: int, deliver: Callable[[str, int, bytes], None]) -> Tail:
         """Call `deliver(session_id, seq, data)` for every session event with
         seq > `after`, in stream order, until the `Tail` is stopped: ONE

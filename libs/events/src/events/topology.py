@@ -283,6 +283,8 @@ SESSION_KEYS = "sessions"
 LOCK_KEYS = "locks"
 VERB_KEYS = "verbs"
 VM_LOCK_KEYS = "vmlocks"
+#: The alert receiver's state: alert groups and per-VM triage windows.
+ALERT_KEYS = "alerts"
 
 
 def session_key(session_id: str) -> str:
@@ -304,3 +306,16 @@ def verb_key(idempotency_key: str) -> str:
 def vm_lock_key(vmid: int) -> str:
     """KV key held while a mutating verb runs on a VM (one at a time)."""
     return f"{VM_LOCK_KEYS}.{int(vmid)}"
+
+
+def alert_group_key(group_key: str) -> str:
+    """KV key of one Alertmanager alert group. Hashed: a group key is free
+    text (`{}:{alertname="X"}`) that KV keys cannot hold."""
+    return f"{ALERT_KEYS}.group-{hashlib.sha256(group_key.encode()).hexdigest()[:40]}"
+
+
+def alert_vm_key(vm: str) -> str:
+    """KV key of a VM's triage window (the per-VM rate limit)."""
+    if not vm or not all(c.isalnum() or c in "-_" for c in vm) or len(vm) > 64:
+        raise ValueError(f"a VM name must be 1-64 letters, digits, - or _, got {vm!r}")
+    return f"{ALERT_KEYS}.vm-{vm}"

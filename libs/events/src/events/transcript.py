@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from .codec import decode_event_lenient
 from .kinds import (
+    AlertReceived,
     ApprovalRequested,
     CliSessionBound,
+    DiagnosisReady,
     Envelope,
     ResultReported,
     TextSaid,
@@ -65,6 +67,11 @@ def describe(event: Envelope) -> str:
             )
         case ApprovalRequested():
             return f"**approval requested** for `{event.verb.value}`: {event.reason}"
+        case AlertReceived():
+            notes = "".join(f"\n> {k}: {v}" for k, v in sorted(event.annotations.items()))
+            return f"**alert {event.alertname} {event.status.value}** on {event.vm}{notes}"
+        case DiagnosisReady():
+            return f"**diagnosis of {event.alertname}**: {event.summary}"
         case CliSessionBound():
             return f"CLI session {event.cli_session_id} ({event.model})"
     return f"({type(event).__struct_config__.tag})"

@@ -41,7 +41,7 @@ from events.log import EventLog
 
 from . import metrics
 from .cli import CliProcess, Invocation, argv, environment
-from .settings import Settings
+from .settings import APPROVE_MUTATING, Settings
 from .translate import Translator
 from .verb_tool import TOOL_NAME, VerbTool
 from .workspace import Workspace
@@ -216,7 +216,7 @@ class TurnRunner:
             return self._cancelled(turn, recorder)
         settings = self.settings
         verbs = VerbTool(
-            command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=settings.verb_policy,
+            command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=turn_policy(cmd, settings),
             approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
         )
         turn.verbs = verbs
@@ -279,6 +279,13 @@ class TurnRunner:
 
     def _cancelled(self, turn: ActiveTurn, recorder: "Recorder") -> tuple[Outcome, Envelope]:
         return Outcome.CANCELLED, TurnCancelled(**recorder.envelope(turn.cancelled_by or "operator"))
+
+
+def turn_policy(command: StartTurn, settings: Settings) -> str:
+    """The verb policy of one turn: a read-only turn (an alert's triage, no
+    human watching) always waits for a human's Approve before a mutating
+    verb, whatever `BREAKGLASS_VERB_POLICY` says."""
+    return APPROVE_MUTATING if command.read_only else settings.verb_policy
 
 
 async def _through_reconnects(what: str, attempt: Callable[[], Awaitable[T]]) -> T:

@@ -12,7 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
-from .api import approvals, history, login, pve, sessions
+from .alerts.triage import Triages
+from .api import alerts, approvals, history, login, pve, sessions
 from . import metrics, pwa
 from .bus import Bus
 from .correlation import RequestIds
@@ -28,11 +29,13 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await triages.close()
             await bus.close()
 
     app = FastAPI(title="breakglass gateway", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.bus = bus
+    triages = app.state.triages = Triages(bus, settings)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -52,6 +55,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(pve.router)
     app.include_router(history.router)
     app.include_router(login.router)
+    app.include_router(alerts.router)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

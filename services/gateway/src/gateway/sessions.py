@@ -36,8 +36,10 @@ class TurnBusy(RuntimeError):
     pass
 
 
-async def open_session(bus: Bus, by: str) -> str:
-    session_id = new_id()
+async def open_session(bus: Bus, by: str, *, session_id: str | None = None) -> str:
+    """A new session (`session_id`: one the caller already chose, e.g. the
+    alert receiver, which names it before it exists)."""
+    session_id = session_id or new_id()
     record = SessionRecord(session_id=session_id, created_by=by, created_at=utcnow())
     await (await bus.kv()).create(session_key(session_id), encode(record))
     return session_id
@@ -54,8 +56,10 @@ async def get_session(bus: Bus, session_id: str) -> SessionRecord:
         raise SessionNotFound(session_id) from None
 
 
-async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str) -> str:
-    """Lock, record `user`, publish the command; undo the lock if that fails."""
+async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str, *, read_only: bool = False) -> str:
+    """Lock, record `user`, publish the command; undo the lock if that fails.
+    `read_only`: the runner holds every mutating verb for a human's approval
+    whatever its policy (an alert's triage; StartTurn.read_only)."""
     await get_session(bus, session_id)
     turn_id = new_id()
     trace.bind(session_id=session_id, turn_id=turn_id, by=by)
@@ -70,7 +74,7 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     except Exception:
         await locks.release(session_id, turn_id)
         raise
-    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model)
+    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model, read_only=read_only)
     try:
         await bus.js.publish(subjects.PROMPT, encode(command), headers=trace.headers(**{"Nats-Msg-Id": turn_id}))
     except Exception as exc:

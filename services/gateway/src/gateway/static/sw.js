@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'a357c2ca38a33de0';
+const VERSION = '84dc1602d6977b3b';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-BpoTsl1z.css",
-  "./assets/index-a8Fhf2jo.js",
+  "./assets/index-DCg7WET-.js",
+  "./assets/index-hfqv9IqW.css",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
   "./icons/icon-192.png",

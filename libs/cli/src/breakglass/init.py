@@ -1,0 +1,226 @@
+"""`breakglass init`: from nothing to a console that can reach its VM.
+
+Creates the two key pairs (Proxmox, devvm) in DATA_DIR/keys (0700, keys
+0600), pins both host keys after the operator (or an expected fingerprint)
+vouched for them, writes DATA_DIR/config.toml (what every service reads
+under its environment) and DATA_DIR/pve-host-install.sh for the Proxmox
+node. Running it again keeps existing keys; the config file is rewritten
+from the answers, which default to the current settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from events.config import ConfigError, Env
+
+from . import hostkeys, pveinstall
+
+CONFIG_NAME = "config.toml"
+INSTALLER_NAME = "pve-host-install.sh"
+
+
+class InitError(Exception):
+    """Set-up cannot go on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One SSH link to set up: `role` is pve or devvm."""
+
+    role: str
+    host: str
+    port: int
+    user: str
+    fingerprint: str | None
+    accept_seen: bool
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def ensure_keypair(path: Path, comment: str) -> Path:
+    """An ed25519 key pair at `path` (0600), kept when it already exists."""
+    if not path.exists():
+        res = subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if res.returncode != 0:
+            raise InitError(f"ssh-keygen could not make {path}: {res.stderr.strip()}")
+    path.chmod(0o600)
+    return path
+
+
+def _ask(prompt: str, default: str | None) -> str:
+    shown = f" [{default}]" if default else ""
+    answer = input(f"{prompt}{shown}: ").strip()
+    return answer or (default or "")
+
+
+def pin(t: Target, known_hosts: Path, interactive: bool, out) -> hostkeys.HostKey:  # type: ignore[no-untyped-def]
+    """Scan `t`, have its key vouched for, write it to `known_hosts`."""
+    try:
+        seen = hostkeys.scan(t.host, t.port)
+    except hostkeys.HostKeyError as exc:
+        raise InitError(f"{t.role}: {exc}") from None
+    if t.fingerprint:
+        chosen = hostkeys.matching(seen, t.fingerprint)
+        if not chosen:
+            got = ", ".join(f"{k.kind} {k.fingerprint}" for k in seen)
+            raise InitError(
+                f"{t.role}: {t.host}:{t.port} presented {got}, not the expected {t.fingerprint}. Nothing was pinned: "
+                "check the fingerprint on the host itself (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)"
+            )
+        key = chosen[0]
+    else:
+        key = next((k for k in seen if k.kind == "ssh-ed25519"), seen[0])
+        print(f"{t.role}: {t.host}:{t.port} presents the host key {key.kind} {key.fingerprint}", file=out)
+        if t.accept_seen:
+            print(f"{t.role}: pinned as seen (--accept-{t.role}-host-key); compare it with the host's own", file=out)
+        elif interactive:
+            print("  compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run ON that host", file=out)
+            if _ask("  Is it the same? (yes/no)", None).lower() not in {"y", "yes"}:
+                raise InitError(f"{t.role}: host key not confirmed; nothing was pinned")
+        else:
+            raise InitError(
+                f"{t.role}: the host key was seen but nobody vouched for it. Give --{t.role}-fingerprint "
+                f"{key.fingerprint} after checking it on the host, or --accept-{t.role}-host-key"
+            )
+    known_hosts.write_text(key.known_hosts_line(t.host, t.port))
+    known_hosts.chmod(0o644)
+    return key
+
+
+def _toml(values: dict[str, str | int]) -> str:
+    lines = ["# Written by `breakglass init`. Environment variables win over this file.\n"]
+    for key, value in values.items():
+        if isinstance(value, int):
+            lines.append(f"{key} = {value}\n")
+        else:
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{key} = "{escaped}"\n')
+    return "".join(lines)
+
+
+def _target(args: argparse.Namespace, env: Env, role: str, default_user: str, interactive: bool) -> Target | None:
+    key = role.upper()
+    host = getattr(args, f"{role}_host") or env.str(f"{key}_HOST")
+    if interactive:
+        host = _ask(f"{role} SSH host (empty: skip)", host) or None
+    if not host:
+        return None
+    port = getattr(args, f"{role}_port") or env.int(f"{key}_PORT", 22, minimum=1, maximum=65535)
+    user = getattr(args, f"{role}_user") or env.str(f"{key}_USER", default_user) or default_user
+    if interactive:
+        port = int(_ask(f"{role} SSH port", str(port)))
+        user = _ask(f"{role} SSH user", user)
+    return Target(
+        role, host, port, user, getattr(args, f"{role}_fingerprint"), getattr(args, f"accept_{role}_host_key")
+    )
+
+
+def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    env = Env()
+    try:
+        pveinstall.deploy_dir()  # before anything is written: the installer is made from it
+    except FileNotFoundError as exc:
+        raise InitError(str(exc)) from None
+    interactive = not args.yes and sys.stdin.isatty()
+    data_dir = Path(args.data_dir or env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve()
+    _private_dir(data_dir)
+    keys, pins = _private_dir(data_dir / "keys"), _private_dir(data_dir / "known_hosts")
+    values: dict[str, str | int] = {"BREAKGLASS_DATA_DIR": str(data_dir)}
+
+    pve = _target(args, env, "pve", "breakglass", interactive)
+    if pve is None:
+        raise InitError("the Proxmox host is needed: --pve-host (or BREAKGLASS_PVE_HOST)")
+    vmid = args.pve_vmid or env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999)
+    if interactive:
+        vmid = int(_ask("VMID of the devvm on that node", str(vmid)))
+    pve_key = ensure_keypair(keys / "pve_ed25519", "breakglass-pve-executor")
+    pin(pve, pins / "pve", interactive, out)
+    values.update({
+        "BREAKGLASS_PVE_HOST": pve.host, "BREAKGLASS_PVE_PORT": pve.port, "BREAKGLASS_PVE_USER": pve.user,
+        "BREAKGLASS_PVE_VMID": vmid, "BREAKGLASS_PVE_KEY_FILE": str(pve_key),
+        "BREAKGLASS_PVE_KNOWN_HOSTS": str(pins / "pve"),
+    })  # fmt: skip
+
+    devvm = _target(args, env, "devvm", "root", interactive)
+    devvm_key = ensure_keypair(keys / "devvm_ed25519", "breakglass-agent")
+    if devvm is not None:
+        pin(devvm, pins / "devvm", interactive, out)
+        values.update({
+            "BREAKGLASS_DEVVM_HOST": devvm.host, "BREAKGLASS_DEVVM_PORT": devvm.port,
+            "BREAKGLASS_DEVVM_USER": devvm.user, "BREAKGLASS_DEVVM_KEY_FILE": str(devvm_key),
+            "BREAKGLASS_DEVVM_KNOWN_HOSTS": str(pins / "devvm"),
+        })  # fmt: skip
+
+    config = data_dir / CONFIG_NAME
+    config.write_text(_toml(values))
+    config.chmod(0o600)
+    pub = (keys / "pve_ed25519.pub").read_text().strip()
+    installer = data_dir / INSTALLER_NAME
+    installer.write_text(pveinstall.script(pub, vmid, pve.user, args.pve_from))
+    installer.chmod(0o700)
+
+    print(f"\nwrote {config}", file=out)
+    if config.resolve() != (Path(".breakglass") / CONFIG_NAME).resolve() and not env.str("CONFIG"):
+        print(f"    (not the default place: export BREAKGLASS_CONFIG={config} for `up` and the tools)", file=out)
+    print(f"\nOn the Proxmox node {pve.host}, as root (shows the changes, then makes them):", file=out)
+    print(f"    scp {installer} root@{pve.host}:/root/ && ssh root@{pve.host}", file=out)
+    print(f"    sh /root/{INSTALLER_NAME}            # shows what it would change", file=out)
+    print(f"    sh /root/{INSTALLER_NAME} --apply    # changes it; safe to run again", file=out)
+    if devvm is not None:
+        print(f"\nOn the devvm {devvm.host}, append to ~{devvm.user}/.ssh/authorized_keys:", file=out)
+        print(f"    {(keys / 'devvm_ed25519.pub').read_text().strip()}", file=out)
+    print("\nThen give the CLI its credential (ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN) and run: breakglass doctor",
+          file=out)  # fmt: skip
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return run(args)
+    except (InitError, ConfigError) as exc:
+        print(f"breakglass init: {exc}", file=sys.stderr)
+        return 2
+    except (EOFError, KeyboardInterrupt):
+        print("\nbreakglass init: stopped; nothing more was written", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"breakglass init: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "init",
+        help="make the keys, pin the host keys, write DATA_DIR/config.toml and the Proxmox installer",
+        description="Set up the console's SSH links. Asks on a terminal; with --yes (or no terminal) "
+        "everything comes from flags and BREAKGLASS_* variables.",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="never ask (automation)")
+    p.add_argument("--data-dir", help="default: BREAKGLASS_DATA_DIR or .breakglass")
+    for role, user in (("pve", "breakglass"), ("devvm", "root")):
+        p.add_argument(f"--{role}-host")
+        p.add_argument(f"--{role}-port", type=int)
+        p.add_argument(f"--{role}-user", help=f"default {user}")
+        p.add_argument(
+            f"--{role}-fingerprint", metavar="SHA256:...", help="the host key you expect; nothing else is pinned"
+        )
+        p.add_argument(f"--accept-{role}-host-key", action="store_true",
+                       help="pin the key seen now and print its fingerprint (check it yourself)")  # fmt: skip
+    p.add_argument("--pve-vmid", type=int)
+    p.add_argument("--pve-from", metavar="ADDRESS", help="only this source address may use the Proxmox key (from=)")
+    p.set_defaults(func=main)
+
+
+__all__ = ["add_parser", "ensure_keypair", "pin"]
