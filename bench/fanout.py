@@ -1,6 +1,6 @@
 """Many SSE clients in one process (not the gateway's): `python -m bench.fanout`.
 
-Reads a JSON job on stdin: {"host", "port", "token", "sessions": [...],
+Reads a JSON job on stdin: {"host", "port" (or "ports", streams spread over them), "token", "sessions": [...],
 "per_session": n, "expect": k}. Opens n streams per session, waits until
 every one has said `caught-up`, prints `READY <seconds>` and then counts `k`
 live `text` frames per stream. Each frame's text is `t=<monotonic ns at
@@ -30,10 +30,12 @@ RECONNECT_DELAY = 0.2
 
 
 class Stream:
-    __slots__ = ("session", "sse", "last", "got", "seen", "dups", "reconnects", "caught_up", "opened_at")
+    __slots__ = ("session", "sse", "last", "got", "seen", "dups", "reconnects", "caught_up", "opened_at", "port")
 
-    def __init__(self, session: str) -> None:
+    def __init__(self, session: str, port: int) -> None:
         self.session = session
+        #: The gateway this stream attaches to (job "ports": spread over several).
+        self.port = port
         self.sse: SSE | None = None
         self.last = 0
         self.got = 0
@@ -53,7 +55,7 @@ async def follow(job: dict, stream: Stream, latencies: list[int], done: asyncio.
         try:
             if stream.last:
                 headers["Last-Event-ID"] = str(stream.last)
-            stream.sse = await SSE.open(job["host"], job["port"], path, headers)
+            stream.sse = await SSE.open(job["host"], stream.port, path, headers)
             if not stream.opened_at:
                 stream.opened_at = time.monotonic()
             async for batch in stream.sse.chunks():
@@ -90,7 +92,8 @@ async def follow(job: dict, stream: Stream, latencies: list[int], done: asyncio.
 async def run(job: dict) -> dict:
     latencies: list[int] = []
     trace: list[tuple[int, int]] | None = [] if job.get("trace") else None
-    streams = [Stream(sid) for sid in job["sessions"] for _ in range(job["per_session"])]
+    ports = job.get("ports") or [job["port"]]
+    streams = [Stream(sid, ports[n % len(ports)]) for sid in job["sessions"] for n in range(job["per_session"])]
     dones = [asyncio.get_running_loop().create_future() for _ in streams]
     started = time.monotonic()
     tasks = []

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -245,7 +246,46 @@ async def replay_pair(ctx: Ctx, session_id: str, after_index: int, *, header: bo
 
 
 async def fig_replay(ctx: Ctx) -> dict:
-    return await replay_pair(ctx, ctx.seeded_10k, 0)  # type: ignore[attr-defined]
+    """The gateway's attach, the raw replay, and the in-process list baseline
+    (bench.listapp: the same frames from a Python list, same HTTP stack)."""
+    sid = ctx.seeded_10k  # type: ignore[attr-defined]
+    result = await replay_pair(ctx, sid, 0)
+    listapp = await _listapp(ctx, sid)
+    list_ns, list_ids = await replay_gateway(listapp, sid, 0)
+    _exact(list_ids, ctx.seeded[sid], "list replay")
+    result["list_ms"] = ms(list_ns)
+    result["ratio_list"] = result["ms"] / result["list_ms"]
+    return result
+
+
+async def _listapp(ctx: Ctx, session_id: str):  # type: ignore[no-untyped-def]
+    """The list baseline's process, started once per bench run."""
+    from types import SimpleNamespace
+
+    running = getattr(ctx, "listapp", None)
+    if running is not None:
+        return running
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.listapp", cwd=str(REPO), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write((json.dumps({"nats_url": ctx.rig.url, "session_id": session_id}) + "\n").encode())
+    await process.stdin.drain()
+    ready = await asyncio.wait_for(process.stdout.readline(), 60)
+    if not ready.startswith(b"READY"):
+        process.kill()
+        raise RuntimeError(f"list baseline did not start: {ready!r}")
+    port = int(ready.split()[1])
+    for _ in range(100):  # READY comes just before uvicorn listens
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    ctx.listapp = SimpleNamespace(host="127.0.0.1", port=port, process=process)  # type: ignore[attr-defined]
+    return ctx.listapp  # type: ignore[attr-defined]
 
 
 async def fig_resume(ctx: Ctx) -> dict:
@@ -438,11 +478,15 @@ async def fig_cli_flood(ctx: Ctx) -> dict:
 
 
 async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, rate: float = 200.0,
-                     expect: int | None = None, fresh_gateway: bool = True, trace: str = "") -> dict:
+                     expect: int | None = None, fresh_gateway: bool = True, trace: str = "", gateways: int = 1) -> dict:
     """`sessions` × `per_session` SSE clients in another process, on a fresh
-    gateway process; `rate` appends/s spread round-robin over the sessions."""
+    gateway process (or `gateways` of them, each session's clients spread
+    over all); `rate` appends/s spread round-robin over the sessions."""
     expect = expect or (5 if ctx.quick else 10)
     gw = await asyncio.to_thread(ctx.rig.start_gateway) if fresh_gateway else ctx.gw
+    more = [await asyncio.to_thread(ctx.rig.start_gateway) for _ in range(gateways - 1)]
+    consumers_before = (await ctx.js.stream_info(STREAM)).state.consumer_count
+    consumers_max = consumers_before
     try:
         ids = [await asyncio.to_thread(open_session, gw.base) for _ in range(sessions)]
         log = ctx.log
@@ -450,8 +494,8 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
             for i in range(3):
                 await log.append(TextSaid(session_id=sid, by="agent", text=f"history {i}"))
         rss_idle = rss_kib(gw.pid)[0]
-        job = {"host": gw.host, "port": gw.port, "token": TOKEN, "sessions": ids, "per_session": per_session,
-               "expect": expect, "timeout": 120, "trace": trace}
+        job = {"host": gw.host, "port": gw.port, "ports": [gw.port] + [g.port for g in more], "token": TOKEN,
+               "sessions": ids, "per_session": per_session, "expect": expect, "timeout": 120, "trace": trace}
         client = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.fanout", cwd=str(REPO),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26,
@@ -464,6 +508,7 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
             client.kill()
             raise RuntimeError(f"fan-out clients did not get ready: {ready.decode().strip()!r}")
         attach_s, open_s = (float(x) for x in ready.split()[1:3])
+        consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
         rss_attached = rss_kib(gw.pid)[0]
         cpu0, t_live = cpu_seconds(gw.pid), time.monotonic()
         appended: dict[str, list[int]] = {sid: [] for sid in ids}
@@ -479,6 +524,7 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
                     await asyncio.sleep(delay)
         rss_live = rss_kib(gw.pid)[0]
         cpu_live = (cpu_seconds(gw.pid) - cpu0) / (time.monotonic() - t_live)
+        consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
         line = await asyncio.wait_for(client.stdout.readline(), 120)
         await client.wait()
         result = json.loads(line)
@@ -488,10 +534,15 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
             raise AssertionError(f"fan-out: {result['dups']} duplicate frames")
         rss_after, hwm = rss_kib(gw.pid)
     finally:
+        for other in more:
+            other.stop()
+            ctx.rig.gateways.remove(other)
         if fresh_gateway:
             gw.stop()
             ctx.rig.gateways.remove(gw)
     return {
+        "gateways": gateways, "sessions": sessions,
+        "consumers": consumers_max, "consumers_before": consumers_before,
         "clients": result["clients"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "max_ms": result["max_ms"],
         "rss_mb": max(rss_attached, rss_live, rss_after) / 1024, "rss_idle_mb": rss_idle / 1024, "hwm_mb": hwm / 1024,
         "attach_s": attach_s, "frames": result["frames"], "gateway_cpu": cpu_live, "open_s": open_s,
@@ -531,3 +582,58 @@ def fig_up(tmp: Path) -> dict:
 
 __all__ = ["Ctx", "fig_cli", "fig_cli_flood", "fig_fanout", "fig_live", "fig_replay", "fig_resume",
            "fig_throughput", "fig_up", "replay_pair", "start_runner"]
+
+
+# ---------------------------------------------------------------- the sessions listing
+
+
+async def store_sessions(ctx: Ctx, count: int) -> None:
+    """`count` more sessions, each a record, a prompt and an ended turn."""
+    from events.codec import encode
+    from events.commands import SessionRecord
+    from events.kinds import Outcome, TurnEnded, UserPrompted
+    from events.topology import session_key
+    from events.types import utcnow
+
+    kv = await ctx.js.key_value("breakglass")
+    log = ctx.log
+
+    async def one(n: int) -> None:
+        sid, turn = new_id(), new_id()
+        await kv.create(session_key(sid), encode(SessionRecord(session_id=sid, created_by="bench", created_at=utcnow())))
+        await log.append(UserPrompted(session_id=sid, turn_id=turn, by="bench", text=f"disk full {n}", model="sonnet"))
+        await log.append(TurnEnded(session_id=sid, turn_id=turn, by="agent-runner", outcome=Outcome.OK))
+
+    for start in range(0, count, 200):
+        await asyncio.gather(*(one(n) for n in range(start, min(count, start + 200))))
+
+
+async def listing_latency(ctx: Ctx, requests: int, path: str = "/api/sessions?limit=50") -> dict:
+    """GET `path` `requests` times, one at a time (a keep-alive client, as a browser)."""
+    out = []
+    async with httpx.AsyncClient(base_url=ctx.gw.base, headers=AUTH, timeout=30) as client:
+        for _ in range(3):  # warm up
+            (await client.get(path)).raise_for_status()
+        for _ in range(requests):
+            t0 = time.perf_counter_ns()
+            answer = await client.get(path)
+            out.append(time.perf_counter_ns() - t0)
+            answer.raise_for_status()
+    consumers = (await ctx.js.stream_info(STREAM)).state.consumer_count
+    return {"p50_ms": ms(pct(out, 0.50)), "p99_ms": ms(pct(out, 0.99)), "consumers": consumers}
+
+
+async def fig_listing(ctx: Ctx, sizes: tuple[int, ...] = (1_000, 10_000), requests: int = 200) -> dict:
+    """GET /api/sessions (first page of 50) p50/p99 with each number of
+    sessions stored, and a text search that matches nothing (the worst case:
+    every session looked at)."""
+    stored = 0
+    out: dict = {}
+    for size in sizes:
+        t0 = time.monotonic()
+        await store_sessions(ctx, size - stored)
+        stored = size
+        out[size] = await listing_latency(ctx, requests)
+        out[size]["seeded_s"] = time.monotonic() - t0
+        out[size]["search"] = await listing_latency(ctx, 3, "/api/sessions?limit=50&q=no-such-title")
+    return out

@@ -162,8 +162,9 @@ def _event_writes(role: str) -> list[str]:
 
 
 def _last_event(t: Topology) -> list[str]:
-    """`EventLog` reads a subject's newest event by direct get (last by subject)."""
-    return [_api("DIRECT.GET", t.events_stream, ">")]
+    """`EventLog` reads by direct get: a subject's newest event (the subject
+    in the API subject) and batches (the request in the body, events.direct)."""
+    return [_api("DIRECT.GET", t.events_stream), _api("DIRECT.GET", t.events_stream, ">")]
 
 
 def _ordered_consumers(stream: str) -> list[str]:
@@ -190,7 +191,10 @@ def _durable_readers(stream: str) -> list[str]:
 
 
 def _kv_get(t: Topology) -> list[str]:
-    return [_api("STREAM.INFO", t.kv_stream), _api("STREAM.MSG.GET", t.kv_stream)]
+    return [
+        _api("STREAM.INFO", t.kv_stream), _api("STREAM.MSG.GET", t.kv_stream),
+        _api("DIRECT.GET", t.kv_stream), _api("DIRECT.GET", t.kv_stream, ">"),
+    ]
 
 
 def _kv_list(t: Topology) -> list[str]:

@@ -1,8 +1,19 @@
 """The sessions index, for the PWA's history list and `breakglass sessions`.
 
-Computed when asked, from what the bus already knows: the session records
-in KV, per-subject counts from one stream-info call, and each session's
-first and last events. No second copy of the log to keep in step.
+Computed when asked, from what the bus already knows, without a consumer
+and without reading anything per session before the page is chosen:
+
+- the page: session records are created once each, so their order in the
+  KV bucket's stream is creation order; the newest N (before a cursor) are
+  read backwards from the stream's tail (`events.direct.newest`);
+- then, for that page only: each session's first events (title, and the
+  event count from the server's pending count), the newest event of every
+  session on the page and their lock keys (two multi-last requests).
+
+So a first page costs the same with 1,000 or 100,000 sessions stored.
+Search walks the same pages newest first until it has enough matches:
+filters on the record (creator, id, date) cost nothing per session, a
+title or outcome filter costs the page's reads.
 """
 
 from __future__ import annotations
@@ -11,22 +22,19 @@ import asyncio
 from datetime import datetime
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, NotFoundError
-
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from . import subjects
+from . import direct, subjects
 from .codec import ContractError, decode, decode_event_lenient
 from .commands import SessionRecord
 from .kinds import AlertReceived, TurnEnded, UserPrompted, VerbPhase, VerbProgressed
-from .locks import LOCK_PREFIX
-from .log import EventLog
-from .topology import Topology, kv_keys
+from .topology import SESSION_KEYS, Topology, lock_key
 
 TITLE_SCAN = 20
 TITLE_CHARS = 120
+#: Sessions read per step while searching.
+SEARCH_STEP = 200
 
 
 class SessionSummary(msgspec.Struct, kw_only=True):
@@ -42,94 +50,206 @@ class SessionSummary(msgspec.Struct, kw_only=True):
     verbs_run: int = 0
 
 
+class Search(msgspec.Struct, kw_only=True, frozen=True):
+    """What to look for; every field left empty matches everything."""
+
+    #: In the title, the creator or the id (case-insensitive).
+    text: str = ""
+    #: Created at or after / before.
+    since: datetime | None = None
+    until: datetime | None = None
+    #: The last turn's outcome (`ok`, `error`, ...).
+    outcome: str | None = None
+
+    def on_record(self, record: SessionRecord) -> bool | None:
+        """True/False when the record alone decides, None when the title decides."""
+        if self.since is not None and record.created_at < self.since:
+            return False
+        if self.until is not None and record.created_at >= self.until:
+            return False
+        needle = self.text.strip().lower()
+        if not needle or needle in record.created_by.lower() or needle in record.session_id:
+            return True
+        return None
+
+    def on_summary(self, summary: SessionSummary) -> bool:
+        needle = self.text.strip().lower()
+        if needle and not (needle in summary.title.lower() or needle in summary.created_by.lower()
+                           or needle in summary.session_id):
+            return False
+        return self.outcome is None or summary.outcome == self.outcome
+
+
+class Page(msgspec.Struct, kw_only=True):
+    sessions: list[SessionSummary]
+    #: Pass as `before` for the next (older) page; None when this was the last.
+    next_before: int | None = None
+
+
+async def page_sessions(
+    js: JetStreamContext, topology: Topology, *, search: Search = Search(), limit: int = 50, before: int | None = None,
+) -> Page:
+    """The newest `limit` sessions matching `search`, created before the
+    cursor `before` (a `next_before` of an earlier page)."""
+    nc = js._nc
+    filter_ = f"{topology.kv_subjects}.{SESSION_KEYS}.*"
+    plain = search == Search()
+    found: list[SessionSummary] = []
+    cursor = before
+    while len(found) < limit:
+        step = limit - len(found) if plain else max(SEARCH_STEP, limit)
+        records = await _records_before(nc, topology.kv_stream, filter_, step, cursor)
+        if not records:
+            cursor = None
+            break
+        decided = [(seq, r, search.on_record(r)) for seq, r in records]
+        undecided = [r.session_id for _, r, verdict in decided if verdict is None]
+        titles = await _titles(js, topology, undecided) if undecided else {}
+        needle = search.text.strip().lower()
+        candidates = [(seq, r) for seq, r, verdict in decided
+                      if verdict or (verdict is None and needle in titles.get(r.session_id, "").lower())]
+        summaries = await _summaries(js, topology, [r for _, r in candidates])
+        for (seq, _), summary in zip(candidates, summaries):
+            if search.on_summary(summary):
+                found.append(summary)
+                cursor = seq
+                if len(found) == limit:
+                    break
+        else:
+            cursor = records[-1][0]
+        if len(records) < step:
+            if len(found) < limit:
+                cursor = None  # the oldest session was looked at
+            break
+    return Page(sessions=found, next_before=cursor)
+
+
 async def list_sessions(
-    js: JetStreamContext, kv: KeyValue, topology: Topology, *, query: str = "", limit: int = 50,
+    js: JetStreamContext, kv: KeyValue | None, topology: Topology, *, query: str = "", limit: int = 50,
 ) -> list[SessionSummary]:
-    keys = await kv_keys(kv)
-    records: list[SessionRecord] = []
-    running: set[str] = set()
-    for key in keys:
-        if key.startswith(LOCK_PREFIX):
-            running.add(key[len(LOCK_PREFIX):])
-        elif key.startswith("sessions."):
-            try:
-                records.append(decode((await kv.get(key)).value or b"", SessionRecord))
-            except (ContractError, KeyNotFoundError):
-                continue
-    records.sort(key=lambda r: r.created_at, reverse=True)
-    info = await js.stream_info(topology.events_stream, subjects_filter=subjects.SESSION_EVENTS_EVERY)
-    counts: dict[str, int] = {}
-    for subject, n in ((info.state.subjects or {}) if info.state else {}).items():
-        sid = subjects.session_of(subject)  # a session's events may be on several writers' subjects
-        if sid is not None:
-            counts[sid] = counts.get(sid, 0) + n
-    log = EventLog(js, topology)
-    summaries = await asyncio.gather(
-        *(_summary(js, log, topology, r, counts, r.session_id in running) for r in records)
-    )
-    verbs = await _verbs_run(js, topology)
-    for summary in summaries:
-        summary.verbs_run = verbs.get(summary.session_id, 0)
-    needle = query.strip().lower()
-    if needle:
-        summaries = [s for s in summaries if needle in s.title.lower() or needle in s.created_by.lower()
-                     or needle in s.session_id]
-    return summaries[:limit]
+    """The newest `limit` sessions whose title, creator or id holds `query`."""
+    return (await page_sessions(js, topology, search=Search(text=query), limit=limit)).sessions
 
 
-async def _summary(
-    js: JetStreamContext, log: EventLog, topology: Topology, record: SessionRecord, counts: dict[str, int], running: bool,
-) -> SessionSummary:
-    sid = record.session_id
-    count = counts.get(sid, 0)
-    title, last_at, outcome = "(no prompt yet)", None, None
-    if count:
-        for r in await log.read(sid, limit=TITLE_SCAN):
-            event = decode_event_lenient(r.data)
-            if isinstance(event, AlertReceived):  # an alert's triage session: named by its alert
-                title = f"alert: {event.alertname} on {event.vm}"[:TITLE_CHARS]
-                break
-            if isinstance(event, UserPrompted):
-                title = event.text.strip().splitlines()[0][:TITLE_CHARS] if event.text.strip() else title
-                break
+async def _records_before(nc, stream: str, filter_: str, n: int, before: int | None) -> list[tuple[int, SessionRecord]]:  # type: ignore[no-untyped-def]
+    """The newest `n` session records with a stream sequence < `before`, newest first."""
+    out: list[tuple[int, SessionRecord]] = []
+    for g in reversed(await direct.newest(nc, stream, filter_, n, below=before)):
         try:
-            event = await log.last_event(sid)
+            out.append((g.seq, decode(g.data, SessionRecord)))
+        except ContractError:
+            continue
+    return out
+
+
+#: Titles seen, by session: a title is the session's first prompt, so it
+#: never changes once there is one. Bounded (oldest dropped first), so a
+#: second search over many sessions reads only what it has not seen.
+_TITLES: dict[str, str] = {}
+TITLE_CACHE = 100_000
+
+
+async def _titles(js: JetStreamContext, topology: Topology, ids: list[str]) -> dict[str, str]:
+    """The title of each session of `ids` (empty when it has no prompt yet)."""
+    missing = [sid for sid in ids if sid not in _TITLES]
+    firsts = await asyncio.gather(*(
+        direct.get_batch_any(js._nc, topology.events_stream, seq=1, filters=subjects.session_filters(sid),
+                             batch=TITLE_SCAN)
+        for sid in missing))
+    for sid, (first, _) in zip(missing, firsts):
+        title = _title(first)
+        if title is not None:
+            _remember(sid, title)
+    return {sid: _TITLES.get(sid, "") for sid in ids}
+
+
+def _title(first: list[direct.Got]) -> str | None:
+    """The first prompt's first line among a session's first events (an
+    alert's triage session: named by its alert), None when none."""
+    for g in first:
+        event = _event(g.data)
+        if isinstance(event, AlertReceived):
+            return f"alert: {event.alertname} on {event.vm}"[:TITLE_CHARS]
+        if isinstance(event, UserPrompted):
+            text = event.text.strip()
+            return text.splitlines()[0][:TITLE_CHARS] if text else ""
+    return None
+
+
+def _remember(session_id: str, title: str) -> None:
+    _TITLES[session_id] = title
+    if len(_TITLES) > TITLE_CACHE:
+        del _TITLES[next(iter(_TITLES))]
+
+
+async def _summaries(js: JetStreamContext, topology: Topology, records: list[SessionRecord]) -> list[SessionSummary]:
+    """Summaries of `records`, in their order, from a bounded number of reads each."""
+    if not records:
+        return []
+    nc = js._nc
+    stream = topology.events_stream
+    ids = [r.session_id for r in records]
+    firsts = await asyncio.gather(*(
+        direct.get_batch_any(nc, stream, seq=1, filters=subjects.session_filters(sid), batch=TITLE_SCAN)
+        for sid in ids))
+    # The newest event of each session: the newest across its subjects (old and each writer's).
+    lasts, _ = await direct.get_batch(nc, stream, multi_last=[f for sid in ids for f in subjects.session_filters(sid)],
+                                      batch=len(ids) * (len(subjects.WRITERS) + 1))
+    last_of: dict[str | None, direct.Got] = {}
+    for g in lasts:
+        sid = subjects.session_of(g.subject)
+        if sid not in last_of or g.seq > last_of[sid].seq:
+            last_of[sid] = g
+    locks, _ = await direct.get_batch(nc, topology.kv_stream,
+                                      multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids],
+                                      batch=len(ids))
+    running = {g.subject.rsplit(".", 1)[-1] for g in locks
+               if g.headers.get("KV-Operation") not in ("DEL", "PURGE") and g.data}
+    verbs = await _verbs_run(js, topology, set(ids))
+    out = []
+    for record, (first, left) in zip(records, firsts):
+        sid = record.session_id
+        title, last_at, outcome = "(no prompt yet)", None, None
+        found = _title(first)
+        if found is not None:
+            _remember(sid, found)
+            title = found or title
+        last = last_of.get(sid)
+        if last is not None:
+            event = _event(last.data)
             if event is not None:
                 last_at = event.ts
                 outcome = event.outcome.value if isinstance(event, TurnEnded) and event.outcome else None
-        except (NotFoundError, ContractError):
-            pass
-    return SessionSummary(
-        session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
-        state="running" if running else "idle", event_count=count, last_event_at=last_at, outcome=outcome,
-    )
+        out.append(SessionSummary(
+            session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
+            state="running" if sid in running else "idle", event_count=len(first) + left,
+            last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0),
+        ))
+    return out
 
 
-async def _verbs_run(js: JetStreamContext, topology: Topology) -> dict[str, int]:
-    """Verbs that ran, per session, from one pass over the verb audit subject
-    (every verb is recorded there; presses are few, sessions' events many)."""
-    filters = subjects.audit_filters("verb")
-    last = 0
-    for subject in filters:
-        try:
-            last = max(last, (await js.get_last_msg(topology.events_stream, subject, direct=True)).seq or 0)
-        except NotFoundError:
-            pass
-    if not last:
-        return {}
-    counts: dict[str, int] = {}
-    sub = await js.subscribe(
-        filters[0], stream=topology.events_stream, ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=2.0, filter_subjects=list(filters)),
-    )
+def _event(data: bytes):  # type: ignore[no-untyped-def]
+    """The event, or None for a kind this version does not know or bytes that do not decode."""
     try:
-        while True:
-            msg = await sub.next_msg(timeout=5)
-            event = decode_event_lenient(msg.data)
+        return decode_event_lenient(data)
+    except ContractError:
+        return None
+
+
+async def _verbs_run(js: JetStreamContext, topology: Topology, ids: set[str]) -> dict[str, int]:
+    """Verbs that ran, per session of `ids`, from the verb audit subject
+    (every verb is recorded there; presses are few, sessions' events many),
+    read by direct gets."""
+    nc = js._nc
+    counts: dict[str, int] = {}
+    seq = 1
+    while True:
+        got, more = await direct.get_batch_any(nc, topology.events_stream, seq=seq, filters=subjects.audit_filters("verb"))
+        for g in got:
+            event = _event(g.data)
             if (isinstance(event, VerbProgressed) and event.phase is VerbPhase.DONE and not event.rejected
-                    and event.session_id):
+                    and event.session_id in ids):
                 counts[event.session_id] = counts.get(event.session_id, 0) + 1
-            if msg.metadata.sequence.stream >= last:
-                return counts
-    finally:
-        await sub.unsubscribe()
+        if not got or not more:
+            return counts
+        seq = got[-1].seq + 1

@@ -86,6 +86,10 @@ RUNNER_CONSUMER = "agent-runner"
 EXECUTOR_CONSUMER = "pve-executor"
 
 
+#: See events_stream_config.
+EVENTS_MAX_CONSUMERS = 1000
+
+
 def events_stream_config(t: Topology) -> StreamConfig:
     return StreamConfig(
         name=t.events_stream,
@@ -98,6 +102,17 @@ def events_stream_config(t: Topology) -> StreamConfig:
         deny_delete=True,
         deny_purge=True,
         allow_direct=True,
+        # The recorder's pipelined appends are JetStream atomic batches
+        # (events.log.Appender; nats-server 2.12+).
+        allow_atomic=True,
+        # Set, not left to the server's default (1,000 on 2.15, unlimited on
+        # older ones), so every server behaves the same. Nothing here takes
+        # a consumer per client, per session or per listing any more (reads
+        # are direct gets, see events.direct): the consumers are one per
+        # gateway process (gateway.hub), one per `breakglass tail` or
+        # `replay --follow`, and integrators' durables. A cap far above that
+        # turns a leak into an error instead of unbounded server state.
+        max_consumers=EVENTS_MAX_CONSUMERS,
         duplicate_window=120.0,
         num_replicas=t.replicas,
         consumer_limits=StreamConsumerLimits(inactive_threshold=t.events_consumer_idle),
@@ -124,6 +139,9 @@ def kv_config(t: Topology) -> KeyValueConfig:
         history=5,
         storage=StorageType.FILE,
         replicas=t.replicas,
+        # Direct gets: the sessions listing reads a page of session records
+        # by batched direct gets, without a consumer (events.index).
+        direct=True,
     )
 
 
@@ -210,6 +228,11 @@ async def ensure(js: JetStreamContext, t: Topology = Topology()) -> KeyValue:
     for durable in CONSUMERS:
         await _ensure_consumer(js, t.commands_stream, consumer_config(durable, CONSUMERS[durable]))
     try:
+        await js.key_value(t.kv_bucket)
+        info = await js.stream_info(t.kv_stream)
+        if not info.config.allow_direct:  # made before direct gets were used: add them
+            info.config.allow_direct = True
+            await _write(f"KV bucket {t.kv_bucket} differs (allow_direct)", lambda: js.update_stream(info.config))
         return await js.key_value(t.kv_bucket)
     except BucketNotFoundError:
         kv: KeyValue | None = None

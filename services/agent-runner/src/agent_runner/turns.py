@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,9 @@ from .workspace import Workspace
 log = logging.getLogger("agent-runner.turns")
 
 APPEND_RETRY_SECONDS = 30.0
+#: Stored events a turn may have queued but not confirmed before the
+#: recorder waits for them (backpressure while NATS is slow or away).
+MAX_PENDING = 2000
 
 T = TypeVar("T")
 
@@ -264,8 +268,7 @@ class TurnRunner:
                     for event in translator.feed(line):
                         if isinstance(event, CliSessionBound):
                             ws.mark_started()
-                        await recorder.record(event)
-                        metrics.line_recorded(event, read_at)
+                        await recorder.record(event, read_at=read_at)
         except TimeoutError:
             timed_out = True
             await process.stop(self.settings.cancel_grace_seconds)
@@ -337,7 +340,18 @@ async def _through_reconnects(what: str, attempt: Callable[[], Awaitable[T]]) ->
 
 class Recorder:
     """Writes a turn's events: stored ones to the log (idempotent message ids,
-    retried while NATS reconnects), live-only ones to the live subject."""
+    retried while NATS reconnects), live-only ones to the live subject.
+
+    Stored events are pipelined (events.log.Appender): `record` queues an
+    event and returns without waiting for its ack, and whatever queued up
+    while a batch was in flight goes out as the next atomic batch, so the
+    runner records at the bus's speed instead of one round trip per CLI
+    line. Order and the hash chain are the appender's. `append` (the turn's
+    end, verb phases) waits until it and everything before it are stored.
+    If a batch fails (NATS away), the appender is dropped and the events it
+    did not confirm are appended again one by one, in order, with their
+    message ids: one that was stored after all is recognised as a duplicate
+    and not stored twice."""
 
     def __init__(self, events: EventLog, nc: Client, command: StartTurn, guard=None) -> None:  # type: ignore[no-untyped-def]
         self._events = events
@@ -347,27 +361,58 @@ class Recorder:
         #: Asked before each attempt to store an event: False drops it (the
         #: turn lost its lock to a reaper, see TurnRunner._guard).
         self._guard = guard
+        self._appender = events.appender(command.session_id)
+        #: Queued events not known to be stored yet: (event, msg id, future).
+        self._pending: deque[tuple[Envelope, str, asyncio.Future[int]]] = deque()
 
     def envelope(self, by: str) -> dict:
         return {"session_id": self._command.session_id, "turn_id": self._command.turn_id, "by": by}
 
-    async def record(self, event: Envelope) -> None:
+    async def record(self, event: Envelope, *, read_at: float | None = None) -> None:
         if isinstance(event, (TextDelta, TurnStatus)):
             try:
                 await self._nc.publish(subjects.live(self._command.session_id), encode(event))
             except Exception:  # live frames are best effort; the whole text is stored anyway
                 pass
             return
-        await self.append(event)
+        if self._appender.failed or len(self._pending) >= MAX_PENDING:
+            await self.flush()
+        if self._guard is not None and not await self._guard():
+            log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
+            return
+        self._count += 1
+        msg_id = f"{self._command.turn_id}:{self._count}"
+        future = self._appender.append(event, msg_id=msg_id)
+        if read_at is not None:
+            future.add_done_callback(lambda f: f.exception() or metrics.line_recorded(event, read_at))
+        pending = self._pending
+        pending.append((event, msg_id, future))
+        while pending and pending[0][2].done() and pending[0][2].exception() is None:  # stored: forget it (oldest first)
+            pending.popleft()
+
+    async def flush(self) -> None:
+        """Wait until every queued event is stored; append again, one by one,
+        what a failed batch left unconfirmed."""
+        pending, self._pending = self._pending, deque()
+        if pending:
+            await asyncio.wait([future for _, _, future in pending])
+        retry = [(event, msg_id) for event, msg_id, future in pending if future.exception() is not None]
+        if retry or self._appender.failed:
+            self._appender = self._events.appender(self._command.session_id)
+        for event, msg_id in retry:
+            await self._append_retrying(event, msg_id, guarded=True)
 
     async def append(self, event: Envelope, *, msg_id: str | None = None) -> None:
+        await self.flush()
         self._count += 1
-        msg_id = msg_id or f"{self._command.turn_id}:{self._count}"
+        await self._append_retrying(event, msg_id or f"{self._command.turn_id}:{self._count}", guarded=True)
+
+    async def _append_retrying(self, event: Envelope, msg_id: str, *, guarded: bool = True) -> None:
         deadline = asyncio.get_running_loop().time() + APPEND_RETRY_SECONDS
         delay = 0.2
         while True:
             try:
-                if self._guard is not None and not await self._guard():
+                if guarded and self._guard is not None and not await self._guard():
                     log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
                     return
                 await self._events.append(event, msg_id=msg_id)

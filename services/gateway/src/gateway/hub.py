@@ -1,27 +1,27 @@
-"""One live subscription per session per gateway process, fanned out in-process.
+"""Live records for every attached client of this gateway process, fanned
+out in-process, from ONE JetStream consumer (the firehose, see `Hubs`).
 
-However many browsers attach to a session, this process holds one ordered
-JetStream consumer on the session's events and one core subscription on its
-live subject (a `SessionHub`). Each record is framed once (bytes, `id:` =
-stream sequence) and the same bytes object is handed to every `Listener`.
-A hub exists while it has listeners; the last one out stops it.
+A watched session has a `SessionHub`: its listeners, one core subscription
+on its live-only subject, and a bounded window of its newest records in
+memory. Each record is framed once (bytes, `id:` = stream sequence) and the
+same bytes object is handed to every `Listener`. A hub lingers a while after
+its last listener leaves, so a reconnecting browser is served from memory.
 
-Exactness of the hand-over from replay to live, without buffering history in
-the hub:
+Exactness of the hand-over from replay to live:
 
 1. the listener is registered with the hub first (records the hub delivers
    meanwhile are stashed, not sent);
-2. then `until` = the session's last sequence is read from the server;
-3. the records in (after, until] are replayed from the store straight to the
-   listener (its own short-lived consumer), then `caught-up` is sent;
-4. then the stash is flushed, keeping only records past what was sent, and
-   the listener is live.
+2. if the hub's window reaches back to the listener's position, the window
+   is sent, then `caught-up`, and the listener is live: no store read;
+3. otherwise `until` = the session's last sequence is read from the server,
+   the records in (after, until] are read from the store by direct gets
+   straight to the listener, then `caught-up` is sent, then the stash is
+   flushed, keeping only records past what was sent.
 
-Every record stored after step 2's read has a sequence > `until` and was
-stored after the hub's consumer existed (the hub is started before step 1),
-so the hub delivers it after the registration: it is either in the stash or
-arrives live. Each listener drops a sequence it has already sent, so the
-overlap between replay and hub is never sent twice.
+Every record stored after step 3's read has a sequence > `until` and reaches
+the hub after the registration (the firehose runs before any hub exists):
+it is either in the stash or arrives live. Each listener drops a sequence it
+has already sent, so the overlap between replay and hub is never sent twice.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from events import subjects
@@ -50,10 +51,19 @@ REPLAY_HIGH_WATER = 256 * 1024
 #: A live client this far behind is dropped; its browser resumes by
 #: Last-Event-ID, exactly, when it can keep up again.
 MAX_BEHIND = 4 * 1024 * 1024
-#: Replays running at once in this process (each holds a JetStream consumer
-#: while it runs; nats-server 2.15 allows 1,000 per stream by default). The
-#: others wait their turn: an attach storm is served in waves, not refused.
+#: Cold replays from the store running at once in this process (direct-get
+#: requests; a long one takes one short-lived consumer, see
+#: EventLog.replay, so this also bounds those). The others wait their turn:
+#: an attach storm is served in waves, not refused.
 MAX_REPLAYS = 64
+#: A session's window of newest records in memory (see SessionHub).
+WINDOW_RECORDS = 20_000
+WINDOW_BYTES = 16 * 1024 * 1024
+#: How long a hub outlives its last listener.
+LINGER_SECONDS = 30.0
+RECONNECT_POLL_SECONDS = 0.1
+#: A firehose that delivered nothing this long while events were stored is re-made.
+STALL_SECONDS = 0.5
 
 
 def _data_lines(body: bytes) -> bytes:
@@ -120,10 +130,13 @@ class Listener:
     # -- from the replay (this listener's own consumer)
 
     def replayed(self, seq: int, data: bytes) -> asyncio.Future[None] | None:
+        return self.replayed_frame(seq, record_frame(seq, data))
+
+    def replayed_frame(self, seq: int, frame: bytes) -> asyncio.Future[None] | None:
         if seq <= self.position or self.closed:
             return None
         self.position = seq
-        self._emit(record_frame(seq, data))
+        self._emit(frame)
         if self._size > REPLAY_HIGH_WATER:
             if self._drained is None or self._drained.done():
                 self._drained = self._loop.create_future()
@@ -188,32 +201,88 @@ class Listener:
 
 
 class SessionHub:
-    """The one consumer of a session's records (and its live subject) in this process."""
+    """A watched session in this process: its listeners, its live-only
+    subscription, and a bounded window of its newest records in memory.
 
-    def __init__(self, bus: "Bus", session_id: str) -> None:
+    The window holds every record of the session with a sequence > `low`
+    (nothing missing): the firehose delivers each record stored after the
+    hub was made, and a cold replay from the store fills in what came
+    before (`absorb`). An attach from at or past `low` is served from
+    memory alone; only an attach from further back reads the store."""
+
+    def __init__(self, bus: "Bus", session_id: str, low: int) -> None:
         self.session_id = session_id
         self.listeners: set[Listener] = set()
         #: Joiners, counted from before the hub is started, so none is left
         #: behind by a hub stopping under it.
         self.members = 0
+        #: The window is complete after this sequence.
+        self.low = low
+        self.window: deque[tuple[int, bytes]] = deque()
+        self._window_bytes = 0
+        #: Whether `low` moved up because the window was full. Until then,
+        #: the session has no record between its last one when the hub was
+        #: made and `low`, so any replay read after that joins up with it.
+        self._trimmed = False
         self._bus = bus
-        self._tail: Tail | None = None
         self._live = None
+        self._linger: asyncio.TimerHandle | None = None
         self._starting = asyncio.ensure_future(self._start())
 
     async def _start(self) -> None:
-        events = self._bus.log
-        base = await events.last_seq(self.session_id)
-        self._tail = await events.follow(self.session_id, base, self._on_record)
         self._live = await self._bus.nc.subscribe(subjects.live(self.session_id), cb=self._on_live)  # type: ignore[union-attr]
 
     async def started(self) -> None:
         await asyncio.shield(self._starting)
 
-    def _on_record(self, seq: int, data: bytes) -> None:
+    def on_record(self, seq: int, data: bytes) -> None:
+        if seq <= self.low or (self.window and seq <= self.window[-1][0]):
+            return  # the firehose restarted from an earlier point: already here
         frame = record_frame(seq, data)
+        self._keep(seq, frame)
         for listener in tuple(self.listeners):
             listener.record(seq, frame)
+
+    def _keep(self, seq: int, frame: bytes) -> None:
+        self.window.append((seq, frame))
+        self._window_bytes += len(frame)
+        while self._window_bytes > WINDOW_BYTES or len(self.window) > WINDOW_RECORDS:
+            old_seq, old = self.window.popleft()
+            self._window_bytes -= len(old)
+            self.low = old_seq
+            self._trimmed = True
+
+    def absorb(self, after: int, until: int, replayed: "Iterable[tuple[int, bytes]]") -> None:
+        """A cold replay read the store's records in (after, until], read
+        `until` after this hub existed: with them, the window is complete
+        from `after` (see the class docstring), if nothing was trimmed off
+        it past `until` meanwhile."""
+        if after >= self.low or (self._trimmed and until < self.low):
+            return
+        newer = list(self.window)
+        first_new = newer[0][0] if newer else None
+        self.window = deque(item for item in replayed if first_new is None or item[0] < first_new)
+        self._window_bytes = sum(len(frame) for _, frame in self.window)
+        self.low = after
+        for seq, frame in newer:
+            self._keep(seq, frame)
+        while self._window_bytes > WINDOW_BYTES or len(self.window) > WINDOW_RECORDS:
+            old_seq, old = self.window.popleft()
+            self._window_bytes -= len(old)
+            self.low = old_seq
+            self._trimmed = True
+
+    def serve(self, listener: Listener) -> bool:
+        """Catch `listener` up from memory, if the window reaches back to it:
+        its records, `caught-up`, live. False: it needs the store first."""
+        if listener.position < self.low:
+            return False
+        for seq, frame in self.window:
+            if seq > listener.position:
+                listener.position = seq
+                listener._emit(frame)
+        listener.caught_up()
+        return True
 
     async def _on_live(self, msg) -> None:  # type: ignore[no-untyped-def]
         if not is_live_frame(msg, self.session_id):
@@ -229,8 +298,6 @@ class SessionHub:
             await self._starting
         except BaseException:
             pass
-        if self._tail is not None:
-            await self._tail.stop()
         if self._live is not None:
             try:
                 await self._live.unsubscribe()
@@ -239,24 +306,109 @@ class SessionHub:
 
 
 class Hubs:
-    """The hubs of one gateway process (one `Bus`), by session."""
+    """The hubs of one gateway process (one `Bus`), by session, and the one
+    JetStream consumer that feeds them all (the firehose: every session's
+    events from the moment it started, dispatched by session).
+
+    One consumer per process, not per session or per client, so a stream's
+    consumer limit is never in reach. If the server restarts, the firehose
+    is made again from the last sequence it delivered as soon as the
+    connection is back (nats-py's own recovery of an ordered consumer waits
+    for missed heartbeats, 15-20 s): no gap, and a record seen twice is
+    dropped by sequence."""
 
     def __init__(self, bus: "Bus") -> None:
         self._bus = bus
         self._hubs: dict[str, SessionHub] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        #: Admission for replays (see MAX_REPLAYS).
+        self._firehose: Tail | None = None
+        self._firehose_starting: asyncio.Future[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        #: The newest session-event sequence the firehose delivered (or
+        #: the stream's last when it started).
+        self.position = 0
+        #: Admission for cold replays from the store (see MAX_REPLAYS).
         self.replays = asyncio.Semaphore(MAX_REPLAYS)
 
     def __len__(self) -> int:
         return len(self._hubs)
 
+    async def _start_firehose(self) -> None:
+        events = self._bus.log
+        self.position = await events.stream_last_seq()
+        self._firehose = await events.follow_sessions(self.position, self._on_record)
+        self._watch = asyncio.ensure_future(self._watch_reconnects(self._bus.nc))
+
+    def _on_record(self, session_id: str, seq: int, data: bytes) -> None:
+        self.position = seq
+        hub = self._hubs.get(session_id)
+        if hub is not None:
+            hub.on_record(seq, data)
+
+    async def _watch_reconnects(self, nc) -> None:  # type: ignore[no-untyped-def]
+        """Re-make the firehose when the connection came back, or when it
+        stalled: events were stored since it last moved, and for a whole
+        STALL_SECONDS it delivered none (a consumer lost or stuck some
+        other way; nats-py would notice only after missed heartbeats)."""
+        seen = nc.stats["reconnects"]
+        loop = asyncio.get_running_loop()
+        checked_at, moved = loop.time(), self.position
+        baseline = await self._bus.log.stream_last_seq()
+        while not nc.is_closed:
+            await asyncio.sleep(RECONNECT_POLL_SECONDS)
+            if not nc.is_connected:
+                continue
+            if nc.stats["reconnects"] != seen:
+                seen = nc.stats["reconnects"]
+                await self._restart_firehose(nc)
+                continue
+            if loop.time() - checked_at < STALL_SECONDS:
+                continue
+            checked_at = loop.time()
+            try:
+                last = await self._bus.log.stream_last_seq()
+            except Exception:  # the server is away: the reconnect path handles it
+                continue
+            if self.position != moved:
+                moved, baseline = self.position, last
+            elif last > baseline and last > self.position:
+                log.warning("firehose delivered nothing for %.0f s while events were stored; re-made from %d",
+                            STALL_SECONDS, self.position)
+                baseline = last
+                await self._restart_firehose(nc)
+
+    async def _restart_firehose(self, nc) -> None:  # type: ignore[no-untyped-def]
+        old, self._firehose = self._firehose, None
+        if old is not None:
+            await old.stop()
+        delay = 0.1
+        while not nc.is_closed:
+            try:
+                self._firehose = await self._bus.log.follow_sessions(self.position, self._on_record)
+                log.info("firehose resumed after %d following a reconnect", self.position)
+                return
+            except Exception as exc:  # JetStream not back yet
+                log.info("firehose not resumed yet: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _firehose_started(self) -> None:
+        if self._firehose_starting is None or (
+            self._firehose_starting.done() and self._firehose_starting.exception() is not None
+        ):
+            self._firehose_starting = asyncio.ensure_future(self._start_firehose())
+        await asyncio.shield(self._firehose_starting)
+
     async def join(self, session_id: str, listener: Listener) -> SessionHub:
         """The session's hub, started, with `listener` registered (not yet live)."""
+        await self._firehose_started()
         hub = self._hubs.get(session_id)
         if hub is None:
-            hub = self._hubs[session_id] = SessionHub(self._bus, session_id)
+            hub = self._hubs[session_id] = SessionHub(self._bus, session_id, self.position)
         hub.members += 1
+        if hub._linger is not None:
+            hub._linger.cancel()
+            hub._linger = None
         try:
             await hub.started()
         except BaseException:
@@ -271,6 +423,14 @@ class Hubs:
 
     def _release(self, hub: SessionHub) -> None:
         hub.members -= 1
+        if hub.members > 0:
+            return
+        # Kept a while for the client's reconnect or the next attach (served
+        # from memory); it holds no consumer, only its window and a core
+        # subscription.
+        hub._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._drop, hub)
+
+    def _drop(self, hub: SessionHub) -> None:
         if hub.members > 0:
             return
         if self._hubs.get(hub.session_id) is hub:

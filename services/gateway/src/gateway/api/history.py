@@ -4,12 +4,14 @@ events as JSON, export a transcript (Markdown, or JSONL that
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from events import export, index, transcript
+from events.kinds import Outcome
 
 from ..hub import with_id
 from ..auth import require_identity
@@ -18,19 +20,25 @@ from .deps import SessionIdParam, bus_of, event_id, require_session
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)], tags=["history"])
 
 
-@router.get("/sessions", responses={200: {"description": "`{sessions: [...]}`, newest first"}})
+@router.get("/sessions", responses={200: {"description": "`{sessions: [...], next_before}`, newest first"}})
 async def list_sessions(
     request: Request,
     q: Annotated[str, Query(max_length=200, description="filter on title, creator or id")] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="the `next_before` of the previous page")] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
+    outcome: Annotated[Outcome | None, Query(description="the last turn's outcome")] = None,
 ) -> Response:
     bus = bus_of(request)
-    found = await index.list_sessions(bus.js, await bus.kv(), bus.topology, query=q, limit=limit)
-    return Response(encode_sessions(found), media_type="application/json")
+    search = index.Search(text=q, since=_aware(since), until=_aware(until), outcome=outcome.value if outcome else None)
+    page = await index.page_sessions(bus.js, bus.topology, search=search, limit=limit, before=before)
+    return Response(msgspec.json.encode(page), media_type="application/json")
 
 
-def encode_sessions(found: list[index.SessionSummary]) -> bytes:
-    return msgspec.json.encode({"sessions": found})
+def _aware(at: datetime | None) -> datetime | None:
+    """A date without a zone is UTC (every stored time is)."""
+    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
 @router.get("/session/{session_id}/events", responses={404: {"description": "unknown session"}})
