@@ -22,6 +22,8 @@ from nats.aio.client import Client
 
 #: The server answers at most this many messages to one batch request.
 MAX_BATCH = 1000
+#: Stream sequences are unsigned 64-bit numbers.
+MAX_SEQ = 2**64 - 1
 REQUEST_TIMEOUT = 5.0
 
 
@@ -52,6 +54,8 @@ async def get_batch(
 
     `subject` (wildcards allowed) filters a batch from `seq` on;
     `multi_last` asks for the newest message of each subject instead."""
+    if multi_last is None and seq > MAX_SEQ:
+        return [], 0  # past every sequence a stream can hold (the server calls it malformed)
     body: dict[str, object] = {"batch": max(1, min(batch, MAX_BATCH))}
     if multi_last is not None:
         body["multi_last"] = multi_last
