@@ -109,7 +109,8 @@ async def test_an_executor_killed_mid_forensics_has_it_ended_lost_and_the_press_
     assert again.json() == lost
     assert status.status_code == 200 and status.json()["stdout"].strip() == "status: running", status.text
     audit = await audit_of(js, running.request_id)
-    assert [(e.phase, e.lost) for e in audit] == [(VerbPhase.REQUESTED, False), (VerbPhase.RUNNING, False), (VerbPhase.DONE, True)], audit
+    assert [(e.phase, e.lost) for e in audit] == [
+        (VerbPhase.REQUESTED, False), (VerbPhase.RUNNING, False), (VerbPhase.DONE, True)], audit
     assert pve.calls().count("pending 102") == 1  # never run again
     kv = await js.key_value(topology.kv_bucket)
     record = decode((await kv.get(verb_key("press-lost-forensics"))).value, VerbRecord)

@@ -256,7 +256,8 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ),
         PVE_EXECUTOR: Permissions(
             publish=(
-                subjects.VERB_REPLY_ALL, *_event_writes(PVE_EXECUTOR), *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, READ_LEASE_KEYS, SPENT_KEYS),
+                subjects.VERB_REPLY_ALL, *_event_writes(PVE_EXECUTOR),
+                *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, READ_LEASE_KEYS, SPENT_KEYS),
                 *_pull(t, EXECUTOR_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t),
             ),
             subscribe=(_inbox(PVE_EXECUTOR),),
