@@ -82,10 +82,46 @@ async def test_an_executor_killed_mid_verb_has_its_verb_ended_lost_and_the_vm_fr
     assert record.state == "done" and record.result is not None and record.result.lost
 
 
+async def test_an_executor_killed_mid_forensics_has_it_ended_lost_and_the_press_answered(
+        nats_url, nc, js, topology, sshd_server, pve, gateway, tmp_path):  # noqa: F811 - fixture
+    """A read-only verb holds no VM lock, but the same lease (a read slot):
+    the waiting press gets `lost` (not the gateway's time-out), and the
+    next read runs."""
+    pve.knob("delay_pending", 8)  # forensics is on the host when its executor dies
+    doomed = _doomed_executor(nats_url, sshd_server, tmp_path)
+    body = {"idempotency_key": "press-lost-forensics"}
+    async with httpx.AsyncClient(base_url=gateway, headers=HEADERS, timeout=60) as client:
+        try:
+            press = asyncio.create_task(client.post("/api/pve/forensics", json=body))
+            running = await _until(lambda: _running(js))
+            await _until(lambda: asyncio.sleep(0, "pending 102" in pve.calls()))
+            doomed.kill()
+        finally:
+            doomed.kill()
+        async with executor(settings_for(nats_url, sshd_server, verb_lease_seconds=LEASE)):
+            first = await press
+            again = await client.post("/api/pve/forensics", json=body)  # the same key: the same answer
+            status = await client.post("/api/pve/status")
+    assert first.status_code == 502, first.text
+    lost = first.json()
+    assert (lost["verb"], lost["lost"], lost["rejected"], lost["exit_code"]) == ("forensics", True, False, 1), lost
+    assert "read-only" in lost["stderr"] and "Press again" in lost["stderr"]
+    assert again.json() == lost
+    assert status.status_code == 200 and status.json()["stdout"].strip() == "status: running", status.text
+    audit = await audit_of(js, running.request_id)
+    assert [(e.phase, e.lost) for e in audit] == [
+        (VerbPhase.REQUESTED, False), (VerbPhase.RUNNING, False), (VerbPhase.DONE, True)], audit
+    assert pve.calls().count("pending 102") == 1  # never run again
+    kv = await js.key_value(topology.kv_bucket)
+    record = decode((await kv.get(verb_key("press-lost-forensics"))).value, VerbRecord)
+    assert record.state == "done" and record.result is not None and record.result.lost
+    assert await VmLocks(kv, stale_after=60).abandoned_reads(alive=lambda lock: False) == []  # its slot is free
+
+
 async def _running(js):  # type: ignore[no-untyped-def]
     from events import subjects
 
-    return next((e for e in await stored(js, subjects.audit("verb")) if e.phase == VerbPhase.RUNNING), None)
+    return next((e for e in await stored(js, subjects.audit_filters("verb")) if e.phase == VerbPhase.RUNNING), None)
 
 
 async def test_a_verb_lost_before_it_was_sent_is_said_not_to_have_run(nats_url, nc, js, topology, sshd_server, pve):

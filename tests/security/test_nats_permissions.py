@@ -80,6 +80,7 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"$KV.breakglass.locks.{SID}": frozenset({GW, RUN}),
     "$KV.breakglass.verbs.abc123": frozenset({EXE}),
     "$KV.breakglass.vmlocks.102": frozenset({EXE}),
+    "$KV.breakglass.reads.0": frozenset({EXE}),  # read-only verbs' leases
     # approval grants: minted only by the gateway, spent only by the executor
     f"$KV.breakglass.grants.{RID}": frozenset({GW}),
     f"$KV.breakglass.spent.{RID}": frozenset({EXE}),

@@ -17,9 +17,9 @@ so a renamed subject or stream changes the permissions with it.
                   its own pull consumer (next, ack), reads:    reply each), verb replies
                   last event, KV (get, list)
     pve-executor  verb replies, session + audit events, KV     its inbox
-                  verbs.*, vmlocks.*, spent.*, its own pull
-                  consumer (next, ack), reads: last event,
-                  KV get
+                  verbs.*, vmlocks.*, reads.*, spent.*, its
+                  own pull consumer (next, ack), reads: last
+                  event, KV get
     reader        nothing on breakglass.* or KV; JetStream     its inbox, stored events as they
                   reads only: events (ordered consumers,       are stored (breakglass.events.>)
                   durable pull consumers of its own, get),
@@ -76,6 +76,7 @@ from .topology import (
     GRANT_KEYS,
     LOCK_KEYS,
     LOGIN_KEYS,
+    READ_LEASE_KEYS,
     RUNNER_CONSUMER,
     SESSION_KEYS,
     SPENT_KEYS,
@@ -255,7 +256,8 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         ),
         PVE_EXECUTOR: Permissions(
             publish=(
-                subjects.VERB_REPLY_ALL, *_event_writes(PVE_EXECUTOR), *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, SPENT_KEYS),
+                subjects.VERB_REPLY_ALL, *_event_writes(PVE_EXECUTOR),
+                *_kv_put(t, VERB_KEYS, VM_LOCK_KEYS, READ_LEASE_KEYS, SPENT_KEYS),
                 *_pull(t, EXECUTOR_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t),
             ),
             subscribe=(_inbox(PVE_EXECUTOR),),

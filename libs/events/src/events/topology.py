@@ -292,6 +292,10 @@ SESSION_KEYS = "sessions"
 LOCK_KEYS = "locks"
 VERB_KEYS = "verbs"
 VM_LOCK_KEYS = "vmlocks"
+#: Leases of running read-only verbs (`status`, `forensics`): a bounded set
+#: of slots, so a dead executor's read is found (and ended) without listing.
+READ_LEASE_KEYS = "reads"
+READ_LEASE_SLOTS = 8
 #: Approval grants: written only by the gateway (the operator's Approve),
 #: read and redeemed by pve-executor, which marks each spent once.
 GRANT_KEYS = "grants"
@@ -321,6 +325,13 @@ def verb_key(idempotency_key: str) -> str:
 def vm_lock_key(vmid: int) -> str:
     """KV key held while a mutating verb runs on a VM (one at a time)."""
     return f"{VM_LOCK_KEYS}.{int(vmid)}"
+
+
+def read_lease_key(slot: int) -> str:
+    """KV key of one read-only verb's lease slot (0 <= slot < READ_LEASE_SLOTS)."""
+    if not 0 <= int(slot) < READ_LEASE_SLOTS:
+        raise ValueError(f"no read lease slot {slot!r}")
+    return f"{READ_LEASE_KEYS}.{int(slot)}"
 
 
 def grant_key(approval_id: str) -> str:

@@ -13,6 +13,11 @@ replicas agree.
   it was and whether the command may have reached the host, so whoever
   frees it (CAS on its revision, so only one wins) ends that verb as
   `lost` (verbs.VerbHandler.sweep).
+- `reads.<slot>` (`VmLock` too): the same lease for a running read-only
+  verb, which takes no VM lock but must not vanish with a dead executor
+  either. A few fixed slots (the first free one is taken), so the sweep
+  reads them all without a list permission and nothing piles up per verb;
+  with every slot taken a read runs unleased rather than not at all.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from nats.js.kv import KeyValue
 from events.codec import ContractError, decode, encode
 from events.log import WRONG_LAST_SEQUENCE
 from events.commands import VerbRecord
-from events.topology import verb_key, vm_lock_key
+from events.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
 
 log = logging.getLogger("pve-executor.records")
 
@@ -128,7 +133,8 @@ class IdempotencyRecords:
 
 @dataclass(frozen=True, slots=True)
 class HeldLock:
-    vmid: int
+    #: The KV key held: a VM's lock or a read lease slot.
+    key: str
     revision: int
     lock: VmLock
 
@@ -156,10 +162,10 @@ class VmLocks:
         the VM (busy), a lapsed one included: `abandoned` + the sweep end
         and free those, never a taker in passing."""
         key = vm_lock_key(vmid)
-        lock = msgspec.structs.replace(lock, taken_at=self._clock(), lease_until=self._clock() + self._lease)
+        lock = self._leased(lock)
         for _ in range(2):
             try:
-                return HeldLock(vmid, await self._kv.create(key, encode(lock)), lock)
+                return HeldLock(key, await self._kv.create(key, encode(lock)), lock)
             except KeyWrongLastSequenceError:
                 pass
             holder = await self._holder(key)
@@ -167,14 +173,28 @@ class VmLocks:
                 return holder
         return _unknown(self._clock())
 
+    async def take_read(self, lock: VmLock) -> HeldLock | None:
+        """A read lease slot for a read-only verb (ours now, its lease
+        starting); None when every slot is held."""
+        lock = self._leased(lock)
+        for slot in range(READ_LEASE_SLOTS):
+            key = read_lease_key(slot)
+            try:
+                return HeldLock(key, await self._kv.create(key, encode(lock)), lock)
+            except KeyWrongLastSequenceError:
+                continue
+        return None
+
+    def _leased(self, lock: VmLock) -> VmLock:
+        return msgspec.structs.replace(lock, taken_at=self._clock(), lease_until=self._clock() + self._lease)
+
     async def renew(self, held: HeldLock, *, sent: bool = False) -> HeldLock | None:
         """Extend the lease (and mark the command sent), CAS; None when the
         lock is not ours any more (an executor ended our verb as `lost`)."""
         lock = msgspec.structs.replace(held.lock, lease_until=self._clock() + self._lease,
                                        sent=held.lock.sent or sent)
         try:
-            return HeldLock(held.vmid, await self._kv.update(vm_lock_key(held.vmid), encode(lock),
-                                                             last=held.revision), lock)
+            return HeldLock(held.key, await self._kv.update(held.key, encode(lock), last=held.revision), lock)
         except KeyWrongLastSequenceError:
             return None
 
@@ -182,7 +202,15 @@ class VmLocks:
         """The VM's lock if its holder is gone: its lease lapsed, and it is
         not `alive` (the caller's own verb still running, whatever its lease
         says after NATS was away)."""
-        key = vm_lock_key(vmid)
+        return await self._abandoned(vm_lock_key(vmid), alive)
+
+    async def abandoned_reads(self, *, alive: Callable[[VmLock], bool]) -> list[HeldLock]:
+        """The read lease slots whose holders are gone (as `abandoned`)."""
+        found = await asyncio.gather(*(self._abandoned(read_lease_key(slot), alive)
+                                       for slot in range(READ_LEASE_SLOTS)))
+        return [held for held in found if held is not None]
+
+    async def _abandoned(self, key: str, alive: Callable[[VmLock], bool]) -> HeldLock | None:
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
@@ -192,19 +220,19 @@ class VmLocks:
         lock = self._decode(entry.value)
         if lock is not None and (alive(lock) or not self.lapsed(lock)):
             return None
-        return HeldLock(vmid, entry.revision, lock or _unknown(0.0))
+        return HeldLock(key, entry.revision, lock or _unknown(0.0))
 
     async def release(self, held: HeldLock) -> bool:
         """Free the lock (CAS); False when it is not this revision any more."""
         try:
-            await self._kv.delete(vm_lock_key(held.vmid), last=held.revision)
+            await self._kv.delete(held.key, last=held.revision)
             return True
         except KeyWrongLastSequenceError:
             pass
         except APIError as exc:  # nats-py reports a stale revision on delete as a plain API error
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
-        log.warning("the lock of VM %d was taken over while request %s held it", held.vmid, held.lock.request_id)
+        log.warning("%s was taken over while request %s held it", held.key, held.lock.request_id)
         return False
 
     async def _holder(self, key: str) -> VmLock | None:

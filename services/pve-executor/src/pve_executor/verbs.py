@@ -26,7 +26,9 @@ verb: once the lease lapses, any executor (a restarted one, a replica:
 `sweep`, every few seconds and before each mutating verb) frees the lock and
 ends the verb `lost` the way it would have ended: one `done` (with `lost`
 set, `rejected` when the command had surely not been sent), the key's
-record, a reply. Nothing is ever run again for it.
+record, a reply. Nothing is ever run again for it. A read-only verb takes
+no VM lock, so it holds the same lease on a read slot instead (records): an
+executor that dies mid-`status` leaves no press waiting in silence either.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class VerbHandler:
     append_retry_seconds: float = APPEND_RETRY_SECONDS
     #: This process, as VM locks name their holder.
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}")
-    #: Requests of this process that hold the VM lock right now.
+    #: Requests of this process that hold the VM lock or a read slot right now.
     holding: set[str] = field(default_factory=set)
 
     async def handle(self, command: Command) -> None:
@@ -155,21 +157,30 @@ class VerbHandler:
             return True
 
     async def sweep(self) -> bool:
-        """End the mutating verb of an executor that died holding the VM
-        (its lease lapsed) as `lost`, and free the VM. Freeing the lock (CAS)
-        decides who ends it; the `done` message id is the one the dead
-        executor would have used, so the log holds one `done` whatever
-        races. True when a verb was ended."""
-        vmid = self.settings.pve_vmid
-        held = await self.locks.abandoned(vmid, alive=self._alive)
-        if held is None or not await self.locks.release(held):
+        """End the verbs of an executor that died running them (their
+        leases lapsed) as `lost`: a mutating verb's, freeing the VM, and
+        read-only ones'. True when a verb was ended."""
+        alive = self._alive
+        abandoned = [held for held in [await self.locks.abandoned(self.settings.pve_vmid, alive=alive)]
+                     if held is not None]
+        abandoned += await self.locks.abandoned_reads(alive=alive)
+        ended = False
+        for held in abandoned:
+            ended = await self._end_lost(held) or ended
+        return ended
+
+    async def _end_lost(self, held: HeldLock) -> bool:
+        """Free a lapsed lease (CAS: this decides who ends its verb) and end
+        its verb `lost`. The `done` message id is the one the dead executor
+        would have used, so the log holds one `done` whatever races."""
+        if not await self.locks.release(held):
             return False
         lock = held.lock
         if lock.owner == self.owner:  # a verb of ours that ended while its release failed: its `done` is ours
-            log.info("freed the VM lock request %s of this executor left behind", lock.request_id)
+            log.info("freed %s, left behind by request %s of this executor", held.key, lock.request_id)
             return False
         if lock.verb not in ALL:  # unreadable: nothing known to record
-            log.warning("freed an unreadable lock of VM %d", vmid)
+            log.warning("freed an unreadable %s", held.key)
             return False
         verb = Verb(lock.verb)
         cmd = RunVerb(by=lock.by, request_id=lock.request_id, verb=verb, session_id=lock.session_id,
@@ -202,7 +213,13 @@ class VerbHandler:
             return VerbResult(verb=verb, exit_code=EX_CONFIG, rejected=True,
                               stderr=problem or "pve-executor is not configured")
         if not is_mutating(verb):
-            return await self._run(cmd, verb, self.runner)
+            read = await self.locks.take_read(self._lock_for(cmd, verb))
+            if read is None:
+                log.warning("every read lease slot is held: verb %s (request %s) runs without a lease",
+                            verb.value, cmd.request_id)
+                return await self._run(cmd, verb, self.runner)
+            async with self._leased(read) as lease:
+                return await self._run(cmd, verb, self.runner, lease)
         waited = (utcnow() - cmd.ts).total_seconds()
         if waited > self.settings.mutating_max_age_seconds:
             log.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id, waited)
@@ -215,9 +232,7 @@ class VerbHandler:
             await self.sweep()  # a dead executor's lapsed lock must not read as busy
         except Exception as exc:
             log.warning("could not check the VM lock for a lost verb: %s", exc)
-        held = await self.locks.take(vmid, VmLock(
-            request_id=cmd.request_id, verb=verb.value, by=cmd.by, taken_at=0, owner=self.owner,
-            session_id=cmd.session_id, idempotency_key=cmd.idempotency_key))
+        held = await self.locks.take(vmid, self._lock_for(cmd, verb))
         if not isinstance(held, HeldLock):
             log.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vmid, held.verb)
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
@@ -227,12 +242,18 @@ class VerbHandler:
         async with self._leased(held) as lease:
             return await self._run(cmd, verb, self.runner, lease)
 
+    def _lock_for(self, cmd: RunVerb, verb: Verb) -> VmLock:
+        """What a lease records: enough to end the verb `lost` without us."""
+        return VmLock(request_id=cmd.request_id, verb=verb.value, by=cmd.by, taken_at=0, owner=self.owner,
+                      session_id=cmd.session_id, idempotency_key=cmd.idempotency_key)
+
     def _alive(self, lock: VmLock) -> bool:
         return lock.owner == self.owner and lock.request_id in self.holding
 
     @contextlib.asynccontextmanager
     async def _leased(self, held: HeldLock) -> AsyncIterator["Lease"]:
-        """Hold the VM lock for the body, renewing its lease; then free it
+        """Hold the lock (the VM's, or a read slot) for the body, renewing
+        its lease; then free it
         (through NATS reconnects; if that fails, the lock lapses and the
         sweep frees it: never an error in place of the verb's result)."""
         lease = Lease(self.locks, held)
@@ -257,7 +278,7 @@ class VerbHandler:
                 return
             except Exception as exc:
                 if loop.time() > deadline:
-                    log.warning("could not free the VM lock (%s); it lapses and is freed then", exc)
+                    log.warning("could not free %s (%s); it lapses and is freed then", held.key, exc)
                     return
                 await asyncio.sleep(0.5)
 
@@ -273,9 +294,9 @@ class VerbHandler:
             try:
                 marked = lease is None or await lease.mark_sent()
             except Exception as exc:
-                raise NotRecorded(f"the VM lock cannot say so: {exc}") from exc
+                raise NotRecorded(f"its lease cannot say so: {exc}") from exc
             if not marked:
-                raise NotRecorded("the VM lock was lost (this executor was taken for dead)")
+                raise NotRecorded("its lease was lost (this executor was taken for dead)")
 
         started = asyncio.get_running_loop().time()
         try:
@@ -354,7 +375,9 @@ class VerbHandler:
 
 def lost(verb: Verb, sent: bool) -> VerbResult:
     """The answer for a verb whose executor died running it."""
-    if sent:
+    if sent and not is_mutating(verb):
+        why = "lost: pve-executor stopped while running this read-only verb; nothing was changed. Press again"
+    elif sent:
         why = ("lost: pve-executor stopped while running this verb; the host may have run it. "
                "Check with `status` before pressing again")
     else:
@@ -364,7 +387,7 @@ def lost(verb: Verb, sent: bool) -> VerbResult:
 
 @dataclass
 class Lease:
-    """A held VM lock kept alive while its verb runs (`VerbHandler._leased`)."""
+    """A held VM lock or read slot kept alive while its verb runs (`VerbHandler._leased`)."""
 
     locks: VmLocks
     held: HeldLock | None
@@ -376,7 +399,7 @@ class Lease:
             try:
                 await self._renew()
             except Exception as exc:  # NATS briefly away: the lease has slack, try again next round
-                log.warning("could not renew the VM lock's lease: %s", exc)
+                log.warning("could not renew a verb's lease: %s", exc)
 
     async def mark_sent(self) -> bool:
         return await self._renew(sent=True)
@@ -385,9 +408,10 @@ class Lease:
         async with self._lock:
             if self.held is None:
                 return False
+            key = self.held.key
             self.held = await self.locks.renew(self.held, sent=sent)
             if self.held is None:
-                log.error("the VM lock was taken from this executor while its verb ran (its lease lapsed)")
+                log.error("%s was taken from this executor while its verb ran (its lease lapsed)", key)
             return self.held is not None
 
 
