@@ -328,7 +328,7 @@ def test_first_recovery_under_up(ready: tuple[Path, dict[str, str]], pve: tuple[
                                    headers={"Authorization": "Bearer t", "Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(press, timeout=60) as answer:
         body = json.loads(answer.read())
-    assert body == {"verb": "status", "exit_code": 0, "stdout": "status: running\n", "stderr": "", "rejected": False}
+    assert body == {"verb": "status", "exit_code": 0, "stdout": "status: running\n", "stderr": "", "rejected": False, "lost": False}
     assert host.calls().count("status 102") == before + 1
 
 

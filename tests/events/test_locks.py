@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from events.kinds import TurnEnded, TurnInterrupted, UserPrompted
+from events.kinds import TurnEnded, TurnInterrupted, UserPrompted, VerbPhase, VerbProgressed
+from events.verbs import Verb
 from events.locks import PENDING_LEASE_SECONDS, PICKUP_LEASE_SECONDS, REAPER, TurnLocks
 from events.log import EventLog
 from events.types import new_id
@@ -62,6 +63,23 @@ async def test_a_prompt_stored_but_never_published_is_interrupted_after_its_user
     clock.now += PENDING_LEASE_SECONDS + 0.1
     assert await locks.take(sid, next_turn, "ops")  # the new prompt's take reaps it
     assert await kinds(log, sid) == [("user", dead_turn), ("interrupted", dead_turn), ("turn_end", dead_turn)]
+
+
+async def test_a_prompt_followed_by_another_writers_event_is_still_interrupted(rig):
+    # Found by chaos: an operator's verb press stored its `verb` event after
+    # the turn's `user`; the reaper, looking only at the newest event, took
+    # the turn for one never prompted and freed the lock without a
+    # `turn_end` (the runner then dropped the turn): a `user` with no end.
+    locks, log, clock = rig
+    sid, dead_turn = new_id(), new_id()
+    assert await locks.take(sid, dead_turn, "ops")
+    await user(log, sid, dead_turn)
+    await log.append(VerbProgressed(session_id=sid, by="ops", request_id=new_id(), verb=Verb.STATUS,
+                                    phase=VerbPhase.REQUESTED))
+    clock.now += PENDING_LEASE_SECONDS + 0.1
+    assert await locks.reap_lapsed() == [sid]
+    assert [k for k in await kinds(log, sid) if k[1] == dead_turn] == [
+        ("user", dead_turn), ("interrupted", dead_turn), ("turn_end", dead_turn)]
 
 
 async def test_a_queued_turn_keeps_its_lock_for_the_pickup_lease(rig):

@@ -28,7 +28,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from . import metrics
-from .codec import ContractError, decode, encode
+from .codec import ContractError, decode, decode_event_lenient, encode
 from .commands import TurnLock
 from .kinds import Outcome, TurnEnded, TurnInterrupted, UserPrompted
 from .log import WRONG_LAST_SEQUENCE, EventLog
@@ -97,7 +97,8 @@ class TurnLocks:
                 held = await self.current(session_id)
                 if held is None:
                     continue
-                if await self._ended(session_id, held.lock.turn_id):
+                last = await self._log.last_event(session_id)  # cheap: a busy session is asked often
+                if isinstance(last, TurnEnded) and last.turn_id == held.lock.turn_id:
                     # Its `turn_end` is written and the runner is about to
                     # release: the turn is over, whoever frees the lock.
                     await self._delete(session_id, held.revision)
@@ -128,16 +129,27 @@ class TurnLocks:
                 continue  # claimed or reaped in between: look again
         return False
 
+    async def _stored_of(self, session_id: str, turn_id: str) -> set[type]:
+        """The kinds of the turn's events that are stored. The whole session
+        is read, not only its newest event: other writers (an operator's
+        verb press, an alert) may have stored events after the turn's.
+        Reaping is rare, so reading a session once then is cheap enough."""
+        found: set[type] = set()
+        for record in await self._log.read(session_id):
+            try:
+                event = decode_event_lenient(record.data)
+            except ContractError:
+                continue
+            if getattr(event, "turn_id", None) == turn_id:
+                found.add(type(event))
+        return found
+
     async def _ended(self, session_id: str, turn_id: str) -> bool:
-        last = await self._log.last_event(session_id)
-        return isinstance(last, TurnEnded) and last.turn_id == turn_id
+        return TurnEnded in await self._stored_of(session_id, turn_id)
 
     async def _prompted(self, session_id: str, turn_id: str) -> bool:
-        """Is the `user` of a turn no runner claimed stored? It is then the
-        session's newest event (nothing else of the turn is written before
-        a runner claims it, and the lock keeps other turns out)."""
-        last = await self._log.last_event(session_id)
-        return isinstance(last, UserPrompted) and last.turn_id == turn_id
+        """Is the `user` of a turn no runner claimed stored?"""
+        return UserPrompted in await self._stored_of(session_id, turn_id)
 
     async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
         """The runner takes ownership; None if the lock is not this turn's any
