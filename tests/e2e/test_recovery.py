@@ -41,7 +41,8 @@ async def test_a_restarted_runner_interrupts_its_predecessors_turn_at_start_up(s
     stack.api.script(text("back"))
     await prompt(client, sid, "are you back?")
     frames = await collect(client, f"/api/session/{sid}/stream", until=ended(2), timeout=60)
-    assert [f.json.get("outcome") for f in frames if f.kind == "turn_end"] == ["interrupted", "ok"]
+    assert [f.json.get("outcome") for f in frames if f.kind == "turn_end"] == ["interrupted", "ok"], [
+        f.json for f in frames if f.kind in ("error", "turn_end")]
 
 
 async def test_a_second_runner_on_the_same_data_dir_never_ends_the_first_ones_turn(stack, client):

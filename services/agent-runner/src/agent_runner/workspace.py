@@ -56,12 +56,18 @@ class Workspace:
         (tests/chaos). The marker decides only where the CLI keeps no such
         directory."""
         projects = self.home / ".claude" / "projects"
-        if projects.is_dir():
+        if projects.is_dir() or (self.root / "cli-keeps-transcripts").exists():
             return any(projects.glob(f"*/{self.root.name}.jsonl"))
         return (self.root / "cli-started").exists()
 
     def mark_started(self) -> None:
+        """The CLI said it started. Whether it keeps transcripts in HOME is
+        noted too: the HOME clean-up before the next turn (`_clean`) leaves
+        no trace of a CLI killed before its first transcript, and a marker
+        alone would then send it a `--resume` with nothing to resume."""
         (self.root / "cli-started").touch()
+        if (self.home / ".claude").is_dir():
+            (self.root / "cli-keeps-transcripts").touch()
 
     @property
     def settings(self) -> Path:
