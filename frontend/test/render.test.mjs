@@ -47,8 +47,11 @@ test('tables and code blocks scroll; the closing State line is a badge', () => {
 });
 
 test('the runner cut is a fact, not output', () => {
-  const d = describe('a\nb\n… [truncated: 1482253 bytes omitted]');
+  const d = describe('… [truncated: 1482253 bytes omitted]\na\nb');
   assert.equal(d.text, 'a\nb');
+  assert.equal(d.omittedBytes, 1482253);
+  const old = describe('a\nb\n… [truncated: 1482253 bytes omitted]');  // stored by an older runner
+  assert.equal(old.text, 'a\nb');
   assert.equal(d.omittedBytes, 1482253);
   assert.equal(d.bytes, 1482256);
   assert.equal(size(d.bytes), '1.5 MB');

@@ -275,7 +275,7 @@ def test_output_over_the_cap_is_cut_on_a_character_boundary_and_marked():
     text = "€" * 10  # 3 bytes each
     (event,) = Translator(SID, TID, output_cap=10).feed(tool_result_line(text))
     assert event.truncated
-    assert event.output == "€€€\n… [truncated: 21 bytes omitted]"
+    assert event.output == "… [truncated: 21 bytes omitted]\n€€€"  # the tail: logs are read from the end
     assert codec.decode_event(codec.encode(event)) == event
 
 
@@ -285,10 +285,10 @@ def test_cap_output_never_splits_a_character(cap):
     kept, truncated = cap_output(text, cap)
     assert truncated == (cap < len(text.encode()))
     if truncated:
-        head, _, marker = kept.partition("\n… [truncated: ")
-        assert text.startswith(head) and len(head.encode()) <= cap
-        assert len(head.encode()) > cap - 4  # at most one character dropped
-        assert marker == f"{len(text.encode()) - len(head.encode())} bytes omitted]"
+        marker, _, tail = kept.partition(" bytes omitted]\n")
+        assert text.endswith(tail) and len(tail.encode()) <= cap
+        assert len(tail.encode()) > cap - 4  # at most one character dropped
+        assert marker == f"… [truncated: {len(text.encode()) - len(tail.encode())}"
 
 
 def test_output_at_the_cap_is_whole():

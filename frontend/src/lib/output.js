@@ -6,8 +6,10 @@
 //
 // Plain functions, no DOM: node's test runner covers them.
 
-/** The agent-runner cuts an output at its cap and appends this line. */
-const RUNNER_CUT = /\n?… \[truncated: (\d+) bytes omitted\]\s*$/;
+/** The agent-runner cuts an output at its cap, keeps the tail and puts this
+ * line before it (events stored by older runners kept the head and put it after). */
+const RUNNER_CUT = /^… \[truncated: (\d+) bytes omitted\]\n?/;
+const RUNNER_CUT_AFTER = /\n?… \[truncated: (\d+) bytes omitted\]\s*$/;
 /** The Claude Code CLI replaces an output too big for the model with a preview. */
 const PERSISTED = /<persisted-output>([\s\S]*?)(?:<\/persisted-output>|$)/;
 const SAVED = /Output too large \(([^)]*)\)\. Full output saved to: (\S+)/;
@@ -38,9 +40,13 @@ export function describe(raw) {
   let text = String(raw ?? '');
   let omittedBytes = 0;
   const cut = RUNNER_CUT.exec(text);
+  const cutAfter = cut ? null : RUNNER_CUT_AFTER.exec(text);
   if (cut) {
     omittedBytes = Number(cut[1]) || 0;
-    text = text.slice(0, cut.index);
+    text = text.slice(cut[0].length);
+  } else if (cutAfter) {
+    omittedBytes = Number(cutAfter[1]) || 0;
+    text = text.slice(0, cutAfter.index);
   }
   let persisted = null;
   const p = PERSISTED.exec(text);

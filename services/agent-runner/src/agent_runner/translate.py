@@ -183,15 +183,17 @@ def parse_line(line: bytes | str) -> Line | None:
 
 
 def cap_output(text: str, cap: int) -> tuple[str, bool]:
-    """`text` cut to at most `cap` UTF-8 bytes on a character boundary, with a
-    marker saying how much went; and whether it was cut."""
+    """`text` cut to its last `cap` UTF-8 bytes on a character boundary,
+    after a marker saying how much went before; and whether it was cut.
+    The tail is kept: tool output is mostly logs and command output, read
+    from the end (the error is the last line, not the first)."""
     data = text.encode()
     if len(data) <= cap:
         return text, False
     # The input is valid UTF-8, so "ignore" drops only a character cut in two.
-    kept = data[:cap].decode(errors="ignore")
+    kept = data[len(data) - cap:].decode(errors="ignore") if cap else ""
     omitted = len(data) - len(kept.encode())
-    return f"{kept}\n… [truncated: {omitted} bytes omitted]", True
+    return f"… [truncated: {omitted} bytes omitted]\n{kept}", True
 
 
 def tool_output(content: str | list[Block] | None) -> str:

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'c065c0fc67150479';
+const VERSION = '03bbb1d33b9335e4';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
   "./assets/index-BgyDuZ2b.css",
-  "./assets/index-DEmJlQpo.js",
+  "./assets/index-zP1Fta8Y.js",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
