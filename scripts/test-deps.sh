@@ -102,7 +102,7 @@ fi
 
 # --- The PWA's browser tests (tests/pwa): Debian's Chromium, the frontend's node_modules ---
 # Chromium from apt (never `playwright install`; the Python playwright pinned in
-# requirements-dev.txt drives /usr/bin/chromium). node_modules gives axe-core to the
+# requirements.lock drives /usr/bin/chromium). node_modules gives axe-core to the
 # tests and Vite to the stale-build check (tests/pwa/test_build.py).
 if [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
