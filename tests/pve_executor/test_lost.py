@@ -54,20 +54,10 @@ async def _until(check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
 async def test_an_executor_killed_mid_verb_has_its_verb_ended_lost_and_the_vm_freed(
         nats_url, nc, js, topology, sshd_server, pve, gateway, tmp_path):  # noqa: F811 - fixture
     pve.knob("delay_reset", 8)  # the reset is on the host when its executor dies
-    doomed = _doomed_executor(nats_url, sshd_server, tmp_path)
-    body = {"idempotency_key": "press-lost"}
-    async with httpx.AsyncClient(base_url=gateway, headers=HEADERS, timeout=60) as client:
-        try:
-            press = asyncio.create_task(client.post("/api/pve/reset", json=body))
-            running = await _until(lambda: _running(js))
-            await _until(lambda: asyncio.sleep(0, "reset 102" in pve.calls()))
-            doomed.kill()
-        finally:
-            doomed.kill()
-        async with executor(settings_for(nats_url, sshd_server, verb_lease_seconds=LEASE)):
-            first = await press  # the press that was waiting gets the outcome too
-            again = await client.post("/api/pve/reset", json=body)  # the same key: the same answer
-            after = await request(nc, js, Verb.STOP)  # the VM is free for the next power verb
+    running, first, again, after = await _press_while_the_executor_dies(
+        nats_url, js, sshd_server, pve, gateway, tmp_path, "reset", "press-lost", "reset 102",
+        # the VM is free for the next power verb
+        then=lambda client: request(nc, js, Verb.STOP))
     assert first.status_code == 502 and again.status_code == 502
     lost = first.json()
     assert (lost["lost"], lost["rejected"], lost["exit_code"]) == (True, False, 1), lost
@@ -88,20 +78,9 @@ async def test_an_executor_killed_mid_forensics_has_it_ended_lost_and_the_press_
     the waiting press gets `lost` (not the gateway's time-out), and the
     next read runs."""
     pve.knob("delay_pending", 8)  # forensics is on the host when its executor dies
-    doomed = _doomed_executor(nats_url, sshd_server, tmp_path)
-    body = {"idempotency_key": "press-lost-forensics"}
-    async with httpx.AsyncClient(base_url=gateway, headers=HEADERS, timeout=60) as client:
-        try:
-            press = asyncio.create_task(client.post("/api/pve/forensics", json=body))
-            running = await _until(lambda: _running(js))
-            await _until(lambda: asyncio.sleep(0, "pending 102" in pve.calls()))
-            doomed.kill()
-        finally:
-            doomed.kill()
-        async with executor(settings_for(nats_url, sshd_server, verb_lease_seconds=LEASE)):
-            first = await press
-            again = await client.post("/api/pve/forensics", json=body)  # the same key: the same answer
-            status = await client.post("/api/pve/status")
+    running, first, again, status = await _press_while_the_executor_dies(
+        nats_url, js, sshd_server, pve, gateway, tmp_path, "forensics", "press-lost-forensics", "pending 102",
+        then=lambda client: client.post("/api/pve/status"))
     assert first.status_code == 502, first.text
     lost = first.json()
     assert (lost["verb"], lost["lost"], lost["rejected"], lost["exit_code"]) == ("forensics", True, False, 1), lost
@@ -116,6 +95,29 @@ async def test_an_executor_killed_mid_forensics_has_it_ended_lost_and_the_press_
     record = decode((await kv.get(verb_key("press-lost-forensics"))).value, VerbRecord)
     assert record.state == "done" and record.result is not None and record.result.lost
     assert await VmLocks(kv, stale_after=60).abandoned_reads(alive=lambda lock: False) == []  # its slot is free
+
+
+async def _press_while_the_executor_dies(  # type: ignore[no-untyped-def]
+        nats_url, js, sshd_server, pve, gateway, tmp_path, verb: str, key: str, on_host: str, *, then):
+    """Press `verb` with idempotency key `key`, SIGKILL its executor once
+    the host runs it (`on_host` among the fake qm's calls), start a new
+    executor, then: the waiting press's answer, the same key pressed again,
+    and what `then(client)` gets with the new executor up."""
+    doomed = _doomed_executor(nats_url, sshd_server, tmp_path)
+    body = {"idempotency_key": key}
+    async with httpx.AsyncClient(base_url=gateway, headers=HEADERS, timeout=60) as client:
+        try:
+            press = asyncio.create_task(client.post(f"/api/pve/{verb}", json=body))
+            running = await _until(lambda: _running(js))
+            await _until(lambda: asyncio.sleep(0, on_host in pve.calls()))
+            doomed.kill()
+        finally:
+            doomed.kill()
+        async with executor(settings_for(nats_url, sshd_server, verb_lease_seconds=LEASE)):
+            first = await press  # the press that was waiting gets the outcome too
+            again = await client.post(f"/api/pve/{verb}", json=body)  # the same key: the same answer
+            after = await then(client)
+    return running, first, again, after
 
 
 async def _running(js):  # type: ignore[no-untyped-def]
