@@ -37,7 +37,10 @@ from events.kinds import (
     TurnStatus,
     TurnCancelled,
     TurnEnded,
+    ResultReported,
+    ToolCalled,
     TurnFailed,
+    TurnInterrupted,
 )
 from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
@@ -48,6 +51,7 @@ from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
 from .translate import Translator
 from .verb_tool import TOOL_NAME, VerbTool
+from .warm import WarmCli, WarmPool
 from .workspace import Workspace
 
 log = logging.getLogger("agent-runner.turns")
@@ -56,6 +60,9 @@ APPEND_RETRY_SECONDS = 30.0
 #: Stored events a turn may have queued but not confirmed before the
 #: recorder waits for them (backpressure while NATS is slow or away).
 MAX_PENDING = 2000
+#: Stop on a warm CLI: how long its own interrupt gets to end the turn
+#: before the process group is signalled (SIGINT, then SIGKILL).
+INTERRUPT_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -94,8 +101,27 @@ class TurnRunner:
     #: The box the CLI runs in; None when none could be made (`unsandboxed` says why).
     sandbox: Sandbox | None = None
     unsandboxed: str = ""
+    #: The warm CLIs (agent_runner.warm); None: every turn starts its own.
+    warm: WarmPool | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.max_warm > 0:
+            self.warm = WarmPool(self.launch_warm, max_warm=self.settings.max_warm,
+                                 idle_seconds=self.settings.warm_idle_seconds, busy=self.active.__contains__)
+
+    def prewarm(self, session_id: str, model: str | None = None) -> bool:
+        """Start the session's warm CLI ahead of need (a hint, or a turn's end)."""
+        if self.warm is None or (self.sandbox is None and not self.settings.allow_unsandboxed):
+            return False
+        return self.warm.warm(session_id, model or self.settings.model)
 
     async def run(self, command: StartTurn) -> None:
+        try:
+            await self._run(command)
+        finally:
+            self.prewarm(command.session_id, command.model)
+
+    async def _run(self, command: StartTurn) -> None:
         sid, tid = command.session_id, command.turn_id
         revision = await self._claim(sid, tid)
         if revision is None:
@@ -220,31 +246,152 @@ class TurnRunner:
         if self.sandbox is None and not self.settings.allow_unsandboxed:
             error = f"no turn runs without the agent's sandbox: {self.unsandboxed} (README: Threat model)"
             return Outcome.ERROR, TurnFailed(error=error, **recorder.envelope("agent-runner"))
-        devvm = self.settings.devvm
-        ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare(devvm.ssh_config() if devvm else None)
+        warm = await self.warm.claim(cmd.session_id, cmd.model) if self.warm is not None else None
+        if warm is not None:
+            try:
+                ended = await self._run_warm(turn, recorder, warm)
+            finally:
+                self.warm.release(warm)  # type: ignore[union-attr]
+            if ended is not None:
+                return ended
+            log.warning("the warm CLI was gone before it read the prompt; starting one for the turn")
+        ws = self._workspace(cmd.session_id)
         if turn.stop.is_set():
             return self._cancelled(turn, recorder)
-        settings = self.settings
-        verbs = VerbTool(
-            command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=turn_policy(cmd, settings),
-            approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
-        )
+        verbs = self._verb_tool(ws, cmd, recorder)
         turn.verbs = verbs
         try:
             mcp_config = await verbs.start()
-            ws.settings.write_text(json.dumps(TURN_SETTINGS))
-            invocation = Invocation(
-                bin=settings.claude_bin, model=cmd.model, session_id=cmd.session_id, resume=ws.started,
-                system_prompt=self.system_prompt, mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
-                settings=str(ws.settings),
-            )
-            # The CLI must outwait the longest verb answer: approval, then the executor.
-            tool_timeout = settings.approval_timeout_seconds + settings.verb_wait_seconds + 60
-            env = environment(self.runner_env, ws, mcp_tool_timeout_seconds=tool_timeout)
-            return await self._run_process(turn, recorder, ws, invocation, env, verbs)
+            invocation = self._invocation(ws, cmd.session_id, cmd.model, mcp_config)
+            return await self._run_process(turn, recorder, ws, invocation, self._environment(ws), verbs)
         finally:
             turn.verbs = None
             await verbs.close()
+
+    # ------------------------------------------------------------ what a CLI gets
+
+    def _workspace(self, session_id: str) -> Workspace:
+        """The session's workspace, cleaned (workspace: a clean agent every CLI)."""
+        devvm = self.settings.devvm
+        return Workspace.for_session(self.settings.data_dir, session_id).prepare(devvm.ssh_config() if devvm else None)
+
+    def _verb_tool(self, ws: Workspace, command: StartTurn | None, recorder: "Recorder | None") -> VerbTool:
+        settings = self.settings
+        return VerbTool(
+            command=command, root=ws.root, records=recorder, nc=self.nc, events=self.events,
+            policy=turn_policy(command, settings) if command else settings.verb_policy,
+            approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
+        )
+
+    def _invocation(self, ws: Workspace, session_id: str, model: str, mcp_config: Path) -> Invocation:
+        ws.settings.write_text(json.dumps(TURN_SETTINGS))
+        return Invocation(
+            bin=self.settings.claude_bin, model=model, session_id=session_id, resume=ws.started,
+            system_prompt=self.system_prompt, mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
+            settings=str(ws.settings),
+        )
+
+    def _environment(self, ws: Workspace) -> dict[str, str]:
+        # The CLI must outwait the longest verb answer: approval, then the executor.
+        settings = self.settings
+        tool_timeout = settings.approval_timeout_seconds + settings.verb_wait_seconds + 60
+        return environment(self.runner_env, ws, mcp_tool_timeout_seconds=tool_timeout)
+
+    # ------------------------------------------------------------ warm CLIs
+
+    async def launch_warm(self, session_id: str, model: str) -> WarmCli:
+        """A CLI for the session's next turns, laid out and contained exactly
+        like a per-turn one, waiting for its first prompt on stdin."""
+        ws = self._workspace(session_id)
+        verbs = self._verb_tool(ws, None, None)
+        try:
+            mcp_config = await verbs.start()
+            invocation = self._invocation(ws, session_id, model, mcp_config)
+            stamp = ws.transcript()
+            with contextlib.ExitStack() as files:
+                args, fds = self._contained(argv(invocation, None), ws, verbs, files)
+                process = await CliProcess.start(args, self._environment(ws), str(ws.work), pass_fds=fds,
+                                                 sandboxed=self.sandbox is not None, streaming=True)
+        except BaseException:
+            await verbs.close()
+            raise
+        log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
+        return WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=stamp)
+
+    async def _run_warm(
+        self, turn: ActiveTurn, recorder: "Recorder", warm: WarmCli,
+    ) -> tuple[Outcome, Envelope | None] | None:
+        """The turn on the session's warm CLI: the prompt on its stdin, its
+        lines up to the `result`. None: the CLI was gone before printing a
+        line (killed between turns), so nothing ran and the turn may start
+        its own CLI."""
+        cmd = turn.command
+        if turn.stop.is_set():
+            return self._cancelled(turn, recorder)
+        warm.verbs.bind(cmd, recorder, turn_policy(cmd, self.settings))
+        turn.verbs = warm.verbs
+        translator = Translator(cmd.session_id, cmd.turn_id)
+        stopper = asyncio.create_task(self._interrupt_on_signal(turn, warm))
+        timed_out = died = False
+        lines = 0
+        failed: str | None = None
+        try:
+            async with asyncio.timeout(self.settings.turn_timeout_seconds):
+                await warm.prompt(cmd.prompt)
+                async for line in warm.process.lines():
+                    lines += 1
+                    turn.last_output = read_at = time.monotonic()
+                    for event in translator.feed(line):
+                        if isinstance(event, CliSessionBound):
+                            warm.ws.mark_started()
+                        elif isinstance(event, ToolCalled) and event.name == "Bash":
+                            warm.spent = True  # it may have written files: the next turn starts clean
+                        elif isinstance(event, ResultReported):
+                            failed = (translator.last_error or "error") if event.is_error else None
+                        await recorder.record(event, read_at=read_at)
+                    if translator.saw_result:
+                        break
+                else:
+                    died = True
+        except TimeoutError:
+            timed_out = True
+            warm.spent = True
+            await warm.process.stop(self.settings.cancel_grace_seconds)
+        except ConnectionError:  # stdin closed under us: the CLI is gone
+            died = True
+        finally:
+            stopper.cancel()
+            turn.verbs = None
+            await warm.verbs.unbind()
+        if died:
+            warm.spent = True
+            code = await warm.process.wait()
+            metrics.cli_exited(code)
+            if lines == 0 and turn.cancelled_by is None:
+                return None
+        if turn.cancelled_by is not None:
+            return self._cancelled(turn, recorder)
+        if timed_out:
+            minutes = self.settings.turn_timeout_seconds / 60
+            return Outcome.TIMEOUT, TurnFailed(error=f"the turn timed out after {minutes:g} min and was stopped", **recorder.envelope("agent-runner"))
+        if died:
+            reason = f"the agent's CLI ended mid-turn (exit code {code}); the next turn resumes the conversation"
+            return Outcome.INTERRUPTED, TurnInterrupted(reason=reason, **recorder.envelope("agent-runner"))
+        if failed is not None:
+            return Outcome.ERROR, TurnFailed(error=f"the Claude CLI failed: {failed[:2000]}", **recorder.envelope("agent-runner"))
+        return Outcome.OK, None
+
+    async def _interrupt_on_signal(self, turn: ActiveTurn, warm: WarmCli) -> None:
+        """Stop: the CLI's own interrupt (it answers with the turn's
+        `result` and stays usable); if that does not end the turn in
+        INTERRUPT_SECONDS, the process group's SIGINT then SIGKILL."""
+        await turn.stop.wait()
+        with contextlib.suppress(ConnectionError):
+            await warm.interrupt()
+        await asyncio.sleep(INTERRUPT_SECONDS)
+        log.warning("the CLI did not end the turn on its interrupt; signalling it")
+        warm.spent = True
+        await warm.process.stop(self.settings.cancel_grace_seconds)
 
     async def _run_process(
         self, turn: ActiveTurn, recorder: "Recorder", ws: Workspace, invocation: Invocation, env: dict[str, str],

@@ -17,6 +17,7 @@ session's directory itself, which the sandbox shows the agent read-only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ class Workspace:
         if projects.is_dir() or (self.root / "cli-keeps-transcripts").exists():
             return any(projects.glob(f"*/{self.root.name}.jsonl"))
         return (self.root / "cli-started").exists()
+
+    def transcript(self) -> tuple[int, int] | None:
+        """The CLI's transcript of the session as (size, mtime ns), or None:
+        a warm CLI compares it with what it last left, to see a turn that
+        ran without it (another runner, a per-turn CLI)."""
+        for path in (self.home / ".claude" / "projects").glob(f"*/{self.root.name}.jsonl"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                return stat.st_size, stat.st_mtime_ns
+        return None
 
     def mark_started(self) -> None:
         """The CLI said it started. Whether it keeps transcripts in HOME is

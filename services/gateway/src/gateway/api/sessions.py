@@ -39,7 +39,10 @@ class Cancelled(BaseModel):
 
 @router.post("/session", response_model=OpenedSession)
 async def open_session(request: Request, who: Identity) -> OpenedSession:
-    return OpenedSession(session_id=await sessions.open_session(bus_of(request), who))
+    bus = bus_of(request)
+    session_id = await sessions.open_session(bus, who)
+    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)
+    return OpenedSession(session_id=session_id)
 
 
 @router.get(
@@ -50,6 +53,7 @@ async def open_session(request: Request, who: Identity) -> OpenedSession:
 async def stream(
     request: Request,
     session_id: SessionIdParam,
+    who: Identity,
     after: Annotated[str | None, Query(description="resume strictly after this event id (a decimal number)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
@@ -58,6 +62,7 @@ async def stream(
     if last_event_id is not None:
         start = event_id(last_event_id, "Last-Event-ID")
     await require_session(bus, session_id)
+    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)
     keepalive = request.app.state.settings.keepalive_seconds
     return EventSourceResponse(
         frames(bus, session_id, start),
