@@ -95,7 +95,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
         hints = await nc.subscribe(subjects.WARM_ALL, queue=subjects.WARM_QUEUE, cb=partial(on_warm, runner))
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
-        expiry = asyncio.create_task(runner.warm.expire_forever(stop)) if runner.warm else None
+        expiry = asyncio.create_task(runner.warm.expire_forever(stop)) if runner.warm is not None else None
         stopper = asyncio.create_task(cancel_on_stop(runner, stop))
         log.info("runner %s consuming prompts (max %d concurrent turns)", runner.owner, settings.max_turns)
         try:
