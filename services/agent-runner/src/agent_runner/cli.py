@@ -88,6 +88,13 @@ def user_message(prompt: str) -> bytes:
     return _line({"type": "user", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": None})
 
 
+def initialize_request(request_id: str) -> bytes:
+    """What the Agent SDK sends first: the CLI does its start-up work (tools,
+    MCP servers, the system prompt) now rather than on the first prompt,
+    and answers with a `control_response` of the same `request_id`."""
+    return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "initialize"}})
+
+
 def interrupt_request(request_id: str) -> bytes:
     """The CLI's own Stop (the control request the Agent SDK sends): it
     aborts the model call and the running tool and answers with a `result`,

@@ -316,7 +316,13 @@ class TurnRunner:
             await verbs.close()
             raise
         log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
-        return WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=stamp)
+        warm = WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=stamp)
+        try:
+            await warm.ready()
+        except BaseException:
+            await warm.close()
+            raise
+        return warm
 
     async def _run_warm(
         self, turn: ActiveTurn, recorder: "Recorder", warm: WarmCli,

@@ -40,12 +40,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .cli import CliProcess, interrupt_request, user_message
+from .cli import CliProcess, initialize_request, interrupt_request, user_message
 from .verb_tool import VerbTool
 from .workspace import Workspace
 
 log = logging.getLogger("agent-runner.warm")
 
+#: How long a starting CLI may take to answer its `initialize` request.
+READY_SECONDS = 60.0
 #: A closing CLI gets this long to finish writing its transcript after its
 #: stdin closes, before its process group is killed.
 CLOSE_GRACE_SECONDS = 3.0
@@ -69,6 +71,18 @@ class WarmCli:
     @property
     def usable(self) -> bool:
         return self.process.alive and not self.spent
+
+    async def ready(self) -> None:
+        """Have the CLI do its start-up work now (`initialize`, as the Agent
+        SDK does) and wait for its answer: only then is it warm. Raises
+        ConnectionError if it ends first, TimeoutError after READY_SECONDS."""
+        request_id = f"breakglass-init-{next(self._ids)}"
+        await self.process.send(initialize_request(request_id))
+        async with asyncio.timeout(READY_SECONDS):
+            async for line in self.process.lines():
+                if b'"control_response"' in line and request_id.encode() in line:
+                    return
+        raise ConnectionError(f"the CLI ended before it was ready: {self.process.stderr_text()[-500:]}")
 
     async def prompt(self, text: str) -> None:
         await self.process.send(user_message(text))
