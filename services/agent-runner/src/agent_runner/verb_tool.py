@@ -274,6 +274,9 @@ class VerbTool:
         decided: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._pending[approval_id] = decided  # before the event: an answer may come at once
         try:
+            # `requested` before the `approval` the operator answers: an answer
+            # (the gateway's `approved`) never lands ahead of it in the log.
+            await record_requested(self.events, self._requested(verb, request_id))
             await self.records.append(
                 ApprovalRequested(
                     approval_id=approval_id, verb=verb, reason=f"the agent asks to {verb.value} the VM",
@@ -281,7 +284,6 @@ class VerbTool:
                 ),
                 msg_id=f"{request_id}:approval",
             )
-            await record_requested(self.events, self._requested(verb, request_id))
             try:
                 return dataclasses.replace(
                     await asyncio.wait_for(decided, self.approval_timeout_seconds), approval_id=approval_id)
