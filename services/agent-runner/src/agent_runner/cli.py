@@ -175,6 +175,11 @@ class CliProcess:
         stdin.write(line)
         await stdin.drain()
 
+    def close_stdin(self) -> None:
+        """A streaming CLI reads no more prompts: it finishes and exits."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+
     async def lines(self) -> AsyncIterator[bytes]:
         """stdout, one line at a time; an over-long line is dropped, not fatal."""
         stdout = self._process.stdout

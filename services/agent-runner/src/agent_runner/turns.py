@@ -307,7 +307,6 @@ class TurnRunner:
         try:
             mcp_config = await verbs.start()
             invocation = self._invocation(ws, session_id, model, mcp_config)
-            stamp = ws.transcript()
             with contextlib.ExitStack() as files:
                 args, fds = self._contained(argv(invocation, None), ws, verbs, files)
                 process = await CliProcess.start(args, self._environment(ws), str(ws.work), pass_fds=fds,
@@ -316,12 +315,13 @@ class TurnRunner:
             await verbs.close()
             raise
         log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
-        warm = WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=stamp)
+        warm = WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=None)
         try:
             await warm.ready()
         except BaseException:
             await warm.close()
             raise
+        warm.stamp = ws.transcript()  # after its start-up: a resumed CLI writes to it then
         return warm
 
     async def _run_warm(

@@ -93,9 +93,7 @@ class WarmCli:
     async def close(self) -> None:
         """Close stdin (the CLI finishes and exits), then kill what is left
         of its process group; then its verb tool."""
-        stdin = self.process._process.stdin
-        if stdin is not None:
-            stdin.close()
+        self.process.close_stdin()
         try:
             await asyncio.wait_for(asyncio.shield(self.process.wait()), CLOSE_GRACE_SECONDS)
         except TimeoutError:
@@ -119,6 +117,7 @@ class WarmPool:
         self.ready: dict[str, WarmCli] = {}
         self._starting: dict[str, asyncio.Task[WarmCli | None]] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -226,7 +225,9 @@ class WarmPool:
             self._retire(cli)
             return None
         self.ready[session_id] = cli
-        asyncio.create_task(self._watch(cli))
+        watcher = asyncio.create_task(self._watch(cli))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
         log.info("warm CLI ready, pid %d (%d warm)", cli.process.pid, len(self))
         return cli
 
