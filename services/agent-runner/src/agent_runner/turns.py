@@ -45,7 +45,7 @@ from events.kinds import (
 from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
 
-from . import metrics
+from . import home_template, metrics
 from .cli import TURN_SETTINGS, CliProcess, Invocation, argv, environment
 from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
@@ -103,6 +103,8 @@ class TurnRunner:
     unsandboxed: str = ""
     #: The warm CLIs (agent_runner.warm); None: every turn starts its own.
     warm: WarmPool | None = None
+    #: The CLI's first-run state, laid in every HOME (agent_runner.home_template).
+    home_state: dict | None = None
 
     def __post_init__(self) -> None:
         if self.settings.max_warm > 0:
@@ -273,7 +275,8 @@ class TurnRunner:
     def _workspace(self, session_id: str) -> Workspace:
         """The session's workspace, cleaned (workspace: a clean agent every CLI)."""
         devvm = self.settings.devvm
-        return Workspace.for_session(self.settings.data_dir, session_id).prepare(devvm.ssh_config() if devvm else None)
+        ws = Workspace.for_session(self.settings.data_dir, session_id)
+        return ws.prepare(devvm.ssh_config() if devvm else None, self.home_state)
 
     def _verb_tool(self, ws: Workspace, command: StartTurn | None, recorder: "Recorder | None") -> VerbTool:
         settings = self.settings
@@ -322,6 +325,10 @@ class TurnRunner:
             await warm.close()
             raise
         warm.stamp = ws.transcript()  # after its start-up: a resumed CLI writes to it then
+        if self.home_state is None:  # no prompt has reached it: the CLI's own first-run state
+            self.home_state = home_template.read(ws.home)
+            if self.home_state is not None:
+                log.info("took the CLI's first-run state as the home template (%s)", ", ".join(self.home_state))
         return warm
 
     async def _run_warm(

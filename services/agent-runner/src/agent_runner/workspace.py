@@ -25,6 +25,8 @@ from pathlib import Path
 
 from events.subjects import session_events
 
+from . import home_template
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -85,7 +87,9 @@ class Workspace:
         """The per-turn settings the runner lays (`--settings`)."""
         return self.root / "settings.json"
 
-    def prepare(self, ssh_config: str | None = None) -> "Workspace":
+    def prepare(self, ssh_config: str | None = None, home_state: dict | None = None) -> "Workspace":
+        """Clean, then lay what the runner gives every CLI: the devvm's ssh
+        config, the CLI's first-run state (`home_template`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # the agent's uid may enter (to reach the files put there for it), not list
         self._clean()
@@ -96,6 +100,8 @@ class Workspace:
             ssh.mkdir(exist_ok=True, mode=0o700)
             (ssh / "config").write_text(ssh_config)
             (ssh / "config").chmod(0o600)
+        if home_state:
+            home_template.lay(self.home, home_state)
         return self
 
     def _clean(self) -> None:
