@@ -37,15 +37,12 @@ from events.kinds import (
     TurnStatus,
     TurnCancelled,
     TurnEnded,
-    ResultReported,
-    ToolCalled,
     TurnFailed,
-    TurnInterrupted,
 )
 from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
 
-from . import home_template, metrics
+from . import metrics, warm_turn
 from .cli import TURN_SETTINGS, CliProcess, Invocation, argv, environment
 from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
@@ -60,9 +57,6 @@ APPEND_RETRY_SECONDS = 30.0
 #: Stored events a turn may have queued but not confirmed before the
 #: recorder waits for them (backpressure while NATS is slow or away).
 MAX_PENDING = 2000
-#: Stop on a warm CLI: how long its own interrupt gets to end the turn
-#: before the process group is signalled (SIGINT, then SIGKILL).
-INTERRUPT_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -251,7 +245,7 @@ class TurnRunner:
         warm = await self.warm.claim(cmd.session_id, cmd.model) if self.warm is not None else None
         if warm is not None:
             try:
-                ended = await self._run_warm(turn, recorder, warm)
+                ended = await warm_turn.run(self, turn, recorder, warm)
             finally:
                 self.warm.release(warm)  # type: ignore[union-attr]
             if ended is not None:
@@ -303,108 +297,7 @@ class TurnRunner:
     # ------------------------------------------------------------ warm CLIs
 
     async def launch_warm(self, session_id: str, model: str) -> WarmCli:
-        """A CLI for the session's next turns, laid out and contained exactly
-        like a per-turn one, waiting for its first prompt on stdin."""
-        ws = self._workspace(session_id)
-        verbs = self._verb_tool(ws, None, None)
-        try:
-            mcp_config = await verbs.start()
-            invocation = self._invocation(ws, session_id, model, mcp_config)
-            with contextlib.ExitStack() as files:
-                args, fds = self._contained(argv(invocation, None), ws, verbs, files)
-                process = await CliProcess.start(args, self._environment(ws), str(ws.work), pass_fds=fds,
-                                                 sandboxed=self.sandbox is not None, streaming=True)
-        except BaseException:
-            await verbs.close()
-            raise
-        log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
-        warm = WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=None)
-        try:
-            await warm.ready()
-        except BaseException:
-            await warm.close()
-            raise
-        warm.stamp = ws.transcript()  # after its start-up: a resumed CLI writes to it then
-        if self.home_state is None:  # no prompt has reached it: the CLI's own first-run state
-            self.home_state = home_template.read(ws.home)
-            if self.home_state is not None:
-                log.info("took the CLI's first-run state as the home template (%s)", ", ".join(self.home_state))
-        return warm
-
-    async def _run_warm(
-        self, turn: ActiveTurn, recorder: "Recorder", warm: WarmCli,
-    ) -> tuple[Outcome, Envelope | None] | None:
-        """The turn on the session's warm CLI: the prompt on its stdin, its
-        lines up to the `result`. None: the CLI was gone before printing a
-        line (killed between turns), so nothing ran and the turn may start
-        its own CLI."""
-        cmd = turn.command
-        if turn.stop.is_set():
-            return self._cancelled(turn, recorder)
-        warm.verbs.bind(cmd, recorder, turn_policy(cmd, self.settings))
-        turn.verbs = warm.verbs
-        translator = Translator(cmd.session_id, cmd.turn_id)
-        stopper = asyncio.create_task(self._interrupt_on_signal(turn, warm))
-        timed_out = died = False
-        lines = 0
-        failed: str | None = None
-        try:
-            async with asyncio.timeout(self.settings.turn_timeout_seconds):
-                await warm.prompt(cmd.prompt)
-                async for line in warm.process.lines():
-                    lines += 1
-                    turn.last_output = read_at = time.monotonic()
-                    for event in translator.feed(line):
-                        if isinstance(event, CliSessionBound):
-                            warm.ws.mark_started()
-                        elif isinstance(event, ToolCalled) and event.name == "Bash":
-                            warm.spent = True  # it may have written files: the next turn starts clean
-                        elif isinstance(event, ResultReported):
-                            failed = (translator.last_error or "error") if event.is_error else None
-                        await recorder.record(event, read_at=read_at)
-                    if translator.saw_result:
-                        break
-                else:
-                    died = True
-        except TimeoutError:
-            timed_out = True
-            warm.spent = True
-            await warm.process.stop(self.settings.cancel_grace_seconds)
-        except ConnectionError:  # stdin closed under us: the CLI is gone
-            died = True
-        finally:
-            stopper.cancel()
-            turn.verbs = None
-            await warm.verbs.unbind()
-        if died:
-            warm.spent = True
-            code = await warm.process.wait()
-            metrics.cli_exited(code)
-            if lines == 0 and turn.cancelled_by is None:
-                return None
-        if turn.cancelled_by is not None:
-            return self._cancelled(turn, recorder)
-        if timed_out:
-            minutes = self.settings.turn_timeout_seconds / 60
-            return Outcome.TIMEOUT, TurnFailed(error=f"the turn timed out after {minutes:g} min and was stopped", **recorder.envelope("agent-runner"))
-        if died:
-            reason = f"the agent's CLI ended mid-turn (exit code {code}); the next turn resumes the conversation"
-            return Outcome.INTERRUPTED, TurnInterrupted(reason=reason, **recorder.envelope("agent-runner"))
-        if failed is not None:
-            return Outcome.ERROR, TurnFailed(error=f"the Claude CLI failed: {failed[:2000]}", **recorder.envelope("agent-runner"))
-        return Outcome.OK, None
-
-    async def _interrupt_on_signal(self, turn: ActiveTurn, warm: WarmCli) -> None:
-        """Stop: the CLI's own interrupt (it answers with the turn's
-        `result` and stays usable); if that does not end the turn in
-        INTERRUPT_SECONDS, the process group's SIGINT then SIGKILL."""
-        await turn.stop.wait()
-        with contextlib.suppress(ConnectionError):
-            await warm.interrupt()
-        await asyncio.sleep(INTERRUPT_SECONDS)
-        log.warning("the CLI did not end the turn on its interrupt; signalling it")
-        warm.spent = True
-        await warm.process.stop(self.settings.cancel_grace_seconds)
+        return await warm_turn.launch(self, session_id, model)
 
     async def _run_process(
         self, turn: ActiveTurn, recorder: "Recorder", ws: Workspace, invocation: Invocation, env: dict[str, str],

@@ -4,7 +4,7 @@ of need, so a turn does not pay the CLI's start (0.5-0.8 s, ANCHORS.md).
 A warm CLI runs in streaming-input mode (`cli.argv(..., None)`): each
 turn writes the prompt to its stdin as a user message and reads the same
 stream-json the per-turn CLI prints, up to the turn's `result` line
-(`turns.TurnRunner._run_warm`). It runs in exactly the sandbox, workspace
+(`warm_turn.run`). It runs in exactly the sandbox, workspace
 and environment a per-turn CLI gets, laid the same way before it starts,
 and its verb tool (the stdio MCP server) lives as long as it does, bound
 to each of its turns in turn (`verb_tool.VerbTool.bind`).
