@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .alerts.triage import Triages
-from .api import alerts, approvals, history, login, push, pve, sessions
+from .api import alerts, approvals, escalations, history, login, push, pve, sessions
 from . import metrics, pwa
 from .bus import Bus
 from .correlation import RequestIds
@@ -73,6 +73,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(login.router)
     app.include_router(alerts.router)
     app.include_router(push.router)
+    app.include_router(escalations.router)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

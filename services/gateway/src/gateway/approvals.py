@@ -50,7 +50,7 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     if await (await bus.locks()).current(session_id) is None:
         return False  # no turn runs, so no approval can be waiting
     trace.bind(session_id=session_id, by=by)
-    asked = await _asked(bus, session_id, approval_id)
+    asked = await find_asked(bus, session_id, approval_id)
     if asked is None or asked.request_id is None:
         log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
         return False
@@ -92,31 +92,26 @@ def decided_in_page_only(settings: Any, verb: Verb) -> bool:
 DECIDED_LOOKUP_SECONDS = 1.0
 
 
-async def decided_by(bus: Bus, session_id: str, approval_id: str) -> str | None:
+async def decided_by(bus: Bus, session_id: str, approval_id: str, *, wait: bool = True) -> str | None:
     """Who decided this approval (an operator, or `timeout`/`agent-runner`
     for an automatic denial), as the session records it; None when nobody
-    has (yet)."""
+    has (after looking for DECIDED_LOOKUP_SECONDS when `wait`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DECIDED_LOOKUP_SECONDS
-    while True:
-        request_id = None
-        for record in reversed(await bus.log.read(session_id)):
+    asked = await find_asked(bus, session_id, approval_id)
+    while asked is not None and asked.request_id is not None:
+        for record in await bus.log.read(session_id):
             event = decode_event_lenient(record.data)
-            if isinstance(event, ApprovalRequested) and event.approval_id == approval_id:
-                request_id = event.request_id
-                break
-        if request_id is not None:
-            for record in await bus.log.read(session_id):
-                event = decode_event_lenient(record.data)
-                if (isinstance(event, VerbProgressed) and event.request_id == request_id
-                        and event.phase in (VerbPhase.APPROVED, VerbPhase.DENIED)):
-                    return event.by
-        if loop.time() >= deadline:
-            return None
+            if (isinstance(event, VerbProgressed) and event.request_id == asked.request_id
+                    and event.phase in (VerbPhase.APPROVED, VerbPhase.DENIED)):
+                return event.by
+        if not wait or loop.time() >= deadline:
+            break
         await asyncio.sleep(0.1)
+    return None
 
 
-async def _asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequested | None:
+async def find_asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequested | None:
     """The session's `approval` event with this id: what the operator saw."""
     for record in reversed(await bus.log.read(session_id)):
         event = decode_event_lenient(record.data)
