@@ -268,3 +268,32 @@ async def test_two_gateways_push_each_event_once(push, nats_url, gateway_setting
         await asyncio.to_thread(push.wait, 5, kind="approval")
         await asyncio.sleep(0.5)
     assert len(push.received) == 5 and len({r.payload["id"] for r in push.received}) == 5
+
+
+async def test_the_sweep_drops_old_claims_and_dead_grants_only(nats_url, gateway_settings, tmp_path, nc):
+    from gateway.bus import Bus
+    from gateway.push import grants
+    from gateway.push.sender import CLAIM_KEEP_SECONDS, Pusher
+
+    await ensure(nc.jetstream())
+    bus = Bus(nats_url)
+    await bus.start()
+    while bus.nc is None or not bus.nc.is_connected:
+        await asyncio.sleep(0.02)
+    pusher = Pusher(bus, push_settings(gateway_settings, tmp_path / "gw"))
+    kv = await bus.kv()
+    now = time.time()
+    ids = dict(session_id=str(uuid.uuid4()), approval_id=str(uuid.uuid4()), request_id=str(uuid.uuid4()), verb="cycle")
+    live = await grants.issue(kv, identity="operator", expires_at=now + 60, **ids)
+    dead = await grants.issue(kv, identity="operator", expires_at=now - 1, **ids)
+    await kv.put("pushsent." + "a" * 40, f"{now - CLAIM_KEEP_SECONDS - 5:.3f} s".encode())
+    await kv.put("pushsent." + "b" * 40, f"{now:.3f} s".encode())
+    try:
+        assert await pusher.sweep(now) == 2
+        assert sorted(await kv_keys(kv, "pushsent.*")) == ["pushsent." + "b" * 40]
+        assert (await grants.spend(kv, live, "approve")).approval_id == ids["approval_id"]
+        with pytest.raises(grants.GrantRefused, match="unknown"):
+            await grants.spend(kv, dead, "approve")
+    finally:
+        await pusher.close()
+        await bus.close()

@@ -67,6 +67,14 @@ async def issue(kv: KeyValue, *, identity: str, session_id: str, approval_id: st
     return token
 
 
+def expired(stored: bytes, now: float) -> bool:
+    """A stored grant that can decide nothing any more (the sweep drops it)."""
+    try:
+        return now >= _decoder.decode(stored).expires_at
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return True
+
+
 async def spend(kv: KeyValue, token: str, action: str, *, now: float | None = None) -> PushGrant:
     """The grant, now spent; `GrantRefused` when it is unknown, spent or expired."""
     if not well_formed(token):

@@ -20,12 +20,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from events import subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import ApprovalRequested, TurnEnded, TurnStatus, VerbPhase, VerbProgressed
-from events.topology import push_claim_key
+from events.topology import PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS, kv_keys, push_claim_key
 
 from .. import approvals
 from ..hub import hubs_of
@@ -42,6 +42,11 @@ log = logging.getLogger("gateway.push")
 TTL_SECONDS = 3600
 SEND_TIMEOUT = 10.0
 GONE = (404, 410)
+#: How long a claim is kept: far longer than any gateway lags behind the
+#: stream, so a late gateway still finds it and does not push again.
+CLAIM_KEEP_SECONDS = 3600.0
+#: How often each gateway sweeps spent claims and dead grants from the bucket.
+SWEEP_SECONDS = 600.0
 
 
 def lost_after(lease_seconds: float) -> float:
@@ -91,10 +96,20 @@ class Pusher:
                 await asyncio.sleep(1.0)
         self._ready.set()
         log.info("push sender started (%d subscriptions)", len(self.subs.live))
+        nc = self._bus.nc
+        reconnects, swept = nc.stats["reconnects"], time.monotonic()
         try:
             while True:
                 await asyncio.sleep(1.0)
+                if not nc.is_connected or nc.stats["reconnects"] != reconnects:
+                    # Heartbeats missed while we were away say nothing about the runners.
+                    reconnects = nc.stats["reconnects"]
+                    self._beats = {turn: (time.monotonic(), lease) for turn, (_, lease) in self._beats.items()}
+                    continue
                 self._check_lost()
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    self._spawn_sweep()
         finally:
             await live.unsubscribe()
 
@@ -108,6 +123,33 @@ class Pusher:
         if self.subs is not None:
             await self.subs.stop()
         await self._http.aclose()
+
+    def _spawn_sweep(self) -> None:
+        task = asyncio.ensure_future(self.sweep())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete claims older than CLAIM_KEEP_SECONDS and grants past their
+        expiry; how many went. Every gateway sweeps; deletes are idempotent."""
+        now = time.time() if now is None else now
+        kv = await self._bus.kv()
+        gone = 0
+        for key in await kv_keys(kv, f"{PUSH_CLAIM_KEYS}.*") + await kv_keys(kv, f"{PUSH_GRANT_KEYS}.*"):
+            try:
+                entry = await kv.get(key)
+                if key.startswith(PUSH_CLAIM_KEYS):
+                    expired = now - float((entry.value or b"0").split(b" ", 1)[0]) > CLAIM_KEEP_SECONDS
+                else:
+                    expired = grants.expired(entry.value or b"", now)
+                if expired:
+                    await kv.delete(key, last=entry.revision)
+                    gone += 1
+            except (KeyNotFoundError, KeyWrongLastSequenceError, ValueError):
+                continue
+        if gone:
+            log.info("push sweep removed %d spent claims and grants", gone)
+        return gone
 
     def _spawn(self, push: messages.Push, event: Any = None) -> None:
         task = asyncio.ensure_future(self.deliver(push, event))
@@ -170,7 +212,7 @@ class Pusher:
         """True for the one gateway that may send this push."""
         digest = hashlib.sha256(push.claim.encode()).hexdigest()[:40]
         try:
-            await (await self._bus.kv()).create(push_claim_key(digest), push.session_id.encode())
+            await (await self._bus.kv()).create(push_claim_key(digest), f"{time.time():.3f} {push.session_id}".encode())
             return True
         except KeyWrongLastSequenceError:
             return False
@@ -190,7 +232,10 @@ class Pusher:
     async def _payload(self, sub: Subscription, push: messages.Push, event: Any) -> dict[str, Any]:
         if not isinstance(event, ApprovalRequested) or not event.request_id:
             return push.payload()
-        expires_at = event.ts.timestamp() + self._settings.approval_timeout_seconds
+        # The approval's own end, never later than a whole timeout from now
+        # (its time is the runner's word).
+        timeout = self._settings.approval_timeout_seconds
+        expires_at = min(event.ts.timestamp(), time.time()) + timeout
         if approvals.decided_in_page_only(self._settings, event.verb):
             return push.payload(expires_at=expires_at)  # no grant: the action opens the page
         token = await grants.issue(
