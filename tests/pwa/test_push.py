@@ -86,6 +86,18 @@ def test_approve_on_the_notification_runs_the_verb_once_and_a_replay_is_refused(
         [got] = push.wait(1, timeout=60, kind="approval", session_id=sid)
         assert "grant" in got.payload and got.payload["verb"] == "cycle"
 
+        # The page on that session: the approval waits; an escalation (what the
+        # notifier records when nobody answers) shows where else it went.
+        page.goto(f"/s/{sid}")
+        card = page.locator(f"[data-approval='{got.payload['id']}']")
+        card.wait_for()
+        escalation = httpx.post(f"{stack.base}/api/session/{sid}/approval/{got.payload['id']}/escalation",
+                                json={"channel": "ntfy at ntfy.example", "after_seconds": 120}, headers=stack.headers)
+        assert escalation.status_code == 201, escalation.text
+        card.locator("[data-escalated]").wait_for()
+        assert card.locator("[data-escalated]").inner_text() == "Unanswered for 120 s: also sent to ntfy at ntfy.example"
+        shot(page, "push-approval-escalated")
+
         cdp.send("ServiceWorker.deliverPushMessage",
                  {"origin": stack.base, "registrationId": registration, "data": json.dumps(got.payload)})
         shown = wait_for(lambda: worker.evaluate(
@@ -124,4 +136,5 @@ def test_approve_on_the_notification_runs_the_verb_once_and_a_replay_is_refused(
         push.wait(1, timeout=30, kind="verb", session_id=sid)
         push.wait(1, timeout=30, kind="turn_end", session_id=sid)
         assert all("Cycled it" not in json.dumps(r.payload) for r in push.received)
+        page.locator(f"[data-approval='{got.payload['id']}']").wait_for(state="detached")
         shot(page, "push-approved")
