@@ -23,7 +23,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from .auth import identify
-from .push.grants import well_formed
+from .push.grants import DECISION_PATH, GRANT_HEADER, well_formed
 from .settings import Settings
 
 PROMPT_BODY_BYTES = 64 * 1024
@@ -32,8 +32,6 @@ NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Routes with a credential and a body cap of their own, both checked before
 #: the body is read (api/alerts.py: Alertmanager's webhook, up to 1 MiB).
 OWN_GUARD_PREFIXES = ("/api/alerts/",)
-DECISION_PATH = "/api/push/decision"
-GRANT_HEADER = "x-breakglass-push-grant"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -27,8 +27,7 @@ from ..push.store import BadSubscription, Subscription, check_endpoint, check_ke
 from .deps import Identity
 
 router = APIRouter(prefix="/api/push", tags=["push"])
-GRANT_HEADER = "X-Breakglass-Push-Grant"
-DECISION_PATH = "/api/push/decision"
+GRANT_HEADER = grants.GRANT_HEADER
 
 
 def pusher_of(request: Request) -> Pusher:

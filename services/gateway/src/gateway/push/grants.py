@@ -24,6 +24,9 @@ from events.topology import push_grant_key
 
 #: A token is 32 random bytes, base64url (43 characters).
 TOKEN_LENGTH = 43
+#: The one route a grant opens, and the header that carries it (api/push.py, guard.py).
+DECISION_PATH = "/api/push/decision"
+GRANT_HEADER = "X-Breakglass-Push-Grant"
 
 
 class PushGrant(msgspec.Struct, kw_only=True):

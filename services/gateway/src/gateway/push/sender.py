@@ -49,6 +49,10 @@ CLAIM_KEEP_SECONDS = 3600.0
 SWEEP_SECONDS = 600.0
 
 
+#: The stored kinds the sender reads; anything else is not decoded at all.
+PUSHED_KINDS = tuple(b'"kind":"%s"' % k for k in (b"approval", b"turn_end", b"verb"))
+
+
 def lost_after(lease_seconds: float) -> float:
     """The PWA's limit (frontend/src/lib/liveness.js `lostAfterSeconds`)."""
     return lease_seconds + max(2.0, lease_seconds * 0.1)
@@ -159,6 +163,8 @@ class Pusher:
     # ------------------------------------------------------------ sources
 
     def _on_record(self, session_id: str, seq: int, data: bytes) -> None:
+        if not any(kind in data for kind in PUSHED_KINDS):  # most events (text, tools) skip the decode
+            return
         try:
             event = decode_event_lenient(data)
         except ContractError:
