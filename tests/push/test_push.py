@@ -297,3 +297,39 @@ async def test_the_sweep_drops_old_claims_and_dead_grants_only(nats_url, gateway
     finally:
         await pusher.close()
         await bus.close()
+
+
+async def test_the_decision_is_the_subscribers_and_only_for_the_grants_own_approval(
+        push, nats_url, gateway_settings, tmp_path, nc):
+    """Behind the edge proxy: alice subscribes, bob does not; alice's Deny on
+    her notification is recorded as hers, and nothing in the body (another
+    approval, another session, another `by`) moves it elsewhere."""
+    secret = "edge-secret-0123456789"
+    settings = push_settings(gateway_settings, tmp_path / "gw", trust_edge_header=True, edge_secret=secret)
+    alice = {settings.edge_secret_header: secret, settings.edge_user_header: "alice"}
+    with start_gateway(settings) as base:
+        await ensure(nc.jetstream())
+        await asyncio.to_thread(wait_ready, base)
+        await asyncio.to_thread(wait_push_ready, base, alice)
+        async with httpx.AsyncClient(base_url=base, headers=alice, timeout=15) as c:
+            sid = (await c.post("/api/session")).json()["session_id"]
+            other_sid = (await c.post("/api/session")).json()["session_id"]
+            turn_id = await hold_turn(nc, sid)
+            await hold_turn(nc, other_sid)
+            runner = Runner()
+            await nc.subscribe(subjects.approval(sid), cb=runner.on)
+            await nc.subscribe(subjects.approval(other_sid), cb=runner.on)
+            assert (await subscribe(c, push.browser())).status_code == 201
+            target, _ = await ask_approval(nc, sid, turn_id=turn_id)
+            other, _ = await ask_approval(nc, other_sid)
+            grant = next(r.payload["grant"] for r in await asyncio.to_thread(push.wait, 2, kind="approval")
+                         if r.payload["id"] == target)
+            answer = await httpx.AsyncClient(base_url=base, timeout=15).post(
+                "/api/push/decision", headers={GRANT: grant},
+                json={"approve": False, "approval_id": other, "session_id": other_sid, "by": "mallory"})
+    assert answer.status_code == 200 and answer.json()["by"] == "alice", answer.text
+    assert [(a.session_id, a.approval_id, a.approved, a.by) for a in runner.answers] == [(sid, target, False, "alice")]
+    events = [msgspec.json.decode(r.data) for r in await EventLog(nc.jetstream()).read(sid)]
+    assert [(e["phase"], e["by"]) for e in events if e["kind"] == "verb"] == [("denied", "alice")]
+    kv = await nc.jetstream().key_value(Topology().kv_bucket)
+    assert await kv_keys(kv, "grants.*") == []  # a Deny stores no executor grant
