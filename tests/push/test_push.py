@@ -333,3 +333,36 @@ async def test_the_decision_is_the_subscribers_and_only_for_the_grants_own_appro
     assert [(e["phase"], e["by"]) for e in events if e["kind"] == "verb"] == [("denied", "alice")]
     kv = await nc.jetstream().key_value(Topology().kv_bucket)
     assert await kv_keys(kv, "grants.*") == []  # a Deny stores no executor grant
+
+
+async def test_with_step_up_a_push_carries_no_grant_and_no_grant_decides(push, nats_url, gateway_settings, tmp_path, nc):
+    """The hook the step-up work fills in (`approvals.decided_in_page_only`):
+    where a passkey must be shown, the notification only opens the page."""
+    from dataclasses import dataclass, fields
+
+    from gateway.push import grants
+    from gateway.settings import Settings
+
+    @dataclass(frozen=True)
+    class StepUp(Settings):
+        step_up: bool = True
+
+    base_settings = push_settings(gateway_settings, tmp_path / "gw")
+    settings = StepUp(**{f.name: getattr(base_settings, f.name) for f in fields(Settings)})
+    with start_gateway(settings) as base:
+        await ensure(nc.jetstream())
+        await asyncio.to_thread(wait_ready, base)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        await asyncio.to_thread(wait_push_ready, base, headers)
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as c:
+            sid = (await c.post("/api/session")).json()["session_id"]
+            turn_id = await hold_turn(nc, sid)
+            await subscribe(c, push.browser())
+            approval_id, request_id = await ask_approval(nc, sid, turn_id=turn_id)
+            [got] = await asyncio.to_thread(push.wait, 1, kind="approval")
+            kv = await nc.jetstream().key_value(Topology().kv_bucket)
+            minted = await grants.issue(kv, identity="operator", session_id=sid, approval_id=approval_id,
+                                        request_id=request_id, verb="cycle", expires_at=time.time() + 60)
+            refused = await c.post("/api/push/decision", headers={GRANT: minted}, json={"approve": True})
+    assert "grant" not in got.payload and got.payload["expires_at"] > time.time()
+    assert refused.status_code == 403 and "passkey" in refused.json()["detail"]
