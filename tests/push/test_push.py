@@ -366,3 +366,17 @@ async def test_with_step_up_a_push_carries_no_grant_and_no_grant_decides(push, n
             refused = await c.post("/api/push/decision", headers={GRANT: minted}, json={"approve": True})
     assert "grant" not in got.payload and got.payload["expires_at"] > time.time()
     assert refused.status_code == 403 and "passkey" in refused.json()["detail"]
+
+
+async def test_a_data_dir_that_cannot_hold_the_key_turns_push_off_not_the_gateway(gateway_settings, tmp_path, nc):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the data directory should be")
+    with start_gateway(push_settings(gateway_settings, blocked)) as base:
+        await ensure(nc.jetstream())
+        await asyncio.to_thread(wait_ready, base)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as c:
+            key = await c.get("/api/push/key")
+            session = await c.post("/api/session")
+    assert key.status_code == 503 and "BREAKGLASS_DATA_DIR" in key.json()["detail"]
+    assert session.status_code == 200

@@ -32,6 +32,8 @@ GRANT_HEADER = grants.GRANT_HEADER
 
 def pusher_of(request: Request) -> Pusher:
     pusher = getattr(request.app.state, "pusher", None)
+    if pusher is not None and pusher.off:
+        raise HTTPException(503, f"Web Push is off: {pusher.off}")
     if pusher is None or pusher.subs is None:
         raise HTTPException(503, "Web Push is starting; try again")
     return pusher

@@ -62,9 +62,16 @@ class Pusher:
     def __init__(self, bus: "Bus", settings: "Settings") -> None:
         self._bus = bus
         self._settings = settings
-        self.key = vapid.load_or_create(settings.data_dir)
-        self.public_key = vapid.public_key(self.key)
         self.subs: Subscriptions | None = None
+        #: Why pushes are off (the key could not be read or made), else "".
+        #: The gateway serves everything else all the same.
+        self.off = ""
+        try:
+            self.key = vapid.load_or_create(settings.data_dir)
+            self.public_key = vapid.public_key(self.key)
+        except (OSError, ValueError) as exc:
+            self.off = f"the Web Push key in {settings.data_dir} cannot be read or made ({exc}); set BREAKGLASS_DATA_DIR"
+            log.error("Web Push is off: %s", self.off)
         self._http = httpx.AsyncClient(timeout=SEND_TIMEOUT, follow_redirects=False)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main: asyncio.Task[None] | None = None
@@ -78,7 +85,8 @@ class Pusher:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._main = asyncio.ensure_future(self._run())
+        if not self.off:
+            self._main = asyncio.ensure_future(self._run())
 
     async def ready(self) -> None:
         await self._ready.wait()
