@@ -350,7 +350,10 @@ class Hubs:
     def _on_record(self, session_id: str, seq: int, data: bytes) -> None:
         self.position = seq
         for observer in self._observers:
-            observer(session_id, seq, data)
+            try:
+                observer(session_id, seq, data)
+            except Exception:  # an observer's bug must not stop the live path
+                log.exception("a firehose observer failed on event %d", seq)
         hub = self._hubs.get(session_id)
         if hub is not None:
             hub.on_record(seq, data)
