@@ -344,7 +344,8 @@ class Hubs:
     async def follow(self, observer: Callable[[str, int, bytes], None]) -> None:
         """Call `observer(session_id, seq, data)` for every session event
         stored from now on (the firehose is started if it was not)."""
-        self._observers.append(observer)
+        if observer not in self._observers:
+            self._observers.append(observer)
         await self._firehose_started()
 
     def _on_record(self, session_id: str, seq: int, data: bytes) -> None:

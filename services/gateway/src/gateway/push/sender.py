@@ -96,8 +96,14 @@ class Pusher:
             await asyncio.sleep(0.1)
         while True:
             try:
-                self.subs = Subscriptions(await self._bus.kv())
-                await self.subs.start()
+                if self.subs is None:
+                    subs = Subscriptions(await self._bus.kv())
+                    try:
+                        await subs.start()
+                    except BaseException:
+                        await subs.stop()
+                        raise
+                    self.subs = subs
                 await hubs_of(self._bus).follow(self._on_record)
                 live = await self._bus.nc.subscribe(subjects.LIVE_ALL, cb=self._on_live)
                 break
