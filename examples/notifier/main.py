@@ -37,6 +37,7 @@ from events.kinds import UserPrompted
 
 from . import rules
 from .deliver import Delivery, Sender, backoff
+from .escalate import Escalator
 from .settings import SERVICE, Settings
 
 log = logging.getLogger(SERVICE)
@@ -155,10 +156,12 @@ def anchor_of(msg: Msg, seq: int) -> str | None:
 
 
 class Notifier:
-    def __init__(self, js: JetStreamContext, settings: Settings, sender: Sender) -> None:
+    def __init__(self, js: JetStreamContext, settings: Settings, sender: Sender,
+                 escalator: Escalator | None = None) -> None:
         self.js = js
         self.settings = settings
         self.sender = sender
+        self.escalator = escalator
 
     def retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
         delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max)
@@ -178,6 +181,8 @@ class Notifier:
         if event is None:  # a kind newer than this reader: skipped
             await msg.ack()
             return
+        if self.escalator is not None and subjects.session_of(msg.subject) is not None:
+            self.escalator.saw(event)
         try:
             first = isinstance(event, UserPrompted) and await opens_session(
                 self.js, self.settings.stream, msg.subject, seq
@@ -273,6 +278,10 @@ async def serve(
     except Exception as exc:
         raise OSError(f"cannot connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}") from None
     sender = Sender(settings.url, settings.format, timeout=settings.timeout, token=settings.token)
+    escalator = None
+    if settings.escalate_url:
+        escalator = Escalator(settings, Sender(settings.escalate_url, settings.escalate_format,
+                                               timeout=settings.timeout, token=settings.escalate_token))
     try:
         js = nc.jetstream()
         if not await ensure_consumer(js, settings, stop):
@@ -280,8 +289,11 @@ async def serve(
         # The path of an ntfy URL is its topic, which works as a password: not logged.
         log.info("notifying %s (%s format) through consumer %s on %s",
                  urlsplit(settings.url).netloc, settings.format, settings.consumer, settings.stream)
-        await Notifier(js, settings, sender).run(stop, ready=ready, poll_seconds=poll_seconds)
+        await Notifier(js, settings, sender, escalator).run(stop, ready=ready, poll_seconds=poll_seconds)
     finally:
+        if escalator is not None:
+            await escalator.aclose()
+            await escalator.sender.aclose()
         await sender.aclose()
         await nc.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
 from events.topology import Topology
@@ -47,6 +48,14 @@ class Settings:
     #: ack_wait = timeout + this: how long a message handed to a notifier that
     #: died mid-handling waits before the server gives it to another one.
     ack_slack: float = 30.0
+    #: The second channel (escalate.py): unanswered approvals go there too.
+    escalate_url: str | None = None
+    escalate_format: str = "json"
+    escalate_token: str | None = None
+    escalate_seconds: float = 120.0
+    #: Where the gateway is, and its bearer, to record an escalation.
+    gateway_url: str | None = None
+    gateway_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -74,4 +83,27 @@ class Settings:
             retry_max=retry_max,
             min_priority=env.int("NOTIFY_MIN_PRIORITY", 1, minimum=1, maximum=5),
             concurrency=env.int("NOTIFY_CONCURRENCY", 8, minimum=1, maximum=256),
+            **_escalation(env, fmt),
         )
+
+
+def _escalation(env: Env, fmt: str) -> dict:
+    url = env.str("NOTIFY_ESCALATE_URL")
+    gateway_url = env.str("NOTIFY_GATEWAY_URL")
+    if url is None:
+        return {}
+    token_file = env.str("NOTIFY_GATEWAY_TOKEN_FILE")
+    token = None
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"BREAKGLASS_NOTIFY_GATEWAY_TOKEN_FILE: cannot read {token_file}: {exc.strerror}") from None
+    return {
+        "escalate_url": _http_url("NOTIFY_ESCALATE_URL", url),
+        "escalate_format": env.choice("NOTIFY_ESCALATE_FORMAT", fmt, FORMATS),
+        "escalate_token": env.str("NOTIFY_ESCALATE_TOKEN"),
+        "escalate_seconds": env.float("NOTIFY_ESCALATE_SECONDS", 120.0, minimum=0.0),
+        "gateway_url": _http_url("NOTIFY_GATEWAY_URL", gateway_url) if gateway_url else None,
+        "gateway_token": token,
+    }

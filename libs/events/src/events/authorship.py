@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .kinds import (
-    AlertReceived, ApprovalRequested, CliSessionBound, DiagnosisReady, Envelope, ResultReported, TextSaid, ToolCalled, ToolReturned, TurnCancelled,
+    AlertReceived, ApprovalEscalated, ApprovalRequested, CliSessionBound, DiagnosisReady, Envelope, ResultReported, TextSaid, ToolCalled, ToolReturned, TurnCancelled,
     TurnEnded, TurnFailed, TurnInterrupted, UsageReported, UserPrompted, VerbPhase, VerbProgressed, kind_of,
 )
 
@@ -29,8 +29,9 @@ _TURN_ENDINGS = (TurnFailed, TurnCancelled, TurnInterrupted, TurnEnded)
 
 #: kind -> the writers that may store it (verbs: see VERB_PHASES).
 KINDS: Mapping[str, frozenset[str]] = {
-    # the operator's prompts, and what the gateway's alert receiver records
-    **{kind_of(k): frozenset({GATEWAY}) for k in (UserPrompted, AlertReceived, DiagnosisReady)},
+    # the operator's prompts, what the gateway's alert receiver records, and
+    # an approval's escalation (reported to the gateway by whoever sent it)
+    **{kind_of(k): frozenset({GATEWAY}) for k in (UserPrompted, AlertReceived, DiagnosisReady, ApprovalEscalated)},
     **{kind_of(k): frozenset({AGENT_RUNNER}) for k in (
         CliSessionBound, TextSaid, ToolCalled, ToolReturned, ResultReported, UsageReported, ApprovalRequested)},
     # a turn no runner started is ended by the gateway; a runner's, by it or its reaper

@@ -166,6 +166,17 @@ class ApprovalRequested(Envelope, tag="approval"):
     request_id: str | None = None
 
 
+class ApprovalEscalated(Envelope, tag="escalated"):
+    """An approval nobody answered within the escalation delay was also sent
+    to a second channel (the notifier's). `channel` says where, for the
+    operator to read (a kind and a host, never a secret such as an ntfy
+    topic); `by` is who sent it."""
+
+    approval_id: str
+    channel: str
+    after_seconds: float = 0.0
+
+
 class AlertStatus(str, enum.Enum):
     FIRING = "firing"
     RESOLVED = "resolved"
@@ -234,6 +245,7 @@ Event = Union[
     TurnEnded,
     VerbProgressed,
     ApprovalRequested,
+    ApprovalEscalated,
     UsageReported,
     AlertReceived,
     DiagnosisReady,

@@ -304,6 +304,12 @@ SPENT_KEYS = "spent"
 LOGIN_KEYS = "logins"
 #: The alert receiver's state: alert groups and per-VM triage windows.
 ALERT_KEYS = "alerts"
+#: Web Push (gateway only, gateway.push): the browsers' subscriptions, one
+#: claim per pushed event (so one of several gateways sends it), and the
+#: single-use decision grants a notification's Approve/Deny carries.
+PUSH_SUB_KEYS = "pushsubs"
+PUSH_CLAIM_KEYS = "pushsent"
+PUSH_GRANT_KEYS = "pushgrants"
 
 
 def session_key(session_id: str) -> str:
@@ -365,3 +371,26 @@ def alert_vm_key(vm: str) -> str:
     if not vm or not all(c.isalnum() or c in "-_" for c in vm) or len(vm) > 64:
         raise ValueError(f"a VM name must be 1-64 letters, digits, - or _, got {vm!r}")
     return f"{ALERT_KEYS}.vm-{vm}"
+
+
+def _digest_key(family: str, digest: str) -> str:
+    if not 16 <= len(digest) <= 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"a {family} key is a lower-case hex digest")
+    return f"{family}.{digest}"
+
+
+def push_sub_key(digest: str) -> str:
+    """KV key of one push subscription, by the hex SHA-256 of its endpoint."""
+    return _digest_key(PUSH_SUB_KEYS, digest)
+
+
+def push_claim_key(digest: str) -> str:
+    """KV key a gateway creates (compare-and-set) before it pushes one
+    event: the gateway that created it sends, the others skip."""
+    return _digest_key(PUSH_CLAIM_KEYS, digest)
+
+
+def push_grant_key(digest: str) -> str:
+    """KV key of a notification's decision grant, by the hex SHA-256 of the
+    token the push carried (the store never holds the token itself)."""
+    return _digest_key(PUSH_GRANT_KEYS, digest)

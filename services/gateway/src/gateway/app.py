@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .alerts.triage import Triages
-from .api import alerts, approvals, history, login, pve, sessions
+from .api import alerts, approvals, escalations, history, login, push, pve, sessions
 from . import metrics, pwa
 from .bus import Bus
 from .correlation import RequestIds
 from .guard import Guard
 from .logins import Logins
+from .push.sender import Pusher
 from .settings import Settings
 
 
@@ -28,9 +29,11 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await bus.start()
+        pusher.start()
         try:
             yield
         finally:
+            await pusher.close()
             await triages.close()
             await bus.close()
 
@@ -46,6 +49,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.state.bus = bus
     app.state.logins = Logins(bus)
     triages = app.state.triages = Triages(bus, settings)
+    pusher = app.state.pusher = Pusher(bus, settings)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -68,6 +72,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(history.router)
     app.include_router(login.router)
     app.include_router(alerts.router)
+    app.include_router(push.router)
+    app.include_router(escalations.router)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

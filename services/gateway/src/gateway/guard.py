@@ -4,7 +4,8 @@
   other site that rebinds its DNS name to this address gets 400, not the API.
 - A request that carries a body to `/api` (anything but GET/HEAD/OPTIONS)
   must prove an identity by its headers first (cookies never open those
-  methods): a stranger gets 401 before one byte of the body is read.
+  methods): a stranger gets 401 before one byte of the body is read. The
+  one exception is a notification's decision carrying a push grant.
 - Bodies are capped: PROMPT_BODY_BYTES on the prompt route (a prompt is at
   most 32 KiB of text, JSON escaping included), BODY_BYTES elsewhere. A
   declared length over the cap is refused without reading; an undeclared
@@ -22,6 +23,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from .auth import identify
+from .push.grants import DECISION_PATH, GRANT_HEADER, well_formed
 from .settings import Settings
 
 PROMPT_BODY_BYTES = 64 * 1024
@@ -48,6 +50,13 @@ def host_allowed(host: str | None, allowed: list[str]) -> bool:
     else:
         name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
     return name in allowed
+
+
+def carries_grant(path: str, headers: Headers) -> bool:
+    """A notification's decision (api/push.py) proves itself with the grant
+    its push carried, checked by the route; only that route, only a token
+    of the grant's shape."""
+    return path == DECISION_PATH and well_formed(headers.get(GRANT_HEADER))
 
 
 def body_cap(path: str) -> int:
@@ -80,7 +89,7 @@ class Guard:
         if scope["method"] in NO_BODY_METHODS or not path.startswith("/api/") or path.startswith(OWN_GUARD_PREFIXES):
             await self.app(scope, receive, send)
             return
-        if identify(self.settings, headers) is None:
+        if identify(self.settings, headers) is None and not carries_grant(path, headers):
             await _refuse(send, 401, "authentication required", {"WWW-Authenticate": "Bearer"})
             return
         cap = body_cap(path)

@@ -51,6 +51,19 @@ class Settings:
     #: The operator let the agent run without a sandbox (agent-runner's
     #: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT): `/ready` says so in its body.
     agent_unsandboxed: bool = False
+    #: Where the gateway keeps its own files (the Web Push key).
+    data_dir: Path = Path(".breakglass")
+    #: The VAPID `sub` contact push services may write to about our pushes.
+    push_contact: str = "mailto:breakglass@localhost"
+    #: A subscription not renewed (the page posts it on every load) within this long is dropped.
+    push_subscription_days: float = 30.0
+    #: Accept http:// push endpoints (tests and a local push service only).
+    push_allow_http: bool = False
+    #: agent-runner's approval timeout (the same variable): a notification's
+    #: decision grant dies with its approval.
+    approval_timeout_seconds: float = 300.0
+    #: A running turn without output this long pushes a warning (the PWA's default).
+    silence_warning_seconds: float = 180.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -80,6 +93,12 @@ class Settings:
             alert_vms=VmMap.parse(env.str("ALERT_VMS"), _default_vm(env)),
             alert_window_seconds=env.float("ALERT_WINDOW_SECONDS", 900.0, minimum=0.0),
             triage_timeout_seconds=env.float("TRIAGE_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
+            data_dir=Path(env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve(),
+            push_contact=_contact(env.str("PUSH_CONTACT", "mailto:breakglass@localhost") or ""),
+            push_subscription_days=env.float("PUSH_SUBSCRIPTION_DAYS", 30.0, minimum=0.001),
+            push_allow_http=env.bool("PUSH_ALLOW_HTTP", False),
+            approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
+            silence_warning_seconds=env.float("SILENCE_WARNING_SECONDS", 180.0, minimum=1.0),
         ).checked()
 
     def checked(self) -> "Settings":
@@ -113,6 +132,13 @@ def _edge_secret(env: Env) -> str | None:
             "the user header"
         )
     return secret
+
+
+def _contact(value: str) -> str:
+    """RFC 8292 §2.1: a `mailto:` or `https:` URI push services may use."""
+    if not (value.startswith("mailto:") or value.startswith("https://")) or any(c.isspace() for c in value):
+        raise ConfigError(f"BREAKGLASS_PUSH_CONTACT must be a mailto: or https:// URI, got {value!r}")
+    return value
 
 
 def _default_vm(env: Env) -> str | None:

@@ -24,11 +24,13 @@ class ApprovalBody(BaseModel):
 
 class ApprovalAnswered(BaseModel):
     accepted: bool
+    #: When not accepted: who decided first (an operator, or `timeout`).
+    decided_by: str | None = None
 
 
 @router.post(
     "/session/{session_id}/approval/{approval_id}",
-    response_model=ApprovalAnswered,
+    response_model=ApprovalAnswered, response_model_exclude_none=True,
     responses={404: {"description": "unknown session"}},
 )
 async def answer_approval(
@@ -37,7 +39,8 @@ async def answer_approval(
     """Approve (`{"approve": true}`) or deny a pending `approval` of the session.
 
     `accepted` is false when no such approval is pending: already answered,
-    timed out (which denied it), or its turn is over. The outcome is recorded
+    timed out (which denied it), or its turn is over; `decided_by` then
+    names who decided it first, when the session records one. The outcome is recorded
     in the session as a `verb` event with phase `approved` or `denied` and
     `by` the caller.
     """
@@ -47,4 +50,6 @@ async def answer_approval(
         )
     except sessions.SessionNotFound:
         raise HTTPException(404, "unknown session") from None
-    return ApprovalAnswered(accepted=accepted)
+    if accepted:
+        return ApprovalAnswered(accepted=True)
+    return ApprovalAnswered(accepted=False, decided_by=await approvals.decided_by(bus_of(request), session_id, approval_id))
