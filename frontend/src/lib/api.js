@@ -1,3 +1,5 @@
+import { assertPasskey, createPasskey } from './passkey.js';
+
 // Same-origin JSON API (SPEC §3). Identity: the edge proxy's session (cookies)
 // or a bearer token kept in localStorage and sent on every fetch.
 
@@ -86,8 +88,41 @@ export function cancelTurn(sessionId) {
   return api(`/api/session/${sessionId}/cancel`, { method: 'POST' });
 }
 
+/**
+ * A request that may need step-up: when the gateway answers 428 with
+ * `step_up` options, the operator's passkey signs that challenge and the same
+ * request is sent once more with the assertion (gateway.stepup).
+ */
+async function withStepUp(path, body, accept = []) {
+  const first = await api(path, { method: 'POST', body, accept: [...accept, 428] });
+  if (first.status !== 428) return first;
+  const options = first.body?.step_up?.public_key;
+  if (!options) throw new ApiError(428, detailOf(first.body, 428), first.body);
+  let assertion;
+  try {
+    assertion = await assertPasskey(options);
+  } catch (e) {
+    throw new ApiError(403, `passkey confirmation cancelled or failed (${e.name || e.message || e})`, null);
+  }
+  return api(path, { method: 'POST', body: { ...body, step_up: assertion }, accept });
+}
+
 export function answerApproval(sessionId, approvalId, approve) {
-  return api(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { method: 'POST', body: { approve } });
+  return withStepUp(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { approve });
+}
+
+export function passkeyState() {
+  return api('/api/passkeys');
+}
+
+export async function registerPasskey() {
+  const { body: options } = await api('/api/passkeys/options', { method: 'POST' });
+  const credential = await createPasskey(options);
+  return (await api('/api/passkeys', { method: 'POST', body: { credential } })).body;
+}
+
+export function createObserverLink(sessionId, seconds) {
+  return api(`/api/session/${sessionId}/observers`, { method: 'POST', body: { seconds } });
 }
 
 export function listVerbs() {
@@ -98,7 +133,7 @@ export function runVerb(verb, sessionId, idempotencyKey) {
   const body = {};
   if (sessionId) body.session_id = sessionId;
   if (idempotencyKey) body.idempotency_key = idempotencyKey;
-  return api(`/api/pve/${verb}`, { method: 'POST', body, accept: [502] });
+  return withStepUp(`/api/pve/${verb}`, body, [502, 202]);
 }
 
 export function listSessions(q = '') {

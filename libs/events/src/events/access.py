@@ -9,6 +9,7 @@ so a renamed subject or stream changes the permissions with it.
     gateway       StartTurn, operator RunVerb, session + audit its inbox, live frames,
                   events, cancel/approval requests, KV         verb replies
                   sessions.*, locks.*, alerts.*, logins.*,
+                  passkeys.*, stepups.*, observers.*, decisions.*,
                   grants.* (the only writer of approval
                   grants), reads: events (ordered consumers,
                   last event), KV (get, list)
@@ -72,14 +73,18 @@ from . import subjects
 from .topology import (
     ALERT_KEYS,
     CONSUMERS,
+    DECISION_KEYS,
     EXECUTOR_CONSUMER,
     GRANT_KEYS,
     LOCK_KEYS,
     LOGIN_KEYS,
+    OBSERVER_KEYS,
+    PASSKEY_KEYS,
     READ_LEASE_KEYS,
     RUNNER_CONSUMER,
     SESSION_KEYS,
     SPENT_KEYS,
+    STEPUP_KEYS,
     VERB_KEYS,
     VM_LOCK_KEYS,
     Topology,
@@ -240,7 +245,8 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         GATEWAY: Permissions(
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
-                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS),
+                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS,
+                         PASSKEY_KEYS, STEPUP_KEYS, OBSERVER_KEYS, DECISION_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),

@@ -89,6 +89,6 @@ async def _grant(bus: Bus, asked: ApprovalRequested, by: str) -> None:
     assert asked.session_id is not None and asked.request_id is not None
     grant = ApprovalGrant(
         approval_id=asked.approval_id, session_id=asked.session_id, request_id=asked.request_id, verb=asked.verb,
-        approved_by=by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
+        approved_by=by, requested_by=asked.by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
     )
     await (await bus.kv()).put(grant_key(asked.approval_id), encode(grant))
