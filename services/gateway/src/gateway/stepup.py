@@ -75,6 +75,8 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True):
 
     def describe(self) -> str:
         where = f" in session {self.session_id}" if self.session_id else ""
+        if self.action == "press" and self.subject:
+            where += f" (idempotency key {self.subject})"
         return {"press": f"pressing `{self.verb}`{where}", "approve": f"approving `{self.verb}`{where}",
                 "register": "registering a passkey"}[self.action]
 
