@@ -35,6 +35,18 @@ export function setToken(token) {
   else s.removeItem(TOKEN_KEY);
 }
 
+// An observer link (`#observe/<session>/<secret>`, gateway.observers): every
+// call carries the secret instead of a token, and may only read that session.
+let observerSecret = '';
+export const setObserver = (secret) => { observerSecret = secret || ''; };
+export const observerQuery = () => (observerSecret ? `observer=${encodeURIComponent(observerSecret)}` : '');
+
+function credentials() {
+  if (observerSecret) return { 'X-Breakglass-Observer': observerSecret };
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 /** Listeners told when any call answers 401 (the app shows its login screen). */
 const unauthorized = new Set();
 export function onUnauthorized(fn) {
@@ -56,9 +68,7 @@ function detailOf(body, status) {
  * caller lists in `accept` (e.g. 502 for verbs); throws ApiError otherwise.
  */
 export async function api(path, { method = 'GET', body, accept = [], signal } = {}) {
-  const headers = { Accept: 'application/json' };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = { Accept: 'application/json', ...credentials() };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {
     method, headers, signal, credentials: 'same-origin', cache: 'no-store',
@@ -204,7 +214,7 @@ export async function probeVm() {
 
 /** A session's export as a Blob (`md` or `jsonl`). */
 export async function exportBlob(sessionId, format) {
-  const headers = getToken() ? { Authorization: `Bearer ${getToken()}` } : {};
+  const headers = credentials();
   const res = await fetch(`/api/session/${sessionId}/export?format=${format}`, { headers, credentials: 'same-origin' });
   if (res.status === 401) unauthorized.forEach((fn) => fn());
   if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`, null);
