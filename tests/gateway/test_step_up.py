@@ -189,3 +189,17 @@ def test_the_check_other_parts_call():
     on = Settings(nats_url="nats://127.0.0.1:1", step_up=True)
     assert [v for v in Verb if required(on, v)] == [Verb.RESET, Verb.STOP, Verb.START, Verb.CYCLE]
     assert not any(required(replace(on, step_up=False), v) for v in Verb)
+
+
+async def test_a_further_passkey_needs_one_the_operator_already_has(alice):
+    key = await enrol(alice)
+    thief = SoftPasskey()
+    step = await asked(alice, "/api/passkeys/options", {})  # the token alone no longer enrols
+    assert step["public_key"]["allowCredentials"]
+    forged = await alice.post("/api/passkeys/options", json={"step_up": thief.register({"challenge": "x" * 43})})
+    assert forged.status_code == 403
+    options = await alice.post("/api/passkeys/options", json={"step_up": key.assert_(step["public_key"])})
+    assert options.status_code == 200 and options.json()["excludeCredentials"], options.text
+    added = await alice.post("/api/passkeys", json={"credential": SoftPasskey().register(options.json())})
+    assert added.status_code == 200, added.text
+    assert len((await alice.get("/api/passkeys")).json()["passkeys"]) == 2

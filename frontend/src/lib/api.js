@@ -126,7 +126,7 @@ export function passkeyState() {
 }
 
 export async function registerPasskey() {
-  const { body: options } = await api('/api/passkeys/options', { method: 'POST' });
+  const { body: options } = await withStepUp('/api/passkeys/options', {});
   const credential = await createPasskey(options);
   return (await api('/api/passkeys', { method: 'POST', body: { credential } })).body;
 }

@@ -53,7 +53,7 @@ from events.verbs import Verb, is_mutating
 from .bus import Bus
 from .settings import Settings
 
-Action = Literal["press", "approve", "register"]
+Action = Literal["press", "approve", "register", "enrol"]
 #: The most credentials one operator may register (a phone, a laptop, a spare key...).
 MAX_PASSKEYS = 10
 
@@ -78,7 +78,7 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True):
         if self.action == "press" and self.subject:
             where += f" (idempotency key {self.subject})"
         return {"press": f"pressing `{self.verb}`{where}", "approve": f"approving `{self.verb}`{where}",
-                "register": "registering a passkey"}[self.action]
+                "register": "registering a passkey", "enrol": "adding another passkey"}[self.action]
 
 
 class Pending(msgspec.Struct, kw_only=True):
@@ -157,10 +157,16 @@ class StepUp:
         except msgspec.DecodeError:
             return None, entry.revision
 
-    async def registration_options(self, user: str) -> dict[str, Any]:
+    async def registration_options(self, user: str, proof: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Creation options for a new passkey. The first is registered with
+        the login alone; every further one needs an assertion of a passkey
+        the operator already has (else whoever holds the token could enrol
+        their own and step up with it)."""
         keys, _ = await self.passkeys(user)
         if keys is not None and len(keys.credentials) >= MAX_PASSKEYS:
             raise StepUpRefused(f"{user} already has {MAX_PASSKEYS} passkeys; remove one first")
+        if keys is not None and keys.credentials:
+            await self.demand(Binding(user=user, action="enrol"), proof, request_id="")
         handle = keys.user_handle if keys else _user_handle(user)
         challenge = await self._challenge(Binding(user=user, action="register"), request_id="")
         options = generate_registration_options(

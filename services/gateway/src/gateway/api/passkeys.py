@@ -33,6 +33,10 @@ class Registration(BaseModel):
     credential: dict[str, Any]
 
 
+class EnrolBody(BaseModel):
+    step_up: dict[str, Any] | None = None
+
+
 class Registered(BaseModel):
     id: str
 
@@ -51,10 +55,13 @@ async def passkey_state(request: Request, who: Identity) -> PasskeyState:
     )
 
 
-@router.post("/options", responses={403: {"description": "too many passkeys"}})
-async def registration_options(request: Request, who: Identity) -> dict[str, Any]:
-    """WebAuthn creation options for `navigator.credentials.create` (user verification required)."""
-    return await _step_up(request).registration_options(who)
+@router.post("/options", responses={403: {"description": "too many passkeys, or the step-up was refused"},
+                                    428: {"description": "a further passkey: confirm with one you have"}})
+async def registration_options(request: Request, who: Identity, body: EnrolBody | None = None) -> dict[str, Any]:
+    """WebAuthn creation options for `navigator.credentials.create` (user
+    verification required). The first passkey needs the login only; a
+    further one an assertion of an existing one (428, then `step_up`)."""
+    return await _step_up(request).registration_options(who, (body or EnrolBody()).step_up)
 
 
 @router.post("", response_model=Registered, responses={403: {"description": "the registration did not verify"}})

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '2a36256fa672b645';
+const VERSION = '31aab0e52d4d2b80';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
   "./assets/index-BKDJe2Om.css",
-  "./assets/index-BkN0ClDY.js",
+  "./assets/index-y5vxqmQs.js",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
