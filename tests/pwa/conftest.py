@@ -180,7 +180,7 @@ def context_factory(browser, stack):
     made = []
 
     def make(*, token: bool = True, service_workers: str = "block", **extra):
-        headers = dict(stack.headers) if token else {}
+        headers = {**(stack.headers if token else {}), **extra.pop("extra_http_headers", {})}
         ctx = browser.new_context(
             **MOBILE, base_url=stack.base, extra_http_headers=headers, bypass_csp=True,
             service_workers=service_workers, **extra,
