@@ -1,3 +1,5 @@
+import { assertPasskey, createPasskey } from './passkey.js';
+
 // Same-origin JSON API (SPEC §3). Identity: the edge proxy's session (cookies)
 // or a bearer token kept in localStorage and sent on every fetch.
 
@@ -33,6 +35,18 @@ export function setToken(token) {
   else s.removeItem(TOKEN_KEY);
 }
 
+// An observer link (`#observe/<session>/<secret>`, gateway.observers): every
+// call carries the secret instead of a token, and may only read that session.
+let observerSecret = '';
+export const setObserver = (secret) => { observerSecret = secret || ''; };
+export const observerQuery = () => (observerSecret ? `observer=${encodeURIComponent(observerSecret)}` : '');
+
+function credentials() {
+  if (observerSecret) return { 'X-Breakglass-Observer': observerSecret };
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 /** Listeners told when any call answers 401 (the app shows its login screen). */
 const unauthorized = new Set();
 export function onUnauthorized(fn) {
@@ -54,9 +68,7 @@ function detailOf(body, status) {
  * caller lists in `accept` (e.g. 502 for verbs); throws ApiError otherwise.
  */
 export async function api(path, { method = 'GET', body, accept = [], signal } = {}) {
-  const headers = { Accept: 'application/json' };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = { Accept: 'application/json', ...credentials() };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {
     method, headers, signal, credentials: 'same-origin', cache: 'no-store',
@@ -86,8 +98,41 @@ export function cancelTurn(sessionId) {
   return api(`/api/session/${sessionId}/cancel`, { method: 'POST' });
 }
 
+/**
+ * A request that may need step-up: when the gateway answers 428 with
+ * `step_up` options, the operator's passkey signs that challenge and the same
+ * request is sent once more with the assertion (gateway.stepup).
+ */
+async function withStepUp(path, body, accept = []) {
+  const first = await api(path, { method: 'POST', body, accept: [...accept, 428] });
+  if (first.status !== 428) return first;
+  const options = first.body?.step_up?.public_key;
+  if (!options) throw new ApiError(428, detailOf(first.body, 428), first.body);
+  let assertion;
+  try {
+    assertion = await assertPasskey(options);
+  } catch (e) {
+    throw new ApiError(403, `passkey confirmation cancelled or failed (${e.name || e.message || e})`, null);
+  }
+  return api(path, { method: 'POST', body: { ...body, step_up: assertion }, accept });
+}
+
 export function answerApproval(sessionId, approvalId, approve) {
-  return api(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { method: 'POST', body: { approve } });
+  return withStepUp(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { approve });
+}
+
+export function passkeyState() {
+  return api('/api/passkeys');
+}
+
+export async function registerPasskey() {
+  const { body: options } = await withStepUp('/api/passkeys/options', {});
+  const credential = await createPasskey(options);
+  return (await api('/api/passkeys', { method: 'POST', body: { credential } })).body;
+}
+
+export function createObserverLink(sessionId, seconds) {
+  return api(`/api/session/${sessionId}/observers`, { method: 'POST', body: { seconds } });
 }
 
 export function listVerbs() {
@@ -98,7 +143,7 @@ export function runVerb(verb, sessionId, idempotencyKey) {
   const body = {};
   if (sessionId) body.session_id = sessionId;
   if (idempotencyKey) body.idempotency_key = idempotencyKey;
-  return api(`/api/pve/${verb}`, { method: 'POST', body, accept: [502] });
+  return withStepUp(`/api/pve/${verb}`, body, [502, 202]);
 }
 
 export function listSessions(q = '') {
@@ -169,7 +214,7 @@ export async function probeVm() {
 
 /** A session's export as a Blob (`md` or `jsonl`). */
 export async function exportBlob(sessionId, format) {
-  const headers = getToken() ? { Authorization: `Bearer ${getToken()}` } : {};
+  const headers = credentials();
   const res = await fetch(`/api/session/${sessionId}/export?format=${format}`, { headers, credentials: 'same-origin' });
   if (res.status === 401) unauthorized.forEach((fn) => fn());
   if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`, null);

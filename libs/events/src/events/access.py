@@ -10,6 +10,7 @@ so a renamed subject or stream changes the permissions with it.
                   events, cancel/approval requests, KV         verb replies
                   sessions.*, locks.*, alerts.*, logins.*,
                   pushsubs.*, pushsent.*, pushgrants.*,
+                  passkeys.*, stepups.*, observers.*, decisions.*,
                   grants.* (the only writer of approval
                   grants), reads: events (ordered consumers,
                   last event), KV (get, list)
@@ -73,10 +74,13 @@ from . import subjects
 from .topology import (
     ALERT_KEYS,
     CONSUMERS,
+    DECISION_KEYS,
     EXECUTOR_CONSUMER,
     GRANT_KEYS,
     LOCK_KEYS,
     LOGIN_KEYS,
+    OBSERVER_KEYS,
+    PASSKEY_KEYS,
     PUSH_CLAIM_KEYS,
     PUSH_GRANT_KEYS,
     PUSH_SUB_KEYS,
@@ -84,6 +88,7 @@ from .topology import (
     RUNNER_CONSUMER,
     SESSION_KEYS,
     SPENT_KEYS,
+    STEPUP_KEYS,
     VERB_KEYS,
     VM_LOCK_KEYS,
     Topology,
@@ -245,7 +250,8 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
                 *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS,
-                         PUSH_SUB_KEYS, PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS),
+                         PUSH_SUB_KEYS, PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS,
+                         PASSKEY_KEYS, STEPUP_KEYS, OBSERVER_KEYS, DECISION_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),

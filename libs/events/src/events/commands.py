@@ -137,6 +137,10 @@ class ApprovalGrant(msgspec.Struct, kw_only=True):
     verb: Verb
     approved_by: Actor
     expires_at: datetime
+    #: Who asked for the verb (the agent, or the operator whose press waited
+    #: for a second operator under the two-person rule). None in grants
+    #: written before the field existed: those were all the agent's asks.
+    requested_by: Actor | None = None
 
 
 class VerbRecord(msgspec.Struct, kw_only=True):

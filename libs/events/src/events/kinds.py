@@ -157,7 +157,9 @@ class VerbProgressed(Envelope, tag="verb"):
 
 
 class ApprovalRequested(Envelope, tag="approval"):
-    """A verb the agent asked for waits for the operator's Approve/Deny."""
+    """A verb the agent asked for waits for the operator's Approve/Deny; or,
+    written by the gateway under the two-person rule, an operator's press
+    (`by`) waits for another operator's Approve/Deny."""
 
     approval_id: str
     verb: Verb
@@ -175,6 +177,27 @@ class ApprovalEscalated(Envelope, tag="escalated"):
     approval_id: str
     channel: str
     after_seconds: float = 0.0
+
+
+class ObserverAction(str, enum.Enum):
+    CREATED = "created"
+    USED = "used"
+    REVOKED = "revoked"
+
+
+class ObserverAudited(Envelope, tag="observer"):
+    """A read-only observer link to this session was created, used or
+    revoked (gateway.observers). `by` is the operator for `created` and
+    `revoked`, and `observer-<link id>` for `used`: every read through a
+    link is on the record of the session it opens."""
+
+    action: ObserverAction
+    #: The link's id (a hash of its secret, never the secret).
+    observer_id: str
+    #: When the link stops working (on `created`).
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    #: On `used`: what was read (`stream`, `events` or `export`).
+    route: str = ""
 
 
 class AlertStatus(str, enum.Enum):
@@ -249,6 +272,7 @@ Event = Union[
     UsageReported,
     AlertReceived,
     DiagnosisReady,
+    ObserverAudited,
 ]
 
 EVENT_TYPES: tuple[type[Envelope], ...] = Event.__args__  # type: ignore[attr-defined]

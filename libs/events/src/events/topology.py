@@ -310,6 +310,15 @@ ALERT_KEYS = "alerts"
 PUSH_SUB_KEYS = "pushsubs"
 PUSH_CLAIM_KEYS = "pushsent"
 PUSH_GRANT_KEYS = "pushgrants"
+#: Operators' passkeys (gateway only): `passkeys.<sha256 of the user name>`.
+PASSKEY_KEYS = "passkeys"
+#: Step-up challenges (gateway only), single use: `stepups.<sha256 of the challenge>`.
+STEPUP_KEYS = "stepups"
+#: Decisions on an operator's two-person press (gateway only), created
+#: once: `decisions.<approval_id>`, so the first Approve/Deny wins.
+DECISION_KEYS = "decisions"
+#: Observer links (gateway only): `observers.<link id>`, the id a hash of the link's secret.
+OBSERVER_KEYS = "observers"
 
 
 def session_key(session_id: str) -> str:
@@ -358,6 +367,33 @@ def login_key(digest: str) -> str:
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError("a login key is a lower-case hex SHA-256")
     return f"{LOGIN_KEYS}.{digest}"
+
+
+def _digest_key(family: str, digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"a {family} key is a lower-case hex SHA-256")
+    return f"{family}.{digest}"
+
+
+def passkey_key(digest: str) -> str:
+    """KV key of one operator's passkeys, by the hex SHA-256 of the user name."""
+    return _digest_key(PASSKEY_KEYS, digest)
+
+
+def stepup_key(digest: str) -> str:
+    """KV key of one step-up challenge, by the hex SHA-256 of the challenge."""
+    return _digest_key(STEPUP_KEYS, digest)
+
+
+def decision_key(approval_id: str) -> str:
+    """KV key of the decision on one two-person press (gateway-written, once)."""
+    subjects.verb_reply(approval_id)  # validates the id
+    return f"{DECISION_KEYS}.{approval_id}"
+
+
+def observer_key(digest: str) -> str:
+    """KV key of one observer link, by the hex SHA-256 of its secret."""
+    return _digest_key(OBSERVER_KEYS, digest)
 
 
 def alert_group_key(group_key: str) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
-from events.verbs import APPROVE_MUTATING, AUTONOMOUS
+from events.verbs import APPROVE_MUTATING, AUTONOMOUS, Verb, two_person_verbs
 from events.verbs import POLICIES as VERB_POLICIES
 
 from .devvm import DevvmTarget
@@ -50,6 +50,8 @@ class Settings:
     turn_timeout_seconds: float = 1800.0
     max_turns: int = 4
     verb_policy: str = "approve-mutating"
+    #: BREAKGLASS_TWO_PERSON_VERBS: the agent asks an operator for these whatever the policy.
+    two_person: frozenset[Verb] = frozenset()
     #: How long a mutating verb the agent asks for waits for the operator's
     #: Approve/Deny (policy `approve-mutating`) before it counts as denied.
     approval_timeout_seconds: float = 300.0
@@ -81,6 +83,7 @@ class Settings:
             turn_timeout_seconds=env.float("TURN_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
             max_turns=env.int("MAX_TURNS", 4, minimum=1, maximum=64),
             verb_policy=env.choice("VERB_POLICY", "approve-mutating", VERB_POLICIES),
+            two_person=two_person_verbs(env),
             approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
             devvm=_devvm(env),

@@ -227,6 +227,7 @@ class TurnRunner:
         settings = self.settings
         verbs = VerbTool(
             command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=turn_policy(cmd, settings),
+            two_person=settings.two_person,
             approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
         )
         turn.verbs = verbs

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .alerts.triage import Triages
-from .api import alerts, approvals, escalations, history, login, push, pve, sessions
-from . import metrics, pwa
+from .api import alerts, approvals, escalations, history, login, observers, passkeys, push, pve, sessions
+from . import metrics, pwa, stepup
 from .bus import Bus
 from .correlation import RequestIds
 from .guard import Guard
@@ -74,6 +74,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(push.router)
     app.include_router(escalations.router)
+    app.include_router(passkeys.router)
+    app.include_router(observers.router)
+    stepup.install(app)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

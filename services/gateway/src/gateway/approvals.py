@@ -33,7 +33,7 @@ from events.verbs import Verb
 from events.topology import grant_key
 from events.types import utcnow
 
-from . import sessions
+from . import sessions, stepup
 from .bus import Bus
 
 log = logging.getLogger("gateway.approvals")
@@ -79,12 +79,11 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
 
 
 def decided_in_page_only(settings: Any, verb: Verb) -> bool:
-    """The step-up hook (issue #19): True when a decision on `verb` must be
-    made in the page (a fresh passkey assertion bound to the request), so a
-    push carries no decision grant and its action only opens the page, and
-    a grant issued before step-up was turned on is refused. Step-up is not
-    built here yet: every decision may be made from a notification."""
-    return bool(getattr(settings, "step_up", False))
+    """True when a decision on `verb` must be made in the page (step-up: a
+    fresh passkey assertion bound to the request), so a push carries no
+    decision grant and its action only opens the page, and a grant issued
+    before step-up was turned on is refused."""
+    return stepup.required(settings, verb)
 
 
 #: How long a refused decision looks for the one that won (the winner's
@@ -125,6 +124,6 @@ async def _grant(bus: Bus, asked: ApprovalRequested, by: str) -> None:
     assert asked.session_id is not None and asked.request_id is not None
     grant = ApprovalGrant(
         approval_id=asked.approval_id, session_id=asked.session_id, request_id=asked.request_id, verb=asked.verb,
-        approved_by=by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
+        approved_by=by, requested_by=asked.by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
     )
     await (await bus.kv()).put(grant_key(asked.approval_id), encode(grant))

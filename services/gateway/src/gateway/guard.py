@@ -1,5 +1,8 @@
 """The gateway's front door: checks made before any route sees a request.
 
+- A request that presents an observer link may only GET the observable
+  paths of a session (gateway.observers): anything else is 403 here,
+  whatever route it names, before the route or its own guard runs.
 - `Host` must be one this gateway serves (settings.hosts()): a page on some
   other site that rebinds its DNS name to this address gets 400, not the API.
 - A request that carries a body to `/api` (anything but GET/HEAD/OPTIONS)
@@ -20,8 +23,9 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 
+from . import observers
 from .auth import identify
 from .push.grants import DECISION_PATH, GRANT_HEADER, well_formed
 from .settings import Settings
@@ -86,6 +90,11 @@ class Guard:
             await _refuse(send, 400, "unknown host; add it to BREAKGLASS_ALLOWED_HOSTS")
             return
         path: str = scope["path"]
+        if path.startswith("/api/") and observers.credential(headers, QueryParams(scope.get("query_string", b""))) \
+                is not None and not (scope["method"] in observers.OBSERVABLE_METHODS
+                                     and observers.OBSERVABLE_PATHS.match(path)):
+            await _refuse(send, 403, observers.READ_ONLY)
+            return
         if scope["method"] in NO_BODY_METHODS or not path.startswith("/api/") or path.startswith(OWN_GUARD_PREFIXES):
             await self.app(scope, receive, send)
             return

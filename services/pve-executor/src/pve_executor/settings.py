@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from events.config import PREFIX, ConfigError, Env, nats_url
-from events.verbs import APPROVE_MUTATING, POLICIES
+from events.verbs import APPROVE_MUTATING, POLICIES, Verb, two_person_verbs
 
 #: Everything that happens after the connection is up is bounded by the verb
 #: timeout; getting the connection up has its own, shorter limit.
@@ -58,6 +58,9 @@ class Settings:
     #: BREAKGLASS_VERB_POLICY, enforced here too: under `approve-mutating`
     #: an agent's mutating verb runs only with the operator's grant (grants).
     verb_policy: str = APPROVE_MUTATING
+    #: BREAKGLASS_TWO_PERSON_VERBS, enforced here too: such a verb runs only
+    #: against a grant by someone other than who asked (grants).
+    two_person: frozenset[Verb] = frozenset()
 
     @classmethod
     def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":
@@ -78,6 +81,7 @@ class Settings:
             metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
             metrics_port=env.int("EXECUTOR_METRICS_PORT", 0, minimum=0, maximum=65535),
             verb_policy=env.choice("VERB_POLICY", APPROVE_MUTATING, POLICIES),
+            two_person=two_person_verbs(env),
         )
 
     @property

@@ -203,10 +203,12 @@ class VerbHandler:
         await self._reply(cmd, result)
 
     async def _execute(self, cmd: RunVerb, verb: Verb) -> VerbResult:
-        if needs_grant(cmd, verb, self.settings.verb_policy):
-            refused = "no grant store" if self.grants is None else await self.grants.redeem(cmd, verb)
+        if needs_grant(cmd, verb, self.settings.verb_policy, self.settings.two_person):
+            two_person = verb in self.settings.two_person
+            refused = "no grant store" if self.grants is None else await self.grants.redeem(
+                cmd, verb, two_person=two_person)
             if refused is not None:
-                log.warning("refused the agent's %s (request %s): %s", verb.value, cmd.request_id, refused)
+                log.warning("refused %s's %s (request %s): %s", cmd.by, verb.value, cmd.request_id, refused)
                 return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {refused}")
         problem = self.settings.problem()
         if problem is not None or self.runner is None:

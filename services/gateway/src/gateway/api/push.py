@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from events.verbs import Verb
 
-from .. import approvals, sessions
+from .. import approvals, presses, sessions
 from ..auth import require_identity
 from ..push import grants
 from ..push.sender import Pusher
@@ -132,10 +132,19 @@ async def decide(
     if approvals.decided_in_page_only(request.app.state.settings, Verb(spent.verb)):
         raise HTTPException(403, "this verb needs a passkey check: open the page to decide")
     try:
-        accepted = await approvals.answer_approval(bus, spent.session_id, spent.approval_id,
-                                                   approve=body.approve, by=spent.identity)
+        asked = await presses.find(bus, spent.session_id, spent.approval_id)
+        if asked is not None and asked.is_press:  # an operator's two-person press: never its presser's to approve
+            accepted = await presses.answer(bus, request.app.state.settings, asked,
+                                            approve=body.approve, by=spent.identity)
+        else:
+            accepted = await approvals.answer_approval(bus, spent.session_id, spent.approval_id,
+                                                       approve=body.approve, by=spent.identity)
     except sessions.SessionNotFound:
         raise HTTPException(403, "the grant names a session that does not exist") from None
+    except presses.PressRefused as exc:
+        raise HTTPException(403, str(exc)) from None
+    except presses.PressDecided as exc:
+        raise HTTPException(409, str(exc)) from None
     if not accepted:
         who = await approvals.decided_by(bus, spent.session_id, spent.approval_id)
         raise HTTPException(409, f"already decided by {who}" if who else
