@@ -338,17 +338,11 @@ async def test_the_decision_is_the_subscribers_and_only_for_the_grants_own_appro
 async def test_with_step_up_a_push_carries_no_grant_and_no_grant_decides(push, nats_url, gateway_settings, tmp_path, nc):
     """The hook the step-up work fills in (`approvals.decided_in_page_only`):
     where a passkey must be shown, the notification only opens the page."""
-    from dataclasses import dataclass, fields
+    from dataclasses import replace
 
     from gateway.push import grants
-    from gateway.settings import Settings
 
-    @dataclass(frozen=True)
-    class StepUp(Settings):
-        step_up: bool = True
-
-    base_settings = push_settings(gateway_settings, tmp_path / "gw")
-    settings = StepUp(**{f.name: getattr(base_settings, f.name) for f in fields(Settings)})
+    settings = replace(push_settings(gateway_settings, tmp_path / "gw"), step_up=True)
     with start_gateway(settings) as base:
         await ensure(nc.jetstream())
         await asyncio.to_thread(wait_ready, base)
