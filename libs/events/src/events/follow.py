@@ -132,16 +132,17 @@ class Following:
                 return
             except asyncio.TimeoutError:
                 pass
+            if self._nc.is_closed:
+                self._fail(ConnectionError("the NATS connection is closed"))
+                return
+            if not self._nc.is_connected:
+                continue  # reconnecting: the next check catches up
             try:
                 async with self._lock:
                     await self._catch_up()
-            except (direct.DirectGetError, asyncio.TimeoutError, OSError) as exc:
-                # The bus away for a moment: the next check tries again.
-                if not self._nc.is_connected:
-                    continue
-                self._fail(exc)
             except Exception as exc:
-                self._fail(exc)
+                if self._nc.is_connected:
+                    self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
