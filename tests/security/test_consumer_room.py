@@ -27,7 +27,7 @@ from breakglass import natsd
 from breakglass.natsd import free_port
 from events import access, direct, subjects
 from events.follow import follow
-from events.kinds import TextSaid
+from events.kinds import TextSaid, TurnFailed
 from events.log import EventLog
 from events.topology import EVENTS_MAX_CONSUMERS, Topology
 from events.types import new_id
@@ -195,6 +195,31 @@ async def test_follow_fills_what_the_live_path_dropped(secured: Secured) -> None
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_the_notifier_does_its_job_as_the_reader_without_a_consumer(
+    secured: Secured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """examples/notifier, the in-repo integrator, on the reader credential."""
+    from examples.notifier.position import Position
+    from tests.notifier.rig import Receiver, running, settings_for
+
+    monkeypatch.chdir(tmp_path)
+    receiver = Receiver().start()
+    writer = await nats.connect(secured.url(access.AGENT_RUNNER), inbox_prefix=access.inbox_prefix(access.AGENT_RUNNER))
+    try:
+        settings = settings_for(secured.url(access.READER), receiver.url)
+        async with running(settings):
+            seq = await EventLog(writer.jetstream(), T, writer=access.AGENT_RUNNER).append(
+                TurnFailed(session_id=new_id(), by="agent-runner", error="boom"))
+            [request] = await receiver.wait_for(1)
+            assert json.loads(request.body)["event"]["id"] == seq
+            assert (await _counts(secured))[EV] == 0
+        state = Position.load(tmp_path / settings.state_file, settings.stream)
+        assert state is not None and state.position == seq and state.pending == {}
+    finally:
+        receiver.stop()
+        await writer.close()
 
 
 # --- the gateway after the flood -------------------------------------------------
