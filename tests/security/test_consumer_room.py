@@ -25,7 +25,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from breakglass import natsd
 from breakglass.natsd import free_port
-from events import access, direct, subjects
+from events import access, chain, direct, subjects
 from events.follow import follow
 from events.kinds import TextSaid, TurnFailed
 from events.log import EventLog
@@ -137,9 +137,11 @@ async def test_follow_replays_then_tails_exactly_as_the_reader(secured: Secured)
                 i += 1
 
         seen: list[tuple[int, str, str]] = []
+        links: set[str] = set()
 
         def deliver(got: direct.Got) -> None:
             seen.append((got.seq, got.subject, json.loads(got.data)["text"]))
+            links.add(got.headers.get(chain.HEADER, ""))  # the stored headers come along, live or replayed
 
         task = asyncio.create_task(keep_writing())
         await asyncio.sleep(0.05)
@@ -161,6 +163,7 @@ async def test_follow_replays_then_tails_exactly_as_the_reader(secured: Secured)
         assert all(subj == subjects.session_writer(sid, access.AGENT_RUNNER) for _, subj, _ in seen)
         assert any(text.startswith("during") for _, _, text in seen) and seen[-1][2] == "after 19"
         assert following.position == stored[-1]
+        assert "" not in links and len(links) == len(seen)
         # and the reader did it without a consumer
         assert (await _counts(secured))[EV] == 0
     finally:
