@@ -244,8 +244,8 @@ class Notifier:
 def _inbox(url: str) -> dict[str, str]:
     """A breakglass NATS user (the `reader` of `breakglass nats-url`) may
     read replies only under its own inbox prefix (events.access)."""
-    user = urlsplit(url.split(",")[0]).username
-    return {"inbox_prefix": access.inbox_prefix(user)} if user in access.ROLES else {}
+    role = bus.role_of(url)
+    return {"inbox_prefix": access.inbox_prefix(role)} if role else {}
 
 
 async def serve(

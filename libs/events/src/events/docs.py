@@ -185,7 +185,7 @@ def _message(type_: type[msgspec.Struct]) -> dict[str, Any]:
 
 
 def _template(address: str) -> str:
-    if subjects.writer_of(address):  # a per-writer subject: the writer is its last token
+    if address.rsplit(".", 1)[-1] in subjects.WRITERS:  # a per-writer subject: the writer is its last token
         address = address.rsplit(".", 1)[0] + ".{writer}"
     return address.replace(_SESSION, "{session_id}").replace(_REQUEST, "{request_id}")
 
