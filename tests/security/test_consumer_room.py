@@ -22,6 +22,7 @@ import httpx
 import nats
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
 
 from breakglass import natsd
 from breakglass.natsd import free_port
@@ -29,7 +30,7 @@ from events import access, chain, direct, subjects
 from events.follow import follow
 from events.kinds import TextSaid, TurnFailed
 from events.log import EventLog
-from events.topology import EVENTS_MAX_CONSUMERS, Topology
+from events.topology import EVENTS_MAX_CONSUMERS, Topology, ensure
 from events.types import new_id
 
 from tests.processes import Service, base_env
@@ -108,6 +109,28 @@ async def test_a_flood_of_consumer_creates_leaves_the_server_as_it_was(secured: 
         await nc.flush(timeout=30)
     await asyncio.sleep(0.5)
     assert await _counts(secured) == before
+
+
+async def test_a_consumer_left_behind_is_reaped_and_room_comes_back(nats_url) -> None:
+    """Hygiene for the services' own consumers (a crashed process's): every
+    consumer of the events stream, durable or not, goes after
+    `events_consumer_idle` without a reader, and none may ask to live longer."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        quick = Topology(events_consumer_idle=1.0)
+        await ensure(js, quick)
+        with pytest.raises(BadRequestError, match="inactive threshold exceeds"):
+            await js.add_consumer(quick.events_stream, ConsumerConfig(durable_name="forever", inactive_threshold=10.0))
+        for i in range(20):
+            await js.add_consumer(quick.events_stream, ConsumerConfig(durable_name=f"left{i}"))
+        assert (await js.stream_info(quick.events_stream)).state.consumer_count == 20
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await js.stream_info(quick.events_stream)).state.consumer_count:
+            assert asyncio.get_running_loop().time() < deadline, "left consumers were not reaped"
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
 
 
 # --- the supported path: follow (direct gets, then the republished events) ----------
