@@ -29,6 +29,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -55,9 +56,9 @@ class Topology:
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 600.0
     #: Every consumer of the events stream, durable ones included, is removed
-    #: by the server after this long without a reader: the stream's consumer
-    #: room (1,000) cannot be filled for good by the `reader` user, whose
-    #: permissions cannot bound how many it creates.
+    #: by the server after this long without a reader. Only the services may
+    #: create consumers there (events.access: the `reader` user may not), so
+    #: this is hygiene: a consumer a crashed service left goes away.
     events_consumer_idle: float = 3600.0
 
     @property
@@ -107,12 +108,17 @@ def events_stream_config(t: Topology) -> StreamConfig:
         allow_atomic=True,
         # Set, not left to the server's default (1,000 on 2.15, unlimited on
         # older ones), so every server behaves the same. Nothing here takes
-        # a consumer per client, per session or per listing any more (reads
-        # are direct gets, see events.direct): the consumers are one per
-        # gateway process (gateway.hub), one per `breakglass tail` or
-        # `replay --follow`, and integrators' durables. A cap far above that
-        # turns a leak into an error instead of unbounded server state.
+        # a consumer per client, per session or per listing (reads are direct
+        # gets, see events.direct), and only the services may create one
+        # (events.access): one firehose per gateway process (gateway.hub), a
+        # few short-lived ones for long replays and alert triage. Readers
+        # (the CLI, integrators) follow the republished events instead
+        # (events.follow), which costs the server nothing per reader. A cap
+        # far above that turns a leak into an error, not unbounded state.
         max_consumers=EVENTS_MAX_CONSUMERS,
+        # Each event again on `breakglass.stored.<rest>` once stored, with its
+        # sequence: core NATS, no server state per reader (events.follow).
+        republish=RePublish(src=subjects.EVENTS_ALL, dest=subjects.STORED_ALL),
         duplicate_window=120.0,
         num_replicas=t.replicas,
         consumer_limits=StreamConsumerLimits(inactive_threshold=t.events_consumer_idle),
