@@ -270,7 +270,11 @@ async def _flood(secured: Secured) -> None:
         with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
             await js.add_consumer(EV, ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
     await asyncio.sleep(0.3)
-    assert await _counts(secured) == before
+    after = await _counts(secured)
+    # The running gateway may replace its one firehose while the flood slows
+    # the server (the old one lingers until its idle limit, or goes): one
+    # more at most, never the reader's hundreds.
+    assert all(after[s] <= before[s] + 1 for s in before), (before, after)
 
 
 async def _serves(base: str, writer: EventLog, sid: str, label: str) -> None:
