@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
+from events.vms import Vm, VmList
+from events.vms import from_env as vms_from_env
 
 from .alerts.vms import DEFAULT_VM, VmMap
 
@@ -51,6 +53,9 @@ class Settings:
     #: The operator let the agent run without a sandbox (agent-runner's
     #: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT): `/ready` says so in its body.
     agent_unsandboxed: bool = False
+    #: The VMs the console may act on (events.vms): the gateway's allow-list;
+    #: the first is the one the single-VM routes address.
+    vms: VmList = VmList((Vm(name=DEFAULT_VM, vmid=102),))
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -80,6 +85,7 @@ class Settings:
             alert_vms=VmMap.parse(env.str("ALERT_VMS"), _default_vm(env)),
             alert_window_seconds=env.float("ALERT_WINDOW_SECONDS", 900.0, minimum=0.0),
             triage_timeout_seconds=env.float("TRIAGE_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
+            vms=vms_from_env(env),
         ).checked()
 
     def checked(self) -> "Settings":

@@ -69,8 +69,8 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         if problem:
             log.error("%s: every verb will be answered with this error", problem)
         else:
-            log.info("consuming verb commands for VM %d on %s@%s:%d (key %s, host key pinned by %s)",
-                     settings.pve_vmid, settings.pve_user, settings.pve_host, settings.pve_port,
+            log.info("consuming verb commands for VMs %s on %s@%s:%d (key %s, host key pinned by %s)",
+                     " ".join(f"{vm.name}={vm.vmid}" for vm in settings.vms.vms), settings.pve_user, settings.pve_host, settings.pve_port,
                      settings.pve_key_file or "from the ssh-agent", settings.pve_known_hosts)
             if not settings.pve_key_file:
                 log.warning("offering every key of the ssh-agent: if one the host accepts is not bound to the "

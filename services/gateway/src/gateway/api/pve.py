@@ -16,9 +16,11 @@ from events.codec import encode
 from events.types import UUID_PATTERN
 from events.verbs import ALL, MUTATING, Verb
 
-from .. import verbs
+from events.vms import Vm
+
+from .. import sessions, verbs
 from ..auth import require_identity
-from .deps import Identity, bus_of, require_session
+from .deps import Identity, bus_of
 
 router = APIRouter(prefix="/api/pve", dependencies=[Depends(require_identity)], tags=["pve"])
 
@@ -55,21 +57,37 @@ async def list_verbs() -> VerbList:
     "/{verb}",
     response_model=VerbOutcome,
     responses={502: {"model": VerbOutcome, "description": "non-zero exit, refused, or timed out"},
-               400: {"description": "unknown verb"}, 404: {"description": "unknown session"}},
+               400: {"description": "unknown verb"}, 404: {"description": "unknown session"},
+               409: {"description": "the session is bound to another VM"}},
 )
 async def run_verb(
     request: Request, verb: str, who: Identity, body: Annotated[VerbBody | None, Body()] = None,
 ) -> Response:
+    """The verb on the default VM (the first of BREAKGLASS_VMS): the route
+    of clients from before many VMs; `/api/vms/{vm}/pve/{verb}` names one."""
+    return await press(request, request.app.state.settings.vms.default, verb, who, body)
+
+
+async def press(request: Request, vm: Vm, verb: str, who: str, body: VerbBody | None) -> Response:
+    """Run `verb` on `vm` (already resolved from the allow-list) for `who`."""
     try:
         parsed = Verb(verb)
     except ValueError:
         raise HTTPException(400, f"unknown verb; allowed: {', '.join(v.value for v in ALL)}") from None
     body = body or VerbBody()
     bus = bus_of(request)
+    settings = request.app.state.settings
     if body.session_id is not None:
-        await require_session(bus, body.session_id)
+        try:
+            record = await sessions.get_session(bus, body.session_id)
+        except sessions.SessionNotFound:
+            raise HTTPException(404, "unknown session") from None
+        bound = record.vm or settings.vms.default.name
+        if bound != vm.name:
+            raise HTTPException(409, f"this session is about VM {bound!r}, not {vm.name!r}; "
+                                     "open a session for that VM to record its verbs")
     result = await verbs.request_verb(
-        bus, parsed, by=who, wait_seconds=request.app.state.settings.verb_wait_seconds,
+        bus, parsed, by=who, wait_seconds=settings.verb_wait_seconds, vm=vm, vms=settings.vms,
         session_id=body.session_id, idempotency_key=body.idempotency_key,
     )
     # The contract's own encoding of VerbResult is the documented body.
