@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .alerts.triage import Triages
-from .api import alerts, approvals, health, history, login, pve, sessions, vms
+from .api import alerts, approvals, history, login, pve, sessions, vms
+from .api import health as health_checks
 from . import metrics, pwa
 from .bus import Bus
 from .correlation import RequestIds
@@ -66,7 +67,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(approvals.router)
     app.include_router(pve.router)
     app.include_router(vms.router)
-    app.include_router(health.router)
+    app.include_router(health_checks.router)
     app.include_router(history.router)
     app.include_router(login.router)
     app.include_router(alerts.router)
