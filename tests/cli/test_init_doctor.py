@@ -245,7 +245,7 @@ def test_interactive_init_asks_before_pinning(tmp_path: Path, pve: tuple[sshd.Ss
     assert not (data / "known_hosts" / "pve").exists()
 
     # Confirmed this time; no devvm (an empty answer skips it).
-    answers = iter([server.host, str(server.port), server.user, "4242", "yes", ""])
+    answers = iter([server.host, str(server.port), server.user, "4242", "yes", "", ""])  # no devvm, no more VMs
     monkey.setattr("builtins.input", lambda prompt="": next(answers))
     monkey.setattr("sys.stdin.isatty", lambda: True, raising=False)
     try:
