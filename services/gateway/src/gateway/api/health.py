@@ -19,7 +19,9 @@ from typing import Literal
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 
+from events import trace
 from events.commands import VerbResult
+from events.types import new_id
 from events.verbs import Verb
 from events.vms import Vm
 
@@ -76,7 +78,10 @@ async def _bus(bus: Bus) -> Verdict:
 
 
 async def _vm(bus: Bus, vm: Vm, who: str, vms) -> Verdict:  # type: ignore[no-untyped-def]
-    result = await verbs.request_verb(bus, Verb.STATUS, by=who, wait_seconds=VERB_WAIT_SECONDS, vm=vm, vms=vms)
+    # One HTTP request asks for several verbs: each needs its own request id
+    # (the reply subject and the command's de-duplication id come from it).
+    with trace.bound(request_id=new_id()):
+        result = await verbs.request_verb(bus, Verb.STATUS, by=who, wait_seconds=VERB_WAIT_SECONDS, vm=vm, vms=vms)
     return verdict(vm, result)
 
 

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'b1312e35919472e4';
+const VERSION = 'fde48573d148727d';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-BRbAbhGJ.js",
   "./assets/index-Bew8IwDa.css",
+  "./assets/index-ptqoqHv9.js",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
