@@ -161,3 +161,24 @@ async def test_a_session_is_bound_to_its_vm(nats_url, js, sshd_server, two: PveH
     assert elsewhere.status_code == 409 and "about VM 'db'" in elsewhere.json()["detail"]
     assert here.status_code == 200 and two.calls() == ["status 103"]
     assert {s["session_id"]: s["vm"] for s in listing} == {opened["session_id"]: "db", default["session_id"]: "web"}
+
+
+async def test_the_health_checks_name_each_vm_and_hold_no_secret(nats_url, js, sshd_server, two: PveHost):
+    """`GET /api/health/checks`: the bus, then `status` on each VM by the
+    operator who looked; a VM the node's script does not list fails with
+    the fix. Authenticated like the rest of /api."""
+    two.configure(VMIDS="102")
+    async with gateway(nats_url, js) as base, executor(settings(nats_url, sshd_server)), \
+            httpx.AsyncClient(base_url=base, headers=HEADERS, timeout=60) as c:
+        anonymous = await c.get("/api/health/checks", headers={"Authorization": ""})
+        report = (await c.get("/api/health/checks")).json()
+    assert anonymous.status_code == 401
+    checks = {v["check"]: v for v in report["checks"]}
+    assert report["ok"] is False
+    assert checks["nats"]["status"] == "ok"
+    assert checks["vm:web"]["status"] == "ok" and "status: running" in checks["vm:web"]["summary"]
+    db = checks["vm:db"]
+    assert db["status"] == "fail" and "VM 103 is not one this key may act on" in db["summary"]
+    assert "VMIDS" in db["fix"]
+    assert TOKEN not in str(report) and str(sshd_server.client_key) not in str(report)
+    assert sorted(two.calls()) == ["status 102"]
