@@ -182,3 +182,38 @@ async def test_the_health_checks_name_each_vm_and_hold_no_secret(nats_url, js, s
     assert "VMIDS" in db["fix"]
     assert TOKEN not in str(report) and str(sshd_server.client_key) not in str(report)
     assert sorted(two.calls()) == ["status 102"]
+
+
+async def test_an_agent_verb_acts_on_its_sessions_vm_only(secured: Secured, sshd_server, two: PveHost) -> None:  # noqa: F811
+    """With agent-runner's NATS credential (readable where the agent runs), a
+    read-only verb on the other VM of the list is refused: the session is
+    bound to `web`; the same verb on `web` runs."""
+    from events.commands import SessionRecord
+    from events.topology import Topology, session_key
+    from events.types import utcnow
+
+    session_id = new_id()
+    async with executor(settings(secured.url(access.PVE_EXECUTOR), sshd_server)):
+        gw = await nats.connect(secured.url(access.GATEWAY), inbox_prefix=access.inbox_prefix(access.GATEWAY))
+        try:
+            kv = await gw.jetstream().key_value(Topology().kv_bucket)
+            await kv.create(session_key(session_id), encode(SessionRecord(
+                session_id=session_id, created_by="alice", created_at=utcnow(), vm="web")))
+        finally:
+            await gw.close()
+        runner = await nats.connect(secured.url(access.AGENT_RUNNER), inbox_prefix=access.inbox_prefix(access.AGENT_RUNNER))
+        try:
+            answers = []
+            for vmid in (103, 102):
+                command = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=Verb.STATUS,
+                                  session_id=session_id, vmid=vmid)
+                reply = await runner.subscribe(subjects.verb_reply(command.request_id), max_msgs=1)
+                await runner.jetstream().publish(subjects.AGENT_VERB, encode(command), headers={"Nats-Msg-Id": new_id()})
+                answers.append(decode((await reply.next_msg(timeout=30)).data, VerbResult))
+        finally:
+            await runner.close()
+    other, own = answers
+    assert (other.exit_code, other.rejected) == (EX_REFUSED, True), other
+    assert "this session is about VM web, not db (103)" in other.stderr
+    assert (own.exit_code, own.rejected) == (0, False), own
+    assert two.calls() == ["status 102"]

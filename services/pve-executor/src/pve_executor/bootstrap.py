@@ -15,6 +15,7 @@ from events.log import EventLog
 from events.metrics import serving
 from events.topology import EXECUTOR_CONSUMER, Topology, ensure
 
+from .binding import SessionVms
 from .grants import Grants, from_transport
 from .records import IdempotencyRecords, VmLocks
 from .settings import Settings
@@ -63,6 +64,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             locks=VmLocks(kv, stale_after=settings.lock_stale_seconds, lease=settings.verb_lease_seconds),
             publish=_publisher(nc),
             grants=Grants(kv),
+            bindings=SessionVms(kv),
             max_payload=nc.max_payload or 1024 * 1024,
         )
         problem = settings.problem()

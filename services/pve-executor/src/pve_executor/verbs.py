@@ -53,6 +53,7 @@ from events.verbs import ALL, Verb, is_mutating
 from events.vms import Vm
 
 from . import metrics
+from .binding import SessionVms
 from .grants import Grants, needs_grant
 from .output import fit
 from .records import HeldLock, IdempotencyRecords, VmLock, VmLocks
@@ -92,6 +93,8 @@ class VerbHandler:
     locks: VmLocks
     publish: Publish
     grants: Grants | None = None
+    #: Checks an agent's verb against its session's VM (binding); None: unchecked (tests of other paths).
+    bindings: SessionVms | None = None
     max_payload: int = 1024 * 1024
     append_retry_seconds: float = APPEND_RETRY_SECONDS
     #: This process, as VM locks name their holder.
@@ -217,6 +220,10 @@ class VerbHandler:
             if refused is not None:
                 log.warning("refused the agent's %s (request %s): %s", verb.value, cmd.request_id, refused)
                 return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {refused}")
+        unbound = await self.bindings.refusal(cmd, vm, self.settings.vms) if self.bindings is not None else None
+        if unbound is not None:
+            log.warning("refused the agent's %s on VM %d (request %s): %s", verb.value, vm.vmid, cmd.request_id, unbound)
+            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {unbound}")
         problem = self.settings.problem()
         if problem is not None or self.runner is None:
             return VerbResult(verb=verb, exit_code=EX_CONFIG, rejected=True,
