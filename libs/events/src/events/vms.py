@@ -25,7 +25,7 @@ from .config import PREFIX, ConfigError, Env
 VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 #: `[user@]host[:port]`: the devvm's SSH login the agent's `ssh devvm` uses.
-DEVVM_TARGET = re.compile(r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<host>[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]+\])"
+DEVVM_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})@)?(?P<host>[A-Za-z0-9._\-]{1,253}|\[[0-9A-Fa-f:.]+\])"
                           r"(?::(?P<port>[0-9]{1,5}))?$")
 MIN_VMID, MAX_VMID = 100, 999_999_999
 DEFAULT_NAME = "devvm"
