@@ -62,12 +62,12 @@ class Answer:
 
 async def request(
     nc, js, verb: Verb | str, *, by: str = "alice", session_id: str | None = None,  # type: ignore[no-untyped-def]
-    idempotency_key: str | None = None, timeout: float = 30.0, age_seconds: float = 0.0,
+    idempotency_key: str | None = None, timeout: float = 30.0, age_seconds: float = 0.0, vmid: int | None = None,
 ) -> Answer:
     """What the gateway does: subscribe to the reply, publish the command, wait.
     `age_seconds` back-dates the command, as if it had waited on the queue."""
     command = RunVerb(by=by, request_id=new_id(), verb=verb, session_id=session_id,  # type: ignore[arg-type]
-                      idempotency_key=idempotency_key, ts=utcnow() - timedelta(seconds=age_seconds))
+                      idempotency_key=idempotency_key, ts=utcnow() - timedelta(seconds=age_seconds), vmid=vmid)
     reply = await nc.subscribe(subjects.verb_reply(command.request_id), max_msgs=1)
     started = time.monotonic()
     try:

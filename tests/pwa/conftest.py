@@ -112,15 +112,21 @@ def gateway_extra_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def stack(nats_url, tmp_path, sshd_server, pve, stack_env, gateway_extra_env) -> Iterator[Stack]:
+def vms_env() -> dict[str, str]:
+    """Settings every service gets (a test may list several VMs: BREAKGLASS_VMS)."""
+    return {}
+
+
+@pytest.fixture
+def stack(nats_url, tmp_path, sshd_server, pve, stack_env, gateway_extra_env, vms_env) -> Iterator[Stack]:
     claude_bin = str(require_claude())
     port = free_port()
     with FakeAnthropic() as api:
         gateway_env = base_env(
             nats_url, tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN,
-            BREAKGLASS_KEEPALIVE_SECONDS="2", BREAKGLASS_VERB_WAIT_SECONDS="30", **gateway_extra_env,
+            BREAKGLASS_KEEPALIVE_SECONDS="2", BREAKGLASS_VERB_WAIT_SECONDS="30", **gateway_extra_env, **vms_env,
         )
-        runner_env = make_runner_env(nats_url, tmp_path / "runner", claude_bin, api.url, **stack_env)
+        runner_env = make_runner_env(nats_url, tmp_path / "runner", claude_bin, api.url, **{**vms_env, **stack_env})
         executor_extra: dict[str, str] = {}
         if sshd_server is not None and pve is not None:
             executor_extra = dict(
@@ -128,7 +134,7 @@ def stack(nats_url, tmp_path, sshd_server, pve, stack_env, gateway_extra_env) ->
                 BREAKGLASS_PVE_USER=sshd_server.user, BREAKGLASS_PVE_KEY_FILE=str(sshd_server.client_key),
                 BREAKGLASS_PVE_KNOWN_HOSTS=str(sshd_server.known_hosts_file), BREAKGLASS_PVE_VMID="102",
             )
-        executor_env = base_env(nats_url, tmp_path / "pve", **executor_extra, **gateway_extra_env)
+        executor_env = base_env(nats_url, tmp_path / "pve", **executor_extra, **gateway_extra_env, **vms_env)
         runner = Service("agent_runner", runner_env, tmp_path / "runner.log").start()
         executor = Service("pve_executor", executor_env, tmp_path / "pve-executor.log").start()
         gateway = Service("gateway", gateway_env, tmp_path / "gateway.log").start()

@@ -88,7 +88,29 @@ export async function api(path, { method = 'GET', body, accept = [], signal } = 
   throw new ApiError(res.status, detailOf(data, res.status), data);
 }
 
-export const openSession = async () => (await api('/api/session', { method: 'POST' })).body.session_id;
+// A new session, bound to `vm` (a name of /api/vms; none: the default VM).
+// Returns {session_id, vm}.
+export const openSession = async (vm) => (await api('/api/session', { method: 'POST', body: vm ? { vm } : {} })).body;
+
+// The VMs this console may act on: [{name, vmid, node, default, shell, busy}].
+export function listVms() {
+  return api('/api/vms');
+}
+
+// The VM a stored session is bound to ('' when unknown): the history index knows it.
+export async function sessionVm(sessionId) {
+  try {
+    const { body } = await api(`/api/sessions?limit=1&q=${encodeURIComponent(sessionId)}`);
+    return body?.sessions?.find((s) => s.session_id === sessionId)?.vm || '';
+  } catch {
+    return '';
+  }
+}
+
+// The doctor's checks the gateway can run: {ok, checks: [{check, status, summary, fix}]}.
+export function healthChecks() {
+  return api('/api/health/checks');
+}
 
 export function sendPrompt(sessionId, prompt, model) {
   return api(`/api/session/${sessionId}/prompt`, { method: 'POST', body: model ? { prompt, model } : { prompt } });
@@ -139,11 +161,12 @@ export function listVerbs() {
   return api('/api/pve/verbs');
 }
 
-export function runVerb(verb, sessionId, idempotencyKey) {
+export function runVerb(verb, sessionId, idempotencyKey, vm) {
   const body = {};
   if (sessionId) body.session_id = sessionId;
   if (idempotencyKey) body.idempotency_key = idempotencyKey;
-  return withStepUp(`/api/pve/${verb}`, body, [502, 202]);
+  const path = vm ? `/api/vms/${encodeURIComponent(vm)}/pve/${verb}` : `/api/pve/${verb}`;
+  return withStepUp(path, body, [502, 202]);
 }
 
 export function listSessions(q = '') {
@@ -196,10 +219,10 @@ export function setSessionId(id) {
  * the signal for "is Proxmox configured": exit 78 (EX_CONFIG) means it is not.
  * Resolves `{state: 'up'|'down'|'unknown'|'unconfigured', detail, at}`.
  */
-export async function probeVm() {
+export async function probeVm(vm) {
   const at = new Date().toISOString();
   try {
-    const { status, body } = await runVerb('status');
+    const { status, body } = await runVerb('status', '', undefined, vm);
     const out = `${body?.stdout || ''}`;
     if (status === 200) {
       const state = /\brunning\b/i.test(out) ? 'up' : /\b(stopped|paused|prelaunch)\b/i.test(out) ? 'down' : 'unknown';

@@ -48,6 +48,8 @@ class SessionSummary(msgspec.Struct, kw_only=True):
     outcome: str | None = None
     #: Power verbs that ran on the host for this session (not refused).
     verbs_run: int = 0
+    #: The VM the session is bound to (None: the default VM).
+    vm: str | None = None
 
 
 class Search(msgspec.Struct, kw_only=True, frozen=True):
@@ -223,7 +225,7 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
         out.append(SessionSummary(
             session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
             state="running" if sid in running else "idle", event_count=len(first) + left,
-            last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0),
+            last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0), vm=record.vm,
         ))
     return out
 

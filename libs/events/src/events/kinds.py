@@ -154,6 +154,10 @@ class VerbProgressed(Envelope, tag="verb"):
     #: On `done`: pve-executor died while running the verb and another
     #: executor ended it (commands.VerbResult.lost says what is known).
     lost: bool = False
+    #: The VM the verb acts on (name and Proxmox VMID); None on events from
+    #: before many VMs, which all acted on the one VM.
+    vm: str | None = None
+    vmid: int | None = None
 
 
 class ApprovalRequested(Envelope, tag="approval"):

@@ -9,6 +9,9 @@ from events.config import ConfigError, Env, nats_url
 from events.verbs import APPROVE_MUTATING, AUTONOMOUS, Verb, two_person_verbs
 from events.verbs import POLICIES as VERB_POLICIES
 
+from events.vms import Vm, VmList
+from events.vms import from_env as vms_from_env
+
 from .devvm import DevvmTarget
 
 DEFAULT_AGENT_FILE = Path("agents/breakglass.md")
@@ -58,6 +61,11 @@ class Settings:
     #: How long the agent's verb request waits for pve-executor's answer.
     verb_wait_seconds: float = 150.0
     devvm: DevvmTarget | None = None
+    #: The VMs a session may be about (events.vms); the devvm key and its
+    #: pinned host keys (BREAKGLASS_DEVVM_KEY_FILE/KNOWN_HOSTS) serve them all.
+    vms: VmList = VmList((Vm(name="devvm", vmid=102),))
+    devvm_key_file: str | None = None
+    devvm_known_hosts: str | None = None
     agent_file: Path | None = None
     lease_seconds: float = 30.0
     lease_renew_seconds: float = 5.0
@@ -67,6 +75,15 @@ class Settings:
     metrics_port: int = 0
     #: Run the CLI without a sandbox where none can be made (README: Threat model). Loud.
     allow_unsandboxed: bool = False
+
+    def devvm_for(self, vm: Vm) -> DevvmTarget | None:
+        """How the agent reaches `vm` over SSH (`ssh devvm`), or None."""
+        parts = vm.devvm_parts()
+        if parts is None:
+            return None
+        user, host, port = parts
+        return DevvmTarget(host=host, port=port, user=user, key_file=self.devvm_key_file,
+                           known_hosts=self.devvm_known_hosts)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -87,6 +104,9 @@ class Settings:
             approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
             devvm=_devvm(env),
+            vms=vms_from_env(env),
+            devvm_key_file=env.str("DEVVM_KEY_FILE"),
+            devvm_known_hosts=env.str("DEVVM_KNOWN_HOSTS"),
             agent_file=_agent_file(env),
             lease_seconds=lease,
             lease_renew_seconds=renew,

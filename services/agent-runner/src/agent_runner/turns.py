@@ -43,6 +43,7 @@ from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
 
 from . import metrics
+from .devvm import with_vm
 from .cli import TURN_SETTINGS, CliProcess, Invocation, argv, environment
 from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
@@ -220,7 +221,12 @@ class TurnRunner:
         if self.sandbox is None and not self.settings.allow_unsandboxed:
             error = f"no turn runs without the agent's sandbox: {self.unsandboxed} (README: Threat model)"
             return Outcome.ERROR, TurnFailed(error=error, **recorder.envelope("agent-runner"))
-        devvm = self.settings.devvm
+        vm = self.settings.vms.named(cmd.vm) if cmd.vm is not None else self.settings.vms.default
+        if vm is None:
+            error = (f"this session is about VM {cmd.vm!r}, which is not in agent-runner's BREAKGLASS_VMS "
+                     f"({', '.join(v.name for v in self.settings.vms.vms)}); nothing was run")
+            return Outcome.ERROR, TurnFailed(error=error, **recorder.envelope("agent-runner"))
+        devvm = self.settings.devvm_for(vm) if cmd.vm is not None or vm.devvm is not None else self.settings.devvm
         ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare(devvm.ssh_config() if devvm else None)
         if turn.stop.is_set():
             return self._cancelled(turn, recorder)
@@ -228,6 +234,7 @@ class TurnRunner:
         verbs = VerbTool(
             command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=turn_policy(cmd, settings),
             two_person=settings.two_person,
+            vm=vm,
             approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
         )
         turn.verbs = verbs
@@ -236,7 +243,7 @@ class TurnRunner:
             ws.settings.write_text(json.dumps(TURN_SETTINGS))
             invocation = Invocation(
                 bin=settings.claude_bin, model=cmd.model, session_id=cmd.session_id, resume=ws.started,
-                system_prompt=self.system_prompt, mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
+                system_prompt=with_vm(self.system_prompt, vm, devvm), mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
                 settings=str(ws.settings),
             )
             # The CLI must outwait the longest verb answer: approval, then the executor.
@@ -299,8 +306,7 @@ class TurnRunner:
         if box is None:
             log.warning("the CLI runs WITHOUT a sandbox (BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1)")
             return args, ()
-        devvm = self.settings.devvm
-        wanted = [devvm.key_file, devvm.known_hosts] if devvm else []
+        wanted = [self.settings.devvm_key_file, self.settings.devvm_known_hosts]
         given = {}
         for path in filter(None, wanted):
             given[Path(path)] = files.enter_context(open(path, "rb")).fileno()

@@ -46,6 +46,7 @@ from nats.aio.client import Client
 
 from events import trace
 from events.commands import RunVerb, StartTurn, VerbResult
+from events.vms import Vm
 from events.kinds import ApprovalRequested, Envelope, VerbPhase, VerbProgressed
 from events.log import EventLog
 from events.types import new_id
@@ -109,6 +110,8 @@ class VerbTool:
     two_person: frozenset[Verb] = frozenset()
     approval_timeout_seconds: float = 300.0
     verb_wait_seconds: float = 150.0
+    #: The session's VM: every verb the agent asks for acts on it, and only it.
+    vm: Vm | None = None
     socket_path: Path = field(init=False)
     config_path: Path = field(init=False)
     _private_dir: Path | None = field(init=False, default=None)
@@ -235,7 +238,7 @@ class VerbTool:
                 approved_by = approval_id = None
             command = RunVerb(
                 by=AGENT, origin="agent", request_id=request_id, verb=verb, session_id=self.command.session_id,
-                approval_id=approval_id,
+                approval_id=approval_id, vmid=self.vm.vmid if self.vm is not None else None,
             )
             result = await run_verb(self.nc, self.nc.jetstream(), command, wait_seconds=self.verb_wait_seconds)
         except Exception as exc:  # NATS away, a write that kept failing: the agent is told, the turn goes on
@@ -271,6 +274,7 @@ class VerbTool:
     def _requested(self, verb: Verb, request_id: str) -> VerbProgressed:
         return VerbProgressed(
             verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id, **self.records.envelope(AGENT),
+            vm=self.vm.name if self.vm is not None else None, vmid=self.vm.vmid if self.vm is not None else None,
         )
 
     @staticmethod

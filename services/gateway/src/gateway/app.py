@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .alerts.triage import Triages
-from .api import alerts, approvals, escalations, history, login, observers, passkeys, push, pve, sessions
+from .api import alerts, approvals, escalations, history, login, observers, passkeys, push, pve, sessions, vms
+from .api import health as health_checks
 from . import metrics, pwa, stepup
 from .bus import Bus
 from .correlation import RequestIds
@@ -69,6 +70,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(approvals.router)
     app.include_router(pve.router)
+    app.include_router(vms.router)
+    app.include_router(health_checks.router)
     app.include_router(history.router)
     app.include_router(login.router)
     app.include_router(alerts.router)

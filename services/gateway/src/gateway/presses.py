@@ -39,6 +39,7 @@ from events.topology import decision_key, grant_key
 from events.types import new_id, utcnow
 from events.verb_requests import record_requested, run_verb
 from events.verbs import Verb
+from events.vms import Vm
 
 from . import sessions
 from .approvals import GRANT_SECONDS
@@ -78,7 +79,7 @@ class Decision(msgspec.Struct, kw_only=True):
     at: float
 
 
-async def ask(bus: Bus, verb: Verb, *, by: str, session_id: str, request_id: str) -> str:
+async def ask(bus: Bus, verb: Verb, *, by: str, session_id: str, request_id: str, vm: Vm) -> str:
     """Record a press that waits for a second operator; returns its approval id."""
     approval_id = new_id()
     await bus.log.append(ApprovalRequested(
@@ -86,7 +87,8 @@ async def ask(bus: Bus, verb: Verb, *, by: str, session_id: str, request_id: str
         reason=f"{by} pressed {verb.value}; another operator must approve it (two-person rule)",
     ), msg_id=f"{request_id}:approval")
     await record_requested(bus.log, VerbProgressed(
-        session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id))
+        session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id,
+        vm=vm.name, vmid=vm.vmid))
     log.info("%s pressed %s in session %s: waits for a second operator (approval %s)",
              by, verb.value, session_id, approval_id)
     return approval_id
@@ -118,6 +120,7 @@ async def answer(bus: Bus, settings: Settings, asked: Asked, *, approve: bool, b
     if utcnow() >= event.ts + timedelta(seconds=settings.two_person_wait_seconds):
         log.info("press %s expired before it was decided", event.approval_id)
         return False
+    vm = await _vm_of(bus, settings, event.session_id)
     kv = await bus.kv()
     decision = Decision(approved=approve, by=by, at=utcnow().timestamp())
     try:
@@ -133,17 +136,28 @@ async def answer(bus: Bus, settings: Settings, asked: Asked, *, approve: bool, b
         await kv.put(grant_key(event.approval_id), encode(grant))
     await bus.log.append(VerbProgressed(
         session_id=event.session_id, by=by, verb=event.verb, phase=phase, request_id=event.request_id,
+        vm=vm.name, vmid=vm.vmid,
     ), msg_id=f"{event.request_id}:{phase.value}")
     log.info("press %s of %s by %s %s by %s", event.approval_id, event.verb.value, event.by, phase.value, by)
     if approve:
         command = RunVerb(by=event.by, request_id=event.request_id, verb=event.verb, session_id=event.session_id,
-                          approval_id=event.approval_id)
+                          approval_id=event.approval_id, vmid=vm.vmid)
         nc = bus.nc
         assert nc is not None
         task = asyncio.create_task(run_verb(nc, bus.js, command, wait_seconds=settings.verb_wait_seconds))
         _running.add(task)
         task.add_done_callback(_running.discard)
     return True
+
+
+async def _vm_of(bus: Bus, settings: Settings, session_id: str) -> Vm:
+    """The VM a press acts on: its session's (the press route checked that
+    the session is bound to the VM pressed)."""
+    record = await sessions.get_session(bus, session_id)
+    vm = settings.vms.named(record.vm) if record.vm else settings.vms.default
+    if vm is None:
+        raise PressRefused(f"the session's VM {record.vm!r} is no longer in BREAKGLASS_VMS")
+    return vm
 
 
 async def _decided(bus: Bus, approval_id: str) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
+from events.vms import Vm, VmList
+from events.vms import from_env as vms_from_env
 
 from events.verbs import Verb, two_person_verbs
 
@@ -82,6 +84,9 @@ class Settings:
     two_person_wait_seconds: float = 600.0
     #: The longest an observer link may live (gateway.observers).
     observer_max_seconds: float = 7 * 24 * 3600.0
+    #: The VMs the console may act on (events.vms): the gateway's allow-list;
+    #: the first is the one the single-VM routes address.
+    vms: VmList = VmList((Vm(name=DEFAULT_VM, vmid=102),))
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -126,6 +131,7 @@ class Settings:
             two_person=two_person_verbs(env),
             two_person_wait_seconds=env.float("TWO_PERSON_WAIT_SECONDS", 600.0, minimum=10.0),
             observer_max_seconds=env.float("OBSERVER_MAX_SECONDS", 7 * 24 * 3600.0, minimum=60.0),
+            vms=vms_from_env(env),
         ).checked()
 
     def checked(self) -> "Settings":

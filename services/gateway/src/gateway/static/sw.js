@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '03891df58691e91d';
+const VERSION = 'fa097da540c198f0';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-B4-y6gg3.css",
-  "./assets/index-BY9atA10.js",
+  "./assets/index-B_NjFQIj.js",
+  "./assets/index-BhBL1w19.css",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
