@@ -189,28 +189,44 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
     nc = js._nc
     stream = topology.events_stream
     ids = [r.session_id for r in records]
-    firsts = await asyncio.gather(*(
-        direct.get_batch_any(nc, stream, seq=1, filters=subjects.session_filters(sid), batch=TITLE_SCAN)
-        for sid in ids))
-    # The newest event of each session: the newest across its subjects (old and each writer's).
+    # The newest event of each session: the newest across its subjects (old
+    # and each writer's). One request; it also says which sessions have
+    # anything on the old subject, so the reads below ask only where events are.
     lasts, _ = await direct.get_batch(nc, stream, multi_last=[f for sid in ids for f in subjects.session_filters(sid)],
                                       batch=len(ids) * (len(subjects.WRITERS) + 1))
     last_of: dict[str | None, direct.Got] = {}
+    legacy: set[str | None] = set()
     for g in lasts:
         sid = subjects.session_of(g.subject)
+        if subjects.writer_of(g.subject) is None:
+            legacy.add(sid)
         if sid not in last_of or g.seq > last_of[sid].seq:
             last_of[sid] = g
-    locks, _ = await direct.get_batch(nc, topology.kv_stream,
-                                      multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids],
-                                      batch=len(ids))
+
+    async def first_of(sid: str) -> tuple[list[direct.Got], int]:
+        if sid not in last_of:
+            return [], 0
+        base, every = subjects.session_filters(sid)
+        # A known title needs no events, only the count (the first one and how many follow).
+        batch = 1 if sid in _TITLES else TITLE_SCAN
+        return await direct.get_batch_any(nc, stream, seq=1, filters=(base, every) if sid in legacy else (every,),
+                                          batch=batch)
+
+    locks_read = direct.get_batch(nc, topology.kv_stream,
+                                  multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids], batch=len(ids))
+    firsts, (locks, _) = await asyncio.gather(asyncio.gather(*(first_of(sid) for sid in ids)), locks_read)
     running = {g.subject.rsplit(".", 1)[-1] for g in locks
                if g.headers.get("KV-Operation") not in ("DEL", "PURGE") and g.data}
-    verbs = await _verbs_run(js, topology, set(ids))
+    # A verb's audit event is stored after the session's first event: the
+    # audit subject is read from the page's oldest first event on, not from
+    # the beginning of time.
+    starts = [first[0].seq for first, _ in firsts if first]
+    verbs = await _verbs_run(js, topology, set(ids), min(starts)) if starts else {}
     out = []
     for record, (first, left) in zip(records, firsts):
         sid = record.session_id
         title, last_at, outcome = "(no prompt yet)", None, None
-        found = _title(first)
+        found = _TITLES.get(sid) if sid in _TITLES else _title(first)
         if found is not None:
             _remember(sid, found)
             title = found or title
@@ -236,13 +252,13 @@ def _event(data: bytes):  # type: ignore[no-untyped-def]
         return None
 
 
-async def _verbs_run(js: JetStreamContext, topology: Topology, ids: set[str]) -> dict[str, int]:
+async def _verbs_run(js: JetStreamContext, topology: Topology, ids: set[str], seq: int) -> dict[str, int]:
     """Verbs that ran, per session of `ids`, from the verb audit subject
-    (every verb is recorded there; presses are few, sessions' events many),
-    read by direct gets."""
+    from sequence `seq` on (every verb is recorded there, after its
+    session's first event; presses are few, sessions' events many), read
+    by direct gets."""
     nc = js._nc
     counts: dict[str, int] = {}
-    seq = 1
     while True:
         got, more = await direct.get_batch_any(nc, topology.events_stream, seq=seq, filters=subjects.audit_filters("verb"))
         for g in got:
