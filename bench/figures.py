@@ -504,7 +504,8 @@ async def fig_cli_flood(ctx: Ctx) -> dict:
 
 
 async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, rate: float = 200.0,
-                     expect: int | None = None, fresh_gateway: bool = True, trace: str = "", gateways: int = 1) -> dict:
+                     expect: int | None = None, fresh_gateway: bool = True, trace: str = "", gateways: int = 1,
+                     procs: int = 0) -> dict:
     """`sessions` × `per_session` SSE clients in another process, on a fresh
     gateway process (or `gateways` of them, each session's clients spread
     over all); `rate` appends/s spread round-robin over the sessions."""
@@ -520,19 +521,29 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
             for i in range(3):
                 await log.append(TextSaid(session_id=sid, by="agent", text=f"history {i}"))
         rss_idle = rss_kib(gw.pid)[0]
-        job = {"host": gw.host, "port": gw.port, "ports": [gw.port] + [g.port for g in more], "token": TOKEN,
-               "sessions": ids, "per_session": per_session, "expect": expect, "timeout": 120, "trace": trace}
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.fanout", cwd=str(REPO),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26,
-        )
-        assert client.stdin and client.stdout
-        client.stdin.write((json.dumps(job) + "\n").encode())
-        await client.stdin.drain()
-        ready = await asyncio.wait_for(client.stdout.readline(), 150)
-        if not ready.startswith(b"READY"):
-            client.kill()
-            raise RuntimeError(f"fan-out clients did not get ready: {ready.decode().strip()!r}")
+        # Client processes: one per 1,000 streams (at most 4), each with whole
+        # sessions, so one process's parsing is not what is measured.
+        procs = procs or max(1, min(4, sessions * per_session // 1000))
+        clients = []
+        for part in range(procs):
+            job = {"host": gw.host, "port": gw.port, "ports": [gw.port] + [g.port for g in more], "token": TOKEN,
+                   "sessions": ids[part::procs], "per_session": per_session, "expect": expect, "timeout": 120,
+                   "trace": trace, "raw": True}
+            client = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.fanout", cwd=str(REPO),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26,
+            )
+            assert client.stdin and client.stdout
+            client.stdin.write((json.dumps(job) + "\n").encode())
+            await client.stdin.drain()
+            clients.append(client)
+        readies = [await asyncio.wait_for(c.stdout.readline(), 150) for c in clients]  # type: ignore[union-attr]
+        for ready in readies:
+            if not ready.startswith(b"READY"):
+                for c in clients:
+                    c.kill()
+                raise RuntimeError(f"fan-out clients did not get ready: {ready.decode().strip()!r}")
+        ready = max(readies, key=lambda r: float(r.split()[1]))
         attach_s, open_s = (float(x) for x in ready.split()[1:3])
         consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
         rss_attached = rss_kib(gw.pid)[0]
@@ -551,9 +562,11 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
         rss_live = rss_kib(gw.pid)[0]
         cpu_live = (cpu_seconds(gw.pid) - cpu0) / (time.monotonic() - t_live)
         consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
-        line = await asyncio.wait_for(client.stdout.readline(), 120)
-        await client.wait()
-        result = json.loads(line)
+        parts = []
+        for c in clients:
+            parts.append(json.loads(await asyncio.wait_for(c.stdout.readline(), 120)))  # type: ignore[union-attr]
+            await c.wait()
+        result = _merge(parts)
         for sid, seen in result.pop("seen"):
             _exact(seen, appended[sid], "fan-out stream")
         if result["dups"]:
@@ -573,6 +586,24 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
         "rss_mb": max(rss_attached, rss_live, rss_after) / 1024, "rss_idle_mb": rss_idle / 1024, "hwm_mb": hwm / 1024,
         "attach_s": attach_s, "frames": result["frames"], "gateway_cpu": cpu_live, "open_s": open_s,
         "reconnects_attaching": result["reconnects_attaching"], "reconnects_live": result["reconnects_live"],
+        "client_procs": procs,
+    }
+
+
+def _merge(parts: list[dict]) -> dict:
+    """The client processes' results as one."""
+    latencies = sorted(x for p in parts for x in p["latencies"])
+    n = len(latencies)
+
+    def at(p: float) -> float:
+        return latencies[min(n - 1, max(0, -(-int(p * 1000) * n // 1000) - 1))] / 1e6 if n else float("nan")
+
+    return {
+        "clients": sum(p["clients"] for p in parts), "frames": n, "p50_ms": at(0.50), "p99_ms": at(0.99),
+        "max_ms": at(1.0), "dups": sum(p["dups"] for p in parts),
+        "reconnects_attaching": sum(p["reconnects_attaching"] for p in parts),
+        "reconnects_live": sum(p["reconnects_live"] for p in parts),
+        "seen": [s for p in parts for s in p["seen"]],
     }
 
 
