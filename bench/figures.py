@@ -259,29 +259,42 @@ async def fig_replay(ctx: Ctx) -> dict:
     return result
 
 
-async def fig_replay_cold(ctx: Ctx) -> dict:
+async def fig_replay_cold(ctx: Ctx, session_id: str | None = None, *, with_list: bool = True) -> dict:
     """The same as `fig_replay`, cold: a fresh gateway process with nothing
     of the session in memory (warmed up by attaching to another, empty,
     session: its firehose runs and its code is loaded), so the replay reads
-    the store. The three replays alternate within the run."""
-    sid = ctx.seeded_10k  # type: ignore[attr-defined]
+    the store. Then the same attach again, hot (the session's hub now in
+    memory), the gateway's RSS and the stream's consumers. The replays
+    alternate within the run."""
+    sid = session_id or ctx.seeded_10k  # type: ignore[attr-defined]
     gw = await asyncio.to_thread(ctx.rig.start_gateway)
     try:
         empty = await asyncio.to_thread(open_session, gw.base)
         await replay_gateway(gw, empty, 0)
+        rss_idle = rss_kib(gw.pid)[0]
         seqs = ctx.seeded[sid]
         base_ns, base_ids = await replay_raw(ctx.js, sid, 0, seqs[-1])
         _exact(base_ids, seqs, "raw replay")
         gw_ns, gw_ids = await replay_gateway(gw, sid, 0)
         _exact(gw_ids, seqs, "cold gateway replay")
-        listapp = await _listapp(ctx, sid)
-        list_ns, list_ids = await replay_gateway(listapp, sid, 0)
-        _exact(list_ids, seqs, "list replay")
+        consumers = (await ctx.js.stream_info(STREAM)).state.consumer_count
+        hot_ns, hot_ids = await replay_gateway(gw, sid, 0)
+        _exact(hot_ids, seqs, "hot gateway replay")
+        rss = rss_kib(gw.pid)[0]
+        list_ns = 0
+        if with_list:
+            listapp = await _listapp(ctx, sid)
+            list_ns, list_ids = await replay_gateway(listapp, sid, 0)
+            _exact(list_ids, seqs, "list replay")
     finally:
         gw.stop()
         ctx.rig.gateways.remove(gw)
-    return {"ms": ms(gw_ns), "base_ms": ms(base_ns), "ratio": gw_ns / base_ns, "list_ms": ms(list_ns),
-            "ratio_list": gw_ns / list_ns, "events": len(seqs), "exact": True}
+    out = {"ms": ms(gw_ns), "base_ms": ms(base_ns), "ratio": gw_ns / base_ns, "hot_ms": ms(hot_ns),
+           "hot_ratio": hot_ns / base_ns, "events": len(seqs), "exact": True, "rss_mb": rss / 1024,
+           "rss_idle_mb": rss_idle / 1024, "consumers": consumers}
+    if with_list:
+        out.update(list_ms=ms(list_ns), ratio_list=gw_ns / list_ns, hot_ratio_list=hot_ns / list_ns)
+    return out
 
 
 async def _listapp(ctx: Ctx, session_id: str):  # type: ignore[no-untyped-def]
