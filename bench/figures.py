@@ -560,6 +560,12 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
         attach_s, open_s = (float(x) for x in ready.split()[1:3])
         consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
         rss_attached = rss_kib(gw.pid)[0]
+        # CPU of every process of the run over the live phase: which one is the bottleneck.
+        pids = {"gateway": gw.pid, **{f"gateway{n + 2}": g.pid for n, g in enumerate(more)},
+                **{f"clients{n + 1}": c.pid for n, c in enumerate(clients)},
+                "nats-server": ctx.rig.server.process.pid}  # type: ignore[union-attr]
+        cpu_at = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        bench_cpu0 = time.process_time()
         cpu0, t_live = cpu_seconds(gw.pid), time.monotonic()
         appended: dict[str, list[int]] = {sid: [] for sid in ids}
         interval = 1.0 / rate
@@ -573,7 +579,11 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
                 if delay > 0:
                     await asyncio.sleep(delay)
         rss_live = rss_kib(gw.pid)[0]
-        cpu_live = (cpu_seconds(gw.pid) - cpu0) / (time.monotonic() - t_live)
+        live_s = time.monotonic() - t_live
+        cpu_live = (cpu_seconds(gw.pid) - cpu0) / live_s
+        cpu_all = {name: (cpu_seconds(pid) - cpu_at[name]) / live_s for name, pid in pids.items()}
+        cpu_all["appender (this process)"] = (time.process_time() - bench_cpu0) / live_s
+        load_live = os.getloadavg()[0]
         consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
         parts = []
         for c in clients:
@@ -599,7 +609,7 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
         "rss_mb": max(rss_attached, rss_live, rss_after) / 1024, "rss_idle_mb": rss_idle / 1024, "hwm_mb": hwm / 1024,
         "attach_s": attach_s, "frames": result["frames"], "gateway_cpu": cpu_live, "open_s": open_s,
         "reconnects_attaching": result["reconnects_attaching"], "reconnects_live": result["reconnects_live"],
-        "client_procs": procs,
+        "client_procs": procs, "cpu_live": cpu_all, "live_s": live_s, "load_live": load_live,
     }
 
 
