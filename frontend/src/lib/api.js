@@ -101,8 +101,8 @@ export function runVerb(verb, sessionId, idempotencyKey) {
   return api(`/api/pve/${verb}`, { method: 'POST', body, accept: [502] });
 }
 
-export function listSessions(q = '') {
-  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}`);
+export function listSessions(q = '', before = null) {
+  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}${before ? `&before=${before}` : ''}`);
 }
 
 export function pageEvents(sessionId, after = 0, limit = 1000) {
