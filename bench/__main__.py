@@ -201,7 +201,8 @@ async def run_figures(ctx: f.Ctx, only: set[str], runs: int, results: dict, tmp:
         say("listing: GET /api/sessions first page (50) with 1,000 then 10,000 sessions stored")
         r = await f.fig_listing(ctx)
         for size, v in r.items():
-            say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms; a search matching none "
+            say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms (GET /health, same moment: "
+                f"p50 {v['noop_p50_ms']:.2f} ms p99 {v['noop_p99_ms']:.2f} ms; load {v['load']:.1f}); a search matching none "
                 f"p50 {v['search']['p50_ms']:.0f} ms; consumers on the events stream {v['consumers']}")
         results["listing"] = {str(k): v for k, v in r.items()}
     if "gateways" in only:

@@ -714,6 +714,10 @@ async def fig_listing(ctx: Ctx, sizes: tuple[int, ...] = (1_000, 10_000), reques
         await store_sessions(ctx, size - stored)
         stored = size
         out[size] = await listing_latency(ctx, requests)
+        # Baseline, same moment, same client and HTTP stack: a request that does nothing.
+        noop = await listing_latency(ctx, requests, "/health")
+        out[size]["noop_p50_ms"], out[size]["noop_p99_ms"] = noop["p50_ms"], noop["p99_ms"]
+        out[size]["load"] = os.getloadavg()[0]
         out[size]["seeded_s"] = time.monotonic() - t0
         out[size]["search"] = await listing_latency(ctx, 3, "/api/sessions?limit=50&q=no-such-title")
     return out

@@ -205,6 +205,19 @@ def _title(first: list[direct.Got]) -> str | None:
     return None
 
 
+#: Event counts seen, by session: (its newest sequence then, the count, its
+#: first sequence). A session whose newest event is still the same has the
+#: same count, so a listing of idle sessions reads no events. Bounded.
+_COUNTS: dict[str, tuple[int, int, int]] = {}
+
+
+def _count(session_id: str, last: int, count: int, first: int) -> None:
+    _COUNTS.pop(session_id, None)
+    _COUNTS[session_id] = (last, count, first)
+    if len(_COUNTS) > TITLE_CACHE:
+        del _COUNTS[next(iter(_COUNTS))]
+
+
 def _remember(session_id: str, title: str) -> None:
     _TITLES[session_id] = title
     if len(_TITLES) > TITLE_CACHE:
@@ -251,12 +264,21 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
     ids = [r.session_id for r in records]
     last_of, legacy = await _where(nc, stream, ids)
 
-    async def first_of(sid: str) -> tuple[list[direct.Got], int]:
-        if sid not in last_of:
-            return [], 0
+    async def first_of(sid: str) -> tuple[list[direct.Got], int, int]:
+        """(the session's first events, how many it holds, its first sequence)."""
+        last = last_of.get(sid)
+        if last is None:
+            return [], 0, 0
+        known = _COUNTS.get(sid)
+        if known is not None and known[0] == last.seq and sid in _TITLES:
+            return [], known[1], known[2]  # nothing stored since it was counted
         # A known title needs no events, only the count (the first one and how many follow).
         batch = 1 if sid in _TITLES else TITLE_SCAN
-        return await direct.get_batch_any(nc, stream, seq=1, filters=_filters(sid, legacy), batch=batch)
+        first, left = await direct.get_batch_any(nc, stream, seq=1, filters=_filters(sid, legacy), batch=batch)
+        if not first:
+            return [], 0, 0
+        _count(sid, last.seq, len(first) + left, first[0].seq)
+        return first, len(first) + left, first[0].seq
 
     locks_read = direct.get_batch(nc, topology.kv_stream,
                                   multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids], batch=len(ids))
@@ -266,10 +288,10 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
     # A verb's audit event is stored after the session's first event: the
     # audit subject is read from the page's oldest first event on, not from
     # the beginning of time.
-    starts = [first[0].seq for first, _ in firsts if first]
+    starts = [start for _, count, start in firsts if count]
     verbs = await _verbs_run(js, topology, set(ids), min(starts)) if starts else {}
     out = []
-    for record, (first, left) in zip(records, firsts):
+    for record, (first, count, _) in zip(records, firsts):
         sid = record.session_id
         title, last_at, outcome = "(no prompt yet)", None, None
         found = _TITLES.get(sid) if sid in _TITLES else _title(first)
@@ -284,7 +306,7 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
                 outcome = event.outcome.value if isinstance(event, TurnEnded) and event.outcome else None
         out.append(SessionSummary(
             session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
-            state="running" if sid in running else "idle", event_count=len(first) + left,
+            state="running" if sid in running else "idle", event_count=count,
             last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0),
         ))
     return out
