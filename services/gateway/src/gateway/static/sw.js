@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '03bbb1d33b9335e4';
+const VERSION = 'e136837d8ce92d92';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
   "./assets/index-BgyDuZ2b.css",
-  "./assets/index-zP1Fta8Y.js",
+  "./assets/index-WtzF06zv.js",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
