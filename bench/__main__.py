@@ -158,7 +158,9 @@ async def run_figures(ctx: f.Ctx, only: set[str], runs: int, results: dict, tmp:
         results["cold"] = await repeat("cold", runs, lambda: f.fig_replay_cold(ctx), lambda r: (
             f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
             f"in-process list {r['list_ms']:.1f} ms ({r['ratio_list']:.2f}×); then hot {r['hot_ms']:.1f} ms "
-            f"({r['hot_ratio']:.2f}× raw, {r['hot_ratio_list']:.2f}× list), exact"))
+            f"({r['hot_ratio']:.2f}× raw, {r['hot_ratio_list']:.2f}× list), exact; CPU: raw reader {r['base_cpu_ms']:.0f} ms "
+            f"(server {r['base_server_cpu_ms']:.0f}), cold gateway {r['gw_cpu_ms']:.0f} ms (server {r['gw_server_cpu_ms']:.0f}); "
+            f"load {r['load']:.1f}"))
     if "resume" in only:
         say("resume: Last-Event-ID half-way → caught-up, vs raw resume from that sequence")
         results["resume"] = await repeat("resume", runs, lambda: f.fig_resume(ctx), lambda r: (
@@ -202,7 +204,9 @@ async def run_figures(ctx: f.Ctx, only: set[str], runs: int, results: dict, tmp:
         r = await f.fig_listing(ctx)
         for size, v in r.items():
             say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms (GET /health, same moment: "
-                f"p50 {v['noop_p50_ms']:.2f} ms p99 {v['noop_p99_ms']:.2f} ms; load {v['load']:.1f}); a search matching none "
+                f"p50 {v['noop_p50_ms']:.2f} ms p99 {v['noop_p99_ms']:.2f} ms; load {v['load']:.1f}); CPU per page: gateway "
+                f"{v['gateway_cpu_ms']:.1f} ms (/health {v['noop_gateway_cpu_ms']:.1f}), nats-server {v['server_cpu_ms']:.1f} ms; "
+                "a search matching none "
                 f"p50 {v['search']['p50_ms']:.0f} ms; consumers on the events stream {v['consumers']}")
         results["listing"] = {str(k): v for k, v in r.items()}
     if "gateways" in only:

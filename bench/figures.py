@@ -273,9 +273,14 @@ async def fig_replay_cold(ctx: Ctx, session_id: str | None = None, *, with_list:
         await replay_gateway(gw, empty, 0)
         rss_idle = rss_kib(gw.pid)[0]
         seqs = ctx.seeded[sid]
+        server = ctx.rig.server.process.pid  # type: ignore[union-attr]
+        bench0, server0 = time.process_time(), cpu_seconds(server)
         base_ns, base_ids = await replay_raw(ctx.js, sid, 0, seqs[-1])
+        base_cpu, base_server_cpu = time.process_time() - bench0, cpu_seconds(server) - server0
         _exact(base_ids, seqs, "raw replay")
+        gw0, server0 = cpu_seconds(gw.pid), cpu_seconds(server)
         gw_ns, gw_ids = await replay_gateway(gw, sid, 0)
+        gw_cpu, gw_server_cpu = cpu_seconds(gw.pid) - gw0, cpu_seconds(server) - server0
         _exact(gw_ids, seqs, "cold gateway replay")
         consumers = (await ctx.js.stream_info(STREAM)).state.consumer_count
         hot_ns, hot_ids = await replay_gateway(gw, sid, 0)
@@ -291,7 +296,12 @@ async def fig_replay_cold(ctx: Ctx, session_id: str | None = None, *, with_list:
         ctx.rig.gateways.remove(gw)
     out = {"ms": ms(gw_ns), "base_ms": ms(base_ns), "ratio": gw_ns / base_ns, "hot_ms": ms(hot_ns),
            "hot_ratio": hot_ns / base_ns, "events": len(seqs), "exact": True, "rss_mb": rss / 1024,
-           "rss_idle_mb": rss_idle / 1024, "consumers": consumers}
+           "rss_idle_mb": rss_idle / 1024, "consumers": consumers,
+           # CPU (ms; load-independent): the raw reader's (bench process, incl. its JSON decode)
+           # against the cold gateway's, and nats-server's for each.
+           "base_cpu_ms": base_cpu * 1e3, "gw_cpu_ms": gw_cpu * 1e3,
+           "base_server_cpu_ms": base_server_cpu * 1e3, "gw_server_cpu_ms": gw_server_cpu * 1e3,
+           "load": os.getloadavg()[0]}
     if with_list:
         out.update(list_ms=ms(list_ns), ratio_list=gw_ns / list_ns, hot_ratio_list=hot_ns / list_ns)
     return out
@@ -694,13 +704,18 @@ async def listing_latency(ctx: Ctx, requests: int, path: str = "/api/sessions?li
     async with httpx.AsyncClient(base_url=ctx.gw.base, headers=AUTH, timeout=30) as client:
         for _ in range(3):  # warm up
             (await client.get(path)).raise_for_status()
+        gw_cpu0, server_cpu0 = cpu_seconds(ctx.gw.pid), cpu_seconds(ctx.rig.server.process.pid)  # type: ignore[union-attr]
         for _ in range(requests):
             t0 = time.perf_counter_ns()
             answer = await client.get(path)
             out.append(time.perf_counter_ns() - t0)
             answer.raise_for_status()
+    # CPU per request (load-independent): the gateway's and nats-server's.
+    gw_cpu = (cpu_seconds(ctx.gw.pid) - gw_cpu0) / requests * 1e3
+    server_cpu = (cpu_seconds(ctx.rig.server.process.pid) - server_cpu0) / requests * 1e3  # type: ignore[union-attr]
     consumers = (await ctx.js.stream_info(STREAM)).state.consumer_count
-    return {"p50_ms": ms(pct(out, 0.50)), "p99_ms": ms(pct(out, 0.99)), "consumers": consumers}
+    return {"p50_ms": ms(pct(out, 0.50)), "p99_ms": ms(pct(out, 0.99)), "consumers": consumers,
+            "gateway_cpu_ms": gw_cpu, "server_cpu_ms": server_cpu}
 
 
 async def fig_listing(ctx: Ctx, sizes: tuple[int, ...] = (1_000, 10_000), requests: int = 200) -> dict:
@@ -717,6 +732,7 @@ async def fig_listing(ctx: Ctx, sizes: tuple[int, ...] = (1_000, 10_000), reques
         # Baseline, same moment, same client and HTTP stack: a request that does nothing.
         noop = await listing_latency(ctx, requests, "/health")
         out[size]["noop_p50_ms"], out[size]["noop_p99_ms"] = noop["p50_ms"], noop["p99_ms"]
+        out[size]["noop_gateway_cpu_ms"] = noop["gateway_cpu_ms"]
         out[size]["load"] = os.getloadavg()[0]
         out[size]["seeded_s"] = time.monotonic() - t0
         out[size]["search"] = await listing_latency(ctx, 3, "/api/sessions?limit=50&q=no-such-title")
