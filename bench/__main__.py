@@ -206,7 +206,8 @@ async def run_figures(ctx: f.Ctx, only: set[str], runs: int, results: dict, tmp:
             say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms (GET /health, same moment: "
                 f"p50 {v['noop_p50_ms']:.2f} ms p99 {v['noop_p99_ms']:.2f} ms; load {v['load']:.1f}); CPU per page: gateway "
                 f"{v['gateway_cpu_ms']:.1f} ms (/health {v['noop_gateway_cpu_ms']:.1f}), nats-server {v['server_cpu_ms']:.1f} ms; "
-                "a search matching none "
+                f"the first search matching none {v['search']['first_ms']:.0f} ms (searched {v['search']['searched']:,} "
+                f"of {v['search']['stored']:,}), then "
                 f"p50 {v['search']['p50_ms']:.0f} ms; consumers on the events stream {v['consumers']}")
         results["listing"] = {str(k): v for k, v in r.items()}
     if "gateways" in only:
