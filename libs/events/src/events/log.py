@@ -50,6 +50,7 @@ LAGGING_REPLICA_RETRIES = 40
 #: nats-server 2.15 allows 1,000 consumers per stream unless the stream says
 #: otherwise; creating one more fails with this code until one is reaped.
 MAX_CONSUMERS_REACHED = 10026
+CONSUMER_ROOM_WAIT_SECONDS = 10.0
 #: Sessions seen with events and nothing on the old subject (bounded; see EventLog._filters).
 _NO_LEGACY: dict[str, None] = {}
 NO_LEGACY_KEPT = 50_000
@@ -60,7 +61,6 @@ def _no_legacy(session_id: str) -> None:
         _NO_LEGACY[session_id] = None
         if len(_NO_LEGACY) > NO_LEGACY_KEPT:
             del _NO_LEGACY[next(iter(_NO_LEGACY))]
-CONSUMER_ROOM_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
