@@ -59,3 +59,11 @@ async def test_a_search_matching_nothing_answers_how_much_it_looked_at(js, topol
     rest = await page_sessions(js, topology, search=Search(text="no such title"), before=page.next_before, scan=100)
     assert rest.sessions == [] and rest.next_before is None
     assert page.searched + rest.searched == 12
+
+
+def test_subject_matching_as_nats_does():
+    from events.direct import _matches
+
+    assert _matches("a.b.c", "a.b.c") and _matches("a.b.c", "a.*.c") and _matches("a.b.c", "a.>")
+    assert not _matches("a.b", "a.b.c") and not _matches("a.b.c.d", "a.*.c") and not _matches("a", "a.>")
+    assert not _matches("a.b.x", "a.b.c") and _matches("$KV.b.sessions.x", "$KV.b.sessions.*")

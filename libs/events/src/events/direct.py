@@ -173,8 +173,8 @@ async def newest(nc: Client, stream: str, subject: str, n: int, below: int | Non
     fewer than n matches, a window four times larger is tried. The cost
     follows n and how densely the subject fills the stream's tail, not the
     number of subjects or messages stored (a server's pending count over a
-    wildcard does grow with the subjects, so it is not used to find the
-    start)."""
+    wildcard does grow with the subjects, so the window is read unfiltered
+    and `subject` is matched here)."""
     if n <= 0:
         return []
     top = (below - 1) if below is not None else await stream_last_seq(nc, stream)
@@ -186,14 +186,28 @@ async def newest(nc: Client, stream: str, subject: str, n: int, below: int | Non
         found: list[Got] = []
         seq = start
         while seq <= top:
-            got, more = await get_batch(nc, stream, seq=seq, subject=subject)
-            found += [g for g in got if g.seq <= top]
+            # Unfiltered, matched here: the server's pending count for a
+            # wildcard filter costs it more as subjects accumulate, while
+            # a stream's tail is mostly the subjects asked for anyway.
+            got, more = await get_batch(nc, stream, seq=seq, batch=min(MAX_BATCH, top - seq + 1))
+            found += [g for g in got if g.seq <= top and _matches(g.subject, subject)]
             if not got or not more or got[-1].seq >= top:
                 break
             seq = got[-1].seq + 1
         if len(found) >= n or start == 1:
             return found[-n:]
         width *= 4
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    """NATS subject matching (`*` one token, `>` the rest)."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(have) == len(want)
 
 
 async def get_batch_any(

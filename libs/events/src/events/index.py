@@ -224,8 +224,8 @@ def _remember(session_id: str, title: str) -> None:
         del _TITLES[next(iter(_TITLES))]
 
 
-#: Sessions per multi-last request (two filters each; a batch answers at most direct.MAX_BATCH).
-WHERE_CHUNK = 200
+#: Sessions per multi-last request (four subjects each; a batch answers at most direct.MAX_BATCH).
+WHERE_CHUNK = 100
 
 
 async def _where(nc, stream: str, ids: list[str]) -> tuple[dict[str | None, direct.Got], set[str | None]]:  # type: ignore[no-untyped-def]
@@ -234,9 +234,11 @@ async def _where(nc, stream: str, ids: list[str]) -> tuple[dict[str | None, dire
     anything on the old subject: a few multi-last requests, so the reads
     that follow ask only where events are."""
     chunks = [ids[i:i + WHERE_CHUNK] for i in range(0, len(ids), WHERE_CHUNK)]
+    # Literal subjects (the old one and each writer's), not a wildcard per
+    # session: the server looks each up in its subject index, where a
+    # wildcard costs it more as sessions accumulate.
     answers = await asyncio.gather(*(
-        direct.get_batch(nc, stream, multi_last=[f for sid in chunk for f in subjects.session_filters(sid)],
-                         batch=direct.MAX_BATCH)
+        direct.get_batch(nc, stream, multi_last=[f for sid in chunk for f in _subjects_of(sid)], batch=direct.MAX_BATCH)
         for chunk in chunks))
     last_of: dict[str | None, direct.Got] = {}
     legacy: set[str | None] = set()
@@ -248,6 +250,10 @@ async def _where(nc, stream: str, ids: list[str]) -> tuple[dict[str | None, dire
             if sid not in last_of or g.seq > last_of[sid].seq:
                 last_of[sid] = g
     return last_of, legacy
+
+
+def _subjects_of(sid: str) -> tuple[str, ...]:
+    return (subjects.session_events(sid), *(subjects.session_writer(sid, w) for w in subjects.WRITERS))
 
 
 def _filters(sid: str, legacy: set[str | None]) -> tuple[str, ...]:
