@@ -63,6 +63,33 @@ def _no_legacy(session_id: str) -> None:
             del _NO_LEGACY[next(iter(_NO_LEGACY))]
 
 
+async def _answer_flow_control(nc, sub) -> None:  # type: ignore[no-untyped-def]
+    """Answer a pending flow-control request as soon as the messages before
+    it were delivered.
+
+    An ordered consumer has flow control: the server stops pushing until the
+    client answers. nats-py answers at once only if every message before the
+    request was already handed to the callback; otherwise (messages still
+    queued, i.e. whenever the process is busy) it leaves the answer to a
+    task that looks every 0.25 s. So the server paused for up to 250 ms at a
+    time under load: a firehose fell behind by seconds with its process
+    mostly idle (5,000 clients, BENCHMARKS.md), and a long replay stalled.
+    The same condition as nats-py's task, checked after each delivery.
+    Private attributes of nats-py 2.16; if they are not there, its own task
+    still answers."""
+    jsi = getattr(getattr(sub, "_sub", sub), "_jsi", None)
+    reply = getattr(jsi, "_fcr", None)
+    if not reply:
+        return
+    try:
+        if jsi._fciseq - jsi._psub._pending_queue.qsize() < jsi._fcd:
+            return
+        jsi._fcr, jsi._fcd = None, 0
+    except AttributeError:
+        return
+    await nc.publish(reply)
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One stored event: its stream sequence and its bytes as stored."""
@@ -398,10 +425,19 @@ class EventLog:
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
                 inactive_threshold=INACTIVE_SECONDS, filter_subjects=list(filters),
             )
+            holder: list = []
+
+            async def delivered(msg: Msg) -> None:
+                await cb(msg)
+                if holder:
+                    await _answer_flow_control(self._js._nc, holder[0])
+
             try:
-                return await self._js.subscribe(
-                    filters[0], stream=self._stream, cb=cb, ordered_consumer=True, config=config,
+                sub = await self._js.subscribe(
+                    filters[0], stream=self._stream, cb=delivered, ordered_consumer=True, config=config,
                 )
+                holder.append(sub)
+                return sub
             except APIError as exc:
                 if exc.err_code != MAX_CONSUMERS_REACHED or asyncio.get_running_loop().time() > deadline:
                     raise
