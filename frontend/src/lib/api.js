@@ -169,8 +169,8 @@ export function runVerb(verb, sessionId, idempotencyKey, vm) {
   return withStepUp(path, body, [502, 202]);
 }
 
-export function listSessions(q = '') {
-  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}`);
+export function listSessions(q = '', before = null) {
+  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}${before ? `&before=${before}` : ''}`);
 }
 
 export function pageEvents(sessionId, after = 0, limit = 1000) {

@@ -1,10 +1,10 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = 'fa097da540c198f0';
+const VERSION = '4f92c97734882fee';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-B_NjFQIj.js",
+  "./assets/index-BS8JpSJh.js",
   "./assets/index-BhBL1w19.css",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
