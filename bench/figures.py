@@ -196,7 +196,8 @@ async def replay_raw(js: JetStreamContext, session_id: str, after: int, last: in
 
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1, inactive_threshold=2.0)
     t0 = now_ns()
-    sub = await js.subscribe(subjects.session_events(session_id), stream=STREAM, cb=cb, ordered_consumer=True, config=config)
+    # The session's writers' subjects (where its events are), one filter.
+    sub = await js.subscribe(subjects.session_filters(session_id)[1], stream=STREAM, cb=cb, ordered_consumer=True, config=config)
     await asyncio.wait_for(done, 60)
     elapsed = now_ns() - t0
     await sub.unsubscribe()
@@ -256,6 +257,54 @@ async def fig_replay(ctx: Ctx) -> dict:
     result["list_ms"] = ms(list_ns)
     result["ratio_list"] = result["ms"] / result["list_ms"]
     return result
+
+
+async def fig_replay_cold(ctx: Ctx, session_id: str | None = None, *, with_list: bool = True) -> dict:
+    """The same as `fig_replay`, cold: a fresh gateway process with nothing
+    of the session in memory (warmed up by attaching to another, empty,
+    session: its firehose runs and its code is loaded), so the replay reads
+    the store. Then the same attach again, hot (the session's hub now in
+    memory), the gateway's RSS and the stream's consumers. The replays
+    alternate within the run."""
+    sid = session_id or ctx.seeded_10k  # type: ignore[attr-defined]
+    gw = await asyncio.to_thread(ctx.rig.start_gateway)
+    try:
+        empty = await asyncio.to_thread(open_session, gw.base)
+        await replay_gateway(gw, empty, 0)
+        rss_idle = rss_kib(gw.pid)[0]
+        seqs = ctx.seeded[sid]
+        server = ctx.rig.server.process.pid  # type: ignore[union-attr]
+        bench0, server0 = time.process_time(), cpu_seconds(server)
+        base_ns, base_ids = await replay_raw(ctx.js, sid, 0, seqs[-1])
+        base_cpu, base_server_cpu = time.process_time() - bench0, cpu_seconds(server) - server0
+        _exact(base_ids, seqs, "raw replay")
+        gw0, server0 = cpu_seconds(gw.pid), cpu_seconds(server)
+        gw_ns, gw_ids = await replay_gateway(gw, sid, 0)
+        gw_cpu, gw_server_cpu = cpu_seconds(gw.pid) - gw0, cpu_seconds(server) - server0
+        _exact(gw_ids, seqs, "cold gateway replay")
+        consumers = (await ctx.js.stream_info(STREAM)).state.consumer_count
+        hot_ns, hot_ids = await replay_gateway(gw, sid, 0)
+        _exact(hot_ids, seqs, "hot gateway replay")
+        rss = rss_kib(gw.pid)[0]
+        list_ns = 0
+        if with_list:
+            listapp = await _listapp(ctx, sid)
+            list_ns, list_ids = await replay_gateway(listapp, sid, 0)
+            _exact(list_ids, seqs, "list replay")
+    finally:
+        gw.stop()
+        ctx.rig.gateways.remove(gw)
+    out = {"ms": ms(gw_ns), "base_ms": ms(base_ns), "ratio": gw_ns / base_ns, "hot_ms": ms(hot_ns),
+           "hot_ratio": hot_ns / base_ns, "events": len(seqs), "exact": True, "rss_mb": rss / 1024,
+           "rss_idle_mb": rss_idle / 1024, "consumers": consumers,
+           # CPU (ms; load-independent): the raw reader's (bench process, incl. its JSON decode)
+           # against the cold gateway's, and nats-server's for each.
+           "base_cpu_ms": base_cpu * 1e3, "gw_cpu_ms": gw_cpu * 1e3,
+           "base_server_cpu_ms": base_server_cpu * 1e3, "gw_server_cpu_ms": gw_server_cpu * 1e3,
+           "load": os.getloadavg()[0]}
+    if with_list:
+        out.update(list_ms=ms(list_ns), ratio_list=gw_ns / list_ns, hot_ratio_list=hot_ns / list_ns)
+    return out
 
 
 async def _listapp(ctx: Ctx, session_id: str):  # type: ignore[no-untyped-def]
@@ -478,7 +527,8 @@ async def fig_cli_flood(ctx: Ctx) -> dict:
 
 
 async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, rate: float = 200.0,
-                     expect: int | None = None, fresh_gateway: bool = True, trace: str = "", gateways: int = 1) -> dict:
+                     expect: int | None = None, fresh_gateway: bool = True, trace: str = "", gateways: int = 1,
+                     procs: int = 0) -> dict:
     """`sessions` × `per_session` SSE clients in another process, on a fresh
     gateway process (or `gateways` of them, each session's clients spread
     over all); `rate` appends/s spread round-robin over the sessions."""
@@ -494,22 +544,38 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
             for i in range(3):
                 await log.append(TextSaid(session_id=sid, by="agent", text=f"history {i}"))
         rss_idle = rss_kib(gw.pid)[0]
-        job = {"host": gw.host, "port": gw.port, "ports": [gw.port] + [g.port for g in more], "token": TOKEN,
-               "sessions": ids, "per_session": per_session, "expect": expect, "timeout": 120, "trace": trace}
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.fanout", cwd=str(REPO),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26,
-        )
-        assert client.stdin and client.stdout
-        client.stdin.write((json.dumps(job) + "\n").encode())
-        await client.stdin.drain()
-        ready = await asyncio.wait_for(client.stdout.readline(), 150)
-        if not ready.startswith(b"READY"):
-            client.kill()
-            raise RuntimeError(f"fan-out clients did not get ready: {ready.decode().strip()!r}")
+        # Client processes: one per 1,000 streams (at most 4), each with whole
+        # sessions, so one process's parsing is not what is measured.
+        procs = procs or max(1, min(4, sessions * per_session // 1000))
+        clients = []
+        for part in range(procs):
+            job = {"host": gw.host, "port": gw.port, "ports": [gw.port] + [g.port for g in more], "token": TOKEN,
+                   "sessions": ids[part::procs], "per_session": per_session, "expect": expect, "timeout": 120,
+                   "trace": trace, "raw": True}
+            client = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.fanout", cwd=str(REPO),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 26,
+            )
+            assert client.stdin and client.stdout
+            client.stdin.write((json.dumps(job) + "\n").encode())
+            await client.stdin.drain()
+            clients.append(client)
+        readies = [await asyncio.wait_for(c.stdout.readline(), 150) for c in clients]  # type: ignore[union-attr]
+        for ready in readies:
+            if not ready.startswith(b"READY"):
+                for c in clients:
+                    c.kill()
+                raise RuntimeError(f"fan-out clients did not get ready: {ready.decode().strip()!r}")
+        ready = max(readies, key=lambda r: float(r.split()[1]))
         attach_s, open_s = (float(x) for x in ready.split()[1:3])
         consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
         rss_attached = rss_kib(gw.pid)[0]
+        # CPU of every process of the run over the live phase: which one is the bottleneck.
+        pids = {"gateway": gw.pid, **{f"gateway{n + 2}": g.pid for n, g in enumerate(more)},
+                **{f"clients{n + 1}": c.pid for n, c in enumerate(clients)},
+                "nats-server": ctx.rig.server.process.pid}  # type: ignore[union-attr]
+        cpu_at = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        bench_cpu0 = time.process_time()
         cpu0, t_live = cpu_seconds(gw.pid), time.monotonic()
         appended: dict[str, list[int]] = {sid: [] for sid in ids}
         interval = 1.0 / rate
@@ -523,11 +589,17 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
                 if delay > 0:
                     await asyncio.sleep(delay)
         rss_live = rss_kib(gw.pid)[0]
-        cpu_live = (cpu_seconds(gw.pid) - cpu0) / (time.monotonic() - t_live)
+        live_s = time.monotonic() - t_live
+        cpu_live = (cpu_seconds(gw.pid) - cpu0) / live_s
+        cpu_all = {name: (cpu_seconds(pid) - cpu_at[name]) / live_s for name, pid in pids.items()}
+        cpu_all["appender (this process)"] = (time.process_time() - bench_cpu0) / live_s
+        load_live = os.getloadavg()[0]
         consumers_max = max(consumers_max, (await ctx.js.stream_info(STREAM)).state.consumer_count)
-        line = await asyncio.wait_for(client.stdout.readline(), 120)
-        await client.wait()
-        result = json.loads(line)
+        parts = []
+        for c in clients:
+            parts.append(json.loads(await asyncio.wait_for(c.stdout.readline(), 120)))  # type: ignore[union-attr]
+            await c.wait()
+        result = _merge(parts)
         for sid, seen in result.pop("seen"):
             _exact(seen, appended[sid], "fan-out stream")
         if result["dups"]:
@@ -547,6 +619,24 @@ async def fig_fanout(ctx: Ctx, *, sessions: int = 100, per_session: int = 10, ra
         "rss_mb": max(rss_attached, rss_live, rss_after) / 1024, "rss_idle_mb": rss_idle / 1024, "hwm_mb": hwm / 1024,
         "attach_s": attach_s, "frames": result["frames"], "gateway_cpu": cpu_live, "open_s": open_s,
         "reconnects_attaching": result["reconnects_attaching"], "reconnects_live": result["reconnects_live"],
+        "client_procs": procs, "cpu_live": cpu_all, "live_s": live_s, "load_live": load_live,
+    }
+
+
+def _merge(parts: list[dict]) -> dict:
+    """The client processes' results as one."""
+    latencies = sorted(x for p in parts for x in p["latencies"])
+    n = len(latencies)
+
+    def at(p: float) -> float:
+        return latencies[min(n - 1, max(0, -(-int(p * 1000) * n // 1000) - 1))] / 1e6 if n else float("nan")
+
+    return {
+        "clients": sum(p["clients"] for p in parts), "frames": n, "p50_ms": at(0.50), "p99_ms": at(0.99),
+        "max_ms": at(1.0), "dups": sum(p["dups"] for p in parts),
+        "reconnects_attaching": sum(p["reconnects_attaching"] for p in parts),
+        "reconnects_live": sum(p["reconnects_live"] for p in parts),
+        "seen": [s for p in parts for s in p["seen"]],
     }
 
 
@@ -580,7 +670,7 @@ def fig_up(tmp: Path) -> dict:
     return {"s": seconds}
 
 
-__all__ = ["Ctx", "fig_cli", "fig_cli_flood", "fig_fanout", "fig_live", "fig_replay", "fig_resume",
+__all__ = ["Ctx", "fig_cli", "fig_cli_flood", "fig_fanout", "fig_live", "fig_replay", "fig_replay_cold", "fig_resume",
            "fig_throughput", "fig_up", "replay_pair", "start_runner"]
 
 
@@ -614,13 +704,18 @@ async def listing_latency(ctx: Ctx, requests: int, path: str = "/api/sessions?li
     async with httpx.AsyncClient(base_url=ctx.gw.base, headers=AUTH, timeout=30) as client:
         for _ in range(3):  # warm up
             (await client.get(path)).raise_for_status()
+        gw_cpu0, server_cpu0 = cpu_seconds(ctx.gw.pid), cpu_seconds(ctx.rig.server.process.pid)  # type: ignore[union-attr]
         for _ in range(requests):
             t0 = time.perf_counter_ns()
             answer = await client.get(path)
             out.append(time.perf_counter_ns() - t0)
             answer.raise_for_status()
+    # CPU per request (load-independent): the gateway's and nats-server's.
+    gw_cpu = (cpu_seconds(ctx.gw.pid) - gw_cpu0) / requests * 1e3
+    server_cpu = (cpu_seconds(ctx.rig.server.process.pid) - server_cpu0) / requests * 1e3  # type: ignore[union-attr]
     consumers = (await ctx.js.stream_info(STREAM)).state.consumer_count
-    return {"p50_ms": ms(pct(out, 0.50)), "p99_ms": ms(pct(out, 0.99)), "consumers": consumers}
+    return {"p50_ms": ms(pct(out, 0.50)), "p99_ms": ms(pct(out, 0.99)), "consumers": consumers,
+            "gateway_cpu_ms": gw_cpu, "server_cpu_ms": server_cpu}
 
 
 async def fig_listing(ctx: Ctx, sizes: tuple[int, ...] = (1_000, 10_000), requests: int = 200) -> dict:
@@ -634,6 +729,17 @@ async def fig_listing(ctx: Ctx, sizes: tuple[int, ...] = (1_000, 10_000), reques
         await store_sessions(ctx, size - stored)
         stored = size
         out[size] = await listing_latency(ctx, requests)
+        # Baseline, same moment, same client and HTTP stack: a request that does nothing.
+        noop = await listing_latency(ctx, requests, "/health")
+        out[size]["noop_p50_ms"], out[size]["noop_p99_ms"] = noop["p50_ms"], noop["p99_ms"]
+        out[size]["noop_gateway_cpu_ms"] = noop["gateway_cpu_ms"]
+        out[size]["load"] = os.getloadavg()[0]
         out[size]["seeded_s"] = time.monotonic() - t0
+        async with httpx.AsyncClient(base_url=ctx.gw.base, headers=AUTH, timeout=60) as client:
+            t1 = time.perf_counter_ns()  # the first search: no title of the older sessions read yet in this process
+            first = await client.get(f"/api/sessions?limit=50&q=no-such-title-{size}")
+            first_ms = ms(time.perf_counter_ns() - t1)
+            first.raise_for_status()
         out[size]["search"] = await listing_latency(ctx, 3, "/api/sessions?limit=50&q=no-such-title")
+        out[size]["search"].update(first_ms=first_ms, searched=first.json()["searched"], stored=first.json()["stored"])
     return out

@@ -189,7 +189,7 @@ async def seed(
     """`count` chain-linked events appended to one session, published
     pipelined (fast seeding; appends through EventLog are measured elsewhere).
     Returns their stream sequences in order, and the last link."""
-    subject = subjects.session_events(session_id)
+    subject = subjects.session_writer(session_id, "agent-runner")  # where a runner writes today
     pending: list[asyncio.Future] = []
     seqs: list[int] = []
     data = event_bytes(session_id)
@@ -210,7 +210,7 @@ async def noise(js: JetStreamContext, session_ids: list[str], per_session: int) 
     pending: list[asyncio.Future] = []
     for _ in range(per_session):
         for sid in session_ids:
-            pending.append(await js.publish_async(subjects.session_events(sid), payloads[sid]))
+            pending.append(await js.publish_async(subjects.session_writer(sid, "agent-runner"), payloads[sid]))
             if len(pending) >= 500:
                 await asyncio.gather(*pending)
                 pending.clear()

@@ -9,6 +9,7 @@ the gateway and for nothing else: the baselines do not use it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ class SSE:
         self._need = -1  # data bytes left in the current chunk; -1 = at a size line
         self._crlf = 0
         self.closed = False
+        #: CLOCK_MONOTONIC (ns) of the socket read the latest frames came
+        #: from: a frame's time of arrival, before this client parsed anything.
+        self.read_at = 0
 
     @classmethod
     async def open(cls, host: str, port: int, path: str, headers: dict[str, str] | None = None) -> "SSE":
@@ -87,6 +91,7 @@ class SSE:
         """Lists of whole frames, as they arrive (one socket read at a time)."""
         while True:
             data = await self._reader.read(1 << 18)
+            self.read_at = time.monotonic_ns()
             if not data:
                 return
             self._raw += data

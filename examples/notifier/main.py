@@ -1,20 +1,19 @@
-"""The notifier process: a durable pull consumer on the events stream.
+"""The notifier process: follows the events stream and POSTs notifications.
 
-    events stream --(durable consumer `notifier`, filter breakglass.events.>)--> rules --> POST
+    events stream --(direct gets, then the republished events: events.follow)--> rules --> POST
 
-The consumer is created (or updated) at start-up with explicit acks and no
-limit on redeliveries. Each message is settled exactly one way:
+It connects as the read-only `reader` user, which may create no consumer on
+the server (events.access: a consumer is server state a reader could pile
+up until the gateway finds no room), so it keeps its own place in a small
+state file (position.Position). Each event is settled exactly one way:
 
-- a payload that does not decode: terminated and logged (never redelivered);
-- a kind this version does not know, or an event that is not a trigger: acked;
-- a notification the receiver took (2xx): acked;
-- a notification the receiver refused (4xx other than 408/429): logged, acked;
-- a failed POST (refused, timeout, 408, 429, 5xx): nak'd with a delay of
-  base * 2^(deliveries - 1), capped; the server redelivers it later, so a
-  dead receiver blocks nothing else and a restart loses nothing.
-
-The consumer is the notifier's memory: its position and the pending retries
-live in JetStream, not in this process.
+- a payload that does not decode: skipped and logged;
+- a kind this version does not know, or an event that is not a trigger: done;
+- a notification the receiver took (2xx): done;
+- a notification the receiver refused (4xx other than 408/429): logged, done;
+- a failed POST (refused, timeout, 408, 429, 5xx): retried after
+  base * 2^(attempts - 1), capped, while the events after it go on; it is
+  kept in the state file meanwhile, so a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -22,52 +21,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from nats.aio.msg import Msg
+from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
-from events import bus, chain, export, service, subjects
+from events import access, bus, chain, direct, export, service, subjects
 from events.codec import ContractError, decode_event_lenient
+from events.follow import follow
 from events.kinds import UserPrompted
 
 from . import rules
 from .deliver import Delivery, Sender, backoff
+from .escalate import Escalator
+from .position import Position
 from .settings import SERVICE, Settings
 
 log = logging.getLogger(SERVICE)
 
-#: A message whose *handling* keeps raising (a bug, the bus away; not a
-#: failed POST, which is retried forever) is terminated after this many tries.
+#: A notification whose *handling* keeps raising (a bug, the bus away; not a
+#: failed POST, which is retried forever) is given up after this many tries.
 MAX_HANDLER_FAILURES = 20
 #: How many earlier events of a session are looked at to decide whether a
 #: prompt is its first one (sessions open with the prompt; this is slack).
 FIRST_PROMPT_LOOKUPS = 32
-
-
-def consumer_config(settings: Settings, existing: ConsumerConfig | None = None) -> ConsumerConfig:
-    """The notifier's consumer. The start position only matters when the
-    consumer is first created; an existing consumer keeps its own."""
-    config = ConsumerConfig(
-        durable_name=settings.consumer,
-        description="breakglass notifier: operator notifications",
-        filter_subject=subjects.EVENTS_ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.NEW if settings.deliver == "new" else DeliverPolicy.ALL,
-        # Longer than one handling (a lookup and a POST with its timeout).
-        ack_wait=settings.timeout + settings.ack_slack,
-        max_deliver=-1,
-        max_ack_pending=1000,
-    )
-    if existing is not None:
-        config.deliver_policy = existing.deliver_policy
-        config.opt_start_seq = existing.opt_start_seq
-        config.opt_start_time = existing.opt_start_time
-    return config
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -77,36 +58,20 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def ensure_consumer(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> bool:
-    """Create or update the durable consumer, waiting for the events stream
-    to exist (the notifier never creates it). False if stopped meanwhile."""
+async def wait_for_stream(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> bool:
+    """Wait for the events stream to exist (the notifier never creates it).
+    False if stopped meanwhile."""
     waiting = False
     while not stop.is_set():
         try:
             await js.stream_info(settings.stream)
-            try:
-                existing = (await js.consumer_info(settings.stream, settings.consumer)).config
-            except NotFoundError:
-                existing = None
-            config = consumer_config(settings, existing)
-            if existing is not None and existing.deliver_policy != consumer_config(settings).deliver_policy:
-                log.info(
-                    "consumer %s exists: it resumes where it stopped (BREAKGLASS_NOTIFY_DELIVER applies "
-                    "only to a new consumer)", settings.consumer,
-                )
-            try:
-                await js.add_consumer(settings.stream, config)
-            except NotFoundError:
-                raise
-            except APIError as exc:  # a change the server refuses: say so in one line
-                raise OSError(f"cannot create or update consumer {settings.consumer}: {exc.description}") from None
             return True
         except NotFoundError:
             if not waiting:
                 log.warning("stream %s does not exist yet (is breakglass up?); waiting for it", settings.stream)
                 waiting = True
         except (NatsTimeoutError, asyncio.TimeoutError) as exc:
-            log.warning("could not set up consumer %s: %s; trying again", settings.consumer, exc or "timeout")
+            log.warning("could not read stream %s: %s; trying again", settings.stream, exc or "timeout")
         await _sleep(stop, 2.0)
     return False
 
@@ -146,19 +111,26 @@ def event_json(data: bytes, seq: int) -> dict[str, Any]:
     return {"kind": stored.pop("kind", None), "id": seq, **stored}
 
 
-def anchor_of(msg: Msg, seq: int) -> str | None:
+def anchor_of(subject: str, headers: dict[str, str], seq: int) -> str | None:
     """The session's chain head at this event, for the receiver to keep."""
-    link = (msg.headers or {}).get(chain.HEADER)
-    if not link or subjects.session_of(msg.subject) is None:
+    link = headers.get(chain.HEADER)
+    if not link or subjects.session_of(subject) is None:
         return None
     return export.format_anchor(seq, link)
 
 
 class Notifier:
-    def __init__(self, js: JetStreamContext, settings: Settings, sender: Sender) -> None:
-        self.js = js
+    def __init__(self, nc: Client, settings: Settings, sender: Sender, state: Position,
+                 escalator: Escalator | None = None) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
         self.settings = settings
         self.sender = sender
+        self.state = state
+        self._room = asyncio.Semaphore(settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self.escalator = escalator
 
     def retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
         delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max)
@@ -166,88 +138,119 @@ class Notifier:
             delay = min(self.settings.retry_max, max(delay, retry_after))
         return delay
 
-    async def handle(self, msg: Msg) -> None:
-        meta = msg.metadata
-        seq, attempt = meta.sequence.stream, meta.num_delivered
+    async def handle(self, got: direct.Got, attempt: int) -> float | None:
+        """Handle one event: None when it is settled, else the delay before
+        it is tried again."""
+        seq, subject = got.seq, got.subject
         try:
-            event = decode_event_lenient(msg.data)
+            event = decode_event_lenient(got.data)
         except ContractError as exc:
-            log.warning("terminated malformed event #%d on %s: %s", seq, msg.subject, exc)
-            await msg.term()
-            return
+            log.warning("skipped malformed event #%d on %s: %s", seq, subject, exc)
+            return None
         if event is None:  # a kind newer than this reader: skipped
-            await msg.ack()
-            return
+            return None
+        if self.escalator is not None and subjects.session_of(subject) is not None:
+            self.escalator.saw(event)
         try:
-            first = isinstance(event, UserPrompted) and await opens_session(
-                self.js, self.settings.stream, msg.subject, seq
-            )
-            note = rules.notification_for(event, msg.subject, opens_session=first, link_base=self.settings.link_base)
+            first = isinstance(event, UserPrompted) and await opens_session(self.js, self.settings.stream, subject, seq)
+            note = rules.notification_for(event, subject, opens_session=first, link_base=self.settings.link_base)
             if note is None or note.priority < self.settings.min_priority:
-                await msg.ack()
-                return
-            sent = await self.sender.send(note, event_json(msg.data, seq), anchor_of(msg, seq))
+                return None
+            sent = await self.sender.send(note, event_json(got.data, seq), anchor_of(subject, got.headers, seq))
         except Exception:
             if attempt >= MAX_HANDLER_FAILURES:
-                log.exception("event #%d failed %d times; terminated", seq, attempt)
-                await msg.term()
-            else:
-                log.exception("event #%d could not be handled (attempt %d); retrying", seq, attempt)
-                await msg.nak(delay=self.retry_delay(attempt))
-            return
+                log.exception("event #%d failed %d times; given up", seq, attempt)
+                return None
+            log.exception("event #%d could not be handled (attempt %d); retrying", seq, attempt)
+            return self.retry_delay(attempt)
 
         if sent.delivery is Delivery.DELIVERED:
-            await msg.ack()
             log.info("notified: %s (event #%d, %s)", note.title, seq, note.kind)
-        elif sent.delivery is Delivery.REJECTED:
-            await msg.ack()
+            return None
+        if sent.delivery is Delivery.REJECTED:
             log.error("the receiver refused the notification for event #%d (%s); not retried", seq, sent.detail)
-        else:
-            delay = self.retry_delay(attempt, sent.retry_after)
-            # One line on the first failure and every tenth, not one a minute per message.
-            level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-            log.log(level, "notification for event #%d failed (%s), attempt %d; retrying in %.3g s",
-                    seq, sent.detail, attempt, delay)
-            await msg.nak(delay=delay)
+            return None
+        delay = self.retry_delay(attempt, sent.retry_after)
+        # One line on the first failure and every tenth, not one a minute per message.
+        level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
+        log.log(level, "notification for event #%d failed (%s), attempt %d; retrying in %.3g s",
+                seq, sent.detail, attempt, delay)
+        return delay
 
-    async def _handle_safely(self, msg: Msg) -> None:
-        try:
-            await self.handle(msg)
-        except Exception:  # an ack or nak that could not be sent: the server redelivers after ack_wait
-            log.exception("settling a message failed")
+    async def _settle(self, got: direct.Got, attempt: int) -> None:
+        """Handle `got` until it is settled, retrying after each delay; its
+        slot of `concurrency` is held while it is handled, not while it waits."""
+        while True:
+            try:
+                delay = await self.handle(got, attempt)
+            finally:
+                self._room.release()
+            if delay is None:
+                self.state.pending.pop(got.seq, None)
+                self.state.save()
+                return
+            self.state.pending[got.seq] = attempt
+            self.state.save()
+            await _sleep(self._stop, delay)
+            if self._stop.is_set():
+                return
+            await self._room.acquire()
+            attempt += 1
+
+    def _start(self, got: direct.Got, attempt: int) -> None:
+        task = asyncio.create_task(self._settle(got, attempt))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def on_event(self, got: direct.Got) -> None:
+        """From events.follow, in stream order: taken into the state (so a
+        crash from here on retries it), then handled alongside the others."""
+        await self._room.acquire()
+        self.state.position = got.seq
+        self.state.pending.setdefault(got.seq, 0)
+        self.state.save()
+        self._start(got, self.state.pending[got.seq] + 1)
+
+    async def _resume_pending(self) -> None:
+        """What an earlier run left unsettled: read back by sequence, retried."""
+        for seq, attempts in sorted(self.state.pending.items()):
+            try:
+                msg = await self.js.get_msg(self.settings.stream, seq, direct=True)
+            except NotFoundError:  # aged out of the stream meanwhile
+                log.warning("pending event #%d is no longer in %s; dropped", seq, self.settings.stream)
+                self.state.pending.pop(seq, None)
+                self.state.save()
+                continue
+            await self._room.acquire()
+            self._start(direct.Got(seq, msg.subject or "", msg.data or b"", dict(msg.headers or {}), 0), attempts + 1)
 
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None, poll_seconds: float = 1.0) -> None:
-        """Pull and handle messages until `stop` is set; at most
-        `concurrency` at once, so one slow receiver call holds up nothing."""
-        sub = await self.js.pull_subscribe_bind(self.settings.consumer, stream=self.settings.stream)
+        """Follow the stream and handle events until `stop` is set."""
+        await self._resume_pending()
+        following = await follow(self.nc, (subjects.EVENTS_ALL,), self.state.position, self.on_event,
+                                 stream=self.settings.stream, check_seconds=poll_seconds)
         if ready is not None:
             ready.set()
-        running: set[asyncio.Task[None]] = set()
         try:
-            while not stop.is_set():
-                room = self.settings.concurrency - len(running)
-                if room <= 0:
-                    await asyncio.wait(running, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                try:
-                    msgs = await sub.fetch(room, timeout=poll_seconds)
-                except (NatsTimeoutError, asyncio.TimeoutError):
-                    continue
-                except Exception as exc:  # the connection is away; it reconnects by itself
-                    log.warning("fetching from consumer %s failed: %s", self.settings.consumer, exc)
-                    await _sleep(stop, poll_seconds)
-                    continue
-                for msg in msgs:
-                    task = asyncio.create_task(self._handle_safely(msg))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+            done = asyncio.create_task(stop.wait())
+            failed = asyncio.create_task(following.wait())
+            await asyncio.wait({done, failed}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (done, failed):
+                task.cancel()
+            if failed.done() and not failed.cancelled() and failed.exception() is not None:
+                raise failed.exception()  # type: ignore[misc]
         finally:
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-            try:
-                await sub.unsubscribe()
-            except Exception:  # the connection may be gone already
-                pass
+            self._stop.set()
+            await following.stop()
+            if self._tasks:  # what is mid-POST finishes; what waits for a retry stays pending in the state
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _inbox(url: str) -> dict[str, str]:
+    """A breakglass NATS user (the `reader` of `breakglass nats-url`) may
+    read replies only under its own inbox prefix (events.access)."""
+    role = bus.role_of(url)
+    return {"inbox_prefix": access.inbox_prefix(role)} if role else {}
 
 
 async def serve(
@@ -257,10 +260,10 @@ async def serve(
     ready: asyncio.Event | None = None,
     poll_seconds: float = 1.0,
 ) -> None:
-    """Connect, set up the consumer, notify until `stop` is set."""
+    """Connect, load (or start) the state, notify until `stop` is set."""
     # `bus.connect` keeps trying while NATS is not there yet; a stop (Ctrl-C,
     # SIGTERM) during that wait ends the process instead of being ignored.
-    connecting = asyncio.create_task(bus.connect(settings.nats_url, SERVICE, log=log))
+    connecting = asyncio.create_task(bus.connect(settings.nats_url, SERVICE, log=log, **_inbox(settings.nats_url)))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
@@ -273,15 +276,31 @@ async def serve(
     except Exception as exc:
         raise OSError(f"cannot connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}") from None
     sender = Sender(settings.url, settings.format, timeout=settings.timeout, token=settings.token)
+    escalator = None
+    if settings.escalate_url:
+        escalator = Escalator(settings, Sender(settings.escalate_url, settings.escalate_format,
+                                               timeout=settings.timeout, token=settings.escalate_token))
     try:
         js = nc.jetstream()
-        if not await ensure_consumer(js, settings, stop):
+        if not await wait_for_stream(js, settings, stop):
             return
+        path = Path(settings.state_file)
+        state = Position.load(path, settings.stream)
+        if state is None:  # first start: from now on, or the whole history once
+            start = 0 if settings.deliver == "all" else await direct.stream_last_seq(nc, settings.stream)
+            state = Position(path, settings.stream, start)
+            state.save()
+        elif settings.deliver == "all" and state.position:
+            log.info("%s exists: resuming after #%d (BREAKGLASS_NOTIFY_DELIVER applies only to a first start)",
+                     path, state.position)
         # The path of an ntfy URL is its topic, which works as a password: not logged.
-        log.info("notifying %s (%s format) through consumer %s on %s",
-                 urlsplit(settings.url).netloc, settings.format, settings.consumer, settings.stream)
-        await Notifier(js, settings, sender).run(stop, ready=ready, poll_seconds=poll_seconds)
+        log.info("notifying %s (%s format) from %s after #%d, state in %s",
+                 urlsplit(settings.url).netloc, settings.format, settings.stream, state.position, path)
+        await Notifier(nc, settings, sender, state, escalator).run(stop, ready=ready, poll_seconds=poll_seconds)
     finally:
+        if escalator is not None:
+            await escalator.aclose()
+            await escalator.sender.aclose()
         await sender.aclose()
         await nc.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
 from events.topology import Topology
@@ -15,7 +16,6 @@ from .deliver import FORMATS
 
 SERVICE = "notifier"
 DELIVER_POLICIES = ("new", "all")
-_CONSUMER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _http_url(name: str, value: str) -> str:
@@ -34,19 +34,25 @@ class Settings:
     link_base: str | None = None
     #: Bearer token sent as `Authorization` (ntfy access tokens, webhooks).
     token: str | None = None
-    #: `new`: only events stored after the consumer was first created;
-    #: `all`: the whole history once. Only used when the consumer is created.
+    #: `new`: only events stored after the first start; `all`: the whole
+    #: history once. Only used when there is no state file yet.
     deliver: str = "new"
-    consumer: str = "notifier"
+    #: Where the notifier keeps its place and its pending retries (position.py).
+    state_file: str = "notifier-state.json"
     stream: str = Topology().events_stream
     timeout: float = 10.0
     retry_base: float = 1.0
     retry_max: float = 60.0
     min_priority: int = 1
     concurrency: int = 8
-    #: ack_wait = timeout + this: how long a message handed to a notifier that
-    #: died mid-handling waits before the server gives it to another one.
-    ack_slack: float = 30.0
+    #: The second channel (escalate.py): unanswered approvals go there too.
+    escalate_url: str | None = None
+    escalate_format: str = "json"
+    escalate_token: str | None = None
+    escalate_seconds: float = 120.0
+    #: Where the gateway is, and its bearer, to record an escalation.
+    gateway_url: str | None = None
+    gateway_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -56,9 +62,6 @@ class Settings:
         link_base = env.str("NOTIFY_LINK_BASE")
         if link_base is not None:
             _http_url("NOTIFY_LINK_BASE", link_base)
-        consumer = env.str("NOTIFY_CONSUMER", "notifier") or "notifier"
-        if not _CONSUMER_NAME.match(consumer):
-            raise ConfigError(f"BREAKGLASS_NOTIFY_CONSUMER must be letters, digits, - or _, got {consumer!r}")
         retry_base = env.float("NOTIFY_RETRY_SECONDS", 1.0, minimum=0.01)
         retry_max = env.float("NOTIFY_RETRY_MAX_SECONDS", 60.0, minimum=retry_base)
         return cls(
@@ -68,10 +71,33 @@ class Settings:
             link_base=link_base,
             token=env.str("NOTIFY_TOKEN"),
             deliver=env.choice("NOTIFY_DELIVER", "new", DELIVER_POLICIES),
-            consumer=consumer,
+            state_file=env.str("NOTIFY_STATE_FILE", "notifier-state.json") or "notifier-state.json",
             timeout=env.float("NOTIFY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             retry_base=retry_base,
             retry_max=retry_max,
             min_priority=env.int("NOTIFY_MIN_PRIORITY", 1, minimum=1, maximum=5),
             concurrency=env.int("NOTIFY_CONCURRENCY", 8, minimum=1, maximum=256),
+            **_escalation(env, fmt),
         )
+
+
+def _escalation(env: Env, fmt: str) -> dict:
+    url = env.str("NOTIFY_ESCALATE_URL")
+    gateway_url = env.str("NOTIFY_GATEWAY_URL")
+    if url is None:
+        return {}
+    token_file = env.str("NOTIFY_GATEWAY_TOKEN_FILE")
+    token = None
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"BREAKGLASS_NOTIFY_GATEWAY_TOKEN_FILE: cannot read {token_file}: {exc.strerror}") from None
+    return {
+        "escalate_url": _http_url("NOTIFY_ESCALATE_URL", url),
+        "escalate_format": env.choice("NOTIFY_ESCALATE_FORMAT", fmt, FORMATS),
+        "escalate_token": env.str("NOTIFY_ESCALATE_TOKEN"),
+        "escalate_seconds": env.float("NOTIFY_ESCALATE_SECONDS", 120.0, minimum=0.0),
+        "gateway_url": _http_url("NOTIFY_GATEWAY_URL", gateway_url) if gateway_url else None,
+        "gateway_token": token,
+    }

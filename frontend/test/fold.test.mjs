@@ -180,6 +180,17 @@ test('an approval answered locally stays answered when replayed; turn_end expire
   assert.ok(lines(s).includes('approval stop expired'));
 });
 
+test('an escalation marks its approval with where it was sent, in either order', () => {
+  const s = fold([{ kind: 'user', id: 1, turn_id: 'T', text: 'x' }]);
+  applyEvent(s, { kind: 'escalated', id: 2, turn_id: 'T', approval_id: 'A2', channel: 'ntfy at ntfy.example', after_seconds: 120, by: 'operator' });
+  applyEvent(s, { kind: 'approval', id: 3, turn_id: 'T', approval_id: 'A2', verb: 'reset' });
+  applyEvent(s, { kind: 'approval', id: 4, turn_id: 'T', approval_id: 'A3', verb: 'stop' });
+  assert.ok(applyEvent(s, { kind: 'escalated', id: 5, turn_id: 'T', approval_id: 'A3', channel: 'json at hooks.example', after_seconds: 90 }));
+  const pending = Object.fromEntries(view(s).pendingApprovals.map((a) => [a.approval_id, a.escalated]));
+  assert.deepEqual(pending.A2, { channel: 'ntfy at ntfy.example', after_seconds: 120, by: 'operator' });
+  assert.deepEqual(pending.A3, { channel: 'json at hooks.example', after_seconds: 90, by: '' });
+});
+
 test('a verb outside any turn is a standalone entry', () => {
   const s = fold([{ kind: 'verb', id: 9, verb: 'status', phase: 'done', exit_code: 0, stdout: 'status: running', request_id: 'r1' }]);
   assert.deepEqual(lines(s), ['verb status done exit 0']);

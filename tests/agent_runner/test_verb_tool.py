@@ -116,6 +116,26 @@ async def test_autonomous_runs_a_mutating_verb_as_the_agent(nats_url, nc, js, to
     assert [e["request_id"] for e in await audit_events(js, topology)] == [run.request_id]
 
 
+async def test_a_two_person_verb_waits_for_an_operator_even_when_autonomous(
+        nats_url, nc, events, command, short_root):
+    tool = make_tool(command, short_root, nc, events, policy=AUTONOMOUS, two_person=frozenset({Verb.CYCLE}))
+    await tool.start()
+    try:
+        async with fake_executor(nats_url) as executor:
+            reset = await ask(tool, b'{"verb":"reset"}\n')  # not on the list: autonomous as before
+            asking = asyncio.create_task(ask(tool, b'{"verb":"cycle"}\n'))
+            approval = await wait_for_kind(events, command.session_id, "approval")
+            await asyncio.sleep(0.2)
+            assert [c.verb for c in executor.commands] == [Verb.RESET] and not asking.done()
+            assert tool.answer(approval["approval_id"], True, "alice") is True
+            answer = await asking
+    finally:
+        await tool.close()
+    assert reset is not None and reset.exit_code == 0
+    assert answer is not None and answer.exit_code == 0 and "approved by alice" in answer.summary
+    assert [c.verb for c in executor.commands] == [Verb.RESET, Verb.CYCLE]
+
+
 async def test_a_read_only_verb_needs_no_approval(nats_url, nc, events, command, short_root):
     tool = make_tool(command, short_root, nc, events, policy=APPROVE_MUTATING)
     await tool.start()

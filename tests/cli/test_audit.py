@@ -108,3 +108,27 @@ async def test_the_tools_say_so_in_one_line_when_nats_is_down():
     assert out.returncode != 0 and "cannot reach NATS" in out.stderr and "Traceback" not in out.stderr
     bad = await asyncio.to_thread(run, "nats://127.0.0.1:1", "replay", "not-a-session")
     assert bad.returncode != 0 and "not a session id" in bad.stderr
+
+
+async def test_tail_shows_each_new_event_once_with_its_sequence(nats_url, recorded, js, topology):
+    """From now on only: what was stored before is not shown, each new event
+    once, numbered by its stream sequence (events.follow, no consumer)."""
+    env = {"PATH": os.environ["PATH"], "BREAKGLASS_NATS_URL": nats_url, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*BREAKGLASS, "tail", "--session", recorded], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+        while not any("following what is stored after" in line for line in lines):
+            lines.append(await asyncio.to_thread(proc.stdout.readline))
+        log = EventLog(js, topology)
+        seqs = [await log.append(TextSaid(session_id=recorded, by="agent", text=f"tailed {i}")) for i in range(3)]
+        deadline = time.monotonic() + 10
+        while not any("tailed 2" in line for line in lines) and time.monotonic() < deadline:
+            lines.append(await asyncio.to_thread(proc.stdout.readline))
+        shown = "".join(lines)
+        assert "38 GB" not in shown  # stored before: not tailed
+        for i, seq in enumerate(seqs):
+            assert shown.count(f"tailed {i}") == 1 and f"#{seq} " in shown, shown
+        assert (await js.stream_info(topology.events_stream)).state.consumer_count == 0
+    finally:
+        proc.terminate()
+        proc.wait(5)

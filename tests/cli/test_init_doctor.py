@@ -245,7 +245,7 @@ def test_interactive_init_asks_before_pinning(tmp_path: Path, pve: tuple[sshd.Ss
     assert not (data / "known_hosts" / "pve").exists()
 
     # Confirmed this time; no devvm (an empty answer skips it).
-    answers = iter([server.host, str(server.port), server.user, "4242", "yes", ""])
+    answers = iter([server.host, str(server.port), server.user, "4242", "yes", "", ""])  # no devvm, no more VMs
     monkey.setattr("builtins.input", lambda prompt="": next(answers))
     monkey.setattr("sys.stdin.isatty", lambda: True, raising=False)
     try:
@@ -373,3 +373,58 @@ def test_a_refused_credential_and_a_wrong_clock_are_named(ready: tuple[Path, dic
     rc, checks = doctor(env)
     assert checks["model-api"]["status"] == "ok"  # reached, credential not refused
     assert rc == 1 and checks["clock"]["status"] == "fail" and "off the API's" in checks["clock"]["summary"]
+
+
+def test_init_with_two_vms_then_doctor_checks_each(tmp_path: Path, pve: tuple[sshd.Sshd, PveHost], devvm: sshd.Sshd,
+                                                   nats_url: str, api: FakeAnthropic) -> None:  # fmt: skip
+    """Two VMs on one node (both behind the real sshd and the fake qm): init
+    lists them in the config, the installer's VMIDS and sudoers; doctor asks
+    `status VMID` of each and logs in to each devvm; a VM the node's script
+    does not list is named with its fix."""
+    server, host = pve
+    host.knob("vmid", "102 103")
+    host.configure(VMIDS="102 103")
+    try:
+        _two_vms(tmp_path, pve, devvm, nats_url, api)
+    finally:  # the node is shared by the module's tests
+        host.knob("vmid", "102")
+        host.configure()
+
+
+def _two_vms(tmp_path: Path, pve: tuple[sshd.Sshd, PveHost], devvm: sshd.Sshd, nats_url: str,
+             api: FakeAnthropic) -> None:  # fmt: skip
+    server, host = pve
+    data = tmp_path / "data"
+    env = clean_env(BREAKGLASS_NATS_URL=nats_url, BREAKGLASS_CLAUDE_BIN=str(require_claude()),
+                    ANTHROPIC_BASE_URL=api.url, ANTHROPIC_API_KEY="test", BREAKGLASS_DATA_DIR=str(data))  # fmt: skip
+    shell = f"{devvm.user}@{devvm.host}:{devvm.port}"
+    vouched = fingerprint(devvm.host_key.with_suffix(".pub"))
+    res = breakglass(*init_args(data, pve, devvm, "--pve-fingerprint", fingerprint(server.host_key.with_suffix(".pub")),
+                                "--vm", f"name=web,vmid=102,node=pve1,devvm={shell},fingerprint={vouched}",
+                                "--vm", f"name=db,vmid=103,node=pve1,devvm={shell},fingerprint={vouched}"), env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "VMs: web (102), db (103)" in res.stdout
+    installer = (data / "pve-host-install.sh").read_text()
+    assert "VMIDS=102 103\n" in installer and "/usr/sbin/qm start 103" in installer and "VMID=102\n" in installer
+    settings = Env(layered_environ({"BREAKGLASS_CONFIG": str(data / "config.toml")}))
+    from events import vms
+
+    assert [(vm.name, vm.vmid, vm.node) for vm in vms.from_env(settings).vms] == [("web", 102, "pve1"), ("db", 103, "pve1")]
+    assert (data / "known_hosts" / "devvm").read_text().count("\n") == 1  # one host: pinned once
+    server.authorized_keys.write_text(sshd.authorized_keys_line(host.forced_command, data / "keys" / "pve_ed25519"))
+    devvm.authorized_keys.write_text(f"restrict {(data / 'keys' / 'devvm_ed25519.pub').read_text().strip()}\n")
+    assert breakglass("setup", env=env).returncode == 0
+
+    rc, checks = doctor(env)
+    for name in ("pve-status:web", "pve-status:db", "devvm-ssh:web", "devvm-ssh:db"):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert checks["pve-status:db"]["summary"].startswith("VM 103: status: running")
+    assert rc == 0
+
+    host.configure(VMIDS="102")  # the node was installed for one VM only
+    before = host.calls().count("status 103")
+    rc, checks = doctor(env)
+    assert rc == 1 and checks["pve-status:web"]["status"] == "ok"
+    db = checks["pve-status:db"]
+    assert db["status"] == "fail" and "not in its VMIDS" in db["summary"] and "installer" in db["fix"]
+    assert host.calls().count("status 103") == before  # the refused request never reached qm

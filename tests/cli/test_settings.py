@@ -36,6 +36,18 @@ def test_only_pve_executor_sees_the_proxmox_settings():
     assert names("agent-runner", "BREAKGLASS_PVE_") == set()
 
 
+def test_every_service_agrees_on_the_vms():
+    """The VM ids are no secret and must be the same everywhere: the gateway
+    and agent-runner name them in the verbs they ask for, pve-executor
+    refuses any other (under `up` with a VMID other than 102 they would
+    otherwise disagree). Nothing else of the Proxmox settings passes."""
+    environ = {**ENVIRON, "BREAKGLASS_PVE_VMID": "4242", "BREAKGLASS_VMS": '[{"name": "web", "vmid": 4242}]'}
+    for service in SERVICES:
+        env = service_env(service, environ, URL)
+        assert env["BREAKGLASS_PVE_VMID"] == "4242" and env["BREAKGLASS_VMS"] == environ["BREAKGLASS_VMS"]
+    assert {k for k in service_env("gateway", environ, URL) if k.startswith("BREAKGLASS_PVE_")} == {"BREAKGLASS_PVE_VMID"}
+
+
 def test_only_agent_runner_sees_the_devvm_and_claude_credentials():
     for prefix in ("BREAKGLASS_DEVVM_", "ANTHROPIC_", "CLAUDE_CODE_"):
         assert names("agent-runner", prefix)

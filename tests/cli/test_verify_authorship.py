@@ -19,7 +19,7 @@ import pytest
 from events.codec import encode
 from events.commands import SessionRecord
 from events.kinds import (
-    Outcome, TextSaid, TurnEnded, UserPrompted, VerbPhase, VerbProgressed,
+    ApprovalRequested, ObserverAction, ObserverAudited, Outcome, TextSaid, TurnEnded, UserPrompted, VerbPhase, VerbProgressed,
 )
 from events.log import EventLog
 from events.topology import session_key
@@ -74,6 +74,13 @@ FORGERIES = {
         session_id=sid, by="alice", verb="stop", phase=VerbPhase.REQUESTED), "requested by 'alice'"),
     "the gateway speaks for the agent": ("gateway", lambda sid, turn: TextSaid(
         session_id=sid, turn_id=turn, by="agent", text="all good"), "`text` events"),
+    # issue 19: an operator's two-person press is the gateway's `approval`, the agent's ask the runner's
+    "the runner asks as an operator's press": ("agent-runner", lambda sid, turn: ApprovalRequested(
+        session_id=sid, by="alice", approval_id=new_id(), verb="cycle"), "asked for by 'alice'"),
+    "the gateway asks as the agent": ("gateway", lambda sid, turn: ApprovalRequested(
+        session_id=sid, by="agent", approval_id=new_id(), verb="cycle"), "asked for by 'agent'"),
+    "the runner audits an observer": ("agent-runner", lambda sid, turn: ObserverAudited(
+        session_id=sid, by="agent", action=ObserverAction.USED, observer_id="ab" * 32), "`observer` events"),
 }
 
 

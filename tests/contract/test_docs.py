@@ -87,7 +87,8 @@ def _subject_templates() -> set[str]:
              and value.startswith(subjects.ROOT + ".") and not value.endswith(("*", ">"))}
     for name, function in inspect.getmembers(subjects, inspect.isfunction):
         if function.__module__ != subjects.__name__ or name.startswith("_") or name in (
-                "session_of", "verb_origin", "writer_of", "session_filters", "audit_filters", "writer_subjects"):
+                "session_of", "verb_origin", "writer_of", "session_filters", "audit_filters", "writer_subjects",
+                "stored", "unstored"):  # the republish mapping of the events subjects: its own channel
             continue
         parameters = tuple(inspect.signature(function).parameters)
         if parameters[-1] == "writer":  # per-writer subjects: the writer token is the {writer} parameter

@@ -118,7 +118,7 @@ async def test_approve_mutating_a_reset_waits_for_the_operator_then_runs(stack, 
 
         assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": True}
         frames = await collect(client, f"/api/session/{sid}/stream", until=turn_ended, timeout=60)
-        assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": False}
+        assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": False, "decided_by": "operator"}
     [run] = executor.commands
     assert (run.verb.value, run.by, run.origin, run.session_id) == ("reset", "agent", "agent", sid)
     assert verb_phases(frames) == [("reset", "requested", "agent"), ("reset", "approved", "operator")]
@@ -160,7 +160,7 @@ async def test_approve_mutating_no_answer_in_time_is_denied(stack, client, nats_
     assert await queued_verbs(nats_url) == 0
     told, is_error = tool_result_sent_to_model(stack.api)
     assert "no answer within 1 s: denied" in told and is_error
-    assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": False}
+    assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": False, "decided_by": "timeout"}
 
 
 async def test_stop_while_an_approval_waits_denies_it_and_ends_the_turn(stack, client, nats_url):
@@ -173,4 +173,4 @@ async def test_stop_while_an_approval_waits_denies_it_and_ends_the_turn(stack, c
     assert [f.kind for f in frames if f.kind in ("cancelled", "turn_end")] == ["cancelled", "turn_end"]
     assert verb_phases(frames)[-1] == ("stop", "denied", "agent-runner")
     assert await queued_verbs(nats_url) == 0
-    assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": False}
+    assert await answer_approval(client, sid, approval["approval_id"], True) == {"accepted": False, "decided_by": "agent-runner"}

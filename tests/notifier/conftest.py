@@ -14,3 +14,9 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_directory(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """The notifier's state file (relative by default) lands in the test's own directory."""
+    monkeypatch.chdir(tmp_path)

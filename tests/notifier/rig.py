@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from examples.notifier.main import serve  # noqa: E402
+from examples.notifier.position import Position  # noqa: E402
 from examples.notifier.settings import Settings  # noqa: E402
 
 
@@ -105,10 +106,14 @@ class Receiver:
 
 def settings_for(nats_url: str, url: str, **overrides: object) -> Settings:
     """Test settings: short timeouts and backoff so retries take tenths of a
-    second, and a short ack_wait so a message caught in a pull that expired
-    just as it was sent comes back in seconds."""
-    base = Settings(nats_url=nats_url, url=url, timeout=2.0, retry_base=0.1, retry_max=0.4, ack_slack=1.0)
+    second. The state file is relative: each test runs in its own directory
+    (conftest), so two runs of one test share it and two tests never do."""
+    base = Settings(nats_url=nats_url, url=url, timeout=2.0, retry_base=0.1, retry_max=0.4)
     return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def state_of(settings: Settings) -> Position | None:
+    return Position.load(Path(settings.state_file), settings.stream)
 
 
 @asynccontextmanager
@@ -133,13 +138,13 @@ async def running(settings: Settings) -> AsyncIterator[None]:
 
 
 async def settled(js, settings: Settings, last_seq: int, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the consumer has settled (acked or terminated) every
-    message up to `last_seq`: after this, nothing more will be posted."""
+    """Wait until the notifier has settled every event up to `last_seq`
+    (its state file says so): after this, nothing more will be posted."""
     deadline = time.monotonic() + timeout
-    info = None
+    state = None
     while time.monotonic() < deadline:
-        info = await js.consumer_info(settings.stream, settings.consumer)
-        if info.ack_floor and info.ack_floor.stream_seq >= last_seq and not info.num_ack_pending:
+        state = state_of(settings)
+        if state is not None and state.position >= last_seq and not state.pending:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"consumer did not settle up to #{last_seq}: {info}")
+    raise AssertionError(f"the notifier did not settle up to #{last_seq}: {state}")

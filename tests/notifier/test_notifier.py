@@ -1,6 +1,7 @@
 """The notifier against real parts: a real nats-server, events appended with
 the real EventLog, a real HTTP receiver on loopback, the notifier's own
-consumer loop (in-process, and once as the documented process)."""
+follow loop (in-process, and once as the documented process), connected as
+the read-only user where it matters (it may create no consumer)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from events.log import EventLog
 from events.types import new_id
 from events.verbs import Verb
 from examples.notifier.main import serve
-from tests.notifier.rig import REPO, Receiver, running, settings_for, settled
+from tests.notifier.rig import REPO, Receiver, running, settings_for, settled, state_of
 
 BASE = "https://breakglass.example/"
 
@@ -213,8 +214,7 @@ async def test_malformed_and_unknown_payloads_are_skipped_and_the_notifier_keeps
         await asyncio.sleep(0.3)
     [request] = receiver.snapshot()
     assert json.loads(request.body)["event"]["id"] == good
-    info = await js.consumer_info(settings.stream, settings.consumer)
-    assert info.num_ack_pending == 0 and info.num_redelivered == 0, "poison is terminated at once, not retried"
+    assert state_of(settings).pending == {}, "poison is skipped at once, not retried"
 
 
 async def test_history_is_not_notified_on_first_start_unless_asked(js, topology, nats_url, receiver):
@@ -228,16 +228,16 @@ async def test_history_is_not_notified_on_first_start_unless_asked(js, topology,
         await settled(js, settings, new)
     assert sorted(bodies(receiver)) == [new]
 
-    # Restarted asking for history: the existing consumer keeps its position (no replay, no error).
+    # Restarted asking for history: the existing state keeps its position (no replay, no error).
     async with running(settings_for(nats_url, receiver.url, deliver="all")):
         later = await log.append(TurnFailed(session_id=sid, by="agent-runner", error="later"))
         await settled(js, settings, later)
     assert sorted(bodies(receiver)) == [new, later]
 
-    # A new consumer that asks for all of it gets the history once.
+    # A new notifier (its own state) that asks for all of it gets the history once.
     history = Receiver().start()
     try:
-        everything = settings_for(nats_url, history.url, deliver="all", consumer="notifier-history")
+        everything = settings_for(nats_url, history.url, deliver="all", state_file="history.json")
         async with running(everything):
             await settled(js, everything, later)
         assert sorted(bodies(history)) == [old, new, later]
@@ -292,14 +292,14 @@ async def test_a_notifier_started_before_the_stream_exists_waits_for_it(js, nats
 
 
 async def redelivered(js, settings, *, at_least: int, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the consumer has redelivered a message `at_least` times."""
+    """Wait until a notification has failed more than `at_least` times."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = await js.consumer_info(settings.stream, settings.consumer)
-        if info.delivered and info.delivered.consumer_seq > at_least:
+        state = state_of(settings)
+        if state is not None and max(state.pending.values(), default=0) > at_least:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("the message was not redelivered")
+    raise AssertionError("the notification was not retried")
 
 
 # --- the process -------------------------------------------------------------------------
@@ -326,22 +326,20 @@ def test_a_bad_setting_is_one_line_and_exit_2():
         assert len(lines) == 1 and lines[0].startswith("notifier: ") and named in lines[0], result.stderr
 
 
-async def test_the_documented_command_notifies_and_stops_on_sigterm(js, topology, nats_url, receiver):
+async def test_the_documented_command_notifies_and_stops_on_sigterm(js, topology, nats_url, receiver, tmp_path):
+    state = tmp_path / "state.json"
     env = clean_env(BREAKGLASS_NATS_URL=nats_url, BREAKGLASS_NOTIFY_URL=receiver.url,
-                    BREAKGLASS_NOTIFY_FORMAT="ntfy", BREAKGLASS_NOTIFY_LINK_BASE=BASE)
+                    BREAKGLASS_NOTIFY_FORMAT="ntfy", BREAKGLASS_NOTIFY_LINK_BASE=BASE,
+                    BREAKGLASS_NOTIFY_STATE_FILE=str(state))
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.notifier"], cwd=REPO, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 20
-        while True:  # ready once its consumer exists
-            try:
-                await js.consumer_info(topology.events_stream, "notifier")
-                break
-            except Exception:
-                assert proc.poll() is None and time.monotonic() < deadline, "the notifier did not start"
-                await asyncio.sleep(0.1)
+        while not state.exists():  # its state is written once it knows where to start
+            assert proc.poll() is None and time.monotonic() < deadline, "the notifier did not start"
+            await asyncio.sleep(0.1)
         sid = new_id()
         await EventLog(js, topology).append(TurnFailed(session_id=sid, by="agent-runner", error="crash"))
         [request] = await receiver.wait_for(1, timeout=20)
@@ -363,3 +361,16 @@ def _no_stray_env(monkeypatch):  # type: ignore[no-untyped-def]
     developer's own BREAKGLASS_* variables."""
     for name in [n for n in os.environ if n.startswith("BREAKGLASS_")]:
         monkeypatch.delenv(name)
+
+
+async def test_a_state_file_that_is_not_one_is_refused_in_one_line(js, topology, nats_url, receiver, tmp_path):
+    """Never guessed at: a notifier that cannot read its place would notify
+    the whole history again, or skip what it missed."""
+    from examples.notifier.position import PositionError
+
+    for text in ("not json", '{"stream": "OTHER", "position": 1, "pending": {}}', '{"position": "x"}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(PositionError, match="bad.json"):
+            await serve(settings_for(nats_url, receiver.url, state_file=str(bad)), asyncio.Event())
+    assert receiver.snapshot() == []

@@ -258,7 +258,8 @@ GOOD = {"BREAKGLASS_NOTIFY_URL": "http://127.0.0.1:9/topic", "BREAKGLASS_NATS_UR
 
 def test_settings_defaults():
     s = Settings.from_env(Env(GOOD))
-    assert (s.format, s.deliver, s.consumer, s.link_base, s.token) == ("json", "new", "notifier", None, None)
+    assert (s.format, s.deliver, s.state_file, s.link_base, s.token) == (
+        "json", "new", "notifier-state.json", None, None)
     assert (s.retry_base, s.retry_max, s.min_priority) == (1.0, 60.0, 1)
     assert s.stream == "BREAKGLASS_EVENTS"
 
@@ -270,15 +271,15 @@ def test_settings_read_every_variable():
         "BREAKGLASS_NOTIFY_LINK_BASE": "https://breakglass.example/",
         "BREAKGLASS_NOTIFY_TOKEN": "tk_secret",
         "BREAKGLASS_NOTIFY_DELIVER": "all",
-        "BREAKGLASS_NOTIFY_CONSUMER": "notifier-ntfy",
+        "BREAKGLASS_NOTIFY_STATE_FILE": "/var/lib/notifier/ntfy.json",
         "BREAKGLASS_NOTIFY_TIMEOUT_SECONDS": "5",
         "BREAKGLASS_NOTIFY_RETRY_SECONDS": "2",
         "BREAKGLASS_NOTIFY_RETRY_MAX_SECONDS": "30",
         "BREAKGLASS_NOTIFY_MIN_PRIORITY": "3",
         "BREAKGLASS_NOTIFY_CONCURRENCY": "4",
     }))
-    assert (s.format, s.link_base, s.token, s.deliver, s.consumer) == (
-        "ntfy", "https://breakglass.example/", "tk_secret", "all", "notifier-ntfy")
+    assert (s.format, s.link_base, s.token, s.deliver, s.state_file) == (
+        "ntfy", "https://breakglass.example/", "tk_secret", "all", "/var/lib/notifier/ntfy.json")
     assert (s.timeout, s.retry_base, s.retry_max, s.min_priority, s.concurrency) == (5.0, 2.0, 30.0, 3, 4)
 
 
@@ -291,7 +292,6 @@ def test_settings_read_every_variable():
         ({"BREAKGLASS_NOTIFY_FORMAT": "xml"}, "BREAKGLASS_NOTIFY_FORMAT"),
         ({"BREAKGLASS_NOTIFY_LINK_BASE": "breakglass.example"}, "BREAKGLASS_NOTIFY_LINK_BASE"),
         ({"BREAKGLASS_NOTIFY_DELIVER": "last"}, "BREAKGLASS_NOTIFY_DELIVER"),
-        ({"BREAKGLASS_NOTIFY_CONSUMER": "a.b"}, "BREAKGLASS_NOTIFY_CONSUMER"),
         ({"BREAKGLASS_NOTIFY_MIN_PRIORITY": "9"}, "BREAKGLASS_NOTIFY_MIN_PRIORITY"),
         ({"BREAKGLASS_NOTIFY_RETRY_SECONDS": "5", "BREAKGLASS_NOTIFY_RETRY_MAX_SECONDS": "1"},
          "BREAKGLASS_NOTIFY_RETRY_MAX_SECONDS"),

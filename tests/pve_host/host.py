@@ -91,8 +91,9 @@ class PveHost:
     def monitor_input(self) -> list[str]:
         return self._lines("monitor-input")
 
-    def vm(self) -> str:
-        path = self.state / "status"
+    def vm(self, vmid: str | int | None = None) -> str:
+        """running | stopped of the first VM, or of `vmid` (fake qm's status.<vmid>)."""
+        path = self.state / ("status" if vmid is None or str(vmid) == VMID else f"status.{vmid}")
         return path.read_text().strip() if path.exists() else "running"
 
     def run(

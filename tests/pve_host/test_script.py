@@ -34,8 +34,15 @@ INJECTIONS: list[str | bytes | None] = [
     "STATUS",
     "Status",
     "status extra",
-    "status 102",
+    "status  102",
+    "status 0102",
+    "status 102 ",
+    "status 102 102",
+    "status -102",
+    "status +102",
+    "status 1e3",
     "status 101",
+    "status 1000000000",
     "reset 101",
     "stop --skiplock",
     "start --timeout 1",
@@ -269,6 +276,38 @@ def test_the_vm_id_comes_from_the_config(pve_host: PveHost):
     assert pve_host.calls() == ["status 4242"]
 
 
+def test_a_listed_vm_id_after_the_verb_picks_the_vm(pve_host: PveHost):
+    """Many VMs: "VERB VMID" for any id of VMIDS; the bare verb is VMID's."""
+    pve_host.configure(VMIDS="102 103")
+    pve_host.knob("vmid", "102 103")
+    assert pve_host.run("stop 103").returncode == 0
+    assert pve_host.run("status").returncode == 0
+    assert pve_host.run("status 102").returncode == 0
+    assert pve_host.calls()[-3:] == ["stop 103 --timeout 45", "status 102", "status 102"]
+    assert pve_host.vm(103) == "stopped" and pve_host.vm(102) == "running"
+    assert "request verb=stop vm=103 from=192.0.2.7" in pve_host.syslog()[0]
+
+
+def test_vmids_alone_makes_its_first_id_the_default(pve_host: PveHost):
+    pve_host.configure(VMID=None, VMIDS="103 102")
+    pve_host.knob("vmid", "102 103")
+    assert pve_host.run("status").returncode == 0 and pve_host.calls() == ["status 103"]
+
+
+@pytest.mark.parametrize("request_", ["status 104", "cycle 101", "reset 999999999", "stop 100"])
+def test_a_vm_id_outside_vmids_is_refused_and_qm_is_never_called(pve_host: PveHost, request_: str):
+    """The host's own allow-list: the last hop refuses what the first two let through."""
+    pve_host.configure(VMIDS="102 103")
+    pve_host.knob("vmid", "102 103 104 101 999999999 100")  # qm itself would act on them
+    res = pve_host.run(request_)
+    assert res.returncode == EX_REFUSED, res
+    vmid = request_.split()[1]
+    assert res.stderr.startswith(f"refused: VM {vmid} is not one this key may act on".encode()), res.stderr
+    assert pve_host.calls() == [] and pve_host.sudo_calls() == []
+    [entry] = pve_host.syslog()
+    assert entry.startswith("-t breakglass-pve -p auth.warning refused from=192.0.2.7 request=")
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -288,6 +327,12 @@ def test_the_vm_id_comes_from_the_config(pve_host: PveHost):
         ({"LOGGER": "logger"}, "LOGGER must be"),
         ({"VMID ": "102"}, "unknown key"),
         ({"NOPE": "1"}, "unknown key"),
+        ({"VMIDS": "103 104"}, "VMID=102 is not in VMIDS"),
+        ({"VMIDS": "102 *"}, "VMIDS must be a number"),
+        ({"VMIDS": "102 0103"}, "VMIDS must be a number"),
+        ({"VMIDS": "102 10"}, "VMIDS must be between"),
+        ({"VMIDS": "102,103"}, "VMIDS must be a number"),
+        ({"VMIDS": "102 $(reboot)"}, "VMIDS must be a number"),
     ],
 )
 def test_a_broken_config_fails_closed(pve_host: PveHost, settings, message):

@@ -106,15 +106,27 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def stack(nats_url, tmp_path, sshd_server, pve, stack_env) -> Iterator[Stack]:
+def gateway_extra_env() -> dict[str, str]:
+    """Extra environment for the gateway and pve-executor (e.g. step-up on)."""
+    return {}
+
+
+@pytest.fixture
+def vms_env() -> dict[str, str]:
+    """Settings every service gets (a test may list several VMs: BREAKGLASS_VMS)."""
+    return {}
+
+
+@pytest.fixture
+def stack(nats_url, tmp_path, sshd_server, pve, stack_env, gateway_extra_env, vms_env) -> Iterator[Stack]:
     claude_bin = str(require_claude())
     port = free_port()
     with FakeAnthropic() as api:
         gateway_env = base_env(
             nats_url, tmp_path / "gw", BREAKGLASS_PORT=str(port), BREAKGLASS_API_TOKEN=TOKEN,
-            BREAKGLASS_KEEPALIVE_SECONDS="2", BREAKGLASS_VERB_WAIT_SECONDS="30",
+            BREAKGLASS_KEEPALIVE_SECONDS="2", BREAKGLASS_VERB_WAIT_SECONDS="30", **gateway_extra_env, **vms_env,
         )
-        runner_env = make_runner_env(nats_url, tmp_path / "runner", claude_bin, api.url, **stack_env)
+        runner_env = make_runner_env(nats_url, tmp_path / "runner", claude_bin, api.url, **{**vms_env, **stack_env})
         executor_extra: dict[str, str] = {}
         if sshd_server is not None and pve is not None:
             executor_extra = dict(
@@ -122,7 +134,7 @@ def stack(nats_url, tmp_path, sshd_server, pve, stack_env) -> Iterator[Stack]:
                 BREAKGLASS_PVE_USER=sshd_server.user, BREAKGLASS_PVE_KEY_FILE=str(sshd_server.client_key),
                 BREAKGLASS_PVE_KNOWN_HOSTS=str(sshd_server.known_hosts_file), BREAKGLASS_PVE_VMID="102",
             )
-        executor_env = base_env(nats_url, tmp_path / "pve", **executor_extra)
+        executor_env = base_env(nats_url, tmp_path / "pve", **executor_extra, **gateway_extra_env, **vms_env)
         runner = Service("agent_runner", runner_env, tmp_path / "runner.log").start()
         executor = Service("pve_executor", executor_env, tmp_path / "pve-executor.log").start()
         gateway = Service("gateway", gateway_env, tmp_path / "gateway.log").start()
@@ -174,7 +186,7 @@ def context_factory(browser, stack):
     made = []
 
     def make(*, token: bool = True, service_workers: str = "block", **extra):
-        headers = dict(stack.headers) if token else {}
+        headers = {**(stack.headers if token else {}), **extra.pop("extra_http_headers", {})}
         ctx = browser.new_context(
             **MOBILE, base_url=stack.base, extra_http_headers=headers, bypass_csp=True,
             service_workers=service_workers, **extra,

@@ -3,6 +3,8 @@ session replays read-only. And the gateway restarting mid-turn."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
 
 from tests.fakeapi import text
@@ -41,6 +43,10 @@ def test_new_session_history_and_read_only_replay(stack, page):
     expect(sheet.locator(f"[data-session='{new}']")).to_contain_text("current")
     shot(page, "13-sessions")
     assert axe(page, "sessions") == []
+    sheet.get_by_role("searchbox").fill("memory")
+    sheet.get_by_role("button", name="Search", exact=True).click()
+    expect(sheet.get_by_role("status")).to_contain_text(re.compile(r"Searched \d+ of \d+ sessions"))
+    expect(sheet.locator(f"[data-session='{new}']")).to_have_count(0)  # "second session" does not match
     row.click()
 
     expect(page.get_by_role("region", name="Replay", exact=True)).to_contain_text("Read-only replay")

@@ -6,8 +6,10 @@ stored `tool_result` events of the session.
 
 Turn 1 tries every secret (by its real path and relative to the working
 directory), the other sessions, every process's environ and command line,
-NATS without and with guessed credentials, the gateway without credentials
-and with a forged edge header, the verb socket asking for a mutating verb
+NATS without and with guessed credentials, the gateway by every local route
+without credentials and with a forged edge header (with no, a guessed or an
+empty proxy secret; in the `trust-edge-header` variant the gateway does
+honour that header, from the proxy that holds the secret), the verb socket asking for a mutating verb
 (it must still wait for an approval nobody gives), and plants settings,
 hooks, a CLAUDE.md and an .mcp.json. Turn 2 (`--resume`) must find none of
 them in force.
@@ -75,10 +77,12 @@ for user, password in ((None, None), ("agent-runner", "guess"), ("admin", "admin
     s.sendall(b"CONNECT " + json.dumps({"verbose": False, **auth}).encode() + b"\r\nPING\r\n")
     said = s.recv(4096).decode().strip(); s.close()
     out(f"nats:{user}", "Authorization Violation" in said, said)
-for name, headers in (("none", {}), ("edge-header", {P["edge_header"]: "operator"}), ("guessed-token", {"Authorization": "Bearer guess"})):
-    req = urllib.request.Request(P["gateway"] + "/api/sessions", headers=headers)
-    try: out("gateway:" + name, False, urllib.request.urlopen(req, timeout=10).status)
-    except urllib.error.HTTPError as e: out("gateway:" + name, e.code == 401, e.code)
+for route in P["gateway_routes"]:
+    for name, headers in P["gateway_attempts"].items():
+        req = urllib.request.Request(route + "/api/sessions", headers=headers)
+        try: out(f"gateway:{route}:{name}", False, urllib.request.urlopen(req, timeout=10).status)
+        except urllib.error.HTTPError as e: out(f"gateway:{route}:{name}", e.code in (400, 401), e.code)
+        except (urllib.error.URLError, OSError) as e: out(f"gateway:{route}:{name}", True, e)
 try:
     open("../CLAUDE.md", "w").write("x"); out("write:session-dir", False, "wrote ../CLAUDE.md")
 except OSError as e: out("write:session-dir", True, e.strerror)
@@ -115,8 +119,19 @@ def api() -> Iterator[FakeAnthropic]:
         yield fake
 
 
+#: The two ways the gateway is deployed: bearer token only, and behind an
+#: auth proxy whose user header it honours (with the proxy's shared secret).
+EDGE_HEADER = "X-authentik-username"
+EDGE_SECRET_HEADER = "X-Breakglass-Edge-Secret"
+
+
+@pytest.fixture(params=[False, True], ids=["token-only", "trust-edge-header"])
+def edge(request: pytest.FixtureRequest) -> bool:
+    return request.param
+
+
 @pytest.fixture
-def up(tmp_path: Path, api: FakeAnthropic, sshd_server, pve) -> Iterator[Up]:  # noqa: F811
+def up(tmp_path: Path, api: FakeAnthropic, sshd_server, pve, edge: bool) -> Iterator[Up]:  # noqa: F811
     claude = require_claude()
     port, nats_port = free_port(), free_port()
     key = tmp_path / "devvm_key"
@@ -134,6 +149,11 @@ def up(tmp_path: Path, api: FakeAnthropic, sshd_server, pve) -> Iterator[Up]:  #
         BREAKGLASS_PVE_USER=sshd_server.user, BREAKGLASS_PVE_KEY_FILE=str(sshd_server.client_key),
         BREAKGLASS_PVE_KNOWN_HOSTS=str(sshd_server.known_hosts_file), BREAKGLASS_PVE_VMID=VMID,
     )
+    if edge:  # the proxy's secret: a 0600 file outside the data directory, like the other keys
+        secret = tmp_path / "edge_secret"
+        secret.write_text("edge-" + uuid.uuid4().hex)
+        secret.chmod(0o600)
+        env.update(BREAKGLASS_TRUST_EDGE_HEADER="1", BREAKGLASS_EDGE_SECRET_FILE=str(secret))
     env.pop("BREAKGLASS_ALLOW_UNSANDBOXED_AGENT", None)
     running = Up([*command(), "up"], env, REPO)
     try:
@@ -157,7 +177,7 @@ def _lines(output: str) -> dict[str, str]:
 
 
 async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
-    up: Up, api: FakeAnthropic, pve, tmp_path: Path,  # noqa: F811
+    up: Up, api: FakeAnthropic, pve, tmp_path: Path, edge: bool,  # noqa: F811
 ) -> None:
     data = Path(up.env["BREAKGLASS_DATA_DIR"])
     nats_dir = natsauth.auth_dir(data)
@@ -171,6 +191,13 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
 
     # Secrets as files: no service (nor nats-server) holds a secret in its environment.
     secrets = [*passwords.values(), TOKEN]
+    edge_secret = Path(up.env["BREAKGLASS_EDGE_SECRET_FILE"]).read_text() if edge else None
+    if edge_secret:
+        secrets.append(edge_secret)
+        # The gateway does honour the header, when the proxy's secret comes with it.
+        async with httpx.AsyncClient(base_url=up.base, timeout=30) as proxy:
+            vouched = await proxy.get("/api/sessions", headers={EDGE_HEADER: "alice", EDGE_SECRET_HEADER: edge_secret})
+            assert vouched.status_code == 200, vouched.text
     for pid in pids:
         environ = " ".join(environ_of(pid).values())
         assert not [s for s in secrets if s in environ], f"a secret is in the environment of pid {pid}"
@@ -178,6 +205,18 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
     async with httpx.AsyncClient(base_url=up.base, headers=HEADERS, timeout=60) as client:
         sid = (await client.post("/api/session")).json()["session_id"]
         work = data / "sessions" / sid / "work"
+        port = up.base.rsplit(":", 1)[1]
+        routes = [f"http://{host}:{port}" for host in ("127.0.0.1", "localhost", "[::1]", "127.0.0.2", "0.0.0.0")]
+        attempts = {
+            "none": {},
+            "edge-header": {EDGE_HEADER: "anyone"},
+            "edge-operator": {EDGE_HEADER: "operator"},
+            "edge-guessed-secret": {EDGE_HEADER: "anyone", EDGE_SECRET_HEADER: "guess"},
+            "edge-empty-secret": {EDGE_HEADER: "anyone", EDGE_SECRET_HEADER: ""},
+            "edge-token-as-secret": {EDGE_HEADER: "anyone", EDGE_SECRET_HEADER: "Bearer guess"},
+            "edge-forwarded": {EDGE_HEADER: "anyone", "X-Forwarded-For": "10.0.0.1", "X-Real-IP": "10.0.0.1"},
+            "guessed-token": {"Authorization": "Bearer guess"},
+        }
         params = {
             "files": {
                 "nats-credentials": str(nats_dir / natsauth.CREDENTIALS_FILE),
@@ -190,6 +229,7 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
                 "rel-other-session": os.path.relpath(other / "home" / "notes", work),
                 "checkout-makefile": str(REPO / "Makefile"),
                 "up-log": str(data / "logs" / "agent-runner.jsonl"),
+                **({"edge-secret": up.env["BREAKGLASS_EDGE_SECRET_FILE"]} if edge else {}),
             },
             "dirs": {
                 "data-dir": str(data), "sessions": str(data / "sessions"), "other-session": str(other),
@@ -199,8 +239,10 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
             "secrets": [s[::-1] for s in secrets],
             "service_pids": pids,
             "nats_port": int(up.env["BREAKGLASS_NATS_PORT"]),
-            "gateway": up.base,
-            "edge_header": "X-authentik-username",
+            # Every local route to the gateway, each without credentials, with the edge
+            # header alone, with a guessed or empty proxy secret, and with a guessed token.
+            "gateway_routes": routes,
+            "gateway_attempts": attempts,
             "devvm_key": up.env["BREAKGLASS_DEVVM_KEY_FILE"],
         }
         api.script(
@@ -231,7 +273,7 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
         *(f"file:{n}" for n in params["files"]), *(f"dir:{n}" for n in params["dirs"]),
         "proc:secrets-and-services", *(f"proc:service-{p}" for p in pids),
         "nats:None", "nats:agent-runner", "nats:admin",
-        "gateway:none", "gateway:edge-header", "gateway:guessed-token",
+        *(f"gateway:{r}:{a}" for r in routes for a in attempts),
         "write:session-dir", "write:devvm-key", "verb-socket:reset",
     ]
     missing = [a for a in attempts if a not in seen]

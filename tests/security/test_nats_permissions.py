@@ -114,17 +114,22 @@ PUBLISH: dict[str, frozenset[str]] = {
     f"{API}.CONSUMER.INFO.{CMD}.{EXECUTOR_CONSUMER}": frozenset({RUN, EXE, ADMIN}),
     f"{API}.CONSUMER.INFO.{CMD}.{RUNNER_CONSUMER}": frozenset({RUN, EXE, ADMIN}),
     f"{API}.CONSUMER.INFO.{CMD}.thief": NOBODY,
-    # reading the audit log: ephemeral (ordered) consumers and direct gets; an
-    # integrator (the reader) may keep durable consumers of its own there
-    f"{API}.CONSUMER.CREATE.{EV}": frozenset({GW, READ}),
-    f"{API}.CONSUMER.CREATE.{EV}.notifier.{subjects.EVENTS_ALL}": frozenset({READ}),
-    f"{API}.CONSUMER.DURABLE.CREATE.{EV}.notifier": frozenset({READ}),
-    f"{API}.CONSUMER.INFO.{EV}.notifier": frozenset({READ}),
-    f"{API}.CONSUMER.MSG.NEXT.{EV}.notifier": frozenset({READ}),
-    f"$JS.ACK.{EV}.notifier.1.1.1.1700000000000000000.0": frozenset({READ}),
+    # reading the audit log: the gateway's ordered consumers, and direct gets;
+    # the reader may make NO consumer, of any kind (server state it could pile
+    # up until the gateway finds no room): it follows the republished events
+    f"{API}.CONSUMER.CREATE.{EV}": frozenset({GW}),
+    f"{API}.CONSUMER.CREATE.{EV}.notifier.{subjects.EVENTS_ALL}": NOBODY,
+    f"{API}.CONSUMER.CREATE.{EV}.notifier": NOBODY,
+    f"{API}.CONSUMER.DURABLE.CREATE.{EV}.notifier": NOBODY,
+    f"{API}.CONSUMER.INFO.{EV}.notifier": NOBODY,
+    f"{API}.CONSUMER.MSG.NEXT.{EV}.notifier": NOBODY,
+    f"$JS.ACK.{EV}.notifier.1.1.1.1700000000000000000.0": NOBODY,
     f"{API}.CONSUMER.DURABLE.CREATE.{KV}.watcher": NOBODY,
     f"{API}.CONSUMER.CREATE.{KV}.watcher.>": NOBODY,
-    f"$JS.FC.{EV}.abc.1": frozenset({GW, READ}),
+    f"$JS.FC.{EV}.abc.1": frozenset({GW}),
+    # only the server republishes stored events (followers trust them)
+    subjects.stored(subjects.session_writer(SID, GW)): NOBODY,
+    "breakglass.stored.x": NOBODY,
     f"{API}.DIRECT.GET.{EV}.{subjects.session_events(SID)}": frozenset({GW, RUN, EXE, READ}),
     f"{API}.STREAM.MSG.GET.{EV}": frozenset({READ}),
     f"{API}.STREAM.INFO.{EV}": frozenset({GW, RUN, EXE, READ, ADMIN}),
@@ -132,8 +137,8 @@ PUBLISH: dict[str, frozenset[str]] = {
     # the KV bucket: get (all services, reader), list (a watcher: not the executor)
     f"{API}.STREAM.INFO.{KV}": frozenset({GW, RUN, EXE, READ, ADMIN}),
     f"{API}.STREAM.MSG.GET.{KV}": frozenset({GW, RUN, EXE, READ}),
-    f"{API}.CONSUMER.CREATE.{KV}": frozenset({GW, RUN, READ}),
-    f"{API}.CONSUMER.INFO.{KV}.watcher": frozenset({GW, RUN, READ}),
+    f"{API}.CONSUMER.CREATE.{KV}": frozenset({GW, RUN}),
+    f"{API}.CONSUMER.INFO.{KV}.watcher": frozenset({GW, RUN}),
     f"{API}.STREAM.LIST": NOBODY,
     f"{API}.STREAM.NAMES": NOBODY,
     f"{API}.INFO": frozenset({ADMIN}),
@@ -154,9 +159,12 @@ SUBSCRIBE: dict[str, frozenset[str]] = {
     subjects.COMMANDS_ALL: NOBODY,
     subjects.PROMPT: NOBODY,
     subjects.VERB: NOBODY,
-    # stored events as they are stored: the reader (integrators, `breakglass tail`)
-    subjects.EVENTS_ALL: frozenset({READ}),
-    subjects.session_events(SID): frozenset({READ}),
+    # stored events once stored (the server's republish): the reader (integrators,
+    # `breakglass tail`, events.follow); raw publishes, stored or not: nobody
+    subjects.STORED_ALL: frozenset({READ}),
+    subjects.stored(subjects.session_filters(SID)[1]): frozenset({READ}),
+    subjects.EVENTS_ALL: NOBODY,
+    subjects.session_events(SID): NOBODY,
     subjects.live(SID): frozenset({GW}),
     subjects.LIVE_ALL: frozenset({GW}),
     subjects.cancel(SID): frozenset({RUN}),
@@ -388,28 +396,6 @@ async def test_the_runner_may_answer_a_request_once_but_not_write_into_inboxes(s
             await replies.next_msg(timeout=0.5)
 
 
-async def test_a_reader_keeps_a_durable_consumer_on_the_audit_log_only(secured: Secured) -> None:
-    """What an integrator (examples/notifier) does, and where it stops."""
-    sid = new_id()
-    async with connect(secured, GW) as (nc, _):
-        await EventLog(nc.jetstream(), T, writer=GW).append(TextSaid(session_id=sid, by="agent", text="noted"))
-    async with connect(secured, READ) as (nc, violations):
-        js = nc.jetstream(timeout=0.3)
-        await js.add_consumer(EV, ConsumerConfig(durable_name="notifier", filter_subject=subjects.EVENTS_ALL))
-        sub = await js.pull_subscribe_bind("notifier", stream=EV)
-        [msg] = await sub.fetch(1, timeout=3)
-        await msg.ack_sync()
-        for stream in (CMD, KV):
-            await _denied(js.add_consumer(stream, ConsumerConfig(durable_name="notifier")), violations,
-                          "Publish", f"{API}.CONSUMER.DURABLE.CREATE.{stream}.notifier")
-        # the short create form it may use on the KV bucket (listing) makes ephemerals only
-        answer = await nc.request(f"{API}.CONSUMER.CREATE.{KV}",
-                                  json.dumps({"stream_name": KV, "config": {"durable_name": "kept"}}).encode(), timeout=3)
-        assert "error" in json.loads(answer.data)
-    async with connect(secured, ADMIN) as (nc, _):
-        assert (await nc.jetstream().stream_info(EV)).state.messages == 1  # an ack never removes an event
-
-
 # --- each role can do its job -------------------------------------------------------
 
 
@@ -427,7 +413,8 @@ async def test_the_reader_replays_what_the_services_recorded(secured: Secured) -
 
 async def test_a_stored_event_pointed_at_a_reply_subject_is_not_taken_for_the_answer(secured: Secured) -> None:
     """What permissions cannot stop (nats-io/nats-server#8274): a user that
-    may create consumers on the events stream (here the reader) points one at
+    may create consumers on the events stream (only the gateway now; another
+    connection of it, say a compromised one, plays the attacker) points one at
     a pending verb request's reply subject, so the server re-sends a stored
     `done` event there, which decodes as a result. The requester ignores
     what a JetStream consumer delivered and takes pve-executor's answer."""
@@ -440,11 +427,11 @@ async def test_a_stored_event_pointed_at_a_reply_subject_is_not_taken_for_the_an
     command = RunVerb(by="alice", request_id=new_id(), verb=Verb.RESET)
     config = {"deliver_subject": subjects.verb_reply(command.request_id), "ack_policy": "none",
               "filter_subject": subjects.audit_writer("verb", EXE)}
-    async with connect(secured, GW) as (gw, _), connect(secured, READ) as (reader, _), \
+    async with connect(secured, GW) as (gw, _), connect(secured, GW) as (attacker, _), \
             connect(secured, EXE) as (executor, _):
         async def attack_then_answer() -> None:
             await asyncio.sleep(0.3)  # the requester listens by now
-            created = await reader.request(f"{API}.CONSUMER.CREATE.{EV}",
+            created = await attacker.request(f"{API}.CONSUMER.CREATE.{EV}",
                                            json.dumps({"stream_name": EV, "config": config}).encode(), timeout=3)
             assert "error" not in json.loads(created.data)
             await asyncio.sleep(0.5)

@@ -28,9 +28,9 @@ import pytest
 
 from events import access, subjects
 from events.codec import decode, encode
-from events.commands import ApprovalGrant, RunVerb, VerbResult
+from events.commands import ApprovalGrant, RunVerb, SessionRecord, VerbResult
 from events.kinds import VerbPhase
-from events.topology import Topology, grant_key
+from events.topology import Topology, grant_key, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
 
@@ -118,8 +118,11 @@ async def test_a_grant_runs_one_verb_once_and_only_its_own(secured: Secured, run
                        approval_id=approval)
     grant = ApprovalGrant(approval_id=approval, session_id=session, request_id=approved.request_id,
                           verb=Verb.STOP, approved_by="alice", expires_at=utcnow() + timedelta(minutes=5))
-    async with connect(secured, access.GATEWAY) as gw:  # the operator's Approve
-        await (await gw.jetstream().key_value(T.kv_bucket)).put(grant_key(approval), encode(grant))
+    async with connect(secured, access.GATEWAY) as gw:  # the session, and the operator's Approve
+        kv = await gw.jetstream().key_value(T.kv_bucket)
+        await kv.put(session_key(session), encode(SessionRecord(session_id=session, created_by="alice",
+                                                                created_at=utcnow())))
+        await kv.put(grant_key(approval), encode(grant))
     async with connect(secured, access.AGENT_RUNNER) as nc:
         # another verb, or another request, under the same grant
         other_verb = RunVerb(by="agent", origin="agent", request_id=approved.request_id, verb=Verb.CYCLE,

@@ -1,3 +1,5 @@
+import { assertPasskey, createPasskey } from './passkey.js';
+
 // Same-origin JSON API (SPEC §3). Identity: the edge proxy's session (cookies)
 // or a bearer token kept in localStorage and sent on every fetch.
 
@@ -33,6 +35,18 @@ export function setToken(token) {
   else s.removeItem(TOKEN_KEY);
 }
 
+// An observer link (`#observe/<session>/<secret>`, gateway.observers): every
+// call carries the secret instead of a token, and may only read that session.
+let observerSecret = '';
+export const setObserver = (secret) => { observerSecret = secret || ''; };
+export const observerQuery = () => (observerSecret ? `observer=${encodeURIComponent(observerSecret)}` : '');
+
+function credentials() {
+  if (observerSecret) return { 'X-Breakglass-Observer': observerSecret };
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 /** Listeners told when any call answers 401 (the app shows its login screen). */
 const unauthorized = new Set();
 export function onUnauthorized(fn) {
@@ -54,9 +68,7 @@ function detailOf(body, status) {
  * caller lists in `accept` (e.g. 502 for verbs); throws ApiError otherwise.
  */
 export async function api(path, { method = 'GET', body, accept = [], signal } = {}) {
-  const headers = { Accept: 'application/json' };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = { Accept: 'application/json', ...credentials() };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {
     method, headers, signal, credentials: 'same-origin', cache: 'no-store',
@@ -76,7 +88,29 @@ export async function api(path, { method = 'GET', body, accept = [], signal } = 
   throw new ApiError(res.status, detailOf(data, res.status), data);
 }
 
-export const openSession = async () => (await api('/api/session', { method: 'POST' })).body.session_id;
+// A new session, bound to `vm` (a name of /api/vms; none: the default VM).
+// Returns {session_id, vm}.
+export const openSession = async (vm) => (await api('/api/session', { method: 'POST', body: vm ? { vm } : {} })).body;
+
+// The VMs this console may act on: [{name, vmid, node, default, shell, busy}].
+export function listVms() {
+  return api('/api/vms');
+}
+
+// The VM a stored session is bound to ('' when unknown): the history index knows it.
+export async function sessionVm(sessionId) {
+  try {
+    const { body } = await api(`/api/sessions?limit=1&q=${encodeURIComponent(sessionId)}`);
+    return body?.sessions?.find((s) => s.session_id === sessionId)?.vm || '';
+  } catch {
+    return '';
+  }
+}
+
+// The doctor's checks the gateway can run: {ok, checks: [{check, status, summary, fix}]}.
+export function healthChecks() {
+  return api('/api/health/checks');
+}
 
 export function sendPrompt(sessionId, prompt, model) {
   return api(`/api/session/${sessionId}/prompt`, { method: 'POST', body: model ? { prompt, model } : { prompt } });
@@ -86,23 +120,57 @@ export function cancelTurn(sessionId) {
   return api(`/api/session/${sessionId}/cancel`, { method: 'POST' });
 }
 
+/**
+ * A request that may need step-up: when the gateway answers 428 with
+ * `step_up` options, the operator's passkey signs that challenge and the same
+ * request is sent once more with the assertion (gateway.stepup).
+ */
+async function withStepUp(path, body, accept = []) {
+  const first = await api(path, { method: 'POST', body, accept: [...accept, 428] });
+  if (first.status !== 428) return first;
+  const options = first.body?.step_up?.public_key;
+  if (!options) throw new ApiError(428, detailOf(first.body, 428), first.body);
+  let assertion;
+  try {
+    assertion = await assertPasskey(options);
+  } catch (e) {
+    throw new ApiError(403, `passkey confirmation cancelled or failed (${e.name || e.message || e})`, null);
+  }
+  return api(path, { method: 'POST', body: { ...body, step_up: assertion }, accept });
+}
+
 export function answerApproval(sessionId, approvalId, approve) {
-  return api(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { method: 'POST', body: { approve } });
+  return withStepUp(`/api/session/${sessionId}/approval/${encodeURIComponent(approvalId)}`, { approve });
+}
+
+export function passkeyState() {
+  return api('/api/passkeys');
+}
+
+export async function registerPasskey() {
+  const { body: options } = await withStepUp('/api/passkeys/options', {});
+  const credential = await createPasskey(options);
+  return (await api('/api/passkeys', { method: 'POST', body: { credential } })).body;
+}
+
+export function createObserverLink(sessionId, seconds) {
+  return api(`/api/session/${sessionId}/observers`, { method: 'POST', body: { seconds } });
 }
 
 export function listVerbs() {
   return api('/api/pve/verbs');
 }
 
-export function runVerb(verb, sessionId, idempotencyKey) {
+export function runVerb(verb, sessionId, idempotencyKey, vm) {
   const body = {};
   if (sessionId) body.session_id = sessionId;
   if (idempotencyKey) body.idempotency_key = idempotencyKey;
-  return api(`/api/pve/${verb}`, { method: 'POST', body, accept: [502] });
+  const path = vm ? `/api/vms/${encodeURIComponent(vm)}/pve/${verb}` : `/api/pve/${verb}`;
+  return withStepUp(path, body, [502, 202]);
 }
 
-export function listSessions(q = '') {
-  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}`);
+export function listSessions(q = '', before = null) {
+  return api(`/api/sessions?limit=50${q ? `&q=${encodeURIComponent(q)}` : ''}${before ? `&before=${before}` : ''}`);
 }
 
 export function pageEvents(sessionId, after = 0, limit = 1000) {
@@ -151,10 +219,10 @@ export function setSessionId(id) {
  * the signal for "is Proxmox configured": exit 78 (EX_CONFIG) means it is not.
  * Resolves `{state: 'up'|'down'|'unknown'|'unconfigured', detail, at}`.
  */
-export async function probeVm() {
+export async function probeVm(vm) {
   const at = new Date().toISOString();
   try {
-    const { status, body } = await runVerb('status');
+    const { status, body } = await runVerb('status', '', undefined, vm);
     const out = `${body?.stdout || ''}`;
     if (status === 200) {
       const state = /\brunning\b/i.test(out) ? 'up' : /\b(stopped|paused|prelaunch)\b/i.test(out) ? 'down' : 'unknown';
@@ -169,7 +237,7 @@ export async function probeVm() {
 
 /** A session's export as a Blob (`md` or `jsonl`). */
 export async function exportBlob(sessionId, format) {
-  const headers = getToken() ? { Authorization: `Bearer ${getToken()}` } : {};
+  const headers = credentials();
   const res = await fetch(`/api/session/${sessionId}/export?format=${format}`, { headers, credentials: 'same-origin' });
   if (res.status === 401) unauthorized.forEach((fn) => fn());
   if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`, null);

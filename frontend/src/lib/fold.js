@@ -18,7 +18,7 @@
 /** Kinds this fold knows; anything else is skipped (SPEC §4: skip unknown kinds). */
 export const KNOWN_KINDS = new Set([
   'user', 'session', 'text', 'delta', 'status', 'tool', 'tool_result', 'result', 'error',
-  'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage', 'alert', 'diagnosis',
+  'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage', 'alert', 'diagnosis', 'escalated',
 ]);
 
 /** A label or annotation map as sorted [name, value] string pairs (bad input: none). */
@@ -42,6 +42,7 @@ export function createFold() {
     links: new Map(), // verb request_id -> approval_id
     status: new Map(), // turn_id -> latest live `status` heartbeat {..., at}
     answered: new Map(), // approval_id -> 'approved'|'denied' answered locally or by a verb event
+    escalations: new Map(), // approval_id -> {channel, after_seconds, by}: also sent to a second channel
     cost: new Map(), // cli session id -> last cumulative cost seen
     unknown: 0,
     unknownKinds: new Set(),
@@ -349,6 +350,7 @@ export function applyEvent(state, ev, now = Date.now()) {
         ...base, t: 'approval', approval_id: approvalId, verb: String(ev.verb || ''), turn_id: ev.turn_id || null,
         request_id: ev.request_id || null, reason: String(ev.reason ?? ''), linked: null,
         status: state.answered.get(approvalId) || (turn && turn.end ? 'expired' : 'pending'),
+        escalated: state.escalations.get(approvalId) || null,
       };
       state.approvals.set(approvalId, item);
       place(state, ev, id, item);
@@ -362,6 +364,14 @@ export function applyEvent(state, ev, now = Date.now()) {
         }
       }
       return true;
+    }
+    case 'escalated': { // nobody answered an approval in time: it also went to a second channel
+      const approvalId = String(ev.approval_id || '');
+      const info = { channel: String(ev.channel || ''), after_seconds: Number(ev.after_seconds) || 0, by: String(ev.by || '') };
+      state.escalations.set(approvalId, info);
+      const item = state.approvals.get(approvalId);
+      if (item) item.escalated = info;
+      return !!item;
     }
     case 'alert': // an Alertmanager alert (the first event of a triage session), or its resolution
       place(state, ev, id, {

@@ -153,3 +153,55 @@ export async function show(n, onclick = null) {
     return false; // e.g. Android Chrome allows only the service worker's
   }
 }
+
+// ---- Web Push (gateway.push) --------------------------------------------
+// With notifications allowed, the installed app also subscribes to pushes,
+// so the gateway reaches the phone with the page closed. The subscription
+// is posted on every load (which renews it on the server) and removed when
+// the operator turns notifications off.
+
+function keyBytes(b64url) {
+  const s = b64url.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (b64url.length % 4)) % 4);
+  return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+}
+
+export function pushSupported() {
+  return typeof navigator !== 'undefined' && 'serviceWorker' in navigator && typeof window !== 'undefined'
+    && 'PushManager' in window;
+}
+
+/**
+ * Subscribe this browser (or renew its subscription). `api` is lib/api.js's
+ * `api`. Resolves 'on', or why not: 'unsupported', 'not-allowed' (no
+ * notification permission), 'unavailable' (the browser has no push service,
+ * or the gateway refused: the message is in `detail`).
+ */
+export async function subscribePush(api) {
+  if (!pushSupported()) return { state: 'unsupported' };
+  if (notifyState() !== 'on') return { state: 'not-allowed' };
+  try {
+    const reg = await navigator.serviceWorker.ready;
+    const { body } = await api('/api/push/key');
+    let sub = await reg.pushManager.getSubscription();
+    if (!sub) {
+      sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(body.public_key) });
+    }
+    await api('/api/push/subscription', { method: 'POST', body: sub.toJSON() });
+    return { state: 'on' };
+  } catch (e) {
+    return { state: 'unavailable', detail: String(e?.detail || e?.message || e) };
+  }
+}
+
+export async function unsubscribePush(api) {
+  if (!pushSupported()) return;
+  try {
+    const reg = await navigator.serviceWorker.getRegistration();
+    const sub = reg && (await reg.pushManager.getSubscription());
+    if (!sub) return;
+    await api('/api/push/subscription', { method: 'DELETE', body: { endpoint: sub.endpoint }, accept: [404] });
+    await sub.unsubscribe();
+  } catch {
+    /* the server drops it on its own when the push service says it is gone */
+  }
+}

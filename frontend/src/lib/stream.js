@@ -18,7 +18,7 @@
 //
 // States: connecting -> catching-up -> live; reconnecting; offline; gone; unauthorized.
 
-import { api, ApiError } from './api.js';
+import { api, ApiError, observerQuery } from './api.js';
 
 /** Until the gateway's first keepalive says its interval (BREAKGLASS_KEEPALIVE_SECONDS). */
 export const DEFAULT_KEEPALIVE_SECONDS = 15;
@@ -54,7 +54,8 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
 
   function url() {
     const after = lastId();
-    return `/api/session/${sessionId}/stream` + (after > 0 ? `?after=${after}` : '');
+    const query = [after > 0 ? `after=${after}` : '', observerQuery()].filter(Boolean).join('&');
+    return `/api/session/${sessionId}/stream` + (query ? `?${query}` : '');
   }
 
   function open(wake = false) {

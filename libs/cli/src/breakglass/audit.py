@@ -17,10 +17,11 @@ from pathlib import Path
 
 import nats
 
-from events import access, export, index, subjects, transcript
+from events import access, direct, export, index, subjects, transcript
 from events.bus import redact, servers
 from events.codec import decode_event_lenient
 from events.config import ConfigError, Env, nats_url
+from events.follow import Following, follow
 from events.log import CaughtUp, EventLog, Record
 from events.topology import Topology
 from events.types import is_uuid
@@ -74,6 +75,16 @@ async def _connect():  # type: ignore[no-untyped-def]
         raise SystemExit(f"breakglass: cannot reach NATS at {redact(_nats_url())}: {reason}") from None
 
 
+async def _until_stopped(following: Following) -> None:
+    """Follow until Ctrl-C; a lost server ends it in one line, no traceback."""
+    try:
+        await following.wait()
+    except Exception as exc:
+        raise SystemExit(f"breakglass: stopped following: {exc or type(exc).__name__}") from None
+    finally:
+        await following.stop()
+
+
 def render(record: Record, paint: Paint) -> str | None:
     event = decode_event_lenient(record.data)
     if event is None:
@@ -122,11 +133,22 @@ async def replay_cmd(args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write(transcript.markdown(args.session, [(r.seq, r.data) for r in records]))
             return 0
-        async with aclosing(log.attach(args.session, follow=args.follow)) as items:
+        if args.follow:
+            # No consumer (the reader may create none): direct gets, then the
+            # republished events, handed over exactly (events.follow).
+            def show(got: direct.Got) -> None:
+                text = render(Record(got.seq, got.data), paint)
+                if text:
+                    print(text, flush=True)
+
+            following = await follow(nc, subjects.session_filters(args.session), 0, show,
+                                     stream=Topology.from_env().events_stream)
+            print(paint(DIM, "— caught up; following (Ctrl-C to stop) —"), flush=True)
+            await _until_stopped(following)
+            return 0
+        async with aclosing(log.attach(args.session, follow=False)) as items:
             async for item in items:
                 if isinstance(item, CaughtUp):
-                    if args.follow:
-                        print(paint(DIM, "— caught up; following (Ctrl-C to stop) —"), flush=True)
                     continue
                 text = render(item, paint)
                 if text:
@@ -137,25 +159,26 @@ async def replay_cmd(args: argparse.Namespace) -> int:
 
 
 async def tail_cmd(args: argparse.Namespace) -> int:
-    """Live events from the bus as they are stored (from now on)."""
+    """Live events as they are stored, from now on: each once, in order,
+    with its sequence (events.follow; no consumer)."""
     nc = await _connect()
     paint = Paint()
-    # Live: every writer's subject of the session (nothing writes the old single subject now).
-    subject = subjects.session_filters(args.session)[-1] if args.session else subjects.EVENTS_ALL
-    done = asyncio.Event()
+    filters = subjects.session_filters(args.session) if args.session else (subjects.EVENTS_ALL,)
+    stream = Topology.from_env().events_stream
 
-    async def show(msg) -> None:  # type: ignore[no-untyped-def]
-        event = decode_event_lenient(msg.data)
+    def show(got: direct.Got) -> None:
+        event = decode_event_lenient(got.data)
         if event is None or (args.kind and type(event).__struct_config__.tag not in args.kind):
             return
-        where = subjects.session_of(msg.subject) or msg.subject.rsplit(".", 1)[-1]
-        print(paint(DIM, f"[{where}] ") + (render(Record(0, msg.data), paint) or ""), flush=True)
+        where = subjects.session_of(got.subject) or got.subject.rsplit(".", 1)[-1]
+        print(paint(DIM, f"[{where}] ") + (render(Record(got.seq, got.data), paint) or ""), flush=True)
 
-    sub = await nc.subscribe(subject, cb=show)
     try:
-        await done.wait()
+        start = await direct.stream_last_seq(nc, stream)
+        following = await follow(nc, filters, start, show, stream=stream)
+        print(paint(DIM, f"— following what is stored after #{start} (Ctrl-C to stop) —"), flush=True)
+        await _until_stopped(following)
     finally:
-        await sub.unsubscribe()
         await nc.close()
     return 0
 

@@ -28,6 +28,7 @@ from typing import Literal
 
 import msgspec
 
+from events import vms
 from events.config import ConfigError, Env
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -190,13 +191,14 @@ def check_clock(ctx: Context) -> Verdict:
 # --- SSH links --------------------------------------------------------------
 
 
-def _ssh(env: Env, role: str, command: str, *, logged_in: bool = False) -> subprocess.CompletedProcess[str] | Verdict:
-    """Run `command` over ssh to `role`'s host with only its pinned key.
-    Exit 255 is ssh's own failure unless an earlier call `logged_in` (then
-    it is the remote command's, e.g. qm's)."""
+def _ssh(env: Env, role: str, command: str, *, logged_in: bool = False, name: str = "",
+         target: tuple[str, str, int] | None = None) -> subprocess.CompletedProcess[str] | Verdict:
+    """Run `command` over ssh to `role`'s host (or `target`: user, host,
+    port) with only its pinned key. Exit 255 is ssh's own failure unless an
+    earlier call `logged_in` (then it is the remote command's, e.g. qm's)."""
     key = role.upper()
-    name = f"{role}-ssh"
-    host = env.str(f"{key}_HOST")
+    name = name or f"{role}-ssh"
+    host = target[1] if target else env.str(f"{key}_HOST")
     if not host:
         return fail(name, f"BREAKGLASS_{key}_HOST is not set", "run `breakglass init`")
     known, key_file = env.str(f"{key}_KNOWN_HOSTS"), env.str(f"{key}_KEY_FILE")
@@ -204,8 +206,8 @@ def _ssh(env: Env, role: str, command: str, *, logged_in: bool = False) -> subpr
         return fail(name, f"the {role} host key is not pinned (BREAKGLASS_{key}_KNOWN_HOSTS)", "run `breakglass init`")
     if not key_file or not Path(key_file).is_file():
         return fail(name, f"no {role} client key (BREAKGLASS_{key}_KEY_FILE)", "run `breakglass init`")
-    port = env.int(f"{key}_PORT", 22, minimum=1, maximum=65535)
-    user = env.str(f"{key}_USER", "breakglass" if role == "pve" else "root") or "root"
+    port = target[2] if target else env.int(f"{key}_PORT", 22, minimum=1, maximum=65535)
+    user = target[0] if target else env.str(f"{key}_USER", "breakglass" if role == "pve" else "root") or "root"
     argv = [
         "ssh", "-F", "/dev/null", "-T", "-p", str(port), "-l", user, "-i", key_file,
         "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes",
@@ -231,16 +233,24 @@ def _ssh(env: Env, role: str, command: str, *, logged_in: bool = False) -> subpr
     return res
 
 
-def check_devvm(ctx: Context) -> Verdict:
-    if not ctx.env.str("DEVVM_HOST"):
-        return Verdict("devvm-ssh", "warn", "no devvm configured: the agent can use only the Proxmox verbs",
-                       "`breakglass init --devvm-host ...`")  # fmt: skip
-    res = _ssh(ctx.env, "devvm", "id -un")
-    if isinstance(res, Verdict):
-        return res
-    if res.returncode != 0:
-        return fail("devvm-ssh", f"logged in, but `id -un` exited {res.returncode}", "check the account's shell")
-    return ok("devvm-ssh", f"host key pinned, logged in as {res.stdout.strip()}")
+def check_devvm(ctx: Context) -> list[Verdict]:
+    """SSH to each VM's devvm target (the agent's `ssh devvm`)."""
+    listed = vms.from_env(ctx.env).vms
+    shells = [(vm, vm.devvm_parts()) for vm in listed if vm.devvm is not None]
+    if not shells:
+        return [Verdict("devvm-ssh", "warn", "no devvm configured: the agent can use only the Proxmox verbs",
+                        "`breakglass init --devvm-host ...`")]  # fmt: skip
+    out = []
+    for vm, target in shells:
+        name = "devvm-ssh" if len(listed) == 1 else f"devvm-ssh:{vm.name}"
+        res = _ssh(ctx.env, "devvm", "id -un", name=name, target=target)
+        if isinstance(res, Verdict):
+            out.append(res)
+        elif res.returncode != 0:
+            out.append(fail(name, f"logged in, but `id -un` exited {res.returncode}", "check the account's shell"))
+        else:
+            out.append(ok(name, f"host key pinned, logged in as {res.stdout.strip()}"))
+    return out
 
 
 def check_pve_refusal(ctx: Context) -> Verdict:
@@ -254,25 +264,33 @@ def check_pve_refusal(ctx: Context) -> Verdict:
                 'the authorized_keys line must start with command="/usr/local/sbin/breakglass-pve /etc/breakglass-pve.conf",restrict')  # fmt: skip
 
 
-def check_pve_status(ctx: Context) -> Verdict:
+def check_pve_status(ctx: Context) -> list[Verdict]:
+    """`status` on each VM through the forced command (the verb alone while
+    there is one VM, else the verb and its id, as pve-executor sends it)."""
+    listed = vms.from_env(ctx.env).vms
     if not ctx.pve_login_ok:
-        return Verdict("pve-status", "skip", "no SSH to the Proxmox host (see pve-ssh)")
-    res = _ssh(ctx.env, "pve", "status", logged_in=True)
+        return [Verdict("pve-status", "skip", "no SSH to the Proxmox host (see pve-ssh)")]
+    return [_pve_status(ctx, vm, len(listed) > 1) for vm in listed]
+
+
+def _pve_status(ctx: Context, vm: vms.Vm, many: bool) -> Verdict:
+    name = f"pve-status:{vm.name}" if many else "pve-status"
+    res = _ssh(ctx.env, "pve", f"status {vm.vmid}" if many else "status", logged_in=True, name=name)
     if isinstance(res, Verdict):
         return res
-    vmid = ctx.env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999)
     last = (res.stderr.strip().splitlines() or [""])[-1]
     if res.returncode == 0:
-        return ok("pve-status", f"VM {vmid}: {res.stdout.strip()}")
+        return ok(name, f"VM {vm.vmid}: {res.stdout.strip()}")
     if res.returncode == EX_CONFIG:
         fix = "install qm / fix QM= in /etc/breakglass-pve.conf" if "QM=" in last else "fix /etc/breakglass-pve.conf"
-        return fail("pve-status", f"the host script's config is broken: {last}", fix)
+        return fail(name, f"the host script's config is broken: {last}", fix)
+    if res.returncode == EX_REFUSED and "not one this key may act on" in last:
+        return fail(name, f"the node refuses VM {vm.vmid}: it is not in its VMIDS",
+                    "rerun the installer `breakglass init` wrote (it lists every VM) on the node")  # fmt: skip
     if "does not exist" in last:
-        return fail("pve-status", f"qm does not know the configured VM: {last}",
+        return fail(name, f"qm does not know the configured VM: {last}",
                     "set VMID= in /etc/breakglass-pve.conf (and sudoers) to the devvm's id")  # fmt: skip
-    return fail(
-        "pve-status", f"`status` failed (exit {res.returncode}): {last}", "read the node's syslog (breakglass-pve)"
-    )
+    return fail(name, f"`status` failed (exit {res.returncode}): {last}", "read the node's syslog (breakglass-pve)")
 
 
 # --- this machine ------------------------------------------------------------
@@ -308,7 +326,7 @@ def check_sandbox(ctx: Context) -> Verdict:
     return ok("sandbox", f"{bwrap} can make a namespace")
 
 
-CHECKS: list[Callable[[Context], Verdict]] = [
+CHECKS: list[Callable[[Context], Verdict | list[Verdict]]] = [
     check_nats, check_cli, check_model_api, check_clock, check_devvm,
     check_pve_refusal, check_pve_status, check_data_dir, check_sandbox,
 ]  # fmt: skip
@@ -319,10 +337,11 @@ def diagnose() -> list[Verdict]:
         ctx = Context(Env())
     except ConfigError as exc:
         return [fail("settings", str(exc), "fix the variable or DATA_DIR/config.toml")]
-    verdicts = []
+    verdicts: list[Verdict] = []
     for check in CHECKS:
         try:
-            verdicts.append(check(ctx))
+            found = check(ctx)
+            verdicts.extend(found if isinstance(found, list) else [found])
         except ConfigError as exc:
             verdicts.append(fail(check.__name__.removeprefix("check_"), str(exc), "fix that setting"))
     return verdicts

@@ -16,6 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
+from events import vms
 from events.config import ConfigError, Env
 
 from . import hostkeys, pveinstall
@@ -65,8 +68,9 @@ def _ask(prompt: str, default: str | None) -> str:
     return answer or (default or "")
 
 
-def pin(t: Target, known_hosts: Path, interactive: bool, out) -> hostkeys.HostKey:  # type: ignore[no-untyped-def]
-    """Scan `t`, have its key vouched for, write it to `known_hosts`."""
+def pin(t: Target, known_hosts: Path, interactive: bool, out, *, append: bool = False) -> hostkeys.HostKey:  # type: ignore[no-untyped-def]
+    """Scan `t`, have its key vouched for, write it to `known_hosts` (or
+    add it there: one file pins the devvm of every VM)."""
     try:
         seen = hostkeys.scan(t.host, t.port)
     except hostkeys.HostKeyError as exc:
@@ -94,20 +98,64 @@ def pin(t: Target, known_hosts: Path, interactive: bool, out) -> hostkeys.HostKe
                 f"{t.role}: the host key was seen but nobody vouched for it. Give --{t.role}-fingerprint "
                 f"{key.fingerprint} after checking it on the host, or --accept-{t.role}-host-key"
             )
-    known_hosts.write_text(key.known_hosts_line(t.host, t.port))
+    line = key.known_hosts_line(t.host, t.port)
+    if append and known_hosts.exists():
+        kept = [old for old in known_hosts.read_text().splitlines(keepends=True) if old != line]
+        line = "".join(kept) + line
+    known_hosts.write_text(line)
     known_hosts.chmod(0o644)
     return key
 
 
-def _toml(values: dict[str, str | int]) -> str:
+def _value(value: str | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _toml(values: dict[str, str | int], vms: list[dict[str, str | int]] = ()) -> str:  # type: ignore[assignment]
     lines = ["# Written by `breakglass init`. Environment variables win over this file.\n"]
-    for key, value in values.items():
-        if isinstance(value, int):
-            lines.append(f"{key} = {value}\n")
-        else:
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{key} = "{escaped}"\n')
+    lines += [f"{key} = {_value(value)}\n" for key, value in values.items()]
+    for vm in vms:  # the VM list, as tables after the plain settings (events.vms)
+        lines.append("\n[[BREAKGLASS_VMS]]\n")
+        lines += [f"{key} = {_value(value)}\n" for key, value in vm.items()]
     return "".join(lines)
+
+
+def parse_vm(spec: str) -> dict[str, str | int]:
+    """`name=web,vmid=103[,node=pve2][,devvm=root@10.0.0.6:22][,fingerprint=SHA256:...]`."""
+    fields: dict[str, str | int] = {}
+    for part in spec.split(","):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or key not in {"name", "vmid", "node", "devvm", "fingerprint"} or key in fields:
+            raise InitError(f"--vm {spec!r}: expected name=...,vmid=...[,node=...][,devvm=user@host[:port]]"
+                            "[,fingerprint=SHA256:...]")
+        fields[key] = value
+    if "name" not in fields or "vmid" not in fields:
+        raise InitError(f"--vm {spec!r}: name= and vmid= are needed")
+    if not str(fields["vmid"]).isdigit():
+        raise InitError(f"--vm {spec!r}: vmid must be a number")
+    fields["vmid"] = int(fields["vmid"])
+    vm = {k: v for k, v in fields.items() if k != "fingerprint"}
+    vms.check(msgspec.convert(vm, vms.Vm), f"--vm {spec!r}")
+    return fields
+
+
+def _vm_list(args: argparse.Namespace, vmid: int, interactive: bool) -> list[dict[str, str | int]]:
+    """The VMs of --vm (or asked for); none: the one VM of --pve-vmid."""
+    specs = list(args.vm or [])
+    if interactive and not specs:
+        while spec := _ask("another VM on this console? name=...,vmid=...,devvm=user@host (empty: no more)", None):
+            specs.append(spec)
+        if specs:
+            specs.insert(0, f"name={vms.DEFAULT_NAME},vmid={vmid}")
+    found = [parse_vm(spec) for spec in specs]
+    for i, vm in enumerate(found):
+        if any(o["name"] == vm["name"] or o["vmid"] == vm["vmid"] for o in found[:i]):
+            raise InitError(f"--vm: {vm['name']} ({vm['vmid']}) repeats a name or VMID")
+    return found
 
 
 def _target(args: argparse.Namespace, env: Env, role: str, default_user: str, interactive: bool) -> Target | None:
@@ -143,8 +191,11 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-unt
     if pve is None:
         raise InitError("the Proxmox host is needed: --pve-host (or BREAKGLASS_PVE_HOST)")
     vmid = args.pve_vmid or env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999)
-    if interactive:
+    if interactive and not args.vm:
         vmid = int(_ask("VMID of the devvm on that node", str(vmid)))
+    many = _vm_list(args, vmid, False)
+    if many:
+        vmid = int(many[0]["vmid"])
     pve_key = ensure_keypair(keys / "pve_ed25519", "breakglass-pve-executor")
     pin(pve, pins / "pve", interactive, out)
     values.update({
@@ -163,12 +214,29 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-unt
             "BREAKGLASS_DEVVM_KNOWN_HOSTS": str(pins / "devvm"),
         })  # fmt: skip
 
+    if interactive and not many:
+        many = _vm_list(args, vmid, True)
+    shells = []
+    for vm in many:
+        if "devvm" not in vm:
+            continue
+        user, host, port = vms.Vm(name=str(vm["name"]), vmid=int(vm["vmid"]), devvm=str(vm["devvm"])).devvm_parts()
+        fingerprint = str(vm.pop("fingerprint")) if "fingerprint" in vm else None
+        pin(Target("devvm", host, port, user, fingerprint, args.accept_devvm_host_key), pins / "devvm", interactive,
+            out, append=devvm is not None or bool(shells))
+        shells.append(f"{user}@{host}")
+    if shells:
+        values.update({"BREAKGLASS_DEVVM_KEY_FILE": str(devvm_key), "BREAKGLASS_DEVVM_KNOWN_HOSTS": str(pins / "devvm")})
+    for vm in many:
+        vm.pop("fingerprint", None)
+
     config = data_dir / CONFIG_NAME
-    config.write_text(_toml(values))
+    config.write_text(_toml(values, many))
     config.chmod(0o600)
     pub = (keys / "pve_ed25519.pub").read_text().strip()
     installer = data_dir / INSTALLER_NAME
-    installer.write_text(pveinstall.script(pub, vmid, pve.user, args.pve_from))
+    vmids = [int(vm["vmid"]) for vm in many] or [vmid]
+    installer.write_text(pveinstall.script(pub, vmids, pve.user, args.pve_from))
     installer.chmod(0o700)
 
     print(f"\nwrote {config}", file=out)
@@ -178,8 +246,12 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-unt
     print(f"    scp {installer} root@{pve.host}:/root/ && ssh root@{pve.host}", file=out)
     print(f"    sh /root/{INSTALLER_NAME}            # shows what it would change", file=out)
     print(f"    sh /root/{INSTALLER_NAME} --apply    # changes it; safe to run again", file=out)
-    if devvm is not None:
-        print(f"\nOn the devvm {devvm.host}, append to ~{devvm.user}/.ssh/authorized_keys:", file=out)
+    if many:
+        listed = ", ".join(f"{vm['name']} ({vm['vmid']})" for vm in many)
+        print(f"\nVMs: {listed}; the node's script may touch these and nothing else", file=out)
+    for where in ([f"{devvm.user}@{devvm.host}"] if devvm is not None else []) + shells:
+        user, host = where.split("@", 1)
+        print(f"\nOn the devvm {host}, append to ~{user}/.ssh/authorized_keys:", file=out)
         print(f"    {(keys / 'devvm_ed25519.pub').read_text().strip()}", file=out)
     print("\nThen give the CLI its credential (ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN) and run: breakglass doctor",
           file=out)  # fmt: skip
@@ -218,7 +290,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         )
         p.add_argument(f"--accept-{role}-host-key", action="store_true",
                        help="pin the key seen now and print its fingerprint (check it yourself)")  # fmt: skip
-    p.add_argument("--pve-vmid", type=int)
+    p.add_argument("--pve-vmid", type=int, help="the one VM (default 102); --vm lists several")
+    p.add_argument("--vm", action="append", metavar="name=...,vmid=...[,node=...][,devvm=user@host[:port]]",
+                   help="a VM this console may act on (repeat for each; the first is the default). A devvm "
+                        "host key needs fingerprint=SHA256:... in the spec, or --accept-devvm-host-key")
     p.add_argument("--pve-from", metavar="ADDRESS", help="only this source address may use the Proxmox key (from=)")
     p.set_defaults(func=main)
 

@@ -2,7 +2,7 @@
 
 It carries everything deploy/pve-host/README.md asks for (the forced command,
 its config, the sudoers file, the account and its authorized_keys line),
-filled in for this console's key and VMID. Run without arguments it only
+filled in for this console's key and its VMs (the host's allow-list). Run without arguments it only
 shows what it would change; with `--apply` it changes exactly that. Every
 step compares first, so a second run changes nothing.
 """
@@ -10,6 +10,7 @@ step compares first, so a second run changes nothing.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 SCRIPT_PATH = "/usr/local/sbin/breakglass-pve"
@@ -27,13 +28,26 @@ def deploy_dir() -> Path:
     raise FileNotFoundError("deploy/pve-host/breakglass-pve is not next to this installation")
 
 
-def _conf(vmid: int) -> str:
+def _conf(vmids: Sequence[int]) -> str:
+    """The shipped config with this console's VMs: the first is the one a
+    bare verb acts on, all of them are the allow-list."""
     text = (deploy_dir() / "breakglass-pve.conf").read_text()
-    return "".join(f"VMID={vmid}\n" if line.startswith("VMID=") else line + "\n" for line in text.splitlines())
+    values = {"VMID": str(vmids[0]), "VMIDS": " ".join(str(v) for v in vmids)}
+    return "".join(
+        f"{line.split('=', 1)[0]}={values[line.split('=', 1)[0]]}\n" if line.split("=", 1)[0] in values else line + "\n"
+        for line in text.splitlines()
+    )
 
 
-def _sudoers(vmid: int) -> str:
-    return (deploy_dir() / "sudoers").read_text().replace(" 102", f" {vmid}")
+def _sudoers(vmids: Sequence[int]) -> str:
+    """The shipped sudoers file with its eight `qm` lines once per VM."""
+    text = (deploy_dir() / "sudoers").read_text()
+    head, sep, rest = text.partition("Cmnd_Alias BREAKGLASS_PVE = \\\n")
+    calls, blank, tail = rest.partition("\n\n")
+    lines = [line.strip().rstrip(",").rstrip("\\").rstrip().rstrip(",") for line in calls.splitlines()]
+    every = [line.replace(" 102", f" {vmid}") for vmid in vmids for line in lines]
+    body = ", \\\n".join(f"    {line}" for line in every)
+    return head.replace("VMIDS=102", "VMIDS=" + " ".join(map(str, vmids))) + sep + body + blank + tail
 
 
 def authorized_keys_line(public_key: str, source: str | None = None) -> str:
@@ -96,8 +110,12 @@ def _heredoc(path: str, mode: str, what: str, text: str) -> str:
     return f"put {shlex.quote(path)} {mode} {shlex.quote(what)} <<'{marker}'\n{text}{marker}\n"
 
 
-def script(public_key: str, vmid: int, account: str = "breakglass", source: str | None = None) -> str:
-    """The installer's text."""
+def script(public_key: str, vmids: int | Sequence[int], account: str = "breakglass", source: str | None = None) -> str:
+    """The installer's text, for the VMs `vmids` (the first: a bare verb's)."""
+    ids = [vmids] if isinstance(vmids, int) else list(vmids)
+    if not ids:
+        raise ValueError("the installer needs at least one VMID")
+    listed = " ".join(map(str, ids))
     forced = (deploy_dir() / "breakglass-pve").read_text()
     parts = [
         "#!/bin/sh\n",
@@ -107,8 +125,8 @@ def script(public_key: str, vmid: int, account: str = "breakglass", source: str 
         f"ACCOUNT={shlex.quote(account)}\n",
         _BODY,
         _heredoc(SCRIPT_PATH, "0755", "the forced command", forced),
-        _heredoc(CONF_PATH, "0644", f"VMID={vmid}", _conf(vmid)),
-        _heredoc(SUDOERS_PATH, "0440", f"qm calls for VM {vmid}", _sudoers(vmid)),
+        _heredoc(CONF_PATH, "0644", f"VMIDS={listed}", _conf(ids)),
+        _heredoc(SUDOERS_PATH, "0440", f"qm calls for VMs {listed}", _sudoers(ids)),
         'put "$home/.ssh/authorized_keys" 0600 "the console key, bound to the forced command" <<\'BREAKGLASS_EOF\'\n',
         authorized_keys_line(public_key, source),
         "BREAKGLASS_EOF\n",

@@ -45,6 +45,12 @@ _DENIED: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Not secrets, and every service must agree on them: the one VM's id (the
+#: gateway and agent-runner name it in the verbs they ask for, pve-executor
+#: and the host script check it), let through the prefixes above.
+_SHARED = frozenset({"BREAKGLASS_PVE_VMID"})
+
+
 def service_env(
     service: str, environ: Mapping[str, str], nats: str, password_file: str | None = None,
 ) -> dict[str, str]:
@@ -52,7 +58,7 @@ def service_env(
     must not see, plus the NATS URL that `up` decided on and, for the
     embedded server, the file holding the service's own NATS password."""
     denied = _DENIED[service]
-    env = {k: v for k, v in environ.items() if not k.startswith(denied)}
+    env = {k: v for k, v in environ.items() if k in _SHARED or not k.startswith(denied)}
     env["BREAKGLASS_NATS_URL"] = nats
     if password_file is not None:
         env["BREAKGLASS_NATS_PASSWORD_FILE"] = password_file

@@ -3,6 +3,7 @@
 Services import this package and never each other.
 """
 
+from . import natsheaders  # noqa: F401  (installs the faster header parser, see there)
 from .codec import ContractError, decode, decode_command, decode_event, encode
 from .kinds import SCHEMA_VERSION
 from .verbs import MUTATING, Verb

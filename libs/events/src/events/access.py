@@ -10,6 +10,8 @@ so a renamed subject or stream changes the permissions with it.
                   events, cancel/approval requests, warm       verb replies
                   hints, KV
                   sessions.*, locks.*, alerts.*, logins.*,
+                  pushsubs.*, pushsent.*, pushgrants.*,
+                  passkeys.*, stepups.*, observers.*, decisions.*,
                   grants.* (the only writer of approval
                   grants), reads: events (ordered consumers,
                   last event), KV (get, list)
@@ -21,10 +23,10 @@ so a renamed subject or stream changes the permissions with it.
                   verbs.*, vmlocks.*, reads.*, spent.*, its
                   own pull consumer (next, ack), reads: last
                   event, KV get
-    reader        nothing on breakglass.* or KV; JetStream     its inbox, stored events as they
-                  reads only: events (ordered consumers,       are stored (breakglass.events.>)
-                  durable pull consumers of its own, get),
-                  KV (get, list)
+    reader        nothing on breakglass.* or KV; JetStream     its inbox, stored events as the
+                  reads that keep no server state: events      server republishes them
+                  (direct get, message get, stream info), KV   (breakglass.stored.>)
+                  (get); NO consumer on any stream
     admin         the JetStream API calls that create and      its inbox
                   update the topology (streams, KV bucket,
                   the two durable consumers); nothing else
@@ -33,6 +35,13 @@ so a renamed subject or stream changes the permissions with it.
   holds no URL and no credential, and relays one verb over a per-turn Unix
   socket to agent-runner, which publishes as `agent-runner`. The agent's
   shell likewise gets no credential, so it cannot even connect.
+- The `reader` user (the CLI's audit commands, integrators, auditors) may
+  not create a consumer of any kind on any stream: a consumer is server
+  state that outlives the request, a stream holds at most
+  `topology.EVENTS_MAX_CONSUMERS`, and nothing in a permission can bound
+  how many one user creates. Reads are direct gets; following the log is
+  a core subscription to the republished events (events.follow). So no
+  read-only credential can fill the room the gateway's own consumer needs.
 - Nobody may delete or purge a stream, delete a stored message, or delete a
   consumer: not even admin (`ALWAYS_DENIED`). The events stream refuses
   message deletes and purges on its own as well (topology).
@@ -50,8 +59,8 @@ What subject permissions cannot express (see tests/security):
   gateway may write (pve_executor.grants). The gateway may ask the runner
   to cancel or approve in any session;
 - the body of a consumer-create request: a role that may create consumers
-  on a stream (gateway and reader on the events stream, the KV listers on
-  the bucket) chooses their deliver subject, and nats-server does not check
+  on a stream (the gateway on the events stream, the KV listers on the
+  bucket; all of them services) chooses their deliver subject, and nats-server does not check
   it against the creator's permissions (nats-io/nats-server#8274), so it
   can have stored messages of that stream re-sent to any subject that has
   subscribers. Commands are safe (an event or KV record never decodes as a
@@ -73,14 +82,21 @@ from . import subjects
 from .topology import (
     ALERT_KEYS,
     CONSUMERS,
+    DECISION_KEYS,
     EXECUTOR_CONSUMER,
     GRANT_KEYS,
     LOCK_KEYS,
     LOGIN_KEYS,
+    OBSERVER_KEYS,
+    PASSKEY_KEYS,
+    PUSH_CLAIM_KEYS,
+    PUSH_GRANT_KEYS,
+    PUSH_SUB_KEYS,
     READ_LEASE_KEYS,
     RUNNER_CONSUMER,
     SESSION_KEYS,
     SPENT_KEYS,
+    STEPUP_KEYS,
     VERB_KEYS,
     VM_LOCK_KEYS,
     Topology,
@@ -175,23 +191,6 @@ def _ordered_consumers(stream: str) -> list[str]:
     return [_api("CONSUMER.CREATE", stream), f"$JS.FC.{stream}.>"]
 
 
-def _durable_readers(stream: str) -> list[str]:
-    """Durable pull consumers of its own on `stream` (any name, any create
-    form): how an integrator such as examples/notifier keeps its place. On
-    the events stream (limits retention) an ack never removes an event.
-    Permissions cannot bound how many: the stream's consumer limits do the
-    rest (topology: every consumer is removed after an idle hour, none may
-    ask for longer), so what a reader leaves behind cannot fill the room
-    the gateway's reads need for good."""
-    return [
-        _api("CONSUMER.INFO", stream, "*"),
-        _api("CONSUMER.DURABLE.CREATE", stream, "*"),
-        _api("CONSUMER.CREATE", stream, ">"),
-        _api("CONSUMER.MSG.NEXT", stream, "*"),
-        f"$JS.ACK.{stream}.>",
-    ]
-
-
 def _kv_get(t: Topology) -> list[str]:
     return [
         _api("STREAM.INFO", t.kv_stream), _api("STREAM.MSG.GET", t.kv_stream),
@@ -242,7 +241,9 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
                 subjects.WARM_ALL,
-                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS),
+                *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS,
+                         PUSH_SUB_KEYS, PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS,
+                         PASSKEY_KEYS, STEPUP_KEYS, OBSERVER_KEYS, DECISION_KEYS),
                 *_topology_check(t), *_last_event(t), *_ordered_consumers(t.events_stream),
                 *_kv_get(t), *_kv_list(t),
             ),
@@ -265,12 +266,14 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
             ),
             subscribe=(_inbox(PVE_EXECUTOR),),
         ),
+        # Reads only, and none that leaves state on the server: no consumer
+        # (ordered, ephemeral or durable) on any stream, see the module doc.
         READER: Permissions(
             publish=(
                 _api("STREAM.INFO", t.events_stream), *_last_event(t), _api("STREAM.MSG.GET", t.events_stream),
-                *_ordered_consumers(t.events_stream), *_durable_readers(t.events_stream), *_kv_get(t), *_kv_list(t),
+                *_kv_get(t),
             ),
-            subscribe=(_inbox(READER), subjects.EVENTS_ALL),
+            subscribe=(_inbox(READER), subjects.STORED_ALL),
         ),
     }
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .kinds import (
-    AlertReceived, ApprovalRequested, CliSessionBound, DiagnosisReady, Envelope, ResultReported, TextSaid, ToolCalled, ToolReturned, TurnCancelled,
+    AlertReceived, ApprovalEscalated, ApprovalRequested, CliSessionBound, DiagnosisReady, Envelope, ObserverAudited, ResultReported,
+    TextSaid, ToolCalled, ToolReturned, TurnCancelled,
     TurnEnded, TurnFailed, TurnInterrupted, UsageReported, UserPrompted, VerbPhase, VerbProgressed, kind_of,
 )
 
@@ -29,10 +30,14 @@ _TURN_ENDINGS = (TurnFailed, TurnCancelled, TurnInterrupted, TurnEnded)
 
 #: kind -> the writers that may store it (verbs: see VERB_PHASES).
 KINDS: Mapping[str, frozenset[str]] = {
-    # the operator's prompts, and what the gateway's alert receiver records
-    **{kind_of(k): frozenset({GATEWAY}) for k in (UserPrompted, AlertReceived, DiagnosisReady)},
+    # the operator's prompts, what the gateway's alert receiver records, an
+    # approval's escalation (reported to the gateway by whoever sent it), and
+    # observer links (the gateway's to grant and to audit)
+    **{kind_of(k): frozenset({GATEWAY}) for k in (UserPrompted, AlertReceived, DiagnosisReady, ApprovalEscalated, ObserverAudited)},
     **{kind_of(k): frozenset({AGENT_RUNNER}) for k in (
-        CliSessionBound, TextSaid, ToolCalled, ToolReturned, ResultReported, UsageReported, ApprovalRequested)},
+        CliSessionBound, TextSaid, ToolCalled, ToolReturned, ResultReported, UsageReported)},
+    # the agent's asks are agent-runner's; an operator's two-person press is the gateway's
+    kind_of(ApprovalRequested): frozenset({AGENT_RUNNER, GATEWAY}),
     # a turn no runner started is ended by the gateway; a runner's, by it or its reaper
     **{kind_of(k): frozenset({GATEWAY, AGENT_RUNNER}) for k in _TURN_ENDINGS},
 }
@@ -61,6 +66,9 @@ def problem(writer: str, event: Envelope | None) -> str | None:
         if event.phase is VerbPhase.REQUESTED and (writer == AGENT_RUNNER) != (event.by == "agent"):
             return f"{writer} may not record a verb requested by {event.by!r}"
         return None
+    if isinstance(event, ApprovalRequested) and writer in (GATEWAY, AGENT_RUNNER) \
+            and (writer == AGENT_RUNNER) != (event.by == "agent"):
+        return f"{writer} may not record an approval asked for by {event.by!r}"
     kind = kind_of(type(event))
     allowed = KINDS.get(kind)
     if allowed is None or writer not in allowed:

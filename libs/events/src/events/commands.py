@@ -40,6 +40,10 @@ class StartTurn(Command, tag="prompt"):
     #: may do, never widen it, so trusting the publisher's word here trusts
     #: it no more than before (only the gateway may publish StartTurn).
     read_only: bool = False
+    #: The VM the session is bound to (its `SessionRecord.vm`): the agent is
+    #: told about it, reaches it as `ssh devvm`, and its verbs act on it only.
+    #: None: the default VM (the first of BREAKGLASS_VMS; older publishers).
+    vm: str | None = None
 
 
 class CancelTurn(Command, tag="cancel"):
@@ -60,6 +64,10 @@ class RunVerb(Command, tag="run_verb"):
     #: The operator's approval of an agent's mutating verb: names the
     #: `ApprovalGrant` the gateway stored, which pve-executor redeems once.
     approval_id: RequestId | None = None
+    #: The VM to act on, by its Proxmox VMID; None: the default VM (the first
+    #: of BREAKGLASS_VMS; what publishers before many VMs mean). pve-executor
+    #: refuses an id outside its list, and the host script outside its own.
+    vmid: int | None = None
 
 
 class WarmSession(Command, tag="warm"):
@@ -68,10 +76,12 @@ class WarmSession(Command, tag="warm"):
     ahead of need (agent_runner.warm), so the first prompt finds it warm.
     Core NATS, fire and forget: a runner that ignores it (an older one, or
     one at its cap) loses nothing but the head start. `model`: the model
-    the next prompt most likely asks for (the gateway's default)."""
+    the next prompt most likely asks for (the gateway's default); `vm`:
+    the session's VM (`SessionRecord.vm`), which the CLI is laid out for."""
 
     session_id: SessionId
     model: ModelName | None = None
+    vm: str | None = None
 
 
 class AnswerApproval(Command, tag="answer_approval"):
@@ -119,6 +129,9 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     session_id: SessionId
     created_by: Actor
     created_at: datetime
+    #: The VM the session is about, chosen when it is created (a name of
+    #: BREAKGLASS_VMS); None: the default VM (sessions from before many VMs).
+    vm: str | None = None
 
 
 class TurnLock(msgspec.Struct, kw_only=True):
@@ -149,6 +162,10 @@ class ApprovalGrant(msgspec.Struct, kw_only=True):
     verb: Verb
     approved_by: Actor
     expires_at: datetime
+    #: Who asked for the verb (the agent, or the operator whose press waited
+    #: for a second operator under the two-person rule). None in grants
+    #: written before the field existed: those were all the agent's asks.
+    requested_by: Actor | None = None
 
 
 class VerbRecord(msgspec.Struct, kw_only=True):

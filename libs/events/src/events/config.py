@@ -7,6 +7,7 @@ service with one line naming the variable, never a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -36,7 +37,8 @@ def config_file(environ: Mapping[str, str]) -> Path | None:
 def read_config_file(path: Path) -> dict[str, str]:
     """`BREAKGLASS_NAME = value` pairs of a TOML file, as environment strings.
     Only flat BREAKGLASS_* keys: the file is the environment written down, so
-    one README table describes both."""
+    one README table describes both. The one list, `[[BREAKGLASS_VMS]]`,
+    becomes the JSON text its variable takes."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -51,6 +53,9 @@ def read_config_file(path: Path) -> dict[str, str]:
             values[key] = "1" if value else "0"
         elif isinstance(value, (str, int, float)):
             values[key] = str(value)
+        elif key == PREFIX + "VMS" and isinstance(value, list):
+            # `[[BREAKGLASS_VMS]]` tables: the same JSON the variable holds (events.vms).
+            values[key] = json.dumps(value, default=str)
         else:
             raise ConfigError(f"the settings file {path}: {key} must be a string, number or boolean")
     return values

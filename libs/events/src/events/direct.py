@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -65,11 +67,10 @@ async def get_batch(
         body["seq"] = max(1, seq)
         if subject is not None:
             body["next_by_subj"] = subject
-    inbox = nc.new_inbox()
     done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     out: list[Got] = []
 
-    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+    def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
         headers = msg.headers or {}
         status = headers.get("Status")
         if done.done():
@@ -86,13 +87,58 @@ async def get_batch(
         else:
             done.set_exception(DirectGetError(f"direct get on {stream}: {status} {headers.get('Description', '')}"))
 
-    sub = await nc.subscribe(inbox, cb=on_msg)
+    replies = await _replies(nc)
+    reply = replies.open(on_msg)
     try:
-        await nc.publish(api_subject(stream), json.dumps(body).encode(), reply=inbox)
+        await nc.publish(api_subject(stream), json.dumps(body).encode(), reply=reply)
         pending = await asyncio.wait_for(done, timeout)
     finally:
-        await sub.unsubscribe()
+        replies.close(reply)
     return out, pending
+
+
+class _Replies:
+    """One subscription per connection for every batch's replies: a batch
+    request gets its own reply subject under it (`<inbox>.<n>`), so a
+    request costs one publish, not a subscribe and an unsubscribe too (a
+    listing page makes about fifty of them)."""
+
+    def __init__(self, nc: Client) -> None:
+        self.prefix = nc.new_inbox()
+        self._handlers: dict[str, Callable[[object], None]] = {}
+        self._next = 0
+        self._cut = len(self.prefix) + 1
+        self.ready = asyncio.ensure_future(nc.subscribe(f"{self.prefix}.*", cb=self._on_msg))
+
+    async def _on_msg(self, msg) -> None:  # type: ignore[no-untyped-def]
+        handler = self._handlers.get(msg.subject[self._cut:])
+        if handler is not None:
+            handler(msg)
+
+    def open(self, handler: Callable[[object], None]) -> str:
+        self._next += 1
+        token = str(self._next)
+        self._handlers[token] = handler
+        return f"{self.prefix}.{token}"
+
+    def close(self, reply: str) -> None:
+        self._handlers.pop(reply[self._cut:], None)
+
+
+_REPLIES: "weakref.WeakKeyDictionary[Client, _Replies]" = weakref.WeakKeyDictionary()
+
+
+async def _replies(nc: Client) -> _Replies:
+    replies = _REPLIES.get(nc)
+    if replies is None:
+        replies = _REPLIES[nc] = _Replies(nc)
+    try:
+        await asyncio.shield(replies.ready)
+    except Exception:
+        if _REPLIES.get(nc) is replies:
+            del _REPLIES[nc]  # the next request tries again
+        raise
+    return replies
 
 
 async def last_seq(nc: Client, stream: str, subject: str, timeout: float = REQUEST_TIMEOUT) -> int:
@@ -127,8 +173,8 @@ async def newest(nc: Client, stream: str, subject: str, n: int, below: int | Non
     fewer than n matches, a window four times larger is tried. The cost
     follows n and how densely the subject fills the stream's tail, not the
     number of subjects or messages stored (a server's pending count over a
-    wildcard does grow with the subjects, so it is not used to find the
-    start)."""
+    wildcard does grow with the subjects, so the window is read unfiltered
+    and `subject` is matched here)."""
     if n <= 0:
         return []
     top = (below - 1) if below is not None else await stream_last_seq(nc, stream)
@@ -140,14 +186,28 @@ async def newest(nc: Client, stream: str, subject: str, n: int, below: int | Non
         found: list[Got] = []
         seq = start
         while seq <= top:
-            got, more = await get_batch(nc, stream, seq=seq, subject=subject)
-            found += [g for g in got if g.seq <= top]
+            # Unfiltered, matched here: the server's pending count for a
+            # wildcard filter costs it more as subjects accumulate, while
+            # a stream's tail is mostly the subjects asked for anyway.
+            got, more = await get_batch(nc, stream, seq=seq, batch=min(MAX_BATCH, top - seq + 1))
+            found += [g for g in got if g.seq <= top and _matches(g.subject, subject)]
             if not got or not more or got[-1].seq >= top:
                 break
             seq = got[-1].seq + 1
         if len(found) >= n or start == 1:
             return found[-n:]
         width *= 4
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    """NATS subject matching (`*` one token, `>` the rest)."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(have) == len(want)
 
 
 async def get_batch_any(

@@ -187,7 +187,7 @@ def _message(type_: type[msgspec.Struct]) -> dict[str, Any]:
 
 
 def _template(address: str) -> str:
-    if subjects.writer_of(address):  # a per-writer subject: the writer is its last token
+    if address.rsplit(".", 1)[-1] in subjects.WRITERS:  # a per-writer subject: the writer is its last token
         address = address.rsplit(".", 1)[0] + ".{writer}"
     return address.replace(_SESSION, "{session_id}").replace(_REQUEST, "{request_id}")
 
@@ -265,8 +265,9 @@ def _channel_table() -> list[_Channel]:
                 "service that stored them. " + _events_stream(),
                 (f"recordAudit{name.title()}", "The gateway and agent-runner record requests, pve-executor what "
                  "it ran, each under its own writer token."),
-                (f"readAudit{name.title()}", f"Auditors and other services subscribe read-only (`{subjects.EVENTS_ALL}`"
-                 f"; both `{subjects.audit(name)}` and `{subjects.audit(name)}.*`)."),
+                (f"readAudit{name.title()}", "Services read it; a read-only reader (auditors, integrators) reads by "
+                 "direct get and follows it on `storedEvents` (events.follow), filtering on both "
+                 f"`{subjects.audit(name)}` and `{subjects.audit(name)}.*`."),
             ),
             _Channel(
                 f"audit{name.title()}Unattributed", subjects.audit(name), AUDIT_MESSAGES[name],
@@ -283,9 +284,22 @@ def _channel_table() -> list[_Channel]:
             "chain across the writers of the session (docs/audit.md). " + _events_stream(),
             ("recordSessionEvent", "gateway, agent-runner and pve-executor append the facts they caused, each "
              "under its own writer token (its NATS user may publish nowhere else)."),
-            ("readSessionEvents", "The gateway replays then tails them for the attach stream; other services "
-             f"subscribe read-only (both `breakglass.events.session.{{session_id}}` and its `.*`, "
-             f"i.e. events.subjects.session_filters; or `{subjects.EVENTS_ALL}` for every stored event)."),
+            ("readSessionEvents", "The gateway replays then tails them for the attach stream. A read-only "
+             "reader may create no JetStream consumer: it reads by direct get and follows new events on "
+             "`storedEvents` (events.follow), filtering on both `breakglass.events.session.{session_id}` and "
+             "its `.*` (events.subjects.session_filters)."),
+        ),
+        _Channel(
+            "storedEvents", subjects.stored(subjects.session_writer(_SESSION, subjects.WRITERS[0])), stored,
+            f"Every event of `{subjects.EVENTS_ALL}` again, once the events stream has stored it, on "
+            f"`{subjects.STORED_ALL}` (the same tokens after `breakglass.stored.`), with headers `Nats-Sequence` "
+            "(its id), `Nats-Subject` (where it is stored) and the writer's own headers. " + _CORE + " How a "
+            "read-only subscriber follows the log without server state: subscribe here first, replay by batched "
+            "direct gets (`$JS.API.DIRECT.GET.<stream>`), then deliver a live event only when it is the next "
+            "sequence or a direct get from the last one delivered fills the gap before it (events.follow does "
+            "exactly this; docs/reading.md).",
+            ("republishEvent", "nats-server itself (the stream's republish); no NATS user may publish here."),
+            ("followEvents", "Read-only readers: `breakglass tail`, `replay --follow`, examples/notifier, auditors."),
         ),
         _Channel(
             "sessionEventsUnattributed", subjects.session_events(_SESSION), stored,

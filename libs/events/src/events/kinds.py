@@ -154,16 +154,54 @@ class VerbProgressed(Envelope, tag="verb"):
     #: On `done`: pve-executor died while running the verb and another
     #: executor ended it (commands.VerbResult.lost says what is known).
     lost: bool = False
+    #: The VM the verb acts on (name and Proxmox VMID); None on events from
+    #: before many VMs, which all acted on the one VM.
+    vm: str | None = None
+    vmid: int | None = None
 
 
 class ApprovalRequested(Envelope, tag="approval"):
-    """A verb the agent asked for waits for the operator's Approve/Deny."""
+    """A verb the agent asked for waits for the operator's Approve/Deny; or,
+    written by the gateway under the two-person rule, an operator's press
+    (`by`) waits for another operator's Approve/Deny."""
 
     approval_id: str
     verb: Verb
     reason: str = ""
     #: The `request_id` of the `verb` events this approval gates.
     request_id: str | None = None
+
+
+class ApprovalEscalated(Envelope, tag="escalated"):
+    """An approval nobody answered within the escalation delay was also sent
+    to a second channel (the notifier's). `channel` says where, for the
+    operator to read (a kind and a host, never a secret such as an ntfy
+    topic); `by` is who sent it."""
+
+    approval_id: str
+    channel: str
+    after_seconds: float = 0.0
+
+
+class ObserverAction(str, enum.Enum):
+    CREATED = "created"
+    USED = "used"
+    REVOKED = "revoked"
+
+
+class ObserverAudited(Envelope, tag="observer"):
+    """A read-only observer link to this session was created, used or
+    revoked (gateway.observers). `by` is the operator for `created` and
+    `revoked`, and `observer-<link id>` for `used`: every read through a
+    link is on the record of the session it opens."""
+
+    action: ObserverAction
+    #: The link's id (a hash of its secret, never the secret).
+    observer_id: str
+    #: When the link stops working (on `created`).
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    #: On `used`: what was read (`stream`, `events` or `export`).
+    route: str = ""
 
 
 class AlertStatus(str, enum.Enum):
@@ -234,9 +272,11 @@ Event = Union[
     TurnEnded,
     VerbProgressed,
     ApprovalRequested,
+    ApprovalEscalated,
     UsageReported,
     AlertReceived,
     DiagnosisReady,
+    ObserverAudited,
 ]
 
 EVENT_TYPES: tuple[type[Envelope], ...] = Event.__args__  # type: ignore[attr-defined]

@@ -41,14 +41,53 @@ from .topology import Topology
 
 
 INACTIVE_SECONDS = 2.0
-#: Events left after a replay's first batch past which it takes a consumer.
-LONG_REPLAY = 4000
+#: Events left after a replay's first event past which it takes a consumer
+#: (one direct-get batch's worth: past it, a pushed message's lower cost
+#: per event outweighs the consumer's creation).
+LONG_REPLAY = 1000
 #: Times a replay asks again for records a lagging replica did not have yet.
 LAGGING_REPLICA_RETRIES = 40
 #: nats-server 2.15 allows 1,000 consumers per stream unless the stream says
 #: otherwise; creating one more fails with this code until one is reaped.
 MAX_CONSUMERS_REACHED = 10026
 CONSUMER_ROOM_WAIT_SECONDS = 10.0
+#: Sessions seen with events and nothing on the old subject (bounded; see EventLog._filters).
+_NO_LEGACY: dict[str, None] = {}
+NO_LEGACY_KEPT = 50_000
+
+
+def _no_legacy(session_id: str) -> None:
+    if session_id not in _NO_LEGACY:
+        _NO_LEGACY[session_id] = None
+        if len(_NO_LEGACY) > NO_LEGACY_KEPT:
+            del _NO_LEGACY[next(iter(_NO_LEGACY))]
+
+
+async def _answer_flow_control(nc, sub) -> None:  # type: ignore[no-untyped-def]
+    """Answer a pending flow-control request as soon as the messages before
+    it were delivered.
+
+    An ordered consumer has flow control: the server stops pushing until the
+    client answers. nats-py answers at once only if every message before the
+    request was already handed to the callback; otherwise (messages still
+    queued, i.e. whenever the process is busy) it leaves the answer to a
+    task that looks every 0.25 s. So the server paused for up to 250 ms at a
+    time under load: a firehose fell behind by seconds with its process
+    mostly idle (5,000 clients, BENCHMARKS.md), and a long replay stalled.
+    The same condition as nats-py's task, checked after each delivery.
+    Private attributes of nats-py 2.16; if they are not there, its own task
+    still answers."""
+    jsi = getattr(getattr(sub, "_sub", sub), "_jsi", None)
+    reply = getattr(jsi, "_fcr", None)
+    if not reply:
+        return
+    try:
+        if jsi._fciseq - jsi._psub._pending_queue.qsize() < jsi._fcd:
+            return
+        jsi._fcr, jsi._fcd = None, 0
+    except AttributeError:
+        return
+    await nc.publish(reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,25 +311,40 @@ class EventLog:
         link = (head.headers or {}).get(chain.HEADER, chain.GENESIS) if head is not None else chain.GENESIS
         return (expect.seq or 0) if expect is not None else 0, link
 
+    async def _heads(self, session_id: str) -> list[direct.Got]:
+        """The newest message of each subject holding the session's events
+        (old and each writer's), in one multi-last request. Notes a session
+        with nothing on the old subject (see `_filters`)."""
+        base, every = subjects.session_filters(session_id)
+        got, _ = await direct.get_batch(self._js._nc, self._stream, multi_last=[base, every],
+                                        batch=len(subjects.WRITERS) + 1)
+        if got and all(g.subject != base for g in got):
+            _no_legacy(session_id)
+        return got
+
+    def _filters(self, session_id: str) -> tuple[str, ...]:
+        """The subject filters a read of the session needs: the old subject
+        only when it holds something (nothing writes it any more, so once
+        seen empty while the session had events, it stays empty)."""
+        base, every = subjects.session_filters(session_id)
+        return (every,) if session_id in _NO_LEGACY else (base, every)
+
     async def last_seq(self, session_id: str) -> int:
         """The sequence of the session's newest event, 0 when it has none."""
-        newest = await self._newest(subjects.session_filters(session_id))
-        return max((m.seq or 0 for m in newest.values()), default=0)
+        return max((g.seq for g in await self._heads(session_id)), default=0)
 
     async def head(self, session_id: str) -> tuple[int, str]:
         """The session's chain head: (sequence, link) of its newest event,
         (0, "") when it has none. Kept outside the stream (printed by
         `breakglass sessions`), it is the anchor a cut export fails against."""
-        newest = await self._newest(subjects.session_filters(session_id))
-        head = max(newest.values(), key=lambda m: m.seq or 0, default=None)
+        head = max(await self._heads(session_id), key=lambda g: g.seq, default=None)
         if head is None:
             return 0, chain.GENESIS
-        return head.seq or 0, (head.headers or {}).get(chain.HEADER, chain.GENESIS)
+        return head.seq, head.headers.get(chain.HEADER, chain.GENESIS)
 
     async def last_event(self, session_id: str) -> Event | None:
         """The session's newest event, None when it has none (or a newer kind)."""
-        newest = await self._newest(subjects.session_filters(session_id))
-        head = max(newest.values(), key=lambda m: m.seq or 0, default=None)
+        head = max(await self._heads(session_id), key=lambda g: g.seq, default=None)
         return None if head is None else decode_event_lenient(head.data or b"")
 
     async def attach(
@@ -334,7 +388,7 @@ class EventLog:
         """The stored records with `after < seq <= until` (all when None),
         in order, read by batched direct gets: no consumer, whatever the
         number of readers."""
-        filters = subjects.session_filters(session_id)
+        filters = self._filters(session_id)
         nc = self._js._nc
         lagging = 0
         while until is None or after < until:
@@ -356,7 +410,7 @@ class EventLog:
 
     async def _ordered(self, session_id: str, after: int, cb):  # type: ignore[no-untyped-def]
         """An ordered push consumer on the session's events from `after + 1`."""
-        return await self._ordered_on(subjects.session_filters(session_id), after, cb)
+        return await self._ordered_on(self._filters(session_id), after, cb)
 
     async def _ordered_on(self, filters: tuple[str, ...], after: int, cb):  # type: ignore[no-untyped-def]
         """An ordered push consumer on the subjects `filters` from `after + 1`.
@@ -371,10 +425,19 @@ class EventLog:
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
                 inactive_threshold=INACTIVE_SECONDS, filter_subjects=list(filters),
             )
+            holder: list = []
+
+            async def delivered(msg: Msg) -> None:
+                await cb(msg)
+                if holder:
+                    await _answer_flow_control(self._js._nc, holder[0])
+
             try:
-                return await self._js.subscribe(
-                    filters[0], stream=self._stream, cb=cb, ordered_consumer=True, config=config,
+                sub = await self._js.subscribe(
+                    filters[0], stream=self._stream, cb=delivered, ordered_consumer=True, config=config,
                 )
+                holder.append(sub)
+                return sub
             except APIError as exc:
                 if exc.err_code != MAX_CONSUMERS_REACHED or asyncio.get_running_loop().time() > deadline:
                     raise
@@ -390,7 +453,7 @@ class EventLog:
         a slow reader slows the replay down instead of buffering it.
 
         Read by batched direct gets (no consumer). When more than
-        LONG_REPLAY events remain after the first batch, the rest comes
+        LONG_REPLAY events remain after the first event, the rest comes
         through one short-lived ordered consumer instead: per event it costs
         this process about a third of a direct-get reply. Callers bound how
         many replays run at once (gateway.hub.MAX_REPLAYS), which bounds
@@ -398,8 +461,11 @@ class EventLog:
         position = after
         if until <= after:
             return after
-        got, more = await direct.get_batch_any(
-            self._js._nc, self._stream, seq=after + 1, filters=subjects.session_filters(session_id))
+        nc, filters = self._js._nc, self._filters(session_id)
+        # One event first: the server says how many follow, so a long
+        # replay goes to a consumer at once instead of after a batch of
+        # direct-get replies (each about three times a pushed message's cost).
+        got, more = await direct.get_batch_any(nc, self._stream, seq=after + 1, filters=filters, batch=1)
         for g in got:
             if g.seq > until:
                 return position
@@ -411,6 +477,30 @@ class EventLog:
             return position
         if more > LONG_REPLAY:
             return await self._replay_ordered(session_id, position, until, deliver)
+
+        def read(seq: int) -> asyncio.Future[tuple[list[direct.Got], int]]:
+            return asyncio.ensure_future(direct.get_batch_any(nc, self._stream, seq=seq, filters=filters))
+
+        reading: asyncio.Future[tuple[list[direct.Got], int]] | None = read(position + 1) if got and more else None
+        try:
+            while reading is not None:
+                got, more = await reading
+                reading = None
+                if got and more and got[-1].seq < until:
+                    reading = read(got[-1].seq + 1)  # the next batch comes while this one is delivered
+                for g in got:
+                    if g.seq > until:
+                        return position
+                    position = g.seq
+                    pending = deliver(g.seq, g.data)
+                    if pending is not None and inspect.isawaitable(pending):
+                        await pending
+                if position >= until:
+                    return position
+        finally:
+            if reading is not None:
+                reading.cancel()
+        # Short of `until` (a lagging replica on a cluster): read on, asking again.
         async for record in self._records(session_id, position, until):
             position = record.seq
             pending = deliver(record.seq, record.data)

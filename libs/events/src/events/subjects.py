@@ -9,6 +9,10 @@ error, and ids are checked before they become part of a subject.
     breakglass.events.audit.<name>.<writer>  audit facts outside sessions (events stream)
     breakglass.events.session.<session>   the same before per-writer subjects (read only:
     breakglass.events.audit.<name>        stores written by older versions; nobody writes them)
+    breakglass.stored.<...>               every stored event again, after it is stored: the
+                                          server republishes `breakglass.events.<...>` here
+                                          with its stream sequence (core NATS; how a reader
+                                          follows the log without a consumer, events.follow)
     breakglass.live.<session>             ephemeral live frames (core NATS, not stored)
     breakglass.cmd.prompt                 StartTurn (commands work-queue stream)
     breakglass.cmd.verb.operator          RunVerb an operator pressed (only the gateway may publish)
@@ -28,6 +32,9 @@ EVENTS_ALL = f"{ROOT}.events.>"
 SESSION_EVENTS_ALL = f"{ROOT}.events.session.*"
 AUDIT_ALL = f"{ROOT}.events.audit.*"
 LIVE_ALL = f"{ROOT}.live.*"
+#: Where the events stream republishes each event once stored (topology);
+#: only the server publishes here, nobody may (events.access).
+STORED_ALL = f"{ROOT}.stored.>"
 COMMANDS_ALL = f"{ROOT}.cmd.>"
 PROMPT = f"{ROOT}.cmd.prompt"
 #: Who asked for a verb is the subject it arrived on, never its body: NATS
@@ -110,6 +117,23 @@ def writer_of(subject: str) -> str | None:
 def writer_subjects(writer: str) -> tuple[str, ...]:
     """Everything `writer` may append to (its NATS permissions)."""
     return (f"{ROOT}.events.session.*.{_writer(writer)}", *(audit_writer(n, writer) for n in sorted(AUDIT_NAMES)))
+
+
+def stored(subject: str) -> str:
+    """Where the stored events of `subject` (wildcards allowed, under
+    `breakglass.events.`) are republished: `breakglass.stored.<rest>`."""
+    prefix = f"{ROOT}.events."
+    if not subject.startswith(prefix) or len(subject) == len(prefix):
+        raise ValueError(f"not an events subject: {subject!r}")
+    return f"{ROOT}.stored.{subject[len(prefix):]}"
+
+
+def unstored(subject: str) -> str:
+    """The events subject a republished subject (`stored`) came from."""
+    prefix = f"{ROOT}.stored."
+    if not subject.startswith(prefix):
+        raise ValueError(f"not a republished subject: {subject!r}")
+    return f"{ROOT}.events.{subject[len(prefix):]}"
 
 
 def live(session_id: str) -> str:

@@ -29,6 +29,7 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -55,9 +56,9 @@ class Topology:
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 600.0
     #: Every consumer of the events stream, durable ones included, is removed
-    #: by the server after this long without a reader: the stream's consumer
-    #: room (1,000) cannot be filled for good by the `reader` user, whose
-    #: permissions cannot bound how many it creates.
+    #: by the server after this long without a reader. Only the services may
+    #: create consumers there (events.access: the `reader` user may not), so
+    #: this is hygiene: a consumer a crashed service left goes away.
     events_consumer_idle: float = 3600.0
 
     @property
@@ -107,12 +108,17 @@ def events_stream_config(t: Topology) -> StreamConfig:
         allow_atomic=True,
         # Set, not left to the server's default (1,000 on 2.15, unlimited on
         # older ones), so every server behaves the same. Nothing here takes
-        # a consumer per client, per session or per listing any more (reads
-        # are direct gets, see events.direct): the consumers are one per
-        # gateway process (gateway.hub), one per `breakglass tail` or
-        # `replay --follow`, and integrators' durables. A cap far above that
-        # turns a leak into an error instead of unbounded server state.
+        # a consumer per client, per session or per listing (reads are direct
+        # gets, see events.direct), and only the services may create one
+        # (events.access): one firehose per gateway process (gateway.hub), a
+        # few short-lived ones for long replays and alert triage. Readers
+        # (the CLI, integrators) follow the republished events instead
+        # (events.follow), which costs the server nothing per reader. A cap
+        # far above that turns a leak into an error, not unbounded state.
         max_consumers=EVENTS_MAX_CONSUMERS,
+        # Each event again on `breakglass.stored.<rest>` once stored, with its
+        # sequence: core NATS, no server state per reader (events.follow).
+        republish=RePublish(src=subjects.EVENTS_ALL, dest=subjects.STORED_ALL),
         duplicate_window=120.0,
         num_replicas=t.replicas,
         consumer_limits=StreamConsumerLimits(inactive_threshold=t.events_consumer_idle),
@@ -304,6 +310,21 @@ SPENT_KEYS = "spent"
 LOGIN_KEYS = "logins"
 #: The alert receiver's state: alert groups and per-VM triage windows.
 ALERT_KEYS = "alerts"
+#: Web Push (gateway only, gateway.push): the browsers' subscriptions, one
+#: claim per pushed event (so one of several gateways sends it), and the
+#: single-use decision grants a notification's Approve/Deny carries.
+PUSH_SUB_KEYS = "pushsubs"
+PUSH_CLAIM_KEYS = "pushsent"
+PUSH_GRANT_KEYS = "pushgrants"
+#: Operators' passkeys (gateway only): `passkeys.<sha256 of the user name>`.
+PASSKEY_KEYS = "passkeys"
+#: Step-up challenges (gateway only), single use: `stepups.<sha256 of the challenge>`.
+STEPUP_KEYS = "stepups"
+#: Decisions on an operator's two-person press (gateway only), created
+#: once: `decisions.<approval_id>`, so the first Approve/Deny wins.
+DECISION_KEYS = "decisions"
+#: Observer links (gateway only): `observers.<link id>`, the id a hash of the link's secret.
+OBSERVER_KEYS = "observers"
 
 
 def session_key(session_id: str) -> str:
@@ -354,6 +375,33 @@ def login_key(digest: str) -> str:
     return f"{LOGIN_KEYS}.{digest}"
 
 
+def _digest_key(family: str, digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"a {family} key is a lower-case hex SHA-256")
+    return f"{family}.{digest}"
+
+
+def passkey_key(digest: str) -> str:
+    """KV key of one operator's passkeys, by the hex SHA-256 of the user name."""
+    return _digest_key(PASSKEY_KEYS, digest)
+
+
+def stepup_key(digest: str) -> str:
+    """KV key of one step-up challenge, by the hex SHA-256 of the challenge."""
+    return _digest_key(STEPUP_KEYS, digest)
+
+
+def decision_key(approval_id: str) -> str:
+    """KV key of the decision on one two-person press (gateway-written, once)."""
+    subjects.verb_reply(approval_id)  # validates the id
+    return f"{DECISION_KEYS}.{approval_id}"
+
+
+def observer_key(digest: str) -> str:
+    """KV key of one observer link, by the hex SHA-256 of its secret."""
+    return _digest_key(OBSERVER_KEYS, digest)
+
+
 def alert_group_key(group_key: str) -> str:
     """KV key of one Alertmanager alert group. Hashed: a group key is free
     text (`{}:{alertname="X"}`) that KV keys cannot hold."""
@@ -365,3 +413,26 @@ def alert_vm_key(vm: str) -> str:
     if not vm or not all(c.isalnum() or c in "-_" for c in vm) or len(vm) > 64:
         raise ValueError(f"a VM name must be 1-64 letters, digits, - or _, got {vm!r}")
     return f"{ALERT_KEYS}.vm-{vm}"
+
+
+def _digest_key(family: str, digest: str) -> str:
+    if not 16 <= len(digest) <= 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"a {family} key is a lower-case hex digest")
+    return f"{family}.{digest}"
+
+
+def push_sub_key(digest: str) -> str:
+    """KV key of one push subscription, by the hex SHA-256 of its endpoint."""
+    return _digest_key(PUSH_SUB_KEYS, digest)
+
+
+def push_claim_key(digest: str) -> str:
+    """KV key a gateway creates (compare-and-set) before it pushes one
+    event: the gateway that created it sends, the others skip."""
+    return _digest_key(PUSH_CLAIM_KEYS, digest)
+
+
+def push_grant_key(digest: str) -> str:
+    """KV key of a notification's decision grant, by the hex SHA-256 of the
+    token the push carried (the store never holds the token itself)."""
+    return _digest_key(PUSH_GRANT_KEYS, digest)

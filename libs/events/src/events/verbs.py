@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from .config import PREFIX, ConfigError, Env
+
 
 class Verb(str, enum.Enum):
     STATUS = "status"
@@ -35,3 +37,20 @@ def is_mutating(verb: Verb) -> bool:
 AUTONOMOUS = "autonomous"
 APPROVE_MUTATING = "approve-mutating"
 POLICIES: tuple[str, ...] = (AUTONOMOUS, APPROVE_MUTATING)
+
+
+def two_person_verbs(env: Env) -> frozenset[Verb]:
+    """BREAKGLASS_TWO_PERSON_VERBS: the mutating verbs that need a second
+    operator's Approve (empty: the rule is off). Read the same way by the
+    gateway, which asks for the approval, and pve-executor, which runs such
+    a verb only against a grant from someone other than who asked."""
+    value = env.str("TWO_PERSON_VERBS")
+    if value is None or value.strip().lower() in ("", "none", "off"):
+        return frozenset()
+    names = [item.strip() for item in value.split(",") if item.strip()]
+    chosen = MUTATING if names == ["all"] else frozenset(Verb(n) for n in names if n in {v.value for v in MUTATING})
+    wrong = [n for n in names if n != "all" and n not in {v.value for v in MUTATING}]
+    if wrong:
+        raise ConfigError(f"{PREFIX}TWO_PERSON_VERBS lists {', '.join(wrong)}: only mutating verbs "
+                          f"({', '.join(sorted(v.value for v in MUTATING))}) or `all`")
+    return frozenset(chosen)

@@ -147,7 +147,7 @@ async def on_warm(runner: TurnRunner, msg) -> None:  # type: ignore[no-untyped-d
     if not isinstance(command, WarmSession) or subjects.session_of(msg.subject) != command.session_id:
         return
     with trace.bound(session_id=command.session_id):
-        if runner.prewarm(command.session_id, command.model):
+        if runner.prewarm(command.session_id, command.model, command.vm):
             log.info("warming the session's CLI (hint from %s)", command.by)
 
 

@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
-from events.verbs import APPROVE_MUTATING, AUTONOMOUS
+from events.verbs import APPROVE_MUTATING, AUTONOMOUS, Verb, two_person_verbs
 from events.verbs import POLICIES as VERB_POLICIES
+
+from events.vms import Vm, VmList
+from events.vms import from_env as vms_from_env
 
 from .devvm import DevvmTarget
 
@@ -50,12 +53,19 @@ class Settings:
     turn_timeout_seconds: float = 1800.0
     max_turns: int = 4
     verb_policy: str = "approve-mutating"
+    #: BREAKGLASS_TWO_PERSON_VERBS: the agent asks an operator for these whatever the policy.
+    two_person: frozenset[Verb] = frozenset()
     #: How long a mutating verb the agent asks for waits for the operator's
     #: Approve/Deny (policy `approve-mutating`) before it counts as denied.
     approval_timeout_seconds: float = 300.0
     #: How long the agent's verb request waits for pve-executor's answer.
     verb_wait_seconds: float = 150.0
     devvm: DevvmTarget | None = None
+    #: The VMs a session may be about (events.vms); the devvm key and its
+    #: pinned host keys (BREAKGLASS_DEVVM_KEY_FILE/KNOWN_HOSTS) serve them all.
+    vms: VmList = VmList((Vm(name="devvm", vmid=102),))
+    devvm_key_file: str | None = None
+    devvm_known_hosts: str | None = None
     agent_file: Path | None = None
     lease_seconds: float = 30.0
     lease_renew_seconds: float = 5.0
@@ -69,6 +79,15 @@ class Settings:
     #: every turn starts its own CLI); each is ended after this long idle.
     max_warm: int = 8
     warm_idle_seconds: float = 300.0
+
+    def devvm_for(self, vm: Vm) -> DevvmTarget | None:
+        """How the agent reaches `vm` over SSH (`ssh devvm`), or None."""
+        parts = vm.devvm_parts()
+        if parts is None:
+            return None
+        user, host, port = parts
+        return DevvmTarget(host=host, port=port, user=user, key_file=self.devvm_key_file,
+                           known_hosts=self.devvm_known_hosts)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -85,9 +104,13 @@ class Settings:
             turn_timeout_seconds=env.float("TURN_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
             max_turns=env.int("MAX_TURNS", 4, minimum=1, maximum=64),
             verb_policy=env.choice("VERB_POLICY", "approve-mutating", VERB_POLICIES),
+            two_person=two_person_verbs(env),
             approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
             verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
             devvm=_devvm(env),
+            vms=vms_from_env(env),
+            devvm_key_file=env.str("DEVVM_KEY_FILE"),
+            devvm_known_hosts=env.str("DEVVM_KNOWN_HOSTS"),
             agent_file=_agent_file(env),
             lease_seconds=lease,
             lease_renew_seconds=renew,

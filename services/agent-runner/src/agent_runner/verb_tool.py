@@ -49,6 +49,7 @@ from nats.aio.client import Client
 
 from events import trace
 from events.commands import RunVerb, StartTurn, VerbResult
+from events.vms import Vm
 from events.kinds import ApprovalRequested, Envelope, VerbPhase, VerbProgressed
 from events.log import EventLog
 from events.types import new_id
@@ -108,10 +109,15 @@ class VerbTool:
     nc: Client
     events: EventLog
     policy: str = APPROVE_MUTATING
+    #: BREAKGLASS_TWO_PERSON_VERBS: asked for approval whatever the policy
+    #: (pve-executor runs them only against an operator's grant).
+    two_person: frozenset[Verb] = frozenset()
     approval_timeout_seconds: float = 300.0
     verb_wait_seconds: float = 150.0
     #: Names the socket and config files (the turn's id, or a warm CLI's own).
     name: str = ""
+    #: The session's VM: every verb the agent asks for acts on it, and only it.
+    vm: Vm | None = None
     socket_path: Path = field(init=False)
     config_path: Path = field(init=False)
     _private_dir: Path | None = field(init=False, default=None)
@@ -236,7 +242,7 @@ class VerbTool:
                    request_id=request_id, by=AGENT)
         log.info("the agent asked for a verb (policy %s)", self.policy)
         try:
-            if self.policy == APPROVE_MUTATING and is_mutating(verb):
+            if (self.policy == APPROVE_MUTATING and is_mutating(verb)) or verb in self.two_person:
                 decision = await self._approval(verb, request_id)
                 metrics.approval_decided(decision.approved, decision.by, decision.why)
                 if decision.why:
@@ -257,7 +263,7 @@ class VerbTool:
                 approved_by = approval_id = None
             command = RunVerb(
                 by=AGENT, origin="agent", request_id=request_id, verb=verb, session_id=command.session_id,
-                approval_id=approval_id,
+                approval_id=approval_id, vmid=self.vm.vmid if self.vm is not None else None,
             )
             result = await run_verb(self.nc, self.nc.jetstream(), command, wait_seconds=self.verb_wait_seconds)
         except Exception as exc:  # NATS away, a write that kept failing: the agent is told, the turn goes on
@@ -297,6 +303,7 @@ class VerbTool:
         assert self.records is not None
         return VerbProgressed(
             verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id, **self.records.envelope(AGENT),
+            vm=self.vm.name if self.vm is not None else None, vmid=self.vm.vmid if self.vm is not None else None,
         )
 
     @staticmethod

@@ -25,7 +25,7 @@ When one is not used again, and why:
   runner or a per-turn CLI ran a turn): its memory of the conversation is
   stale, so it is ended and the turn resumes from the transcript;
 - it died, timed out, was stopped by signal rather than by its own
-  interrupt, or the turn asks for another model;
+  interrupt, or the turn asks for another model or VM;
 - idle longer than `warm_idle_seconds`, or evicted (least recently used
   idle one first) to make room under `max_warm`.
 """
@@ -57,6 +57,8 @@ CLOSE_GRACE_SECONDS = 3.0
 class WarmCli:
     session_id: str
     model: str
+    #: The session's VM the CLI was laid out for (its prompt, its devvm, its verbs).
+    vm: str | None
     process: CliProcess
     verbs: VerbTool
     ws: Workspace
@@ -102,7 +104,7 @@ class WarmCli:
         await self.verbs.close()
 
 
-Launch = Callable[[str, str], Awaitable[WarmCli]]
+Launch = Callable[[str, str, str | None], Awaitable[WarmCli]]
 
 
 class WarmPool:
@@ -123,7 +125,7 @@ class WarmPool:
     def __len__(self) -> int:
         return len(self.ready) + len(self._starting)
 
-    def warm(self, session_id: str, model: str) -> bool:
+    def warm(self, session_id: str, model: str, vm: str | None = None) -> bool:
         """Start the session's CLI in the background if there is none and
         room for one (evicting the least recently used idle CLI at the cap)."""
         if self._closed or self.max_warm == 0 or self._busy(session_id):
@@ -133,10 +135,10 @@ class WarmPool:
         if len(self) >= self.max_warm and not self._evict():
             log.info("no warm CLI for the session: all %d are busy (BREAKGLASS_MAX_WARM_CLIS)", self.max_warm)
             return False
-        self._starting[session_id] = asyncio.create_task(self._start(session_id, model))
+        self._starting[session_id] = asyncio.create_task(self._start(session_id, model, vm))
         return True
 
-    async def claim(self, session_id: str, model: str) -> WarmCli | None:
+    async def claim(self, session_id: str, model: str, vm: str | None = None) -> WarmCli | None:
         """The session's warm CLI for a turn (waiting for one still starting),
         or None: the turn starts its own CLI, as without warm CLIs."""
         starting = self._starting.get(session_id)
@@ -144,7 +146,7 @@ class WarmPool:
             await asyncio.shield(starting)
         cli = self.ready.get(session_id)
         if cli is not None and not cli.busy:
-            why = self._unfit(cli, model)
+            why = self._unfit(cli, model, vm)
             if why is None:
                 cli.busy = True
                 return cli
@@ -190,13 +192,15 @@ class WarmPool:
 
     # ------------------------------------------------------------ internals
 
-    def _unfit(self, cli: WarmCli, model: str) -> str | None:
+    def _unfit(self, cli: WarmCli, model: str, vm: str | None) -> str | None:
         if not cli.process.alive:
             return "it died since its last turn"
         if cli.spent:
             return "it may not serve another turn"
         if cli.model != model:
             return f"it runs model {cli.model}, the turn asks for {model}"
+        if cli.vm != vm:
+            return f"it was laid out for VM {cli.vm}, the turn is about {vm}"
         if cli.ws.transcript() != cli.stamp:
             return "the session's transcript changed since it last wrote it"
         return None
@@ -210,12 +214,12 @@ class WarmPool:
         self._retire(oldest)
         return True
 
-    async def _start(self, session_id: str, model: str) -> WarmCli | None:
+    async def _start(self, session_id: str, model: str, vm: str | None) -> WarmCli | None:
         closing = self._closing.get(session_id)
         try:
             if closing is not None:
                 await asyncio.shield(closing)
-            cli = await self._launch(session_id, model)
+            cli = await self._launch(session_id, model, vm)
         except Exception as exc:
             log.warning("could not start a warm CLI: %s", exc)
             return None

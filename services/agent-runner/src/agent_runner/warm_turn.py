@@ -34,6 +34,7 @@ from events.kinds import (
 
 from . import home_template, metrics
 from .cli import CliProcess, argv
+from .devvm import with_vm
 from .translate import Translator
 from .warm import WarmCli
 
@@ -47,14 +48,19 @@ log = logging.getLogger("agent-runner.turns")
 INTERRUPT_SECONDS = 2.0
 
 
-async def launch(self: TurnRunner, session_id: str, model: str) -> WarmCli:
+async def launch(self: TurnRunner, session_id: str, model: str, vm_name: str | None) -> WarmCli:
     """A CLI for the session's next turns, laid out and contained exactly
-    like a per-turn one, waiting for its first prompt on stdin."""
-    ws = self._workspace(session_id)
-    verbs = self._verb_tool(ws, None, None)
+    like a per-turn one (the session's VM told, its devvm reachable),
+    waiting for its first prompt on stdin."""
+    vm = self._vm(vm_name)
+    if vm is None:
+        raise ValueError(f"VM {vm_name!r} is not in BREAKGLASS_VMS")
+    devvm = self._devvm(vm_name, vm)
+    ws = self._workspace(session_id, devvm)
+    verbs = self._verb_tool(ws, None, None, vm)
     try:
         mcp_config = await verbs.start()
-        invocation = self._invocation(ws, session_id, model, mcp_config)
+        invocation = self._invocation(ws, session_id, model, mcp_config, with_vm(self.system_prompt, vm, devvm))
         with contextlib.ExitStack() as files:
             args, fds = self._contained(argv(invocation, None), ws, verbs, files)
             process = await CliProcess.start(args, self._environment(ws), str(ws.work), pass_fds=fds,
@@ -63,7 +69,7 @@ async def launch(self: TurnRunner, session_id: str, model: str) -> WarmCli:
         await verbs.close()
         raise
     log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
-    warm = WarmCli(session_id=session_id, model=model, process=process, verbs=verbs, ws=ws, stamp=None)
+    warm = WarmCli(session_id=session_id, model=model, vm=vm_name, process=process, verbs=verbs, ws=ws, stamp=None)
     try:
         await warm.ready()
     except BaseException:

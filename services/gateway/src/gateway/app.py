@@ -13,12 +13,14 @@ from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 
 from .alerts.triage import Triages
-from .api import alerts, approvals, history, login, pve, sessions
-from . import metrics, pwa
+from .api import alerts, approvals, escalations, history, login, observers, passkeys, push, pve, sessions, vms
+from .api import health as health_checks
+from . import metrics, pwa, stepup
 from .bus import Bus
 from .correlation import RequestIds
 from .guard import Guard
 from .logins import Logins
+from .push.sender import Pusher
 from .settings import Settings
 
 
@@ -28,9 +30,11 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await bus.start()
+        pusher.start()
         try:
             yield
         finally:
+            await pusher.close()
             await triages.close()
             await bus.close()
 
@@ -46,6 +50,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.state.bus = bus
     app.state.logins = Logins(bus)
     triages = app.state.triages = Triages(bus, settings)
+    pusher = app.state.pusher = Pusher(bus, settings)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -65,9 +70,16 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(approvals.router)
     app.include_router(pve.router)
+    app.include_router(vms.router)
+    app.include_router(health_checks.router)
     app.include_router(history.router)
     app.include_router(login.router)
     app.include_router(alerts.router)
+    app.include_router(push.router)
+    app.include_router(escalations.router)
+    app.include_router(passkeys.router)
+    app.include_router(observers.router)
+    stepup.install(app)
 
     async def bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("gateway").warning("bus unavailable on %s: %s", request.url.path, exc)

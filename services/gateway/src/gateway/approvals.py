@@ -16,8 +16,10 @@ operator saw, expires after GRANT_SECONDS, and is redeemed once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -27,10 +29,11 @@ from events.codec import ContractError, decode, encode
 from events.codec import decode_event_lenient
 from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
 from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
+from events.verbs import Verb
 from events.topology import grant_key
 from events.types import utcnow
 
-from . import sessions
+from . import sessions, stepup
 from .bus import Bus
 
 log = logging.getLogger("gateway.approvals")
@@ -47,7 +50,7 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     if await (await bus.locks()).current(session_id) is None:
         return False  # no turn runs, so no approval can be waiting
     trace.bind(session_id=session_id, by=by)
-    asked = await _asked(bus, session_id, approval_id)
+    asked = await find_asked(bus, session_id, approval_id)
     if asked is None or asked.request_id is None:
         log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
         return False
@@ -75,7 +78,39 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     return accepted
 
 
-async def _asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequested | None:
+def decided_in_page_only(settings: Any, verb: Verb) -> bool:
+    """True when a decision on `verb` must be made in the page (step-up: a
+    fresh passkey assertion bound to the request), so a push carries no
+    decision grant and its action only opens the page, and a grant issued
+    before step-up was turned on is refused."""
+    return stepup.required(settings, verb)
+
+
+#: How long a refused decision looks for the one that won (the winner's
+#: gateway records it right after the runner's reply).
+DECIDED_LOOKUP_SECONDS = 1.0
+
+
+async def decided_by(bus: Bus, session_id: str, approval_id: str, *, wait: bool = True) -> str | None:
+    """Who decided this approval (an operator, or `timeout`/`agent-runner`
+    for an automatic denial), as the session records it; None when nobody
+    has (after looking for DECIDED_LOOKUP_SECONDS when `wait`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DECIDED_LOOKUP_SECONDS
+    asked = await find_asked(bus, session_id, approval_id)
+    while asked is not None and asked.request_id is not None:
+        for record in await bus.log.read(session_id):
+            event = decode_event_lenient(record.data)
+            if (isinstance(event, VerbProgressed) and event.request_id == asked.request_id
+                    and event.phase in (VerbPhase.APPROVED, VerbPhase.DENIED)):
+                return event.by
+        if not wait or loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def find_asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequested | None:
     """The session's `approval` event with this id: what the operator saw."""
     for record in reversed(await bus.log.read(session_id)):
         event = decode_event_lenient(record.data)
@@ -89,6 +124,6 @@ async def _grant(bus: Bus, asked: ApprovalRequested, by: str) -> None:
     assert asked.session_id is not None and asked.request_id is not None
     grant = ApprovalGrant(
         approval_id=asked.approval_id, session_id=asked.session_id, request_id=asked.request_id, verb=asked.verb,
-        approved_by=by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
+        approved_by=by, requested_by=asked.by, expires_at=utcnow() + timedelta(seconds=GRANT_SECONDS),
     )
     await (await bus.kv()).put(grant_key(asked.approval_id), encode(grant))

@@ -26,6 +26,7 @@ import re
 
 from fastapi import HTTPException, Request
 
+from . import observers
 from .settings import Settings
 
 #: The actor recorded in events for requests authenticated by the bearer token.
@@ -65,8 +66,12 @@ def identify(settings: Settings, headers) -> str | None:  # headers: case-insens
 
 
 async def require_identity(request: Request) -> str:
-    """FastAPI dependency on every `/api` route."""
+    """FastAPI dependency on every `/api` route. A request with an observer
+    link is that observer's whatever else it carries (gateway.observers)."""
     settings: Settings = request.app.state.settings
+    secret = observers.credential(request.headers, request.query_params)
+    if secret is not None:
+        return await observers.observer_identity(request, secret)
     who = identify(settings, request.headers)
     if who is None and "authorization" not in request.headers and request.method in SAFE_METHODS:
         cookie = request.cookies.get(COOKIE)

@@ -1,10 +1,14 @@
 """The gateway's front door: checks made before any route sees a request.
 
+- A request that presents an observer link may only GET the observable
+  paths of a session (gateway.observers): anything else is 403 here,
+  whatever route it names, before the route or its own guard runs.
 - `Host` must be one this gateway serves (settings.hosts()): a page on some
   other site that rebinds its DNS name to this address gets 400, not the API.
 - A request that carries a body to `/api` (anything but GET/HEAD/OPTIONS)
   must prove an identity by its headers first (cookies never open those
-  methods): a stranger gets 401 before one byte of the body is read.
+  methods): a stranger gets 401 before one byte of the body is read. The
+  one exception is a notification's decision carrying a push grant.
 - Bodies are capped: PROMPT_BODY_BYTES on the prompt route (a prompt is at
   most 32 KiB of text, JSON escaping included), BODY_BYTES elsewhere. A
   declared length over the cap is refused without reading; an undeclared
@@ -19,9 +23,11 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 
+from . import observers
 from .auth import identify
+from .push.grants import DECISION_PATH, GRANT_HEADER, well_formed
 from .settings import Settings
 
 PROMPT_BODY_BYTES = 64 * 1024
@@ -48,6 +54,13 @@ def host_allowed(host: str | None, allowed: list[str]) -> bool:
     else:
         name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
     return name in allowed
+
+
+def carries_grant(path: str, headers: Headers) -> bool:
+    """A notification's decision (api/push.py) proves itself with the grant
+    its push carried, checked by the route; only that route, only a token
+    of the grant's shape."""
+    return path == DECISION_PATH and well_formed(headers.get(GRANT_HEADER))
 
 
 def body_cap(path: str) -> int:
@@ -77,10 +90,15 @@ class Guard:
             await _refuse(send, 400, "unknown host; add it to BREAKGLASS_ALLOWED_HOSTS")
             return
         path: str = scope["path"]
+        if path.startswith("/api/") and observers.credential(headers, QueryParams(scope.get("query_string", b""))) \
+                is not None and not (scope["method"] in observers.OBSERVABLE_METHODS
+                                     and observers.OBSERVABLE_PATHS.match(path)):
+            await _refuse(send, 403, observers.READ_ONLY)
+            return
         if scope["method"] in NO_BODY_METHODS or not path.startswith("/api/") or path.startswith(OWN_GUARD_PREFIXES):
             await self.app(scope, receive, send)
             return
-        if identify(self.settings, headers) is None:
+        if identify(self.settings, headers) is None and not carries_grant(path, headers):
             await _refuse(send, 401, "authentication required", {"WWW-Authenticate": "Bearer"})
             return
         cap = body_cap(path)

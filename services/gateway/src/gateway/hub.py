@@ -30,7 +30,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from events import subjects
@@ -329,6 +329,8 @@ class Hubs:
         self.position = 0
         #: Admission for cold replays from the store (see MAX_REPLAYS).
         self.replays = asyncio.Semaphore(MAX_REPLAYS)
+        #: Whole-stream readers riding the same consumer (gateway.push).
+        self._observers: list[Callable[[str, int, bytes], None]] = []
 
     def __len__(self) -> int:
         return len(self._hubs)
@@ -339,8 +341,20 @@ class Hubs:
         self._firehose = await events.follow_sessions(self.position, self._on_record)
         self._watch = asyncio.ensure_future(self._watch_reconnects(self._bus.nc))
 
+    async def follow(self, observer: Callable[[str, int, bytes], None]) -> None:
+        """Call `observer(session_id, seq, data)` for every session event
+        stored from now on (the firehose is started if it was not)."""
+        if observer not in self._observers:
+            self._observers.append(observer)
+        await self._firehose_started()
+
     def _on_record(self, session_id: str, seq: int, data: bytes) -> None:
         self.position = seq
+        for observer in self._observers:
+            try:
+                observer(session_id, seq, data)
+            except Exception:  # an observer's bug must not stop the live path
+                log.exception("a firehose observer failed on event %d", seq)
         hub = self._hubs.get(session_id)
         if hub is not None:
             hub.on_record(seq, data)

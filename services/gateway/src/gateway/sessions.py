@@ -40,24 +40,29 @@ class TurnLost(RuntimeError):
     """The turn was ended before it was queued (see `start_turn`)."""
 
 
-async def open_session(bus: Bus, by: str, *, session_id: str | None = None) -> str:
+async def open_session(bus: Bus, by: str, *, session_id: str | None = None, vm: str | None = None) -> str:
     """A new session (`session_id`: one the caller already chose, e.g. the
-    alert receiver, which names it before it exists)."""
+    alert receiver, which names it before it exists), bound to `vm` (a name
+    of BREAKGLASS_VMS the caller checked; None: the default VM)."""
     session_id = session_id or new_id()
-    record = SessionRecord(session_id=session_id, created_by=by, created_at=utcnow())
+    record = SessionRecord(session_id=session_id, created_by=by, created_at=utcnow(), vm=vm)
     await (await bus.kv()).create(session_key(session_id), encode(record))
     return session_id
 
 
-async def hint_warm(bus: Bus, session_id: str, by: str, model: str | None) -> None:
+async def hint_warm(bus: Bus, session_id: str, by: str, model: str | None, vm: str | None = "") -> None:
     """Tell the runners a prompt may follow (WarmSession): one of them
     starts the session's CLI ahead of need. Best effort and never in the
-    way: without NATS, or refused, the first prompt only starts cold."""
+    way: without NATS, or refused, the first prompt only starts cold.
+    `vm` "": read it from the session's record."""
     nc = bus.nc
     if nc is None or not nc.is_connected:
         return
     try:
-        await nc.publish(subjects.warm(session_id), encode(WarmSession(by=by, session_id=session_id, model=model)))
+        if vm == "":
+            vm = (await get_session(bus, session_id)).vm
+        hint = WarmSession(by=by, session_id=session_id, model=model, vm=vm)
+        await nc.publish(subjects.warm(session_id), encode(hint))
     except Exception as exc:  # a hint lost costs only the head start
         log.info("could not send the warm hint for %s: %s", session_id, exc)
 
@@ -80,7 +85,7 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     seconds. `read_only`: the runner holds every mutating verb for a
     human's approval whatever its policy (an alert's triage;
     StartTurn.read_only)."""
-    await get_session(bus, session_id)
+    record = await get_session(bus, session_id)
     turn_id = new_id()
     trace.bind(session_id=session_id, turn_id=turn_id, by=by)
     locks = await bus.locks()
@@ -95,7 +100,8 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     except Exception:
         await locks.release(session_id, turn_id)
         raise
-    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model, read_only=read_only)
+    command = StartTurn(by=by, session_id=session_id, turn_id=turn_id, prompt=prompt, model=model, read_only=read_only,
+                        vm=record.vm)
     try:
         await bus.js.publish(subjects.PROMPT, encode(command), headers=trace.headers(**{"Nats-Msg-Id": turn_id}))
     except Exception as exc:

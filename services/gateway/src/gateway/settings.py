@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
+from events.vms import Vm, VmList
+from events.vms import from_env as vms_from_env
+
+from events.verbs import Verb, two_person_verbs
 
 from .alerts.vms import DEFAULT_VM, VmMap
 
@@ -51,6 +55,38 @@ class Settings:
     #: The operator let the agent run without a sandbox (agent-runner's
     #: BREAKGLASS_ALLOW_UNSANDBOXED_AGENT): `/ready` says so in its body.
     agent_unsandboxed: bool = False
+    #: Where the gateway keeps its own files (the Web Push key).
+    data_dir: Path = Path(".breakglass")
+    #: The VAPID `sub` contact push services may write to about our pushes.
+    push_contact: str = "mailto:breakglass@localhost"
+    #: A subscription not renewed (the page posts it on every load) within this long is dropped.
+    push_subscription_days: float = 30.0
+    #: Accept http:// push endpoints (tests and a local push service only).
+    push_allow_http: bool = False
+    #: agent-runner's approval timeout (the same variable): a notification's
+    #: decision grant dies with its approval.
+    approval_timeout_seconds: float = 300.0
+    #: A running turn without output this long pushes a warning (the PWA's default).
+    silence_warning_seconds: float = 180.0
+    #: BREAKGLASS_STEP_UP=1: a mutating verb, pressed or approved, needs a
+    #: fresh passkey assertion bound to that request (gateway.stepup).
+    step_up: bool = False
+    #: How long a step-up challenge may be answered (single use).
+    step_up_seconds: float = 120.0
+    #: The WebAuthn relying party: the host name the PWA is served under,
+    #: and the exact origins (scheme://host[:port]) assertions may come from.
+    webauthn_rp_id: str = "localhost"
+    webauthn_origins: tuple[str, ...] = ("http://localhost:8080",)
+    #: BREAKGLASS_TWO_PERSON_VERBS: verbs that need a second operator's
+    #: Approve (gateway.presses); pve-executor enforces it again.
+    two_person: frozenset[Verb] = frozenset()
+    #: How long an operator's two-person press waits for the second operator.
+    two_person_wait_seconds: float = 600.0
+    #: The longest an observer link may live (gateway.observers).
+    observer_max_seconds: float = 7 * 24 * 3600.0
+    #: The VMs the console may act on (events.vms): the gateway's allow-list;
+    #: the first is the one the single-VM routes address.
+    vms: VmList = VmList((Vm(name=DEFAULT_VM, vmid=102),))
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
@@ -59,10 +95,12 @@ class Settings:
         model = env.str("MODEL", models[0]) or models[0]
         if model not in models:
             raise ConfigError(f"BREAKGLASS_MODEL {model!r} is not in BREAKGLASS_MODELS ({', '.join(models)})")
+        port = env.int("PORT", 8080, minimum=1, maximum=65535)
+        rp_id = env.str("WEBAUTHN_RP_ID", "localhost") or "localhost"
         return cls(
             nats_url=nats_url(env, "the gateway"),
             host=env.str("HOST", "127.0.0.1") or "127.0.0.1",
-            port=env.int("PORT", 8080, minimum=1, maximum=65535),
+            port=port,
             api_token=env.secret("API_TOKEN"),
             trust_edge_header=env.bool("TRUST_EDGE_HEADER", False),
             edge_user_header=env.str("EDGE_USER_HEADER", "X-authentik-username") or "X-authentik-username",
@@ -80,6 +118,20 @@ class Settings:
             alert_vms=VmMap.parse(env.str("ALERT_VMS"), _default_vm(env)),
             alert_window_seconds=env.float("ALERT_WINDOW_SECONDS", 900.0, minimum=0.0),
             triage_timeout_seconds=env.float("TRIAGE_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
+            data_dir=Path(env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve(),
+            push_contact=_contact(env.str("PUSH_CONTACT", "mailto:breakglass@localhost") or ""),
+            push_subscription_days=env.float("PUSH_SUBSCRIPTION_DAYS", 30.0, minimum=0.001),
+            push_allow_http=env.bool("PUSH_ALLOW_HTTP", False),
+            approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
+            silence_warning_seconds=env.float("SILENCE_WARNING_SECONDS", 180.0, minimum=1.0),
+            step_up=env.bool("STEP_UP", False),
+            step_up_seconds=env.float("STEP_UP_SECONDS", 120.0, minimum=5.0),
+            webauthn_rp_id=rp_id,
+            webauthn_origins=env.list("WEBAUTHN_ORIGINS", (_default_origin(rp_id, port),)),
+            two_person=two_person_verbs(env),
+            two_person_wait_seconds=env.float("TWO_PERSON_WAIT_SECONDS", 600.0, minimum=10.0),
+            observer_max_seconds=env.float("OBSERVER_MAX_SECONDS", 7 * 24 * 3600.0, minimum=60.0),
+            vms=vms_from_env(env),
         ).checked()
 
     def checked(self) -> "Settings":
@@ -113,6 +165,19 @@ def _edge_secret(env: Env) -> str | None:
             "the user header"
         )
     return secret
+
+
+def _contact(value: str) -> str:
+    """RFC 8292 §2.1: a `mailto:` or `https:` URI push services may use."""
+    if not (value.startswith("mailto:") or value.startswith("https://")) or any(c.isspace() for c in value):
+        raise ConfigError(f"BREAKGLASS_PUSH_CONTACT must be a mailto: or https:// URI, got {value!r}")
+    return value
+
+
+def _default_origin(rp_id: str, port: int) -> str:
+    """Where the PWA is served when BREAKGLASS_WEBAUTHN_ORIGINS is not set:
+    this port on localhost, else the relying party's own https origin."""
+    return f"http://localhost:{port}" if rp_id == "localhost" else f"https://{rp_id}"
 
 
 def _default_vm(env: Env) -> str | None:

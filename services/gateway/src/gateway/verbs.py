@@ -27,6 +27,7 @@ from events.topology import verb_key
 from events.types import new_id
 from events.verb_requests import no_answer, record_requested, run_verb
 from events.verbs import ALL, Verb
+from events.vms import Vm, VmList
 
 from .bus import Bus
 
@@ -42,19 +43,23 @@ class VerbNotAllowed(ValueError):
 
 
 async def request_verb(
-    bus: Bus, verb: Verb, *, by: str, wait_seconds: float,
+    bus: Bus, verb: Verb, *, by: str, wait_seconds: float, vm: Vm, vms: VmList,
     session_id: str | None = None, idempotency_key: str | None = None,
 ) -> VerbResult:
     if verb not in ALL:
         raise VerbNotAllowed(verb)
+    if vm not in vms.vms:  # the route resolved it from the list; checked again all the same
+        raise VerbNotAllowed(f"VM {vm.vmid} is not in BREAKGLASS_VMS")
     # The HTTP request's own id (events.trace), so one id names the press
     # in the gateway's, the bus's and pve-executor's records alike.
     request_id = trace.current().get("request_id") or new_id()
-    trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id)
+    trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id, vm=vm.name)
     log.info("verb requested%s", f" (idempotency key {idempotency_key})" if idempotency_key else "")
     await record_requested(bus.log, VerbProgressed(
-        session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id))
-    command = RunVerb(by=by, request_id=request_id, verb=verb, session_id=session_id, idempotency_key=idempotency_key)
+        session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id,
+        vm=vm.name, vmid=vm.vmid))
+    command = RunVerb(by=by, request_id=request_id, verb=verb, session_id=session_id, idempotency_key=idempotency_key,
+                      vmid=vm.vmid)
     nc = bus.nc
     assert nc is not None
     on_duplicate = partial(_stored_result, bus, verb, idempotency_key, wait_seconds) if idempotency_key else None

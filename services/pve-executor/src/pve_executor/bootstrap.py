@@ -15,6 +15,7 @@ from events.log import EventLog
 from events.metrics import serving
 from events.topology import EXECUTOR_CONSUMER, Topology, ensure
 
+from .binding import SessionVms
 from .grants import Grants, from_transport
 from .records import IdempotencyRecords, VmLocks
 from .settings import Settings
@@ -63,14 +64,15 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             locks=VmLocks(kv, stale_after=settings.lock_stale_seconds, lease=settings.verb_lease_seconds),
             publish=_publisher(nc),
             grants=Grants(kv),
+            bindings=SessionVms(kv),
             max_payload=nc.max_payload or 1024 * 1024,
         )
         problem = settings.problem()
         if problem:
             log.error("%s: every verb will be answered with this error", problem)
         else:
-            log.info("consuming verb commands for VM %d on %s@%s:%d (key %s, host key pinned by %s)",
-                     settings.pve_vmid, settings.pve_user, settings.pve_host, settings.pve_port,
+            log.info("consuming verb commands for VMs %s on %s@%s:%d (key %s, host key pinned by %s)",
+                     " ".join(f"{vm.name}={vm.vmid}" for vm in settings.vms.vms), settings.pve_user, settings.pve_host, settings.pve_port,
                      settings.pve_key_file or "from the ssh-agent", settings.pve_known_hosts)
             if not settings.pve_key_file:
                 log.warning("offering every key of the ssh-agent: if one the host accepts is not bound to the "

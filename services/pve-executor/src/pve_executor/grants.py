@@ -15,6 +15,12 @@ is taken on trust:
   same session, request and verb, must not have expired, and is redeemed
   once: pve-executor creates `spent.<approval_id>` (compare-and-set), so a
   replayed command finds it and is refused.
+- two-person rule: a verb in BREAKGLASS_TWO_PERSON_VERBS runs, whoever
+  asked, only against such a grant whose approver is an operator other
+  than the one who asked (never the agent: agent-runner writes no grants,
+  and a grant naming `agent` as approver is refused all the same). An
+  operator's press of such a verb reaches here only after a second operator
+  approved it in the gateway (gateway.presses).
 """
 
 from __future__ import annotations
@@ -53,18 +59,21 @@ def from_transport(command: Command, subject: str) -> Command:
     return replace(command, origin="operator")
 
 
-def needs_grant(cmd: RunVerb, verb: Verb, policy: str) -> bool:
-    return policy == APPROVE_MUTATING and cmd.origin == AGENT and is_mutating(verb)
+def needs_grant(cmd: RunVerb, verb: Verb, policy: str, two_person: frozenset[Verb] = frozenset()) -> bool:
+    return verb in two_person or (policy == APPROVE_MUTATING and cmd.origin == AGENT and is_mutating(verb))
 
 
 class Grants:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def redeem(self, cmd: RunVerb, verb: Verb) -> str | None:
+    async def redeem(self, cmd: RunVerb, verb: Verb, *, two_person: bool = False) -> str | None:
         """None when `cmd` carries a valid, unspent grant (now spent), else
-        why it may not run, in words."""
+        why it may not run, in words. `two_person`: the approver must be an
+        operator other than who asked."""
         if cmd.approval_id is None:
+            if two_person:
+                return f"`{verb.value}` needs a second operator's approval (two-person rule), and this one carries none"
             return "an agent's mutating verb needs the operator's approval, and this one carries none"
         try:
             entry = await self._kv.get(grant_key(cmd.approval_id))
@@ -78,6 +87,9 @@ class Grants:
         if grant.session_id != cmd.session_id or grant.request_id != cmd.request_id or grant.verb != verb:
             return (f"approval {cmd.approval_id} was given for `{grant.verb.value}` (request {grant.request_id}) "
                     "in another session or request, not for this one")
+        if two_person and (grant.approved_by in (cmd.by, AGENT) or grant.requested_by not in (None, cmd.by)):
+            return (f"`{verb.value}` needs a second operator's approval (two-person rule): approval "
+                    f"{cmd.approval_id} was given by {grant.approved_by!r} for a request by {cmd.by!r}")
         if utcnow() >= grant.expires_at:
             return f"approval {cmd.approval_id} expired at {grant.expires_at.isoformat()}"
         try:

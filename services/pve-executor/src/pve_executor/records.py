@@ -59,6 +59,8 @@ class VmLock(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
     #: Set right before the command is sent: the host may have run it.
     sent: bool = False
+    #: The VM the verb acts on (None: a lock from before many VMs, the default).
+    vmid: int | None = None
 
 
 _vm_lock_decoder = msgspec.json.Decoder(VmLock)

@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass
 
 from events.config import PREFIX, ConfigError, Env, nats_url
-from events.verbs import APPROVE_MUTATING, POLICIES
+from events.verbs import APPROVE_MUTATING, POLICIES, Verb, two_person_verbs
+from events.vms import Vm, VmList
+from events.vms import from_env as vms_from_env
 
 #: Everything that happens after the connection is up is bounded by the verb
 #: timeout; getting the connection up has its own, shorter limit.
@@ -35,7 +37,9 @@ class Settings:
     pve_user: str = "breakglass"
     pve_key_file: str | None = None
     pve_known_hosts: str | None = None
-    pve_vmid: int = 102
+    #: The VMs verbs may act on (BREAKGLASS_VMS, or the one BREAKGLASS_PVE_VMID
+    #: names): the executor's allow-list, checked before anything is sent.
+    vms: VmList = VmList((Vm(name="devvm", vmid=102),))
     verb_timeout_seconds: float = 120.0
     #: A mutating verb that waited on the queue longer than this (pve-executor
     #: was down) is refused, not run late: the operator saw it fail already.
@@ -58,6 +62,9 @@ class Settings:
     #: BREAKGLASS_VERB_POLICY, enforced here too: under `approve-mutating`
     #: an agent's mutating verb runs only with the operator's grant (grants).
     verb_policy: str = APPROVE_MUTATING
+    #: BREAKGLASS_TWO_PERSON_VERBS, enforced here too: such a verb runs only
+    #: against a grant by someone other than who asked (grants).
+    two_person: frozenset[Verb] = frozenset()
 
     @classmethod
     def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":
@@ -69,7 +76,7 @@ class Settings:
             pve_user=env.str("PVE_USER", "breakglass") or "breakglass",
             pve_key_file=env.str("PVE_KEY_FILE"),
             pve_known_hosts=env.str("PVE_KNOWN_HOSTS"),
-            pve_vmid=env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999),
+            vms=vms_from_env(env),
             verb_timeout_seconds=env.float("VERB_TIMEOUT_SECONDS", 120.0, minimum=1.0),
             mutating_max_age_seconds=env.float("VERB_MAX_AGE_SECONDS", 60.0, minimum=1.0),
             output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
@@ -78,7 +85,19 @@ class Settings:
             metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
             metrics_port=env.int("EXECUTOR_METRICS_PORT", 0, minimum=0, maximum=65535),
             verb_policy=env.choice("VERB_POLICY", APPROVE_MUTATING, POLICIES),
+            two_person=two_person_verbs(env),
         )
+
+    @property
+    def pve_vmid(self) -> int:
+        """The default VM's id (the first of the list)."""
+        return self.vms.default.vmid
+
+    def command(self, verb: str, vm: Vm) -> str:
+        """What is sent to the host script: the bare verb while there is one
+        VM (a host script from before many VMs understands it), else the verb
+        and the VM's id, which the script checks against its own VMIDS."""
+        return verb if len(self.vms.vms) == 1 else f"{verb} {vm.vmid}"
 
     @property
     def longest_run_seconds(self) -> float:

@@ -50,8 +50,10 @@ from events.kinds import VerbPhase, VerbProgressed
 from events.log import EventLog
 from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
+from events.vms import Vm
 
 from . import metrics
+from .binding import SessionVms
 from .grants import Grants, needs_grant
 from .output import fit
 from .records import HeldLock, IdempotencyRecords, VmLock, VmLocks
@@ -91,6 +93,8 @@ class VerbHandler:
     locks: VmLocks
     publish: Publish
     grants: Grants | None = None
+    #: Checks an agent's verb against its session's VM (binding); None: unchecked (tests of other paths).
+    bindings: SessionVms | None = None
     max_payload: int = 1024 * 1024
     append_retry_seconds: float = APPEND_RETRY_SECONDS
     #: This process, as VM locks name their holder.
@@ -161,7 +165,7 @@ class VerbHandler:
         leases lapsed) as `lost`: a mutating verb's, freeing the VM, and
         read-only ones'. True when a verb was ended."""
         alive = self._alive
-        abandoned = [held for held in [await self.locks.abandoned(self.settings.pve_vmid, alive=alive)]
+        abandoned = [held for held in [await self.locks.abandoned(vmid, alive=alive) for vmid in self.settings.vms.vmids]
                      if held is not None]
         abandoned += await self.locks.abandoned_reads(alive=alive)
         ended = False
@@ -184,7 +188,7 @@ class VerbHandler:
             return False
         verb = Verb(lock.verb)
         cmd = RunVerb(by=lock.by, request_id=lock.request_id, verb=verb, session_id=lock.session_id,
-                      idempotency_key=lock.idempotency_key)
+                      idempotency_key=lock.idempotency_key, vmid=lock.vmid)
         result = lost(verb, lock.sent)
         log.warning("verb %s (request %s, by %s) was lost with its executor %s; %s", verb.value, lock.request_id,
                     lock.by, lock.owner or "(unknown)", "it may have run" if lock.sent else "it was not sent")
@@ -203,11 +207,25 @@ class VerbHandler:
         await self._reply(cmd, result)
 
     async def _execute(self, cmd: RunVerb, verb: Verb) -> VerbResult:
-        if needs_grant(cmd, verb, self.settings.verb_policy):
-            refused = "no grant store" if self.grants is None else await self.grants.redeem(cmd, verb)
+        vm = self.settings.vms.by_vmid(cmd.vmid)
+        if vm is None:
+            log.warning("refused %s on VM %s (request %s, by %s): not in BREAKGLASS_VMS", verb.value, cmd.vmid,
+                        cmd.request_id, cmd.by)
+            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=(
+                f"refused: VM {cmd.vmid} is not one this console may act on (BREAKGLASS_VMS lists "
+                f"{', '.join(str(v) for v in self.settings.vms.vmids)}); nothing was run"
+            ))
+        if needs_grant(cmd, verb, self.settings.verb_policy, self.settings.two_person):
+            two_person = verb in self.settings.two_person
+            refused = "no grant store" if self.grants is None else await self.grants.redeem(
+                cmd, verb, two_person=two_person)
             if refused is not None:
-                log.warning("refused the agent's %s (request %s): %s", verb.value, cmd.request_id, refused)
+                log.warning("refused %s's %s (request %s): %s", cmd.by, verb.value, cmd.request_id, refused)
                 return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {refused}")
+        unbound = await self.bindings.refusal(cmd, vm, self.settings.vms) if self.bindings is not None else None
+        if unbound is not None:
+            log.warning("refused the agent's %s on VM %d (request %s): %s", verb.value, vm.vmid, cmd.request_id, unbound)
+            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {unbound}")
         problem = self.settings.problem()
         if problem is not None or self.runner is None:
             return VerbResult(verb=verb, exit_code=EX_CONFIG, rejected=True,
@@ -217,9 +235,9 @@ class VerbHandler:
             if read is None:
                 log.warning("every read lease slot is held: verb %s (request %s) runs without a lease",
                             verb.value, cmd.request_id)
-                return await self._run(cmd, verb, self.runner)
+                return await self._run(cmd, verb, vm, self.runner)
             async with self._leased(read) as lease:
-                return await self._run(cmd, verb, self.runner, lease)
+                return await self._run(cmd, verb, vm, self.runner, lease)
         waited = (utcnow() - cmd.ts).total_seconds()
         if waited > self.settings.mutating_max_age_seconds:
             log.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id, waited)
@@ -227,7 +245,7 @@ class VerbHandler:
                 f"expired: requested {waited:.0f} s ago, while pve-executor was unavailable; "
                 "not run late. Check `status` and press again if it is still needed"
             ))
-        vmid = self.settings.pve_vmid
+        vmid = vm.vmid
         try:
             await self.sweep()  # a dead executor's lapsed lock must not read as busy
         except Exception as exc:
@@ -240,12 +258,12 @@ class VerbHandler:
                 f"({held.verb}, requested by {held.by}, request {held.request_id}); try again when it is done"
             ))
         async with self._leased(held) as lease:
-            return await self._run(cmd, verb, self.runner, lease)
+            return await self._run(cmd, verb, vm, self.runner, lease)
 
     def _lock_for(self, cmd: RunVerb, verb: Verb) -> VmLock:
         """What a lease records: enough to end the verb `lost` without us."""
         return VmLock(request_id=cmd.request_id, verb=verb.value, by=cmd.by, taken_at=0, owner=self.owner,
-                      session_id=cmd.session_id, idempotency_key=cmd.idempotency_key)
+                      session_id=cmd.session_id, idempotency_key=cmd.idempotency_key, vmid=cmd.vmid)
 
     def _alive(self, lock: VmLock) -> bool:
         return lock.owner == self.owner and lock.request_id in self.holding
@@ -282,12 +300,13 @@ class VerbHandler:
                     return
                 await asyncio.sleep(0.5)
 
-    async def _run(self, cmd: RunVerb, verb: Verb, runner: Runner, lease: "Lease | None" = None) -> VerbResult:
+    async def _run(self, cmd: RunVerb, verb: Verb, vm: Vm, runner: Runner, lease: "Lease | None" = None) -> VerbResult:
         async def announce() -> None:
             # Called once the host is reached and verified, before the verb
             # is sent: `running` means it really is about to run.
             await self._record(cmd, VerbProgressed(
                 session_id=cmd.session_id, by=cmd.by, verb=verb, phase=VerbPhase.RUNNING, request_id=cmd.request_id,
+                vm=vm.name, vmid=vm.vmid,
             ), "running")
             # The lock says so too (an executor ending it `lost` tells "may
             # have run" from "not sent"); a lock lost already: do not send.
@@ -300,13 +319,14 @@ class VerbHandler:
 
         started = asyncio.get_running_loop().time()
         try:
-            completed = await runner.run(verb.value, self.settings.verb_timeout_seconds, announce)
+            completed = await runner.run(self.settings.command(verb.value, vm), self.settings.verb_timeout_seconds,
+                                         announce)
         except NotRecorded as exc:
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"not run: the audit log cannot record it ({exc}); nothing reaches the host unaudited"
             ))
-        log.info("verb %s (request %s, by %s) exited %d in %.2f s", verb.value, cmd.request_id, cmd.by,
-                 completed.exit_code, asyncio.get_running_loop().time() - started)
+        log.info("verb %s on VM %d (request %s, by %s) exited %d in %.2f s", verb.value, vm.vmid, cmd.request_id,
+                 cmd.by, completed.exit_code, asyncio.get_running_loop().time() - started)
         return VerbResult(verb=verb, exit_code=completed.exit_code, stdout=completed.stdout,
                           stderr=completed.stderr, rejected=not completed.started)
 
@@ -334,11 +354,13 @@ class VerbHandler:
         return first.result
 
     async def _done(self, cmd: RunVerb, result: VerbResult) -> None:
+        vm = self.settings.vms.by_vmid(cmd.vmid)
         try:
             await self._record(cmd, VerbProgressed(
                 session_id=cmd.session_id, by=cmd.by, verb=result.verb, phase=VerbPhase.DONE,
                 request_id=cmd.request_id, exit_code=result.exit_code, stdout=result.stdout,
                 stderr=result.stderr, rejected=result.rejected, lost=result.lost,
+                vm=vm.name if vm is not None else None, vmid=vm.vmid if vm is not None else cmd.vmid,
             ), "done")
         except NotRecorded:
             log.error("the outcome of request %s (%s, exit %d) is missing from the log", cmd.request_id,

@@ -90,7 +90,7 @@ async def _group(
         if group is not None and (not group.closed or not fires):
             return group.session_id
         if not opened:
-            opened.append(await _vm_session(bus, vm, window))
+            opened.append(await _vm_session(bus, vm, window, bound=vm if settings.vms.named(vm) else None))
         return opened[0]
 
     # 1 + 2: the session, and the alerts whose status changed, recorded.
@@ -143,10 +143,12 @@ async def _group(
     start_triage(session_id, vm, firing[0], key)
 
 
-async def _vm_session(bus: Bus, vm: str, window: float) -> str:
+async def _vm_session(bus: Bus, vm: str, window: float, *, bound: str | None = None) -> str:
     """The VM's open alert session, or a new one. Decided by CAS on the VM's
     record before the session exists, so that concurrent first alerts of a
-    storm all land in the one session that won."""
+    storm all land in the one session that won. `bound`: the alert's VM
+    when BREAKGLASS_VMS lists it (the triage agent then works on it), else
+    the session is the default VM's."""
     kv = await bus.kv()
     candidate = new_id()
 
@@ -159,7 +161,7 @@ async def _vm_session(bus: Bus, vm: str, window: float) -> str:
 
     session_id = await state.change(kv, alert_vm_key(vm), VmWindow, pick)
     if session_id == candidate:
-        await sessions.open_session(bus, ALERTMANAGER, session_id=candidate)
+        await sessions.open_session(bus, ALERTMANAGER, session_id=candidate, vm=bound)
     return session_id
 
 

@@ -25,6 +25,7 @@ from events.codec import decode_event_lenient
 from events.commands import VerbResult
 from events.kinds import AlertReceived, DiagnosisReady, Outcome, ResultReported, TextSaid, TurnEnded
 from events.types import MAX_PROMPT_BYTES, new_id
+from events.vms import Vm
 from events.verbs import Verb, is_mutating
 
 from .. import sessions, verbs
@@ -97,7 +98,9 @@ async def run(bus: Bus, settings: Settings, session_id: str, vm: str, alert: Ale
     log.info("triage started for %s on %s", alert.alertname, vm)
     outcome: Outcome | None = None
     try:
-        results = dict(zip(READ_ONLY, await asyncio.gather(*(_verb(bus, settings, session_id, v) for v in READ_ONLY))))
+        target = settings.vms.named(vm) or settings.vms.default  # the session's VM (receive binds it)
+        results = dict(zip(READ_ONLY, await asyncio.gather(*(_verb(bus, settings, session_id, v, target)
+                                                             for v in READ_ONLY))))
         after = await bus.log.last_seq(session_id)
         try:
             turn_id = await sessions.start_turn(
@@ -119,10 +122,11 @@ async def run(bus: Bus, settings: Settings, session_id: str, vm: str, alert: Ale
     log.info("triage done (%s)", outcome.value if outcome else "no turn")
 
 
-async def _verb(bus: Bus, settings: Settings, session_id: str, verb: Verb) -> VerbResult:
+async def _verb(bus: Bus, settings: Settings, session_id: str, verb: Verb, vm: Vm) -> VerbResult:
     with trace.bound(request_id=new_id()):  # each verb its own request id (its Nats-Msg-Id)
         return await verbs.request_verb(
-            bus, verb, by=TRIAGE, wait_seconds=settings.verb_wait_seconds, session_id=session_id)
+            bus, verb, by=TRIAGE, wait_seconds=settings.verb_wait_seconds, session_id=session_id, vm=vm,
+            vms=settings.vms)
 
 
 async def _turn_end(bus: Bus, session_id: str, turn_id: str, after: int, timeout: float) -> tuple[Outcome | None, str]:

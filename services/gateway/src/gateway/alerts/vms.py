@@ -3,9 +3,9 @@
 `BREAKGLASS_ALERT_VMS` is a comma-separated list of `VM:LABEL=VALUE`
 rules, tried in order; the first whose label has that value names the VM.
 An alert no rule matches goes to `BREAKGLASS_ALERT_DEFAULT_VM` (`none`:
-it is acknowledged and ignored). With one VM today, the name keys the triage
-window and shows in the session; the many-VM work passes it on to the
-verbs through this same map.
+it is acknowledged and ignored). The name keys the triage window; when
+BREAKGLASS_VMS lists it, the triage session is bound to that VM (its agent
+and verbs act there), else to the default VM.
 """
 
 from __future__ import annotations

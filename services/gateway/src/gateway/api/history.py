@@ -20,7 +20,7 @@ from .deps import SessionIdParam, bus_of, event_id, require_session
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)], tags=["history"])
 
 
-@router.get("/sessions", responses={200: {"description": "`{sessions: [...], next_before}`, newest first"}})
+@router.get("/sessions", responses={200: {"description": "`{sessions: [...], next_before, searched, stored}`, newest first; a search looks at about 2,000 sessions per call (`searched` of `stored`) and goes on from `next_before`"}})
 async def list_sessions(
     request: Request,
     q: Annotated[str, Query(max_length=200, description="filter on title, creator or id")] = "",

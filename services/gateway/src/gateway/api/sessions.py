@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -14,6 +14,7 @@ from .. import sessions
 from ..attach import frames
 from ..auth import require_identity
 from .deps import Identity, SessionIdParam, bus_of, event_id, require_session
+from .vms import resolve
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)])
 
@@ -21,6 +22,12 @@ router = APIRouter(prefix="/api", dependencies=[Depends(require_identity)])
 
 class OpenedSession(BaseModel):
     session_id: str
+    vm: str = Field(description="the VM the session is bound to")
+
+
+class OpenBody(BaseModel):
+    vm: str | None = Field(default=None, min_length=1, max_length=64,
+                           description="the VM the session is about (name or VMID); default: the first VM")
 
 
 class PromptBody(BaseModel):
@@ -37,12 +44,14 @@ class Cancelled(BaseModel):
     cancelled: bool
 
 
-@router.post("/session", response_model=OpenedSession)
-async def open_session(request: Request, who: Identity) -> OpenedSession:
+@router.post("/session", response_model=OpenedSession, responses={404: {"description": "unknown VM"}})
+async def open_session(request: Request, who: Identity, body: Annotated[OpenBody | None, Body()] = None) -> OpenedSession:
+    vms = request.app.state.settings.vms
+    vm = resolve(vms, body.vm) if body is not None and body.vm is not None else vms.default
     bus = bus_of(request)
-    session_id = await sessions.open_session(bus, who)
-    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)
-    return OpenedSession(session_id=session_id)
+    session_id = await sessions.open_session(bus, who, vm=vm.name)
+    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model, vm.name)
+    return OpenedSession(session_id=session_id, vm=vm.name)
 
 
 @router.get(
@@ -62,7 +71,7 @@ async def stream(
     if last_event_id is not None:
         start = event_id(last_event_id, "Last-Event-ID")
     await require_session(bus, session_id)
-    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)
+    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)  # its VM: from its record
     keepalive = request.app.state.settings.keepalive_seconds
     return EventSourceResponse(
         frames(bus, session_id, start),

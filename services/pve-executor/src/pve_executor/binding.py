@@ -1,0 +1,42 @@
+"""An agent's verb acts on its session's VM only.
+
+agent-runner names the VM of the session in the commands it publishes, but
+its NATS credential is readable wherever the agent runs, so the name is
+checked here against the session's record (the gateway's KV entry, which
+neither the agent nor agent-runner may write): an agent verb for another
+VM, or for a session that does not exist, is refused before anything is
+sent. An operator's verb is not bound: the operator may act on any listed
+VM, in a session or not (the gateway checks its session binding).
+"""
+
+from __future__ import annotations
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from events.codec import ContractError, decode
+from events.commands import RunVerb, SessionRecord
+from events.topology import session_key
+from events.vms import Vm, VmList
+
+from .grants import AGENT
+
+
+class SessionVms:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def refusal(self, cmd: RunVerb, vm: Vm, vms: VmList) -> str | None:
+        """Why the agent may not act on `vm` in its session, or None."""
+        if cmd.origin != AGENT:
+            return None
+        if cmd.session_id is None:
+            return "an agent's verb must name its session"
+        try:
+            record = decode((await self._kv.get(session_key(cmd.session_id))).value or b"", SessionRecord)
+        except (KeyNotFoundError, ContractError):
+            return f"session {cmd.session_id} does not exist"
+        bound = record.vm or vms.default.name
+        if bound != vm.name:
+            return f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); the agent acts on its session's VM only"
+        return None
