@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 
 from tests.fake_executor import fake_executor, queued_verbs
@@ -124,7 +125,15 @@ async def test_approve_mutating_a_reset_waits_for_the_operator_then_runs(stack, 
     assert {e["request_id"] for e in of(frames, "verb")} == {approval["request_id"]} == {run.request_id}
     told, is_error = tool_result_sent_to_model(stack.api)
     assert "verb reset: exit 0" in told and "approved by operator" in told and not is_error
-    assert not os.path.exists(socket_path) and not os.path.exists(os.path.join(workspace, config_name))
+    # The socket lives as long as the CLI that was told about it: gone with a
+    # per-turn CLI; a warm CLI's refuses everything between turns.
+    if os.path.exists(socket_path):
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(socket_path)
+            conn.sendall(b'{"verb": "status"}\n')
+            between = json.loads(conn.makefile().readline())
+        assert between["rejected"] and "no turn is running" in between["summary"], between
+        assert len(executor.commands) == 1
 
 
 async def test_approve_mutating_a_denied_reset_is_never_published(stack, client, nats_url):

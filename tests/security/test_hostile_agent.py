@@ -17,6 +17,7 @@ them in force.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -310,3 +311,41 @@ async def test_an_injected_agent_reaches_no_secret_no_service_and_no_approval(
     assert turn_2, "turn 2 never reached the model"
     assert not [r for r in turn_2 if MARKER in json.dumps(r.json)], "a planted CLAUDE.md or setting reached the model"
     assert not [r for r in turn_2 if any("planted" in t for t in r.tools)], "a planted MCP server was loaded"
+
+
+#: The warm case's turn 1: a planter that outlives its turn, out of the
+#: CLI's process group (setsid), holding its script in memory, waking once a
+#: warm CLI for the next turn may already be waiting.
+LATE_PLANT = "P=$(cat <<'EOF'\n" + PLANT + "\nEOF\n)\nexport P\n" + \
+    """setsid nohup sh -c 'sleep 3; eval "$P"' </dev/null >/dev/null 2>&1 &\necho started"""
+
+
+async def test_a_warm_cli_serves_no_later_turn_anything_a_turn_planted(up: Up, api: FakeAnthropic) -> None:
+    """Turns on warm CLIs (agent_runner.warm): a turn that ran Bash ends its
+    CLI and everything it started, even detached, before the next CLI is
+    laid out clean; the next turn, on a warm CLI, finds nothing planted."""
+    data = Path(up.env["BREAKGLASS_DATA_DIR"])
+    api.script(tool_use("Bash", {"command": LATE_PLANT}), text("done"), tool_use("Bash", {"command": CHECK}),
+               text("done again"))
+    async with httpx.AsyncClient(base_url=up.base, headers=HEADERS, timeout=60) as client:
+        sid = (await client.post("/api/session")).json()["session_id"]
+        answer = await client.post(f"/api/session/{sid}/prompt", json={"prompt": "look at the VM"})
+        assert answer.status_code == 202, answer.text
+        await collect(client, f"/api/session/{sid}/stream", until=_until("turn_end"), timeout=120)
+        await asyncio.sleep(6)  # the planter would have woken by now
+        answer = await client.post(f"/api/session/{sid}/prompt", json={"prompt": "go on"})
+        assert answer.status_code == 202, answer.text
+        frames = await collect(client, f"/api/session/{sid}/stream", until=_until("turn_end", 2), timeout=120)
+
+    assert [e["outcome"] for e in _of(frames, "turn_end")] == ["ok", "ok"], _of(frames, "error")
+    late, check = (r["output"] for r in _of(frames, "tool_result"))
+    assert late.strip() == "started", late
+    assert "var=[]" in check and "RAN" not in check and "left=[]" in check, check
+    turn_2 = [r for r in api.model_requests if "go on" in r.text_of()]
+    assert turn_2 and not [r for r in turn_2 if MARKER in json.dumps(r.json)]
+    # Both turns ran on warm CLIs: none was started for a turn.
+    log = [json.loads(line) for line in (data / "logs" / "agent-runner.jsonl").read_text().splitlines()
+           if line.startswith("{")]
+    mine = [r["msg"] for r in log if r.get("session_id") == sid]
+    assert sum(m.startswith("warm CLI ready") for m in mine) >= 2, mine
+    assert not [m for m in mine if m.startswith("CLI started, pid")], mine

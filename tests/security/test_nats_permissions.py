@@ -74,6 +74,7 @@ PUBLISH: dict[str, frozenset[str]] = {
     # control requests go from the gateway to the runner; verb results from the executor
     subjects.cancel(SID): frozenset({GW}),
     subjects.approval(SID): frozenset({GW}),
+    subjects.warm(SID): frozenset({GW}),
     subjects.verb_reply(RID): frozenset({EXE}),
     # KV: each key family has its writers
     f"$KV.breakglass.sessions.{SID}": frozenset({GW}),
@@ -168,6 +169,7 @@ SUBSCRIBE: dict[str, frozenset[str]] = {
     subjects.LIVE_ALL: frozenset({GW}),
     subjects.cancel(SID): frozenset({RUN}),
     subjects.approval(SID): frozenset({RUN}),
+    subjects.warm(SID): frozenset({RUN}),
     subjects.verb_reply(RID): frozenset({GW, RUN}),
     "$KV.breakglass.>": NOBODY,
     f"{API}.>": NOBODY,
@@ -251,7 +253,7 @@ def test_the_matrix_names_every_subject_of_the_contract() -> None:
     """A subject added to events.subjects must be added to the matrix here."""
     families = {s.rsplit(".", 1)[0] for s in PUBLISH} | {s.rsplit(".", 1)[0] for s in SUBSCRIBE}
     for pattern in (subjects.SESSION_EVENTS_ALL, subjects.AUDIT_ALL, subjects.LIVE_ALL, subjects.CANCEL_ALL,
-                    subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL):
+                    subjects.APPROVAL_ALL, subjects.WARM_ALL, subjects.VERB_REPLY_ALL):
         assert pattern.rsplit(".", 1)[0] in families, pattern
     assert {subjects.PROMPT, subjects.VERB, subjects.AGENT_VERB} <= set(PUBLISH)
 

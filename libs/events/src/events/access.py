@@ -7,7 +7,8 @@ so a renamed subject or stream changes the permissions with it.
 
     role          publishes                                   subscribes
     gateway       StartTurn, operator RunVerb, session + audit its inbox, live frames,
-                  events, cancel/approval requests, KV         verb replies
+                  events, cancel/approval requests, warm       verb replies
+                  hints, KV
                   sessions.*, locks.*, alerts.*, logins.*,
                   pushsubs.*, pushsent.*, pushgrants.*,
                   passkeys.*, stepups.*, observers.*, decisions.*,
@@ -16,8 +17,8 @@ so a renamed subject or stream changes the permissions with it.
                   last event), KV (get, list)
     agent-runner  agent RunVerb (the agent's verb tool), session + its inbox, cancel and approval
                   audit events, live frames, KV locks.*,       requests (answers them: one
-                  its own pull consumer (next, ack), reads:    reply each), verb replies
-                  last event, KV (get, list)
+                  its own pull consumer (next, ack), reads:    reply each), verb replies,
+                  last event, KV (get, list)                   warm hints
     pve-executor  verb replies, session + audit events, KV     its inbox
                   verbs.*, vmlocks.*, reads.*, spent.*, its
                   own pull consumer (next, ack), reads: last
@@ -239,6 +240,7 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
         GATEWAY: Permissions(
             publish=(
                 subjects.PROMPT, subjects.VERB, *_event_writes(GATEWAY), subjects.CANCEL_ALL, subjects.APPROVAL_ALL,
+                subjects.WARM_ALL,
                 *_kv_put(t, SESSION_KEYS, LOCK_KEYS, ALERT_KEYS, GRANT_KEYS, LOGIN_KEYS,
                          PUSH_SUB_KEYS, PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS,
                          PASSKEY_KEYS, STEPUP_KEYS, OBSERVER_KEYS, DECISION_KEYS),
@@ -252,7 +254,8 @@ def matrix(t: Topology = Topology()) -> dict[str, Permissions]:
                 subjects.AGENT_VERB, *_event_writes(AGENT_RUNNER), subjects.LIVE_ALL, *_kv_put(t, LOCK_KEYS),
                 *_pull(t, RUNNER_CONSUMER), *_topology_check(t), *_last_event(t), *_kv_get(t), *_kv_list(t),
             ),
-            subscribe=(_inbox(AGENT_RUNNER), subjects.CANCEL_ALL, subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL),
+            subscribe=(_inbox(AGENT_RUNNER), subjects.CANCEL_ALL, subjects.APPROVAL_ALL, subjects.VERB_REPLY_ALL,
+                       subjects.WARM_ALL),
             allow_responses=True,
         ),
         PVE_EXECUTOR: Permissions(

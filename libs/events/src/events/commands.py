@@ -70,13 +70,27 @@ class RunVerb(Command, tag="run_verb"):
     vmid: int | None = None
 
 
+class WarmSession(Command, tag="warm"):
+    """A hint, not an order: an operator opened or attached to the session,
+    so a prompt may follow. A runner with room starts the session's CLI
+    ahead of need (agent_runner.warm), so the first prompt finds it warm.
+    Core NATS, fire and forget: a runner that ignores it (an older one, or
+    one at its cap) loses nothing but the head start. `model`: the model
+    the next prompt most likely asks for (the gateway's default); `vm`:
+    the session's VM (`SessionRecord.vm`), which the CLI is laid out for."""
+
+    session_id: SessionId
+    model: ModelName | None = None
+    vm: str | None = None
+
+
 class AnswerApproval(Command, tag="answer_approval"):
     session_id: SessionId
     approval_id: RequestId
     approved: bool
 
 
-AnyCommand = Union[OpenSession, StartTurn, CancelTurn, RunVerb, AnswerApproval]
+AnyCommand = Union[OpenSession, StartTurn, CancelTurn, RunVerb, AnswerApproval, WarmSession]
 
 COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
 

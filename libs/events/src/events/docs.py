@@ -34,7 +34,9 @@ import msgspec
 import yaml
 
 from . import kinds, subjects, topology
-from .commands import COMMAND_TYPES, AnswerApproval, AnyCommand, ApprovalReply, CancelReply, CancelTurn, RunVerb
+from .commands import (
+    COMMAND_TYPES, AnswerApproval, AnyCommand, ApprovalReply, CancelReply, CancelTurn, RunVerb, WarmSession,
+)
 from .commands import SessionRecord, StartTurn, TurnLock, VerbResult
 from .kinds import EPHEMERAL_KINDS, EVENT_TYPES, SCHEMA_VERSION, Event, VerbProgressed, kind_of
 
@@ -353,6 +355,14 @@ def _channel_table() -> list[_Channel]:
             ("answerApproval", "The gateway, when the operator presses Approve or Deny."),
             ("receiveApproval", "The agent-runner waiting on that approval (the one that owns the turn) answers."),
             reply=(ApprovalReply,),
+        ),
+        _Channel(
+            "warm", subjects.warm(_SESSION), (WarmSession,),
+            f"A hint that a prompt may follow: an operator opened or attached to the session. {_CORE} No reply; "
+            f"runners take it in the queue group `{subjects.WARM_QUEUE}` (one of them warms the session's CLI). "
+            "Ignoring it loses nothing but the head start.",
+            ("hintWarm", "The gateway, when a session is opened or attached."),
+            ("warmSession", "One agent-runner with room starts the session's CLI ahead of need."),
         ),
         _Channel(
             "verbReply", subjects.verb_reply(_REQUEST), (VerbResult,),

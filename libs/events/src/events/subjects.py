@@ -19,6 +19,7 @@ error, and ids are checked before they become part of a subject.
     breakglass.cmd.verb.agent             RunVerb the agent asked for (only agent-runner may publish)
     breakglass.ctl.cancel.<session>       CancelTurn request -> CancelReply (core)
     breakglass.ctl.approval.<session>     AnswerApproval request -> ApprovalReply (core)
+    breakglass.ctl.warm.<session>         WarmSession hint, no reply (core; a runner queue group)
     breakglass.reply.verb.<request>       VerbResult for one verb request (core)
 """
 
@@ -46,6 +47,9 @@ VERB_ALL = f"{ROOT}.cmd.verb.*"
 VERB_ORIGINS = {VERB: "operator", AGENT_VERB: "agent"}
 CANCEL_ALL = f"{ROOT}.ctl.cancel.*"
 APPROVAL_ALL = f"{ROOT}.ctl.approval.*"
+WARM_ALL = f"{ROOT}.ctl.warm.*"
+#: The queue group runners take warm hints in: one runner warms a session, not all.
+WARM_QUEUE = "agent-runners"
 VERB_REPLY_ALL = f"{ROOT}.reply.verb.*"
 
 AUDIT_NAMES = frozenset({"verb"})
@@ -142,6 +146,10 @@ def cancel(session_id: str) -> str:
 
 def approval(session_id: str) -> str:
     return f"{ROOT}.ctl.approval.{_id(session_id, 'session id')}"
+
+
+def warm(session_id: str) -> str:
+    return f"{ROOT}.ctl.warm.{_id(session_id, 'session id')}"
 
 
 def verb_reply(request_id: str) -> str:

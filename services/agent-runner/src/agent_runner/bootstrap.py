@@ -1,5 +1,6 @@
 """Wires agent-runner: settings, NATS, topology, the prompt consumer, the
-cancel and approval listeners, and the reaper of lapsed turns."""
+cancel, approval and warm-hint listeners, the reaper of lapsed turns and
+the expiry of idle warm CLIs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from nats.aio.client import Client
 from events import bus, subjects, trace
 from events.config import ConfigError
 from events.codec import ContractError, decode_command, encode
-from events.commands import AnswerApproval, ApprovalReply, CancelReply, CancelTurn, StartTurn
+from events.commands import AnswerApproval, ApprovalReply, CancelReply, CancelTurn, StartTurn, WarmSession
 from events.consumer import consume
 from events.locks import TurnLocks
 from events.log import EventLog
@@ -92,7 +93,9 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         await end_predecessors_turns(runner.locks, me)
         cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
         approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
+        hints = await nc.subscribe(subjects.WARM_ALL, queue=subjects.WARM_QUEUE, cb=partial(on_warm, runner))
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
+        expiry = asyncio.create_task(runner.warm.expire_forever(stop)) if runner.warm is not None else None
         stopper = asyncio.create_task(cancel_on_stop(runner, stop))
         log.info("runner %s consuming prompts (max %d concurrent turns)", runner.owner, settings.max_turns)
         try:
@@ -103,8 +106,13 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         finally:
             reaper.cancel()
             stopper.cancel()
+            if expiry is not None:
+                expiry.cancel()
             await cancels.unsubscribe()
             await approvals.unsubscribe()
+            await hints.unsubscribe()
+            if runner.warm is not None:
+                await runner.warm.close()
             me.release()
     finally:
         await nc.close()
@@ -127,6 +135,20 @@ async def on_cancel(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignor
         turn.cancel(command.by)
         if msg.reply:
             await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
+
+
+async def on_warm(runner: TurnRunner, msg) -> None:  # type: ignore[no-untyped-def]
+    """The gateway's hint that a prompt may follow: warm the session's CLI."""
+    try:
+        command = decode_command(msg.data)
+    except ContractError as exc:
+        log.warning("ignored a malformed warm hint: %s", exc)
+        return
+    if not isinstance(command, WarmSession) or subjects.session_of(msg.subject) != command.session_id:
+        return
+    with trace.bound(session_id=command.session_id):
+        if runner.prewarm(command.session_id, command.model, command.vm):
+            log.info("warming the session's CLI (hint from %s)", command.by)
 
 
 async def on_approval(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,10 @@
   a fixed PATH, and only `ANTHROPIC_*` / `CLAUDE_CODE_*` from the runner's
   own environment. The runner's NATS credentials and any Proxmox setting
   never reach the CLI or the commands the agent runs.
-- stdin is /dev/null (an open, silent stdin makes the CLI wait).
+- stdin is /dev/null (an open, silent stdin makes the CLI wait), except for
+  a warm CLI (`warm`): it is started without a prompt in streaming-input
+  mode (`--input-format stream-json`) and reads each turn's prompt, and
+  Stop's interrupt request, as JSON lines on its stdin.
 - The one tool beyond Bash/Read/Grep/Glob is the power-verb tool, an MCP
   server named in a per-turn `--mcp-config` with `--strict-mcp-config`, so
   no other MCP server (user or project settings) is ever loaded.
@@ -25,6 +28,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping
@@ -58,9 +62,11 @@ class Invocation:
 TURN_SETTINGS = {"disableAllHooks": True}
 
 
-def argv(inv: Invocation, prompt: str) -> list[str]:
+def argv(inv: Invocation, prompt: str | None) -> list[str]:
+    """`prompt` None: a warm CLI, in streaming-input mode (prompts on stdin)."""
     args = [
         inv.bin, "-p",
+        *(("--input-format", "stream-json") if prompt is None else ()),
         "--output-format", "stream-json", "--verbose", "--include-partial-messages",
         "--model", inv.model,
         f"--tools={','.join(TOOLS)}",
@@ -74,7 +80,30 @@ def argv(inv: Invocation, prompt: str) -> list[str]:
         args += ["--append-system-prompt", inv.system_prompt]
     if inv.mcp_config:
         args += [f"--mcp-config={inv.mcp_config}", "--strict-mcp-config"]
-    return [*args, "--", prompt]
+    return args if prompt is None else [*args, "--", prompt]
+
+
+def user_message(prompt: str) -> bytes:
+    """One prompt as a streaming-input line (JSON: no way to break out of it)."""
+    return _line({"type": "user", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": None})
+
+
+def initialize_request(request_id: str) -> bytes:
+    """What the Agent SDK sends first: the CLI does its start-up work (tools,
+    MCP servers, the system prompt) now rather than on the first prompt,
+    and answers with a `control_response` of the same `request_id`."""
+    return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "initialize"}})
+
+
+def interrupt_request(request_id: str) -> bytes:
+    """The CLI's own Stop (the control request the Agent SDK sends): it
+    aborts the model call and the running tool and answers with a `result`,
+    and the process stays usable for the next turn."""
+    return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}})
+
+
+def _line(message: dict) -> bytes:
+    return json.dumps(message, ensure_ascii=False).encode() + b"\n"
 
 
 def environment(
@@ -108,7 +137,7 @@ class CliProcess:
     @classmethod
     async def start(
         cls, args: list[str], env: dict[str, str], cwd: str, *, pass_fds: tuple[int, ...] = (),
-        sandboxed: bool = False,
+        sandboxed: bool = False, streaming: bool = False,
     ) -> "CliProcess":
         """`sandboxed`: `args` starts bwrap, which would die of the group's
         SIGINT and take the CLI with it before it ends the turn cleanly; so
@@ -123,7 +152,7 @@ class CliProcess:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
         process = await asyncio.create_subprocess_exec(
-            *args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+            *args, env=env, cwd=cwd, stdin=asyncio.subprocess.PIPE if streaming else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, limit=LINE_LIMIT, preexec_fn=preexec, pass_fds=pass_fds,
         )
@@ -132,6 +161,24 @@ class CliProcess:
     @property
     def pid(self) -> int:
         return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._process.returncode is None
+
+    async def send(self, line: bytes) -> None:
+        """One line to a streaming CLI's stdin; raises ConnectionError
+        (BrokenPipeError, ConnectionResetError) when the CLI is gone."""
+        stdin = self._process.stdin
+        if stdin is None or stdin.is_closing():
+            raise BrokenPipeError("the CLI's stdin is closed")
+        stdin.write(line)
+        await stdin.drain()
+
+    def close_stdin(self) -> None:
+        """A streaming CLI reads no more prompts: it finishes and exits."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
 
     async def lines(self) -> AsyncIterator[bytes]:
         """stdout, one line at a time; an over-long line is dropped, not fatal."""

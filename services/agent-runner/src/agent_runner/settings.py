@@ -75,6 +75,10 @@ class Settings:
     metrics_port: int = 0
     #: Run the CLI without a sandbox where none can be made (README: Threat model). Loud.
     allow_unsandboxed: bool = False
+    #: Warm CLIs (agent_runner.warm): at most this many per runner (0: none,
+    #: every turn starts its own CLI); each is ended after this long idle.
+    max_warm: int = 8
+    warm_idle_seconds: float = 300.0
 
     def devvm_for(self, vm: Vm) -> DevvmTarget | None:
         """How the agent reaches `vm` over SSH (`ssh devvm`), or None."""
@@ -114,4 +118,6 @@ class Settings:
             metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
             metrics_port=env.int("RUNNER_METRICS_PORT", 0, minimum=0, maximum=65535),
             allow_unsandboxed=env.bool("ALLOW_UNSANDBOXED_AGENT", False),
+            max_warm=env.int("MAX_WARM_CLIS", 8, minimum=0, maximum=256),
+            warm_idle_seconds=env.float("WARM_IDLE_SECONDS", 300.0, minimum=1.0),
         )

@@ -41,14 +41,16 @@ from events.kinds import (
 )
 from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
 from events.log import EventLog
+from events.vms import Vm
 
-from . import metrics
-from .devvm import with_vm
+from . import metrics, warm_turn
+from .devvm import DevvmTarget, with_vm
 from .cli import TURN_SETTINGS, CliProcess, Invocation, argv, environment
 from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
 from .translate import Translator
 from .verb_tool import TOOL_NAME, VerbTool
+from .warm import WarmCli, WarmPool
 from .workspace import Workspace
 
 log = logging.getLogger("agent-runner.turns")
@@ -95,8 +97,31 @@ class TurnRunner:
     #: The box the CLI runs in; None when none could be made (`unsandboxed` says why).
     sandbox: Sandbox | None = None
     unsandboxed: str = ""
+    #: The warm CLIs (agent_runner.warm); None: every turn starts its own.
+    warm: WarmPool | None = None
+    #: The CLI's first-run state, laid in every HOME (agent_runner.home_template).
+    home_state: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.max_warm > 0:
+            self.warm = WarmPool(self.launch_warm, max_warm=self.settings.max_warm,
+                                 idle_seconds=self.settings.warm_idle_seconds, busy=self.active.__contains__)
+
+    def prewarm(self, session_id: str, model: str | None = None, vm: str | None = None) -> bool:
+        """Start the session's warm CLI ahead of need (a hint, or a turn's end)."""
+        if self.warm is None or (self.sandbox is None and not self.settings.allow_unsandboxed):
+            return False
+        if self._vm(vm) is None:
+            return False  # a VM this runner does not know: its turns will say so
+        return self.warm.warm(session_id, model or self.settings.model, vm)
 
     async def run(self, command: StartTurn) -> None:
+        try:
+            await self._run(command)
+        finally:
+            self.prewarm(command.session_id, command.model, command.vm)
+
+    async def _run(self, command: StartTurn) -> None:
         sid, tid = command.session_id, command.turn_id
         revision = await self._claim(sid, tid)
         if revision is None:
@@ -221,38 +246,75 @@ class TurnRunner:
         if self.sandbox is None and not self.settings.allow_unsandboxed:
             error = f"no turn runs without the agent's sandbox: {self.unsandboxed} (README: Threat model)"
             return Outcome.ERROR, TurnFailed(error=error, **recorder.envelope("agent-runner"))
-        vm = self.settings.vms.named(cmd.vm) if cmd.vm is not None else self.settings.vms.default
+        vm = self._vm(cmd.vm)
         if vm is None:
             error = (f"this session is about VM {cmd.vm!r}, which is not in agent-runner's BREAKGLASS_VMS "
                      f"({', '.join(v.name for v in self.settings.vms.vms)}); nothing was run")
             return Outcome.ERROR, TurnFailed(error=error, **recorder.envelope("agent-runner"))
-        devvm = self.settings.devvm_for(vm) if cmd.vm is not None or vm.devvm is not None else self.settings.devvm
-        ws = Workspace.for_session(self.settings.data_dir, cmd.session_id).prepare(devvm.ssh_config() if devvm else None)
+        warm = await self.warm.claim(cmd.session_id, cmd.model, cmd.vm) if self.warm is not None else None
+        if warm is not None:
+            try:
+                ended = await warm_turn.run(self, turn, recorder, warm)
+            finally:
+                self.warm.release(warm)  # type: ignore[union-attr]
+            if ended is not None:
+                return ended
+            log.warning("the warm CLI was gone before it read the prompt; starting one for the turn")
+        devvm = self._devvm(cmd.vm, vm)
+        ws = self._workspace(cmd.session_id, devvm)
         if turn.stop.is_set():
             return self._cancelled(turn, recorder)
-        settings = self.settings
-        verbs = VerbTool(
-            command=cmd, root=ws.root, records=recorder, nc=self.nc, events=self.events, policy=turn_policy(cmd, settings),
-            two_person=settings.two_person,
-            vm=vm,
-            approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
-        )
+        verbs = self._verb_tool(ws, cmd, recorder, vm)
         turn.verbs = verbs
         try:
             mcp_config = await verbs.start()
-            ws.settings.write_text(json.dumps(TURN_SETTINGS))
-            invocation = Invocation(
-                bin=settings.claude_bin, model=cmd.model, session_id=cmd.session_id, resume=ws.started,
-                system_prompt=with_vm(self.system_prompt, vm, devvm), mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
-                settings=str(ws.settings),
-            )
-            # The CLI must outwait the longest verb answer: approval, then the executor.
-            tool_timeout = settings.approval_timeout_seconds + settings.verb_wait_seconds + 60
-            env = environment(self.runner_env, ws, mcp_tool_timeout_seconds=tool_timeout)
-            return await self._run_process(turn, recorder, ws, invocation, env, verbs)
+            invocation = self._invocation(ws, cmd.session_id, cmd.model, mcp_config, with_vm(self.system_prompt, vm, devvm))
+            return await self._run_process(turn, recorder, ws, invocation, self._environment(ws), verbs)
         finally:
             turn.verbs = None
             await verbs.close()
+
+    # ------------------------------------------------------------ what a CLI gets
+
+    def _vm(self, name: str | None) -> Vm | None:
+        """The session's VM (None: not one this runner knows)."""
+        return self.settings.vms.named(name) if name is not None else self.settings.vms.default
+
+    def _devvm(self, name: str | None, vm: Vm) -> DevvmTarget | None:
+        return self.settings.devvm_for(vm) if name is not None or vm.devvm is not None else self.settings.devvm
+
+    def _workspace(self, session_id: str, devvm: DevvmTarget | None) -> Workspace:
+        """The session's workspace, cleaned (workspace: a clean agent every CLI)."""
+        ws = Workspace.for_session(self.settings.data_dir, session_id)
+        return ws.prepare(devvm.ssh_config() if devvm else None, self.home_state)
+
+    def _verb_tool(self, ws: Workspace, command: StartTurn | None, recorder: "Recorder | None", vm: Vm) -> VerbTool:
+        settings = self.settings
+        return VerbTool(
+            command=command, root=ws.root, records=recorder, nc=self.nc, events=self.events,
+            policy=turn_policy(command, settings) if command else settings.verb_policy,
+            two_person=settings.two_person, vm=vm,
+            approval_timeout_seconds=settings.approval_timeout_seconds, verb_wait_seconds=settings.verb_wait_seconds,
+        )
+
+    def _invocation(self, ws: Workspace, session_id: str, model: str, mcp_config: Path, system_prompt: str) -> Invocation:
+        ws.settings.write_text(json.dumps(TURN_SETTINGS))
+        return Invocation(
+            bin=self.settings.claude_bin, model=model, session_id=session_id, resume=ws.started,
+            system_prompt=system_prompt, mcp_config=str(mcp_config), extra_tools=(TOOL_NAME,),
+            settings=str(ws.settings),
+        )
+
+    def _environment(self, ws: Workspace) -> dict[str, str]:
+        # The CLI must outwait the longest verb answer: approval, then the executor.
+        settings = self.settings
+        tool_timeout = settings.approval_timeout_seconds + settings.verb_wait_seconds + 60
+        return environment(self.runner_env, ws, mcp_tool_timeout_seconds=tool_timeout)
+
+    # ------------------------------------------------------------ warm CLIs
+
+    async def launch_warm(self, session_id: str, model: str, vm: str | None) -> WarmCli:
+        return await warm_turn.launch(self, session_id, model, vm)
 
     async def _run_process(
         self, turn: ActiveTurn, recorder: "Recorder", ws: Workspace, invocation: Invocation, env: dict[str, str],

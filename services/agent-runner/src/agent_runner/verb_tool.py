@@ -4,12 +4,15 @@ The CLI's MCP server (`mcp_server`, holding nothing) relays the model's
 `pve` calls here as `{"verb": ...}` lines. This end holds what matters, and
 spends it narrowly:
 
-- The socket belongs to ONE turn of ONE session. Requests carry no session
-  id, so a request can only ever act for the session whose turn made the
-  socket; the socket lives in that session's workspace (mode 0600; in a
-  private 0700 temp dir instead when the workspace path is too long for a
-  socket name) and is removed when the turn ends. A Bash command of the
-  agent that finds it can ask for the same six verbs, under the same
+- The socket belongs to ONE session, and acts only for the turn bound to
+  it. Requests carry no session id, so a request can only ever act for
+  the session whose turn (or warm CLI, `warm`) made the socket; the socket
+  lives in that session's workspace (mode 0600; in a private 0700 temp
+  dir instead when the workspace path is too long for a socket name) and
+  is removed with the CLI. A per-turn CLI's tool is bound to its turn for
+  its whole life; a warm CLI's is bound to each turn in turn (`bind`,
+  `unbind`) and refuses every request between turns. A Bash command of
+  the agent that finds it can ask for the same six verbs, under the same
   policy, and nothing else.
 - The verb is decoded into the enum again (defence in depth; pve-executor
   and the host script check it too).
@@ -99,9 +102,10 @@ def _socket_path(root: Path, turn_id: str) -> tuple[Path, Path | None]:
 
 @dataclass
 class VerbTool:
-    command: StartTurn
+    #: The turn the tool acts for; None between a warm CLI's turns (refused).
+    command: StartTurn | None
     root: Path
-    records: Records
+    records: Records | None
     nc: Client
     events: EventLog
     policy: str = APPROVE_MUTATING
@@ -110,6 +114,8 @@ class VerbTool:
     two_person: frozenset[Verb] = frozenset()
     approval_timeout_seconds: float = 300.0
     verb_wait_seconds: float = 150.0
+    #: Names the socket and config files (the turn's id, or a warm CLI's own).
+    name: str = ""
     #: The session's VM: every verb the agent asks for acts on it, and only it.
     vm: Vm | None = None
     socket_path: Path = field(init=False)
@@ -120,8 +126,9 @@ class VerbTool:
     _tasks: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        self.socket_path, self._private_dir = _socket_path(self.root, self.command.turn_id)
-        self.config_path = self.root / f"mcp-{self.command.turn_id[:8]}.json"
+        name = self.name or (self.command.turn_id if self.command else new_id())
+        self.socket_path, self._private_dir = _socket_path(self.root, name)
+        self.config_path = self.root / f"mcp-{name[:8]}.json"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -157,10 +164,27 @@ class VerbTool:
             "env": {},
         }}}
 
+    def bind(self, command: StartTurn, records: Records, policy: str) -> None:
+        """Act for this turn from now on (a warm CLI's next turn)."""
+        self.command, self.records, self.policy = command, records, policy
+
+    async def unbind(self) -> None:
+        """The turn ended: pending approvals end as denied, requests still
+        running get a short grace, and nothing more acts for that turn."""
+        await self._settle()
+        self.command = self.records = None
+
     async def close(self) -> None:
         """Stop listening; pending approvals end as denied ("the turn ended")."""
         if self._server is not None:
             self._server.close()
+        await self._settle()
+        self.socket_path.unlink(missing_ok=True)
+        self.config_path.unlink(missing_ok=True)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+
+    async def _settle(self) -> None:
         for decided in self._pending.values():
             if not decided.done():
                 decided.set_result(Decision(False, "agent-runner", "the turn ended before the operator answered"))
@@ -169,10 +193,6 @@ class VerbTool:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        self.socket_path.unlink(missing_ok=True)
-        self.config_path.unlink(missing_ok=True)
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
 
     # ------------------------------------------------------------ approvals
 
@@ -210,10 +230,15 @@ class VerbTool:
 
     async def request(self, verb: Verb) -> VerbAnswered:
         """One verb the agent asks for, policy applied; never raises."""
+        if self.command is None or self.records is None:
+            log.warning("refused a verb request between turns (a process the last turn left behind?)")
+            return VerbAnswered(verb=verb, exit_code=1, rejected=True,
+                                summary=f"verb {verb.value}: refused, no turn is running; it did not run")
+        command, records = self.command, self.records
         request_id = new_id()
         # Each connection is its own task: name its turn and verb for the
         # logs and for the headers of the command (events.trace).
-        trace.bind(session_id=self.command.session_id, turn_id=self.command.turn_id, verb=verb,
+        trace.bind(session_id=command.session_id, turn_id=command.turn_id, verb=verb,
                    request_id=request_id, by=AGENT)
         log.info("the agent asked for a verb (policy %s)", self.policy)
         try:
@@ -224,9 +249,9 @@ class VerbTool:
                     # Denied without the operator (timeout, turn over): ours to record.
                     # The operator's own answer is recorded by the gateway, the only
                     # writer of an operator's decision (events.authorship).
-                    await self.records.append(
+                    await records.append(
                         VerbProgressed(verb=verb, phase=VerbPhase.DENIED, request_id=request_id,
-                                       **self.records.envelope(decision.by)),
+                                       **records.envelope(decision.by)),
                         msg_id=f"{request_id}:{VerbPhase.DENIED.value}",
                     )
                 if not decision.approved:
@@ -237,7 +262,7 @@ class VerbTool:
                 await record_requested(self.events, self._requested(verb, request_id))
                 approved_by = approval_id = None
             command = RunVerb(
-                by=AGENT, origin="agent", request_id=request_id, verb=verb, session_id=self.command.session_id,
+                by=AGENT, origin="agent", request_id=request_id, verb=verb, session_id=command.session_id,
                 approval_id=approval_id, vmid=self.vm.vmid if self.vm is not None else None,
             )
             result = await run_verb(self.nc, self.nc.jetstream(), command, wait_seconds=self.verb_wait_seconds)
@@ -250,10 +275,14 @@ class VerbTool:
         return self._answered(result, approved_by)
 
     async def _approval(self, verb: Verb, request_id: str) -> Decision:
+        assert self.records is not None  # bound: `request` checked, `unbind` waits for us
         approval_id = new_id()
         decided: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._pending[approval_id] = decided  # before the event: an answer may come at once
         try:
+            # `requested` before the `approval` the operator answers: an answer
+            # (the gateway's `approved`) never lands ahead of it in the log.
+            await record_requested(self.events, self._requested(verb, request_id))
             await self.records.append(
                 ApprovalRequested(
                     approval_id=approval_id, verb=verb, reason=f"the agent asks to {verb.value} the VM",
@@ -261,7 +290,6 @@ class VerbTool:
                 ),
                 msg_id=f"{request_id}:approval",
             )
-            await record_requested(self.events, self._requested(verb, request_id))
             try:
                 return dataclasses.replace(
                     await asyncio.wait_for(decided, self.approval_timeout_seconds), approval_id=approval_id)
@@ -272,6 +300,7 @@ class VerbTool:
             self._pending.pop(approval_id, None)
 
     def _requested(self, verb: Verb, request_id: str) -> VerbProgressed:
+        assert self.records is not None
         return VerbProgressed(
             verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id, **self.records.envelope(AGENT),
             vm=self.vm.name if self.vm is not None else None, vmid=self.vm.vmid if self.vm is not None else None,

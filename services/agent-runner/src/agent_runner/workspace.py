@@ -17,12 +17,15 @@ session's directory itself, which the sandbox shows the agent read-only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from events.subjects import session_events
+
+from . import home_template
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,16 @@ class Workspace:
             return any(projects.glob(f"*/{self.root.name}.jsonl"))
         return (self.root / "cli-started").exists()
 
+    def transcript(self) -> tuple[int, int] | None:
+        """The CLI's transcript of the session as (size, mtime ns), or None:
+        a warm CLI compares it with what it last left, to see a turn that
+        ran without it (another runner, a per-turn CLI)."""
+        for path in (self.home / ".claude" / "projects").glob(f"*/{self.root.name}.jsonl"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                return stat.st_size, stat.st_mtime_ns
+        return None
+
     def mark_started(self) -> None:
         """The CLI said it started. Whether it keeps transcripts in HOME is
         noted too: the HOME clean-up before the next turn (`_clean`) leaves
@@ -74,7 +87,9 @@ class Workspace:
         """The per-turn settings the runner lays (`--settings`)."""
         return self.root / "settings.json"
 
-    def prepare(self, ssh_config: str | None = None) -> "Workspace":
+    def prepare(self, ssh_config: str | None = None, home_state: dict | None = None) -> "Workspace":
+        """Clean, then lay what the runner gives every CLI: the devvm's ssh
+        config, the CLI's first-run state (`home_template`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # the agent's uid may enter (to reach the files put there for it), not list
         self._clean()
@@ -85,6 +100,8 @@ class Workspace:
             ssh.mkdir(exist_ok=True, mode=0o700)
             (ssh / "config").write_text(ssh_config)
             (ssh / "config").chmod(0o600)
+        if home_state:
+            home_template.lay(self.home, home_state)
         return self
 
     def _clean(self) -> None:

@@ -15,7 +15,7 @@ from nats.js.errors import KeyNotFoundError
 
 from events import subjects, trace
 from events.codec import ContractError, decode, encode
-from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn
+from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn, WarmSession
 from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, TurnInterrupted, UserPrompted
 from events.locks import end_msg_id
 from events.topology import session_key
@@ -48,6 +48,23 @@ async def open_session(bus: Bus, by: str, *, session_id: str | None = None, vm: 
     record = SessionRecord(session_id=session_id, created_by=by, created_at=utcnow(), vm=vm)
     await (await bus.kv()).create(session_key(session_id), encode(record))
     return session_id
+
+
+async def hint_warm(bus: Bus, session_id: str, by: str, model: str | None, vm: str | None = "") -> None:
+    """Tell the runners a prompt may follow (WarmSession): one of them
+    starts the session's CLI ahead of need. Best effort and never in the
+    way: without NATS, or refused, the first prompt only starts cold.
+    `vm` "": read it from the session's record."""
+    nc = bus.nc
+    if nc is None or not nc.is_connected:
+        return
+    try:
+        if vm == "":
+            vm = (await get_session(bus, session_id)).vm
+        hint = WarmSession(by=by, session_id=session_id, model=model, vm=vm)
+        await nc.publish(subjects.warm(session_id), encode(hint))
+    except Exception as exc:  # a hint lost costs only the head start
+        log.info("could not send the warm hint for %s: %s", session_id, exc)
 
 
 async def get_session(bus: Bus, session_id: str) -> SessionRecord:

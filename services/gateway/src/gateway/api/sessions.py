@@ -48,7 +48,10 @@ class Cancelled(BaseModel):
 async def open_session(request: Request, who: Identity, body: Annotated[OpenBody | None, Body()] = None) -> OpenedSession:
     vms = request.app.state.settings.vms
     vm = resolve(vms, body.vm) if body is not None and body.vm is not None else vms.default
-    return OpenedSession(session_id=await sessions.open_session(bus_of(request), who, vm=vm.name), vm=vm.name)
+    bus = bus_of(request)
+    session_id = await sessions.open_session(bus, who, vm=vm.name)
+    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model, vm.name)
+    return OpenedSession(session_id=session_id, vm=vm.name)
 
 
 @router.get(
@@ -59,6 +62,7 @@ async def open_session(request: Request, who: Identity, body: Annotated[OpenBody
 async def stream(
     request: Request,
     session_id: SessionIdParam,
+    who: Identity,
     after: Annotated[str | None, Query(description="resume strictly after this event id (a decimal number)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
@@ -67,6 +71,7 @@ async def stream(
     if last_event_id is not None:
         start = event_id(last_event_id, "Last-Event-ID")
     await require_session(bus, session_id)
+    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)  # its VM: from its record
     keepalive = request.app.state.settings.keepalive_seconds
     return EventSourceResponse(
         frames(bus, session_id, start),
