@@ -5,6 +5,7 @@ never ends by itself."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 import httpx
@@ -38,8 +39,12 @@ async def test_sigterm_ends_open_streams_and_the_process(nats_url, topology, tmp
                     if b"event: caught-up" in seen:
                         break
                 gateway.signal(signal.SIGTERM)
-                async for chunk in chunks:  # ends when the gateway ends the stream
-                    seen += chunk
+
+                async def rest() -> None:
+                    async for _ in chunks:  # ends when the gateway ends the stream
+                        pass
+
+                await asyncio.wait_for(rest(), 10)  # else it would wait for ever (keepalives)
         code = gateway.process.wait(15)  # type: ignore[union-attr]
     finally:
         gateway.stop()
