@@ -86,8 +86,11 @@ class EventStream(Response):
                 await send(ping)  # whole frames: never splits a frame of the stream's own writes
 
         chunks = self.chunks
-        if self.streams.closing:
+        if self.streams.closing:  # stopping: the browser retries, on another gateway or after the restart
             await getattr(chunks, "aclose")()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": b"the gateway is stopping; try again\n"})
             return
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         self.streams._open.add(stop)
