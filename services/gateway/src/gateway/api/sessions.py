@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from events.types import MAX_PROMPT_BYTES
 
-from .. import sessions
+from .. import observers, sessions
 from ..attach import frames
 from ..auth import require_identity
 from .deps import Identity, SessionIdParam, bus_of, event_id, require_session
@@ -73,8 +73,12 @@ async def stream(
     await require_session(bus, session_id)
     await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)  # its VM: from its record
     keepalive = request.app.state.settings.keepalive_seconds
+    events = frames(bus, session_id, start)
+    secret = observers.credential(request.headers, request.query_params)
+    if secret is not None:  # an observer's stream ends with its link
+        events = observers.while_live(events, bus, secret)
     return EventSourceResponse(
-        frames(bus, session_id, start),
+        events,
         ping=keepalive,
         # A named event, not a comment: a browser's EventSource never shows a
         # comment to the page, and the PWA needs the keepalive to PROVE the
