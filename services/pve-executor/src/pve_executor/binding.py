@@ -6,7 +6,11 @@ checked here against the session's record (the gateway's KV entry, which
 neither the agent nor agent-runner may write): an agent verb for another
 VM, or for a session that does not exist, is refused before anything is
 sent. An operator's verb is not bound: the operator may act on any listed
-VM, in a session or not (the gateway checks its session binding).
+VM, in a session or not (the gateway checks its session binding), except
+with an approval: a grant is for a request in a session, so a verb carrying
+one (a two-person press, an agent's approved verb) acts on that session's
+VM only, whoever publishes it. The check comes before the grant is
+redeemed, so a copy re-sent for another VM neither runs nor spends it.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ class SessionVms:
 
     async def refusal(self, cmd: RunVerb, vm: Vm, vms: VmList) -> str | None:
         """Why the agent may not act on `vm` in its session, or None."""
-        if cmd.origin != AGENT:
-            return None
+        if cmd.origin != AGENT and (cmd.approval_id is None or cmd.session_id is None):
+            return None  # an operator's approval without a session: the grant check refuses it
         if cmd.session_id is None:
             return "an agent's verb must name its session"
         try:
@@ -38,5 +42,6 @@ class SessionVms:
             return f"session {cmd.session_id} does not exist"
         bound = record.vm or vms.default.name
         if bound != vm.name:
-            return f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); the agent acts on its session's VM only"
+            who = "the agent acts" if cmd.origin == AGENT else "an approved verb acts"
+            return f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); {who} on its session's VM only"
         return None
