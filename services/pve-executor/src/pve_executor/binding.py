@@ -39,6 +39,8 @@ class SessionVms:
         try:
             record = decode((await self._kv.get(session_key(cmd.session_id))).value or b"", SessionRecord)
         except (KeyNotFoundError, ContractError):
+            if cmd.origin != AGENT:
+                return None  # no session, so no VM to hold it to: the grant (naming that session) decides
             return f"session {cmd.session_id} does not exist"
         bound = record.vm or vms.default.name
         if bound != vm.name:
