@@ -8,9 +8,10 @@ VM, or for a session that does not exist, is refused before anything is
 sent. An operator's verb is not bound: the operator may act on any listed
 VM, in a session or not (the gateway checks its session binding), except
 with an approval: a grant is for a request in a session, so a verb carrying
-one (a two-person press, an agent's approved verb) acts on that session's
-VM only, whoever publishes it. The check comes before the grant is
-redeemed, so a copy re-sent for another VM neither runs nor spends it.
+one (an operator's two-person press, an agent's approved verb) acts on that
+session's VM only, whoever publishes it (`elsewhere`, asked before the
+grant is redeemed, so a copy re-sent for another VM neither runs nor
+spends it).
 """
 
 from __future__ import annotations
@@ -30,20 +31,33 @@ class SessionVms:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
+    async def elsewhere(self, cmd: RunVerb, vm: Vm, vms: VmList) -> str | None:
+        """Why a verb carrying an approval may not act on `vm`: its session
+        exists and is about another VM. None otherwise (no approval, no such
+        session: the grant check answers those)."""
+        if cmd.approval_id is None or cmd.session_id is None:
+            return None
+        try:
+            record = decode((await self._kv.get(session_key(cmd.session_id))).value or b"", SessionRecord)
+        except (KeyNotFoundError, ContractError):
+            return None
+        bound = record.vm or vms.default.name
+        if bound != vm.name:
+            return (f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); an approved verb acts on its "
+                    "session's VM only")
+        return None
+
     async def refusal(self, cmd: RunVerb, vm: Vm, vms: VmList) -> str | None:
         """Why the agent may not act on `vm` in its session, or None."""
-        if cmd.origin != AGENT and (cmd.approval_id is None or cmd.session_id is None):
-            return None  # an operator's approval without a session: the grant check refuses it
+        if cmd.origin != AGENT:
+            return None
         if cmd.session_id is None:
             return "an agent's verb must name its session"
         try:
             record = decode((await self._kv.get(session_key(cmd.session_id))).value or b"", SessionRecord)
         except (KeyNotFoundError, ContractError):
-            if cmd.origin != AGENT:
-                return None  # no session, so no VM to hold it to: the grant (naming that session) decides
             return f"session {cmd.session_id} does not exist"
         bound = record.vm or vms.default.name
         if bound != vm.name:
-            who = "the agent acts" if cmd.origin == AGENT else "an approved verb acts"
-            return f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); {who} on its session's VM only"
+            return f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); the agent acts on its session's VM only"
         return None
