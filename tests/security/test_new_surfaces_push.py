@@ -186,3 +186,33 @@ async def test_huge_or_malformed_subscriptions_are_refused_whole(push, push_gate
         answer = await c.post("/api/push/subscription", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == status, answer.text
     assert "detail" in answer.json() and "Traceback" not in answer.text
+
+
+async def test_a_late_approve_leaves_no_grant_for_the_runner(push, push_gateway, nc):  # noqa: F811
+    """The agent asks; a phone denies first; a second phone (or a stale
+    page) approves after. The Approve is refused, and no executor grant is
+    left in the bucket for agent-runner's credential to redeem."""
+    from events import subjects
+    from events.topology import grant_key, kv_keys
+    from tests.push.test_push import Runner
+
+    async with httpx.AsyncClient(base_url=push_gateway.base, headers=push_gateway.headers, timeout=15) as c:
+        sid = (await c.post("/api/session")).json()["session_id"]
+        turn_id = await hold_turn(nc, sid)
+        runner = Runner()
+        await nc.subscribe(subjects.approval(sid), cb=runner.on)
+        phone, laptop = push.browser(), push.browser()
+        for browser in (phone, laptop):
+            assert (await c.post("/api/push/subscription", json=browser.subscription())).status_code == 201
+        approval_id, _ = await ask_approval(nc, sid, turn_id=turn_id)
+        got = {r.endpoint: r.payload["grant"] for r in await asyncio.to_thread(push.wait, 2, kind="approval")
+               if r.payload["id"] == approval_id}
+        async with httpx.AsyncClient(base_url=push_gateway.base, timeout=15) as sw:
+            denied = await sw.post(DECISION_PATH, headers={GRANT_HEADER: got[phone.endpoint]}, json={"approve": False})
+            late = await sw.post(DECISION_PATH, headers={GRANT_HEADER: got[laptop.endpoint]}, json={"approve": True})
+        in_page = await c.post(f"/api/session/{sid}/approval/{approval_id}", json={"approve": True})
+        kv = await nc.jetstream().key_value(Topology().kv_bucket)
+        left = [k for k in await kv_keys(kv, "grants.*") if k == grant_key(approval_id)]
+    assert denied.status_code == 200 and late.status_code == 409, (denied.text, late.text)
+    assert in_page.json() == {"accepted": False, "decided_by": "operator"}, in_page.text
+    assert left == []
