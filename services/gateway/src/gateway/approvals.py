@@ -56,9 +56,9 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
         log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
         return False
     trace.bind(turn_id=asked.turn_id, request_id=asked.request_id)  # the decision belongs to the verb's turn
-    if await decided_by(bus, session_id, approval_id, wait=False) is not None:
-        return False  # decided (or timed out) already: a late Approve must leave no grant behind
     if approve:
+        if await decided_by(bus, session_id, approval_id, wait=False) is not None:
+            return False  # decided (or timed out) already: a late Approve leaves no grant behind
         await _grant(bus, asked, by)
     command = AnswerApproval(by=by, session_id=session_id, approval_id=approval_id, approved=approve)
     nc = bus.nc
