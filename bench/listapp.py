@@ -1,6 +1,7 @@
 """The in-process list baseline of the attach figure: `python -m bench.listapp`.
 
-A process with the gateway's HTTP stack (FastAPI, sse-starlette, uvicorn)
+A process with the gateway's HTTP stack (FastAPI, `gateway.eventstream`,
+uvicorn on httptools)
 that serves one session's events from a Python list, as the original
 single-process console did: the same frames (`gateway.hub.record_frame`),
 written in the same 256 KB chunks as the gateway's replay, then
@@ -16,10 +17,10 @@ import sys
 
 import uvicorn
 from fastapi import FastAPI
-from sse_starlette import EventSourceResponse
 
 from breakglass import natsd
 from events.log import EventLog
+from gateway.eventstream import EventStream, Streams
 from gateway.hub import CAUGHT_UP_FRAME, REPLAY_HIGH_WATER, record_frame
 
 from .rig import connect
@@ -35,6 +36,7 @@ async def load(url: str, session_id: str) -> list[bytes]:
 
 def app(frames: list[bytes]) -> FastAPI:
     api = FastAPI()
+    streams = Streams()
 
     async def chunks():  # type: ignore[no-untyped-def]
         out, size = [], 0
@@ -49,8 +51,8 @@ def app(frames: list[bytes]) -> FastAPI:
         await asyncio.Event().wait()  # stay open, like a live stream
 
     @api.get("/api/session/{session_id}/stream")
-    async def stream(session_id: str) -> EventSourceResponse:
-        return EventSourceResponse(chunks(), headers={"Cache-Control": "no-store"})
+    async def stream(session_id: str) -> EventStream:
+        return EventStream(chunks(), keepalive=15.0, streams=streams)
 
     return api
 
@@ -59,7 +61,8 @@ def main() -> None:
     job = json.loads(sys.stdin.readline())
     frames = asyncio.run(load(job["nats_url"], job["session_id"]))
     port = natsd.free_port()
-    server = uvicorn.Server(uvicorn.Config(app(frames), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app(frames), host="127.0.0.1", port=port, log_level="warning",
+                                            http="httptools"))
     print(f"READY {port}", flush=True)
     server.run()
 

@@ -203,7 +203,8 @@ class EventLog:
 
     def _session_chain(self, session_id: str) -> _Chain:
         base, every = subjects.session_filters(session_id)
-        if self._writer is None:
+        if self._writer is None:  # the old subject (tests, tools on an open server): read it again from now on
+            _NO_LEGACY.pop(session_id, None)
             return _Chain(base, base, (base, every), "")
         return _Chain(subjects.session_writer(session_id, self._writer), every, (base, every), self._writer)
 

@@ -36,6 +36,10 @@ TURN_DURATION = Histogram(
 TURNS_RUNNING = Gauge(f"{PREFIX}turns_running", "Turns running in this runner now.")
 OLDEST_TURN = Gauge(f"{PREFIX}turn_oldest_running_seconds", "Age of the oldest turn running in this runner (0: none).")
 TURN_TIMEOUT = Gauge(f"{PREFIX}turn_timeout_seconds", "The configured turn time limit (BREAKGLASS_TURN_TIMEOUT_SECONDS).")
+TURN_STARTS = Counter(
+    f"{PREFIX}turn_cli_starts", "How each turn got its CLI: `warm` (a CLI already running for the session) or "
+    "`cold` (a CLI started for the turn, resuming the conversation).", ["start"]
+)
 CLI_EXITS = Counter(f"{PREFIX}cli_exits", "Claude CLI processes that ended, by exit code.", ["code"])
 LINE_TO_APPEND = Histogram(
     f"{PREFIX}cli_line_to_append_seconds",
@@ -64,6 +68,8 @@ def watch(runner: "TurnRunner") -> None:
         TURNS_ENDED.labels(outcome=outcome.value)
     for approval in APPROVAL_OUTCOMES:
         APPROVALS.labels(outcome=approval)
+    for start in ("warm", "cold"):
+        TURN_STARTS.labels(start=start)
 
 
 def turn_ended(outcome: Outcome, started: float) -> None:

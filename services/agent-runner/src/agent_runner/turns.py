@@ -258,6 +258,7 @@ class TurnRunner:
             finally:
                 self.warm.release(warm)  # type: ignore[union-attr]
             if ended is not None:
+                metrics.TURN_STARTS.labels(start="warm").inc()
                 return ended
             log.warning("the warm CLI was gone before it read the prompt; starting one for the turn")
         devvm = self._devvm(cmd.vm, vm)
@@ -266,6 +267,7 @@ class TurnRunner:
             return self._cancelled(turn, recorder)
         verbs = self._verb_tool(ws, cmd, recorder, vm)
         turn.verbs = verbs
+        metrics.TURN_STARTS.labels(start="cold").inc()
         try:
             mcp_config = await verbs.start()
             invocation = self._invocation(ws, cmd.session_id, cmd.model, mcp_config, with_vm(self.system_prompt, vm, devvm))

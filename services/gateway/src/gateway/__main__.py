@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -22,7 +25,29 @@ def main() -> None:
         raise SystemExit(2) from None
     if not settings.auth_configured:
         log.warning("no BREAKGLASS_API_TOKEN and BREAKGLASS_TRUST_EDGE_HEADER=0: every /api request is refused")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    app = create_app(settings)
+    # httptools: uvicorn's C HTTP parser/writer, less CPU per SSE frame than
+    # h11 (BENCHMARKS.md), which thousands of streams per process need.
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            http="httptools")
+    Server(config).run()
+
+
+class Server(uvicorn.Server):
+    """uvicorn waits for open responses before it stops, and an attach stream
+    never ends by itself: a stop signal ends them first (the browsers resume
+    by Last-Event-ID on another gateway or after the restart)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        streams = self.config.app.state.streams
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(streams.close)
+        super().handle_exit(sig, frame)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
 
 if __name__ == "__main__":

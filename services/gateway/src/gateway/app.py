@@ -18,6 +18,7 @@ from .api import health as health_checks
 from . import metrics, pwa, stepup
 from .bus import Bus
 from .correlation import RequestIds
+from .eventstream import Streams
 from .guard import Guard
 from .logins import Logins
 from .push.sender import Pusher
@@ -49,6 +50,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.bus = bus
     app.state.logins = Logins(bus)
+    app.state.streams = Streams()  # open attach streams, ended at shutdown (see __main__)
     triages = app.state.triages = Triages(bus, settings)
     pusher = app.state.pusher = Pusher(bus, settings)
 

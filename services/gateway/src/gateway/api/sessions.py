@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from events.types import MAX_PROMPT_BYTES
 
 from .. import observers, sessions
 from ..attach import frames
+from ..eventstream import EventStream
 from ..auth import require_identity
 from .deps import Identity, SessionIdParam, bus_of, event_id, require_session
 from .vms import resolve
@@ -65,7 +65,7 @@ async def stream(
     who: Identity,
     after: Annotated[str | None, Query(description="resume strictly after this event id (a decimal number)")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> EventSourceResponse:
+) -> EventStream:
     bus = bus_of(request)
     start = event_id(after, "after")
     if last_event_id is not None:
@@ -77,16 +77,11 @@ async def stream(
     secret = observers.credential(request.headers, request.query_params)
     if secret is not None:  # an observer's stream ends with its link
         events = observers.while_live(events, bus, secret)
-    return EventSourceResponse(
-        events,
-        ping=keepalive,
-        # A named event, not a comment: a browser's EventSource never shows a
-        # comment to the page, and the PWA needs the keepalive to PROVE the
-        # stream live (and learns the interval from it). Other clients skip
-        # an event they do not listen for.
-        ping_message_factory=lambda: ServerSentEvent(event="keepalive", data=f"{keepalive:g}"),
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    # The keepalive is a named event, not a comment: a browser's EventSource
+    # never shows a comment to the page, and the PWA needs the keepalive to
+    # PROVE the stream live (and learns the interval from it). Other clients
+    # skip an event they do not listen for.
+    return EventStream(events, keepalive=keepalive, streams=request.app.state.streams)
 
 
 @router.post(
