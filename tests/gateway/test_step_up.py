@@ -115,7 +115,8 @@ async def test_an_assertion_made_for_another_request_is_refused(gateway, alice, 
     async with executor(settings_for(nats_url, sshd_server)):
         step = await asked(alice, "/api/pve/cycle", {"session_id": one})
         for wrong, why in (
-            ({"session_id": other}, f"made for pressing `cycle` in session {one}, not for pressing `cycle` in session {other}"),
+            ({"session_id": other}, f"made for pressing `cycle` on VM devvm in session {one}, "
+                                    f"not for pressing `cycle` on VM devvm in session {other}"),
             ({"session_id": one, "idempotency_key": "k"}, "made for pressing `cycle`"),
         ):
             refused = await alice.post("/api/pve/cycle", json={**wrong, "step_up": key.assert_(step["public_key"])})

@@ -23,6 +23,7 @@ from typing import Any
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import KeyNotFoundError
 
 from events import subjects, trace
 from events.codec import ContractError, decode, encode
@@ -56,6 +57,8 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
         return False
     trace.bind(turn_id=asked.turn_id, request_id=asked.request_id)  # the decision belongs to the verb's turn
     if approve:
+        if await decided_by(bus, session_id, approval_id, wait=False) is not None:
+            return False  # decided (or timed out) already: a late Approve leaves no grant behind
         await _grant(bus, asked, by)
     command = AnswerApproval(by=by, session_id=session_id, approval_id=approval_id, approved=approve)
     nc = bus.nc
@@ -66,7 +69,9 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
         accepted = decode(reply.data, ApprovalReply).accepted
     except (NoRespondersError, NatsTimeoutError, ContractError) as exc:
         log.info("approval %s of session %s got no answer: %s", approval_id, session_id, type(exc).__name__)
-        return False
+        accepted = False
+    if approve and not accepted:  # not taken: the grant must not outlive the refusal
+        await _withdraw(bus, approval_id)
     log.info("approval %s of session %s %s by %s (accepted: %s)",
              approval_id, session_id, "approved" if approve else "denied", by, accepted)
     if accepted:  # the operator's decision is the gateway's to record (events.authorship)
@@ -117,6 +122,13 @@ async def find_asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalReq
         if isinstance(event, ApprovalRequested) and event.approval_id == approval_id:
             return event
     return None
+
+
+async def _withdraw(bus: Bus, approval_id: str) -> None:
+    try:
+        await (await bus.kv()).delete(grant_key(approval_id))
+    except KeyNotFoundError:
+        pass
 
 
 async def _grant(bus: Bus, asked: ApprovalRequested, by: str) -> None:

@@ -17,15 +17,22 @@ is an allow-list in two places:
   allows it only on OBSERVABLE_ROUTES for the session it names (403).
 
 Creation, every use and revocation are `observer` events in the session.
-A revoked or expired link is 401, like no credential at all.
+A revoked or expired link is 401, like no credential at all, and a stream
+it holds open ends within RECHECK_SECONDS of the revocation or expiry.
+Every use is audited, so uses are rate-limited (USES_PER_MINUTE per link
+and gateway, then 429): a link holder cannot grow the session's log
+without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
 import time
+from collections import deque
+from collections.abc import AsyncIterator
 
 import msgspec
 from fastapi import HTTPException, Request
@@ -49,6 +56,11 @@ OBSERVABLE_ROUTES: dict[str, str] = {
 OBSERVABLE_PATHS = re.compile(r"^/api/session/" + UUID_PATTERN.strip("^$") + r"/(stream|events|export)$")
 OBSERVABLE_METHODS = frozenset({"GET", "HEAD"})
 READ_ONLY = "an observer link is read-only: it can attach to, replay and export its one session, nothing else"
+#: How often an attached observer's stream checks that its link still lives.
+RECHECK_SECONDS = 2.0
+#: Audited uses of one link a gateway allows per minute (then 429).
+USES_PER_MINUTE = 30
+_uses: dict[str, deque[float]] = {}
 #: How long a link lives when its creator does not say.
 DEFAULT_SECONDS = 3600.0
 
@@ -136,5 +148,55 @@ async def observer_identity(request: Request, secret: str) -> str:
         raise HTTPException(403, READ_ONLY)
     if request.path_params.get("session_id") != link.session_id:
         raise HTTPException(403, "this observer link opens another session only")
+    if not _take_use(observer_id, time.monotonic()):
+        raise HTTPException(429, f"this observer link is used too often (at most {USES_PER_MINUTE} a minute); "
+                                 "wait a minute", headers={"Retry-After": "60"})
     await Observers(request.app.state.bus).used(observer_id, link, what)
     return observer_name(observer_id)
+
+
+def _take_use(observer_id: str, now: float) -> bool:
+    """One more use of the link in the last minute, if under the limit."""
+    if len(_uses) > 1000:  # forget idle links so the table stays small
+        for key in [k for k, v in _uses.items() if not v or now - v[-1] > 60]:
+            del _uses[key]
+    window = _uses.setdefault(observer_id, deque())
+    while window and now - window[0] > 60:
+        window.popleft()
+    if len(window) >= USES_PER_MINUTE:
+        return False
+    window.append(now)
+    return True
+
+
+async def while_live(frames: AsyncIterator[bytes], bus: Bus, secret: str) -> AsyncIterator[bytes]:
+    """`frames` until the observer link `secret` is revoked or expires
+    (checked every RECHECK_SECONDS, whether or not frames flow)."""
+    loop = asyncio.get_running_loop()
+    source = frames.__aiter__()
+    links = Observers(bus)
+    next_check = loop.time() + RECHECK_SECONDS
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(source.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=max(0.0, next_check - loop.time()))
+            if done:
+                try:
+                    frame = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield frame
+            if loop.time() >= next_check:
+                if await links.resolve(secret) is None:
+                    return
+                next_check = loop.time() + RECHECK_SECONDS
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -112,10 +112,10 @@ async def answer(bus: Bus, settings: Settings, asked: Asked, *, approve: bool, b
     event = asked.event
     assert asked.is_press and event.session_id is not None and event.request_id is not None
     trace.bind(session_id=event.session_id, request_id=event.request_id, verb=event.verb, by=by)
-    if approve and by == event.by:
+    if approve and by.casefold() == event.by.casefold():  # `Alice` and `alice` are one person
         raise PressRefused(f"two-person rule: you pressed `{event.verb.value}` yourself; "
                            "another operator must approve it")
-    if approve and by == AGENT:
+    if approve and by.casefold() == AGENT:
         raise PressRefused("the agent never counts as an approver")
     if utcnow() >= event.ts + timedelta(seconds=settings.two_person_wait_seconds):
         log.info("press %s expired before it was decided", event.approval_id)

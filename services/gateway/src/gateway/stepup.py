@@ -70,11 +70,15 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True):
     action: Action
     verb: str = ""
     session_id: str | None = None
-    #: The approval id (approve), the press's idempotency key (press, "" without one).
+    #: The approval id (approve), the press's idempotency key (press, "" without one),
+    #: how many passkeys the operator had when the challenge was made (register).
     subject: str = ""
+    #: The VM pressed on (press): an assertion for one VM never presses on another.
+    vm: str = ""
 
     def describe(self) -> str:
-        where = f" in session {self.session_id}" if self.session_id else ""
+        where = f" on VM {self.vm}" if self.vm else ""
+        where += f" in session {self.session_id}" if self.session_id else ""
         if self.action == "press" and self.subject:
             where += f" (idempotency key {self.subject})"
         return {"press": f"pressing `{self.verb}`{where}", "approve": f"approving `{self.verb}`{where}",
@@ -168,7 +172,10 @@ class StepUp:
         if keys is not None and keys.credentials:
             await self.demand(Binding(user=user, action="enrol"), proof, request_id="")
         handle = keys.user_handle if keys else _user_handle(user)
-        challenge = await self._challenge(Binding(user=user, action="register"), request_id="")
+        # Bound to how many passkeys there are now: a challenge fetched while
+        # there were none cannot register a second one without the enrol proof.
+        challenge = await self._challenge(Binding(user=user, action="register", subject=str(_count(keys))),
+                                          request_id="")
         options = generate_registration_options(
             rp_id=self._settings.webauthn_rp_id, rp_name="breakglass", user_name=user,
             user_id=base64url_to_bytes(handle), challenge=challenge, timeout=int(self._settings.step_up_seconds * 1000),
@@ -183,7 +190,8 @@ class StepUp:
         """Verify a registration made from `registration_options`; returns the
         new credential's id. Raises StepUpRefused."""
         challenge = _client_challenge(credential)
-        await self._redeem(challenge, Binding(user=user, action="register"))
+        keys, _ = await self.passkeys(user)
+        await self._redeem(challenge, Binding(user=user, action="register", subject=str(_count(keys))))
         try:
             verified = verify_registration_response(
                 credential=credential, expected_challenge=challenge, expected_rp_id=self._settings.webauthn_rp_id,
@@ -293,6 +301,10 @@ class StepUp:
             raise StepUpRefused(f"this passkey confirmation expired (it is good for "
                                 f"{self._settings.step_up_seconds:g} s); confirm again")
         return pending
+
+
+def _count(keys: Passkeys | None) -> int:
+    return len(keys.credentials) if keys is not None else 0
 
 
 def _client_data(credential: dict[str, Any]) -> dict[str, Any]:

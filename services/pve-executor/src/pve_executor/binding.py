@@ -6,7 +6,12 @@ checked here against the session's record (the gateway's KV entry, which
 neither the agent nor agent-runner may write): an agent verb for another
 VM, or for a session that does not exist, is refused before anything is
 sent. An operator's verb is not bound: the operator may act on any listed
-VM, in a session or not (the gateway checks its session binding).
+VM, in a session or not (the gateway checks its session binding), except
+with an approval: a grant is for a request in a session, so a verb carrying
+one (an operator's two-person press, an agent's approved verb) acts on that
+session's VM only, whoever publishes it (`elsewhere`, asked before the
+grant is redeemed, so a copy re-sent for another VM neither runs nor
+spends it).
 """
 
 from __future__ import annotations
@@ -25,6 +30,22 @@ from .grants import AGENT
 class SessionVms:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+
+    async def elsewhere(self, cmd: RunVerb, vm: Vm, vms: VmList) -> str | None:
+        """Why a verb carrying an approval may not act on `vm`: its session
+        exists and is about another VM. None otherwise (no approval, no such
+        session: the grant check answers those)."""
+        if cmd.approval_id is None or cmd.session_id is None:
+            return None
+        try:
+            record = decode((await self._kv.get(session_key(cmd.session_id))).value or b"", SessionRecord)
+        except (KeyNotFoundError, ContractError):
+            return None
+        bound = record.vm or vms.default.name
+        if bound != vm.name:
+            return (f"this session is about VM {bound}, not {vm.name} ({vm.vmid}); an approved verb acts on its "
+                    "session's VM only")
+        return None
 
     async def refusal(self, cmd: RunVerb, vm: Vm, vms: VmList) -> str | None:
         """Why the agent may not act on `vm` in its session, or None."""

@@ -87,7 +87,8 @@ class Grants:
         if grant.session_id != cmd.session_id or grant.request_id != cmd.request_id or grant.verb != verb:
             return (f"approval {cmd.approval_id} was given for `{grant.verb.value}` (request {grant.request_id}) "
                     "in another session or request, not for this one")
-        if two_person and (grant.approved_by in (cmd.by, AGENT) or grant.requested_by not in (None, cmd.by)):
+        if two_person and (grant.approved_by.casefold() in (cmd.by.casefold(), AGENT)
+                           or grant.requested_by not in (None, cmd.by)):
             return (f"`{verb.value}` needs a second operator's approval (two-person rule): approval "
                     f"{cmd.approval_id} was given by {grant.approved_by!r} for a request by {cmd.by!r}")
         if utcnow() >= grant.expires_at:

@@ -215,6 +215,11 @@ class VerbHandler:
                 f"refused: VM {cmd.vmid} is not one this console may act on (BREAKGLASS_VMS lists "
                 f"{', '.join(str(v) for v in self.settings.vms.vmids)}); nothing was run"
             ))
+        elsewhere = await self.bindings.elsewhere(cmd, vm, self.settings.vms) if self.bindings is not None else None
+        if elsewhere is not None:
+            log.warning("refused %s's %s on VM %d (request %s): %s", cmd.by, verb.value, vm.vmid, cmd.request_id,
+                        elsewhere)
+            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {elsewhere}")
         if needs_grant(cmd, verb, self.settings.verb_policy, self.settings.two_person):
             two_person = verb in self.settings.two_person
             refused = "no grant store" if self.grants is None else await self.grants.redeem(

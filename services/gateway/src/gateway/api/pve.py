@@ -110,7 +110,7 @@ async def press(request: Request, vm: Vm, verb: str, who: str, body: VerbBody | 
                                  "session, where another operator can approve it")
     if stepup.required(settings, parsed):
         binding = stepup.Binding(user=who, action="press", verb=parsed.value, session_id=body.session_id,
-                                 subject=body.idempotency_key or "")
+                                 subject=body.idempotency_key or "", vm=vm.name)
         request_id = trace.current().get("request_id") or new_id()
         trace.bind(request_id=await stepup.StepUp(bus, settings).demand(binding, body.step_up, request_id=request_id))
     if parsed in settings.two_person:

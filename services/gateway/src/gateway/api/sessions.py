@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from events.types import MAX_PROMPT_BYTES
 
-from .. import sessions
+from .. import observers, sessions
 from ..attach import frames
 from ..eventstream import EventStream
 from ..auth import require_identity
@@ -73,11 +73,15 @@ async def stream(
     await require_session(bus, session_id)
     await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)  # its VM: from its record
     keepalive = request.app.state.settings.keepalive_seconds
+    events = frames(bus, session_id, start)
+    secret = observers.credential(request.headers, request.query_params)
+    if secret is not None:  # an observer's stream ends with its link
+        events = observers.while_live(events, bus, secret)
     # The keepalive is a named event, not a comment: a browser's EventSource
     # never shows a comment to the page, and the PWA needs the keepalive to
     # PROVE the stream live (and learns the interval from it). Other clients
     # skip an event they do not listen for.
-    return EventStream(frames(bus, session_id, start), keepalive=keepalive, streams=request.app.state.streams)
+    return EventStream(events, keepalive=keepalive, streams=request.app.state.streams)
 
 
 @router.post(

@@ -30,7 +30,7 @@ from events.topology import PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS, kv_keys, push_clai
 from .. import approvals
 from ..hub import hubs_of
 from . import ece, grants, messages, vapid
-from .store import Subscription, Subscriptions
+from .store import BadSubscription, Subscription, Subscriptions, check_endpoint
 
 if TYPE_CHECKING:
     from ..bus import Bus
@@ -265,6 +265,11 @@ class Pusher:
 
     async def send(self, sub: Subscription, push: messages.Push, event: Any = None) -> int | None:
         """POST one encrypted push; the push service's status (None: unreachable)."""
+        try:  # a subscription stored before the endpoint check tightened is judged again here
+            check_endpoint(sub.endpoint, allow_http=self._settings.push_allow_http)
+        except BadSubscription as exc:
+            await self.subs.remove(sub.key, f"refused endpoint: {exc}")  # type: ignore[union-attr]
+            return None
         try:
             body = json.dumps(await self._payload(sub, push, event), separators=(",", ":")).encode()
             encrypted = ece.encrypt(body, vapid.b64url_decode(sub.p256dh), vapid.b64url_decode(sub.auth))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import time
 from urllib.parse import urlsplit
@@ -65,7 +66,30 @@ def check_endpoint(endpoint: str, *, allow_http: bool) -> str:
         raise BadSubscription("a push endpoint must be an https:// URL")
     if not parts.hostname or parts.username or parts.password or parts.fragment:
         raise BadSubscription("a push endpoint must be a plain URL with a host")
+    if not allow_http and internal_host(parts.hostname):
+        raise BadSubscription("a push endpoint must be a public push service, not a loopback, private or "
+                              "link-local address")
     return endpoint
+
+
+#: Names that never leave this machine or its network.
+_INTERNAL_SUFFIXES = ("localhost", ".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
+
+
+def internal_host(hostname: str) -> bool:
+    """True for a host the gateway must not POST to for whoever subscribed
+    (the gateway would reach its own network: SSRF). IP literals are judged
+    by their address, names by their suffix; a public name that resolves to
+    an internal address is not caught here (no DNS at subscribe time), which
+    is why the push carries only ciphertext and no redirect is followed."""
+    name = hostname.strip("[]").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return name.endswith(_INTERNAL_SUFFIXES) or "." not in name
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
 
 
 def check_keys(p256dh: str, auth: str) -> None:
