@@ -71,12 +71,13 @@ async def stream(
     if last_event_id is not None:
         start = event_id(last_event_id, "Last-Event-ID")
     await require_session(bus, session_id)
-    await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)  # its VM: from its record
     keepalive = request.app.state.settings.keepalive_seconds
     events = frames(bus, session_id, start)
     secret = observers.credential(request.headers, request.query_params)
-    if secret is not None:  # an observer's stream ends with its link
+    if secret is not None:  # an observer's stream ends with its link; an observer never prompts, so no warm CLI
         events = observers.while_live(events, bus, secret)
+    else:
+        await sessions.hint_warm(bus, session_id, who, request.app.state.settings.model)  # its VM: from its record
     # The keepalive is a named event, not a comment: a browser's EventSource
     # never shows a comment to the page, and the PWA needs the keepalive to
     # PROVE the stream live (and learns the interval from it). Other clients
