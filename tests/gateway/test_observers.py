@@ -129,3 +129,28 @@ async def test_a_link_expires_and_cannot_outlive_the_maximum(gateway, client, st
     other = (await client.post("/api/session")).json()["session_id"]
     foreign = await client.delete(f"/api/session/{other}/observers/{'ab' * 32}")
     assert foreign.json() == {"revoked": False}
+
+
+async def test_an_observer_attach_warms_no_cli_and_an_operator_attach_does(gateway, client, stranger, nc):
+    """A warm CLI costs the runner memory and is capped; an observer can never
+    prompt, so its attach must not spend one (nor evict an operator's)."""
+    from events import subjects
+
+    sid = (await client.post("/api/session")).json()["session_id"]
+    secret = (await link(client, sid))["secret"]
+    hints: list[str] = []
+
+    async def heard(msg) -> None:  # type: ignore[no-untyped-def]
+        hints.append(msg.subject)
+
+    sub = await nc.subscribe(subjects.warm(sid), cb=heard)
+    try:
+        await nc.flush()
+        await collect(stranger, f"/api/session/{sid}/stream?observer={secret}",
+                      until=lambda got: any(f.event == "caught-up" for f in got))
+        await collect(client, f"/api/session/{sid}/stream", until=lambda got: any(f.event == "caught-up" for f in got))
+        await nc.flush()
+        await asyncio.sleep(0.2)
+    finally:
+        await sub.unsubscribe()
+    assert hints == [subjects.warm(sid)]  # the operator's attach only
