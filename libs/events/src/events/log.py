@@ -63,6 +63,19 @@ def _no_legacy(session_id: str) -> None:
             del _NO_LEGACY[next(iter(_NO_LEGACY))]
 
 
+async def _deliver_upto(got: list[direct.Got], position: int, until: int, deliver: Deliver) -> tuple[int, bool]:
+    """Hand `got` to `deliver` in order, none past `until`: the last one
+    handed, and whether the replay is over (`until` reached or passed)."""
+    for g in got:
+        if g.seq > until:
+            return position, True
+        position = g.seq
+        pending = deliver(g.seq, g.data)
+        if pending is not None and inspect.isawaitable(pending):
+            await pending
+    return position, position >= until
+
+
 async def _answer_flow_control(nc, sub) -> None:  # type: ignore[no-untyped-def]
     """Answer a pending flow-control request as soon as the messages before
     it were delivered.
@@ -467,14 +480,8 @@ class EventLog:
         # replay goes to a consumer at once instead of after a batch of
         # direct-get replies (each about three times a pushed message's cost).
         got, more = await direct.get_batch_any(nc, self._stream, seq=after + 1, filters=filters, batch=1)
-        for g in got:
-            if g.seq > until:
-                return position
-            position = g.seq
-            pending = deliver(g.seq, g.data)
-            if pending is not None and inspect.isawaitable(pending):
-                await pending
-        if position >= until:
+        position, done = await _deliver_upto(got, position, until, deliver)
+        if done:
             return position
         if more > LONG_REPLAY:
             return await self._replay_ordered(session_id, position, until, deliver)
@@ -489,14 +496,8 @@ class EventLog:
                 reading = None
                 if got and more and got[-1].seq < until:
                     reading = read(got[-1].seq + 1)  # the next batch comes while this one is delivered
-                for g in got:
-                    if g.seq > until:
-                        return position
-                    position = g.seq
-                    pending = deliver(g.seq, g.data)
-                    if pending is not None and inspect.isawaitable(pending):
-                        await pending
-                if position >= until:
+                position, done = await _deliver_upto(got, position, until, deliver)
+                if done:
                     return position
         finally:
             if reading is not None:
