@@ -39,7 +39,7 @@ async def consume(
     handle: Handler,
     *,
     stop: asyncio.Event,
-    log: logging.Logger,
+    logger: logging.Logger,
     topology: Topology = Topology(),
     concurrency: int = 4,
     poll_seconds: float = 1.0,
@@ -59,7 +59,7 @@ async def consume(
         try:
             await handle(command)
         except Exception:
-            log.exception("handler failed for %s", type(command).__name__)
+            logger.exception("handler failed for %s", type(command).__name__)
 
     try:
         while not stop.is_set():
@@ -74,7 +74,7 @@ async def consume(
                 # JetStream away for a moment (a cluster electing a new leader
                 # after losing a node, a reconnect): wait and pull again; a
                 # worker never dies of it (it did: tests/cluster).
-                log.warning("pulling from %s failed (%s); retrying", durable, type(exc).__name__)
+                logger.warning("pulling from %s failed (%s); retrying", durable, type(exc).__name__)
                 await asyncio.sleep(poll_seconds)
                 continue
             for msg in msgs:
@@ -87,7 +87,7 @@ async def consume(
                     if authority is not None:
                         command = authority(command, msg.subject)
                 except ContractError as exc:
-                    log.warning("terminated a poison message on %s: %s", msg.subject, exc)
+                    logger.warning("terminated a poison message on %s: %s", msg.subject, exc)
                     metrics.COMMANDS_TERMINATED.labels(consumer=durable).inc()
                     try:
                         await msg.term()
@@ -99,7 +99,7 @@ async def consume(
                 except (NatsError, asyncio.TimeoutError) as exc:
                     # Unconfirmed: not run now (at most once). If the ack was
                     # lost, the command comes back after ack_wait and runs then.
-                    log.warning("could not confirm the ack of a command on %s (%s); not run now",
+                    logger.warning("could not confirm the ack of a command on %s (%s); not run now",
                                 msg.subject, type(exc).__name__)
                     continue
                 task = asyncio.create_task(run(command, trace.from_headers(msg.headers)))

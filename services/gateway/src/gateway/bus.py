@@ -16,7 +16,7 @@ from events.locks import TurnLocks
 from events.log import EventLog
 from events.topology import Topology, check
 
-log = logging.getLogger("gateway.bus")
+logger = logging.getLogger(__name__)
 
 
 class Bus:
@@ -26,6 +26,7 @@ class Bus:
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._kv: KeyValue | None = None
+        self._log: EventLog | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_until_done())
@@ -33,11 +34,11 @@ class Bus:
     async def _connect_until_done(self) -> None:
         while True:
             try:
-                self.nc = await nats_bus.connect(self.url, "gateway", log=log)
-                log.info("connected to NATS at %s", nats_bus.redact(self.url))
+                self.nc = await nats_bus.connect(self.url, "gateway", logger=logger)
+                logger.info("connected to NATS at %s", nats_bus.redact(self.url))
                 return
             except Exception as exc:  # nats raises several unrelated types here
-                log.warning("NATS not reachable yet (%s); retrying", exc)
+                logger.warning("NATS not reachable yet (%s); retrying", exc)
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
@@ -54,7 +55,14 @@ class Bus:
 
     @property
     def log(self) -> EventLog:
-        return EventLog(self.js, self.topology, writer="gateway")
+        """The gateway's event log, one for the process, so its cache of each
+        session's tail saves a read per append. Made once: `nc` is one client
+        for the process's life (nats-py reconnects it in place), and so is
+        the JetStream context the log holds."""
+        js = self.js  # raises while not connected, as every use of the bus does
+        if self._log is None:
+            self._log = EventLog(js, self.topology, writer="gateway")
+        return self._log
 
     async def kv(self) -> KeyValue:
         if self._kv is None:

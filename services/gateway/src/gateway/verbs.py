@@ -31,7 +31,7 @@ from events.vms import Vm, VmList
 
 from .bus import Bus
 
-log = logging.getLogger("gateway.verbs")
+logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 
@@ -54,7 +54,7 @@ async def request_verb(
     # in the gateway's, the bus's and pve-executor's records alike.
     request_id = trace.current().get("request_id") or new_id()
     trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id, vm=vm.name)
-    log.info("verb requested%s", f" (idempotency key {idempotency_key})" if idempotency_key else "")
+    logger.info("verb requested%s", f" (idempotency key {idempotency_key})" if idempotency_key else "")
     await record_requested(bus.log, VerbProgressed(
         session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id,
         vm=vm.name, vmid=vm.vmid))
@@ -67,7 +67,7 @@ async def request_verb(
 
 
 async def _stored_result(bus: Bus, verb: Verb, idempotency_key: str, wait_seconds: float) -> VerbResult:
-    log.info("verb %s with key %s was already requested; answering with its result", verb.value, idempotency_key)
+    logger.info("verb %s with key %s was already requested; answering with its result", verb.value, idempotency_key)
     kv = await bus.kv()
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while asyncio.get_running_loop().time() < deadline:

@@ -35,7 +35,7 @@ from . import state
 from .payload import Webhook, WebhookAlert
 from .state import GroupState, VmWindow
 
-log = logging.getLogger("gateway.alerts")
+logger = logging.getLogger("gateway.alerts")
 
 ALERTMANAGER = "alertmanager"
 #: Alertmanager's "no end time yet" (Go's zero time).
@@ -124,7 +124,7 @@ async def _group(
         return msgspec.structs.replace(group, triage_until=now + lapse), True
 
     if not await state.change(kv, key, GroupState, claim_group):
-        log.info("a triage of this alert group already runs; %d new alert(s) recorded only", len(firing))
+        logger.info("a triage of this alert group already runs; %d new alert(s) recorded only", len(firing))
         return
 
     async def claim_vm(current: VmWindow | None) -> tuple[VmWindow | None, bool]:
@@ -136,7 +136,7 @@ async def _group(
         return msgspec.structs.replace(current, triaged_at=now), True
 
     if not await state.change(kv, alert_vm_key(vm), VmWindow, claim_vm):
-        log.info("VM %s had a triage within %g s; alert recorded only", vm, window)
+        logger.info("VM %s had a triage within %g s; alert recorded only", vm, window)
         await release_group(bus, key, session_id)
         return
     receipt.triages.append(session_id)
