@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv="${UV:-.venv/bin/uv}"
-locals=(breakglass-events breakglass breakglass-gateway breakglass-agent-runner breakglass-pve-executor breakglass-notifier)
+locals=(breakglass-events breakglass-eventbus breakglass breakglass-gateway breakglass-agent-runner breakglass-pve-executor breakglass-notifier)
 no_emit=()
 for name in "${locals[@]}"; do no_emit+=(--no-emit-package "$name"); done
 
