@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from events.log import EventLog
+from eventbus.log import EventLog
 
 from . import metrics
 from .bus import Bus

@@ -33,9 +33,9 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode, encode
-from events.log import WRONG_LAST_SEQUENCE
+from eventbus.log import WRONG_LAST_SEQUENCE
 from events.commands import VerbRecord
-from events.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
+from eventbus.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
 
 log = logging.getLogger("pve-executor.records")
 

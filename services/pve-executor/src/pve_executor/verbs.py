@@ -47,7 +47,7 @@ from events import subjects
 from events.codec import encode
 from events.commands import Command, RunVerb, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 from events.vms import Vm

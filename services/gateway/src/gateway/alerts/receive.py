@@ -26,7 +26,7 @@ import msgspec
 from nats.js.kv import KeyValue
 
 from events.kinds import AlertReceived, AlertStatus
-from events.topology import alert_group_key, alert_vm_key
+from eventbus.topology import alert_group_key, alert_vm_key
 from events.types import new_id, utcnow
 
 from .. import sessions

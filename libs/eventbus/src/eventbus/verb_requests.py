@@ -24,12 +24,13 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from . import subjects, trace
-from .codec import ContractError, decode, encode
-from .commands import RunVerb, VerbResult
-from .kinds import VerbPhase, VerbProgressed
+from events import subjects
+from . import trace
+from events.codec import ContractError, decode, encode
+from events.commands import RunVerb, VerbResult
+from events.kinds import VerbPhase, VerbProgressed
 from .log import EventLog
-from .verbs import Verb
+from events.verbs import Verb
 
 logger = logging.getLogger(__name__)
 
