@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from . import chain, direct, subjects, trace
+from . import bulkread, chain, direct, subjects, trace
 from .codec import decode_event, decode_event_lenient, encode
 from .kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
@@ -471,7 +471,8 @@ class EventLog:
         through one short-lived ordered consumer instead: per event it costs
         this process about a third of a direct-get reply. Callers bound how
         many replays run at once (gateway.hub.MAX_REPLAYS), which bounds
-        these consumers too."""
+        these consumers too. Both reads go through events.bulkread when
+        they can (a raw connection parsed in bulk), else through nats-py."""
         position = after
         if until <= after:
             return after
@@ -485,6 +486,10 @@ class EventLog:
             return position
         if more > LONG_REPLAY:
             return await self._replay_ordered(session_id, position, until, deliver)
+        if more > bulkread.WORTH_IT and len(filters) == 1:  # or on from where it stopped
+            position, done = await bulkread.replay(nc, self._stream, filters[0], position, until, deliver)
+            if done:
+                return position
 
         def read(seq: int) -> asyncio.Future[tuple[list[direct.Got], int]]:
             return asyncio.ensure_future(direct.get_batch_any(nc, self._stream, seq=seq, filters=filters))
@@ -515,6 +520,9 @@ class EventLog:
         only, where the push of a consumer is about three times cheaper per
         event for this process than direct-get replies."""
         if until <= after:
+            return after
+        after, over = await bulkread.replay_pushed(self._js._nc, self._stream, self._filters(session_id), after, until, deliver)
+        if over:  # else on from where it stopped, through nats-py
             return after
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         position = after
