@@ -181,9 +181,16 @@ class _Conn:
             elif reply is not None and reply.startswith(b"$JS.FC."):
                 out.append((-1, reply))
             elif headers_end > start:  # a status: heartbeats only
-                if buf[start + 9:start + 12] != b"100":
-                    status = buf[start:headers_end].split(b"\r\n", 1)[0].decode(errors="replace")
+                headers = buf[start:headers_end]
+                if headers[9:12] != b"100":
+                    status = headers.split(b"\r\n", 1)[0].decode(errors="replace")
                     raise Unavailable(f"consumer answered {status!r}")
+                last = _header(headers, b"Nats-Last-Consumer")
+                if last is not None and int(last) > expected - 1:  # pushed, yet never received
+                    raise Unavailable(f"consumer sent up to {int(last)}, received {expected - 1}")
+                stalled = _header(headers, b"Nats-Consumer-Stalled")
+                if stalled is not None:  # a flow-control request got lost: answer it now
+                    out.append((-1, stalled))
             else:  # the consumer create answer
                 answer = json.loads(buf[start:end])
                 if "error" in answer:
@@ -215,6 +222,14 @@ class _Conn:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _header(headers: bytes, name: bytes) -> bytes | None:
+    at = headers.find(b"\r\n" + name + b": ")
+    if at < 0:
+        return None
+    at += len(name) + 4
+    return headers[at:headers.find(b"\r", at)].strip()
 
 
 async def _open(nc: Client) -> _Conn:
