@@ -51,7 +51,9 @@ async def _read(nc, stream: str, subject: str) -> list[tuple[int, bytes]]:  # ty
         seq = got[-1].seq + 1
 
 
-async def _replay(reader, nc, stream: str, subject: str, after: int, until: int) -> tuple[list[tuple[int, bytes]], int, bool]:  # type: ignore[no-untyped-def]
+async def _replay(  # type: ignore[no-untyped-def]
+    reader, nc, stream: str, subject: str, after: int, until: int,
+) -> tuple[list[tuple[int, bytes]], int, bool]:
     out: list[tuple[int, bytes]] = []
 
     def deliver(seq: int, data: bytes) -> None:
@@ -87,7 +89,9 @@ async def test_replays_exactly_whole_resumed_and_cut(nc, js, topology, reader): 
 
 
 @pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
-async def test_payloads_that_look_like_protocol_or_span_many_reads(nc, js, topology, reader, monkeypatch):  # type: ignore[no-untyped-def]
+async def test_payloads_that_look_like_protocol_or_span_many_reads(  # type: ignore[no-untyped-def]
+    nc, js, topology, reader, monkeypatch,
+):
     monkeypatch.setattr(bulkread, "READ_SIZE", 4096)  # every message split across socket reads
     stream = topology.events_stream
     subject = subjects.session_writer(new_id(), "gateway")
@@ -108,7 +112,9 @@ async def test_payloads_that_look_like_protocol_or_span_many_reads(nc, js, topol
     assert (got, position, over) == (stored, stored[-1][0], True)
 
 
-async def test_a_connection_lost_mid_replay_hands_over_to_nats_py_without_gap_or_duplicate(js, topology, monkeypatch, caplog):  # type: ignore[no-untyped-def]
+async def test_a_connection_lost_mid_replay_hands_over_without_gap_or_duplicate(  # type: ignore[no-untyped-def]
+    js, topology, monkeypatch, caplog,
+):
     """Through EventLog.replay, a long replay (the pushed read) and a
     mid-size one (direct gets): the bulk reader's socket is cut under it
     after some records, and the rest comes through nats-py. (The events
@@ -162,7 +168,8 @@ async def test_the_gateway_credentials_and_inbox_carry_over_and_the_reader_role_
     admin = await nats.connect(secured.url(access.ADMIN), inbox_prefix=access.inbox_prefix(access.ADMIN))
     try:
         subject = subjects.session_writer(new_id(), "agent-runner")
-        runner = await nats.connect(secured.url(access.AGENT_RUNNER), inbox_prefix=access.inbox_prefix(access.AGENT_RUNNER))
+        runner_role = access.AGENT_RUNNER
+        runner = await nats.connect(secured.url(runner_role), inbox_prefix=access.inbox_prefix(runner_role))
         try:
             stored = await _seed(runner, admin.jetstream(), stream, subject, [b'{"n":%d}' % n for n in range(300)])
         finally:

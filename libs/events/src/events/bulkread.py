@@ -333,7 +333,8 @@ async def replay(
             if conn.ended and conn.pending and received < until:
                 # The next batch is on its way while this one is handed on.
                 per_event = max(1, size // max(1, seen))
-                conn.ask(stream, subject, received + 1, max(1, min(MAX_BATCH, BATCH_BYTES // per_event, until - received)))
+                batch = max(1, min(MAX_BATCH, BATCH_BYTES // per_event, until - received))
+                conn.ask(stream, subject, received + 1, batch)
             for seq, data in got:
                 if seq > until:  # `until` itself is gone (expired): the replay is past it all the same
                     return position, True
@@ -397,7 +398,8 @@ async def replay_pushed(
             try:
                 got = await conn.records()
             except _READ_ERRORS as exc:
-                log.info("bulk replay of %s stopped after %d (%s); reading on through nats-py", filters[0], position, exc)
+                log.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
+                         filters[0], position, exc)
                 return position, False
             for seq, data in got:
                 if seq < 0:  # everything before it is handed on: let the server send more

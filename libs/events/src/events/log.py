@@ -521,7 +521,8 @@ class EventLog:
         event for this process than direct-get replies."""
         if until <= after:
             return after
-        after, over = await bulkread.replay_pushed(self._js._nc, self._stream, self._filters(session_id), after, until, deliver)
+        nc, filters = self._js._nc, self._filters(session_id)
+        after, over = await bulkread.replay_pushed(nc, self._stream, filters, after, until, deliver)
         if over:  # else on from where it stopped, through nats-py
             return after
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
