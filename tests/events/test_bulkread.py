@@ -52,20 +52,23 @@ async def _read(nc, stream: str, subject: str) -> list[tuple[int, bytes]]:  # ty
 
 
 async def _replay(  # type: ignore[no-untyped-def]
-    reader, nc, stream: str, subject: str, after: int, until: int,
+    reader, nc, stream: str, subject: str, after: int, until: int, *, many: bool = False,
 ) -> tuple[list[tuple[int, bytes]], int, bool]:
+    """`many`: take the records as runs (`deliver_many`), not one by one."""
     out: list[tuple[int, bytes]] = []
 
     def deliver(seq: int, data: bytes) -> None:
+        assert not many
         out.append((seq, data))
 
     filters = subject if reader is bulkread.replay else (subject,)
-    position, over = await reader(nc, stream, filters, after, until, deliver)
+    position, over = await reader(nc, stream, filters, after, until, deliver, out.extend if many else None)
     return out, position, over
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["one by one", "in runs"])
 @pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
-async def test_replays_exactly_whole_resumed_and_cut(nc, js, topology, reader):  # type: ignore[no-untyped-def]
+async def test_replays_exactly_whole_resumed_and_cut(nc, js, topology, reader, many):  # type: ignore[no-untyped-def]
     stream = topology.events_stream
     sid = new_id()
     subject = subjects.session_writer(sid, "agent-runner")
@@ -74,17 +77,17 @@ async def test_replays_exactly_whole_resumed_and_cut(nc, js, topology, reader): 
     assert len(stored) == 2500
     seqs = [seq for seq, _ in stored]
 
-    whole, position, over = await _replay(reader, nc, stream, subject, 0, seqs[-1])
+    whole, position, over = await _replay(reader, nc, stream, subject, 0, seqs[-1], many=many)
     assert (whole, position, over) == (stored, seqs[-1], True)
 
-    resumed, position, over = await _replay(reader, nc, stream, subject, seqs[1200], seqs[-1])
+    resumed, position, over = await _replay(reader, nc, stream, subject, seqs[1200], seqs[-1], many=many)
     assert (resumed, position, over) == (stored[1201:], seqs[-1], True)
 
     # Cut at a sequence that is not the subject's: the other session's, between two of ours.
-    cut, position, over = await _replay(reader, nc, stream, subject, seqs[10], seqs[2000] + 1)
+    cut, position, over = await _replay(reader, nc, stream, subject, seqs[10], seqs[2000] + 1, many=many)
     assert (cut, position, over) == (stored[11:2001], seqs[2000], True)
 
-    nothing, position, over = await _replay(reader, nc, stream, subject, seqs[-1], seqs[-1])
+    nothing, position, over = await _replay(reader, nc, stream, subject, seqs[-1], seqs[-1], many=many)
     assert (nothing, position, over) == ([], seqs[-1], True)
 
 

@@ -58,10 +58,15 @@ _HMSG = re.compile(rb"HMSG [^ \r\n]+ [^ \r\n]+ (?:[^ \r\n]+ )?(\d+) (\d+)\r\n")
 _PUSHED = re.compile(
     rb"(?:HMSG [^ \r\n]+ [^ \r\n]+ (?:([^ \r\n]+) )?(\d+) (\d+)|MSG [^ \r\n]+ [^ \r\n]+ (?:([^ \r\n]+) )?(\d+))\r\n"
 )
+#: The common case of `_PUSHED`, with the stream and consumer sequences
+#: (4th and 3rd from the end of the ack subject) taken out by the match.
+_ACKED = re.compile(rb"HMSG [^ \r\n]+ [^ \r\n]+ \$JS\.ACK\.[^ \r\n]*\.(\d+)\.(\d+)\.\d+\.\d+ (\d+) (\d+)\r\n")
 _SEQUENCE = b"\r\nNats-Sequence: "
 _PENDING = b"\r\nNats-Num-Pending: "
 
 Deliver = Callable[[int, bytes], "Awaitable[None] | None"]
+#: Takes the records parsed together, [(sequence, stored bytes)], in order.
+DeliverMany = Callable[[list[tuple[int, bytes]]], "Awaitable[None] | None"]
 
 
 class Unavailable(Exception):
@@ -86,6 +91,8 @@ class _Conn:
         #: whether the server confirmed the consumer.
         self.consumer_seq = 0
         self.created = False
+        #: Flow-control requests to answer once what came before them is handed on.
+        self.flow: list[bytes] = []
 
     def ask(self, stream: str, subject: str, seq: int, batch: int) -> None:
         body = json.dumps({"batch": batch, "seq": seq, "next_by_subj": subject}).encode()
@@ -94,9 +101,8 @@ class _Conn:
 
     async def records(self) -> list[tuple[int, bytes]]:
         """The whole messages received so far (at least one read's worth),
-        as (sequence, payload); sets `ended`/`pending` at the end marker.
-        Pushed mode (see `replay_pushed`): also (-1, reply subject) where
-        the server asks for a flow-control answer."""
+        as (sequence, payload); sets `ended`/`pending` at the end marker
+        (and, pushed, notes flow-control requests in `flow`)."""
         async with asyncio.timeout(TIMEOUT):
             chunk = await self.reader.read(READ_SIZE)
             if not chunk:
@@ -153,9 +159,22 @@ class _Conn:
         <consumer seq>.<time>.<pending>`), a stored message without headers
         comes as MSG, and flow-control requests come in between."""
         out: list[tuple[int, bytes]] = []
-        match, find, size = _PUSHED.match, buf.find, len(buf)
+        acked, match, find, size = _ACKED.match, _PUSHED.match, buf.find, len(buf)
         expected = self.consumer_seq + 1
         while pos < size:
+            m = acked(buf, pos)
+            if m is not None:  # a stored message with headers: nearly all of them
+                start = m.end()
+                end = start + int(m[4])
+                if end + 2 > size:
+                    self.consumer_seq = expected - 1
+                    return out, pos, end + 2 if not out else 0
+                if int(m[2]) != expected:  # a gap: an ordered reader would start over; the caller does
+                    raise Unavailable(f"consumer sequence {int(m[2])}, expected {expected}")
+                expected += 1
+                out.append((int(m[1]), buf[start + int(m[3]):end]))
+                pos = end + 2
+                continue
             m = match(buf, pos)
             if m is None:
                 eol = find(b"\r\n", pos)
@@ -179,7 +198,7 @@ class _Conn:
                 expected += 1
                 out.append((int(tokens[1]), buf[headers_end:end]))
             elif reply is not None and reply.startswith(b"$JS.FC."):
-                out.append((-1, reply))
+                self.flow.append(reply)
             elif headers_end > start:  # a status: heartbeats only
                 headers = buf[start:headers_end]
                 if headers[9:12] != b"100":
@@ -190,7 +209,7 @@ class _Conn:
                     raise Unavailable(f"consumer sent up to {int(last)}, received {expected - 1}")
                 stalled = _header(headers, b"Nats-Consumer-Stalled")
                 if stalled is not None:  # a flow-control request got lost: answer it now
-                    out.append((-1, stalled))
+                    self.flow.append(stalled)
             else:  # the consumer create answer
                 answer = json.loads(buf[start:end])
                 if "error" in answer:
@@ -295,15 +314,46 @@ def _give(nc: Client, conn: _Conn) -> None:
         conn.close()
 
 
+async def _hand_on(
+    got: list[tuple[int, bytes]], position: int, until: int, deliver: Deliver, many: DeliverMany | None,
+) -> tuple[int, bool]:
+    """Hand `got` on, none at or before `position` nor past `until`: the
+    last sequence handed on, and whether one past `until` was seen."""
+    if not got:
+        return position, False
+    past = got[-1][0] > until
+    if many is not None:
+        if past or got[0][0] <= position:
+            got = [record for record in got if position < record[0] <= until]
+        if got:
+            position = got[-1][0]
+            pending = many(got)
+            if pending is not None:
+                await pending
+        return position, past
+    for seq, data in got:
+        if seq <= position:
+            continue
+        if seq > until:
+            break
+        position = seq
+        pending = deliver(seq, data)
+        if pending is not None:
+            await pending
+    return position, past
+
+
 #: What ends the bulk reader (and hands over to the caller's usual path).
 _READ_ERRORS = (Unavailable, OSError, TimeoutError, ValueError, AttributeError, KeyError, TypeError)
 
 
 async def replay(
     nc: Client, stream: str, subject: str, after: int, until: int, deliver: Deliver,
+    deliver_many: DeliverMany | None = None,
 ) -> tuple[int, bool]:
     """Call `deliver(seq, data)` for the stored messages on `subject` with
-    `after < seq <= until`, in order, each once, awaiting what it returns.
+    `after < seq <= until`, in order, each once, awaiting what it returns
+    (or, when given, `deliver_many` once per run of records parsed together).
     Returns the last sequence delivered and whether the replay is over
     (`until` reached or passed). Not over: the reader stopped (an error,
     logged) or the server had nothing up to `until` yet (a lagging replica);
@@ -335,13 +385,9 @@ async def replay(
                 per_event = max(1, size // max(1, seen))
                 batch = max(1, min(MAX_BATCH, BATCH_BYTES // per_event, until - received))
                 conn.ask(stream, subject, received + 1, batch)
-            for seq, data in got:
-                if seq > until:  # `until` itself is gone (expired): the replay is past it all the same
-                    return position, True
-                position = seq
-                pending = deliver(seq, data)
-                if pending is not None:
-                    await pending
+            position, past = await _hand_on(got, position, until, deliver, deliver_many)
+            if past:  # `until` itself is gone (expired): the replay is past it all the same
+                return position, True
             if position >= until:
                 clean = conn.ended and not conn.buf
                 return position, True
@@ -363,6 +409,7 @@ HEARTBEAT_NS = 5_000_000_000
 
 async def replay_pushed(
     nc: Client, stream: str, filters: tuple[str, ...], after: int, until: int, deliver: Deliver,
+    deliver_many: DeliverMany | None = None,
 ) -> tuple[int, bool]:
     """`replay` through one short-lived consumer (the same one nats-py's
     ordered consumer would make: no acks, flow control, in memory, reaped
@@ -401,19 +448,11 @@ async def replay_pushed(
                 log.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
                          filters[0], position, exc)
                 return position, False
-            for seq, data in got:
-                if seq < 0:  # everything before it is handed on: let the server send more
-                    conn.writer.write(b"PUB %s 0\r\n\r\n" % data)
-                    continue
-                if seq <= position:
-                    continue
-                if seq > until:
-                    return position, True
-                position = seq
-                pending = deliver(seq, data)
-                if pending is not None:
-                    await pending
-            if position >= until:
+            position, past = await _hand_on(got, position, until, deliver, deliver_many)
+            if past or position >= until:
                 return position, True
+            for reply in conn.flow:  # what came before is handed on: let the server send more
+                conn.writer.write(b"PUB %s 0\r\n\r\n" % reply)
+            conn.flow.clear()
     finally:
         conn.close()  # the consumer may still be pushing: this connection is not reused

@@ -458,7 +458,10 @@ class EventLog:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    async def replay(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+    async def replay(
+        self, session_id: str, after: int, until: int, deliver: Deliver,
+        deliver_many: bulkread.DeliverMany | None = None,
+    ) -> int:
         """Call `deliver(seq, data)` for each stored record with
         `after < seq <= until`, in order, exactly once; return the last
         sequence delivered (`until` is normally `last_seq()` read
@@ -472,7 +475,9 @@ class EventLog:
         this process about a third of a direct-get reply. Callers bound how
         many replays run at once (gateway.hub.MAX_REPLAYS), which bounds
         these consumers too. Both reads go through events.bulkread when
-        they can (a raw connection parsed in bulk), else through nats-py."""
+        they can (a raw connection parsed in bulk), else through nats-py;
+        `deliver_many`, when given, takes what the bulk reader parsed
+        together (a list of (seq, data)) in one call instead."""
         position = after
         if until <= after:
             return after
@@ -485,9 +490,9 @@ class EventLog:
         if done:
             return position
         if more > LONG_REPLAY:
-            return await self._replay_ordered(session_id, position, until, deliver)
+            return await self._replay_ordered(session_id, position, until, deliver, deliver_many)
         if more > bulkread.WORTH_IT and len(filters) == 1:  # or on from where it stopped
-            position, done = await bulkread.replay(nc, self._stream, filters[0], position, until, deliver)
+            position, done = await bulkread.replay(nc, self._stream, filters[0], position, until, deliver, deliver_many)
             if done:
                 return position
 
@@ -515,14 +520,17 @@ class EventLog:
                 await pending
         return max(position, until)
 
-    async def _replay_ordered(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+    async def _replay_ordered(
+        self, session_id: str, after: int, until: int, deliver: Deliver,
+        deliver_many: bulkread.DeliverMany | None = None,
+    ) -> int:
         """`replay` through a short-lived ordered consumer: for long replays
         only, where the push of a consumer is about three times cheaper per
         event for this process than direct-get replies."""
         if until <= after:
             return after
         nc, filters = self._js._nc, self._filters(session_id)
-        after, over = await bulkread.replay_pushed(nc, self._stream, filters, after, until, deliver)
+        after, over = await bulkread.replay_pushed(nc, self._stream, filters, after, until, deliver, deliver_many)
         if over:  # else on from where it stopped, through nats-py
             return after
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
