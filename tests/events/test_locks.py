@@ -12,7 +12,8 @@ import pytest
 
 from events.kinds import TurnEnded, TurnInterrupted, UserPrompted, VerbPhase, VerbProgressed
 from events.verbs import Verb
-from events.locks import PENDING_LEASE_SECONDS, PICKUP_LEASE_SECONDS, REAPER, TurnLocks
+from events.commands import Ending, Reaping, Running
+from events.locks import PENDING_LEASE_SECONDS, PICKUP_LEASE_SECONDS, TurnLocks
 from events.log import EventLog
 from events.types import new_id
 
@@ -92,7 +93,7 @@ async def test_a_queued_turn_keeps_its_lock_for_the_pickup_lease(rig):
     assert await locks.reap_lapsed() == []
     assert await locks.claim(sid, turn, "runner/1") is not None
     assert await locks.queued(sid, turn, revision)  # claimed already: still the turn's, nothing changes
-    assert (await locks.current(sid)).lock.owner == "runner/1"
+    assert (await locks.current(sid)).lock.phase == Running(runner="runner/1")
     clock.now += PICKUP_LEASE_SECONDS  # the runner's own lease lapsed: reaped as before
     assert await locks.reap_lapsed() == [sid]
 
@@ -113,7 +114,7 @@ async def test_a_reaper_holding_the_lock_is_not_a_queued_turn(rig):
     sid, turn = new_id(), new_id()
     revision = await locks.take(sid, turn, "ops")
     held = await locks.current(sid)
-    await locks._set(sid, held, REAPER)  # a reaper won the lock (CAS) and is ending the turn
+    await locks._set(sid, held, Reaping())  # a reaper won the lock (CAS) and is ending the turn
     assert not await locks.queued(sid, turn, revision)
 
 
@@ -121,14 +122,14 @@ async def test_a_restarted_runner_ends_only_its_predecessors_turns_at_once(rig):
     locks, log, clock = rig
     mine, live_other, fresh = new_id(), new_id(), new_id()
     turns = {sid: new_id() for sid in (mine, live_other, fresh)}
-    owners = {mine: "host:runner1/aaaaaa+ending", live_other: "host:runner2/bbbbbb", fresh: "host:runner1/cccccc"}
+    runners = {mine: "host:runner1/aaaaaa", live_other: "host:runner2/bbbbbb", fresh: "host:runner1/cccccc"}
     for sid, turn in turns.items():
         assert await locks.take(sid, turn, "ops")
         await user(log, sid, turn)
-        assert await locks.claim(sid, turn, owners[sid].removesuffix("+ending")) is not None
+        assert await locks.claim(sid, turn, runners[sid]) is not None
     # the dead incarnation was writing its end when it died
     held = await locks.current(mine)
-    assert await locks.renew(mine, turns[mine], owners[mine], held.revision)
+    assert await locks.renew(mine, turns[mine], Ending(runner=runners[mine]), held.revision)
     ended = await locks.reap_owned("host:runner1/", except_owner="host:runner1/cccccc", reason="restarted")
     assert ended == [mine]  # no lease lapsed: only the predecessor's turn, at once
     assert await kinds(log, mine) == [("user", turns[mine]), ("turn_end", turns[mine])]  # no `interrupted` after an ending
@@ -172,4 +173,4 @@ async def test_a_claim_racing_the_gateways_queued_mark_still_claims(rig):
     locks.current = stale_then_real
     assert await locks.claim(sid, turn, "runner/1") is not None
     locks.current = real_current
-    assert (await locks.current(sid)).lock.owner == "runner/1"
+    assert (await locks.current(sid)).lock.phase == Running(runner="runner/1")
