@@ -13,10 +13,10 @@ Every change is a compare-and-set on the key's revision:
   before it writes `turn_end`;
 - the turn's end `release`s it.
 A lock whose lease lapsed belongs to a process that died: `reap` takes it
-over (phase `reaping`), records
-`interrupted` + `turn_end` and frees it (or, when the turn's `user` was
-never stored, only frees it: a `turn_end` always follows its `user`). Those two events carry message ids
-derived from the turn id, the same ones the runner uses for its own final
+over (phase `reaping`), records `interrupted` + `turn_end` and frees it (or,
+when the turn's `user` was never stored, only frees it: a `turn_end` always
+follows its `user`). Those two events carry message ids derived from the
+turn id, the same ones the runner uses for its own final
 events, so whichever side gets there first, the log shows exactly one
 `turn_end` per turn (JetStream drops the duplicate).
 """
@@ -153,9 +153,9 @@ class TurnLocks:
         Idempotent for the same runner (a retried claim whose answer was lost).
         A lost CAS is looked at again: the gateway marking the lock `queued`
         at the same moment does not make the turn any less open."""
+        claimed = Running(runner=runner)
         for _ in range(5):
             held = await self.current(session_id)
-            claimed = Running(runner=runner)
             if held is None or held.lock.turn_id != turn_id or held.lock.phase not in (Unclaimed(), claimed):
                 return None
             revision = await self._set(session_id, held, claimed)
