@@ -64,15 +64,18 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(js, nc, topology, tmp_path: Path, fake_claude: str) -> Rig:  # type: ignore[no-untyped-def]
+async def rig(request, js, nc, topology, tmp_path: Path, fake_claude: str) -> Rig:  # type: ignore[no-untyped-def]
+    """A short lease, renewed often, so lease paths take seconds; a test
+    may ask for other lease settings (indirect parametrization)."""
     kv = await js.key_value(topology.kv_bucket)
     log = EventLog(js, topology, writer="agent-runner")
+    lease = {"lease_seconds": 4.0, "lease_renew_seconds": 0.2, **getattr(request, "param", {})}
     settings = Settings(
         nats_url="nats://unused", data_dir=tmp_path / "runner", claude_bin=fake_claude,
-        allow_unsandboxed=True, max_warm=0, lease_seconds=4.0, lease_renew_seconds=0.2, cancel_grace_seconds=3.0,
+        allow_unsandboxed=True, max_warm=0, cancel_grace_seconds=3.0, **lease,
     )
-    runner = TurnRunner(settings=settings, nc=nc, events=log, locks=TurnLocks(kv, log, run_lease=4.0), owner=RUNNER)
-    return Rig(runner, log, kv)
+    locks = TurnLocks(kv, log, run_lease=settings.lease_seconds)
+    return Rig(TurnRunner(settings=settings, nc=nc, events=log, locks=locks, owner=RUNNER), log, kv)
 
 
 def turn_end(events: list) -> TurnEnded:  # type: ignore[type-arg]
@@ -94,6 +97,8 @@ def cli_pid(session_id: str) -> int | None:
     return None
 
 
+#: No renewal inside the short turn, so the lock's history is exactly its phases.
+@pytest.mark.parametrize("rig", [{"lease_seconds": 60.0, "lease_renew_seconds": 30.0}], indirect=True, ids=["long-lease"])
 async def test_a_turn_runs_the_cli_records_what_it_says_and_frees_the_lock(rig: Rig) -> None:
     command = await rig.prompt("lines=3 gap_ms=0")
     await rig.runner.run(command)
