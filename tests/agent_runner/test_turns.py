@@ -98,7 +98,8 @@ def cli_pid(session_id: str) -> int | None:
 
 
 #: No renewal inside the short turn, so the lock's history is exactly its phases.
-@pytest.mark.parametrize("rig", [{"lease_seconds": 60.0, "lease_renew_seconds": 30.0}], indirect=True, ids=["long-lease"])
+@pytest.mark.parametrize("rig", [{"lease_seconds": 60.0, "lease_renew_seconds": 30.0}], indirect=True,
+                         ids=["long-lease"])
 async def test_a_turn_runs_the_cli_records_what_it_says_and_frees_the_lock(rig: Rig) -> None:
     command = await rig.prompt("lines=3 gap_ms=0")
     await rig.runner.run(command)

@@ -111,7 +111,8 @@ class IdempotencyRecords:
                 current = decode(entry.value or b"", VerbRecord)
             except ContractError:
                 current = None
-            if current is not None and (not isinstance(current, VerbRunning) or current.request_id != record.request_id):
+            ours = isinstance(current, VerbRunning) and current.request_id == record.request_id
+            if current is not None and not ours:
                 return False
             try:
                 await self._kv.update(verb_key(key), encode(record), last=entry.revision)
