@@ -3,7 +3,7 @@ replay alone, in one process, by each reader: CPU per event of the reading
 process and of nats-server, and wall time.
 
 - `nats-py consumer`: the short-lived ordered consumer through nats-py
-  (what `EventLog.replay` did for a long replay before events.bulkread);
+  (what `EventLog.replay` did for a long replay before eventbus.bulkread);
 - `bulk pushed`: the same consumer's pushes, parsed in bulk
   (`bulkread.replay_pushed`, what a long replay does now);
 - `bulk direct gets`: direct-get batches parsed in bulk (`bulkread.replay`,
@@ -28,9 +28,10 @@ from pathlib import Path
 import nats
 
 from breakglass import natsd
-from events import bulkread, subjects
-from events.log import EventLog
-from events.topology import Topology, ensure
+from eventbus import bulkread
+from eventbus.log import EventLog
+from eventbus.topology import Topology, ensure
+from events import subjects
 from events.types import new_id
 
 from .rig import cpu_seconds, event_bytes

@@ -1,4 +1,4 @@
-"""The bulk replay reader (events.bulkread) against a real nats-server:
+"""The bulk replay reader (eventbus.bulkread) against a real nats-server:
 exact replays (whole, resumed, cut at a sequence) through both of its
 reads, payloads that look like protocol or span many socket reads, and a
 hand-over to nats-py, without gap or duplicate, when it cannot go on."""
@@ -11,9 +11,10 @@ import logging
 import nats
 import pytest
 
-from events import access, bulkread, direct, subjects
-from events.log import EventLog
-from events.topology import Topology
+from eventbus import access, bulkread, direct
+from eventbus.log import EventLog
+from eventbus.topology import Topology
+from events import subjects
 from events.types import new_id
 
 from tests.security.nats_rig import Secured, secured  # noqa: F401 - fixture
@@ -40,7 +41,7 @@ async def _seed(nc, js, stream: str, subject: str, payloads: list[bytes], *, oth
 
 
 async def _read(nc, stream: str, subject: str) -> list[tuple[int, bytes]]:  # type: ignore[no-untyped-def]
-    """The subject's messages as nats-py reads them (events.direct)."""
+    """The subject's messages as nats-py reads them (eventbus.direct)."""
     stored: list[tuple[int, bytes]] = []
     seq = 1
     while True:
@@ -147,7 +148,7 @@ async def test_a_connection_lost_mid_replay_hands_over_without_gap_or_duplicate(
 
         taken.clear()
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="events.bulkread"):
+        with caplog.at_level(logging.INFO, logger="eventbus.bulkread"):
             assert await log.replay(sid, 0, until, deliver) == until
         assert taken, "the bulk reader was not used"
         assert out == stored
@@ -156,7 +157,7 @@ async def test_a_connection_lost_mid_replay_hands_over_without_gap_or_duplicate(
 
 @pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
 async def test_a_server_error_ends_the_read_with_nothing_delivered(nc, reader, caplog):  # type: ignore[no-untyped-def]
-    with caplog.at_level(logging.INFO, logger="events.bulkread"):
+    with caplog.at_level(logging.INFO, logger="eventbus.bulkread"):
         got, position, over = await _replay(reader, nc, "NO_SUCH_STREAM", "a.b", 0, 10)
     assert (got, position, over) == ([], 0, False)
     assert any("reading on through nats-py" in r.getMessage() for r in caplog.records)

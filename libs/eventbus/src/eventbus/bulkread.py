@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 
-log = logging.getLogger("events.bulkread")
+log = logging.getLogger("eventbus.bulkread")
 
 #: Events asked for by the first request of a replay; later requests are
 #: sized from the bytes per event seen so far (BATCH_BYTES), so a batch of
@@ -402,7 +402,7 @@ async def replay(
 
 
 #: The short-lived consumer of a long replay: what nats-py's ordered
-#: consumer asks for (events.log._ordered_on), pushed to this connection.
+#: consumer asks for (eventbus.log._ordered_on), pushed to this connection.
 INACTIVE_NS = 2_000_000_000
 HEARTBEAT_NS = 5_000_000_000
 
