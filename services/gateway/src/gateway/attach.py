@@ -50,7 +50,7 @@ from eventbus.log import EventLog
 
 from . import metrics
 from .bus import Bus
-from .hub import CAUGHT_UP_FRAME, WINDOW_RECORDS, SessionHub, hubs_of, record_frame
+from .hub import CAUGHT_UP_FRAME, WINDOW_RECORDS, SessionHub, hubs_of, record_frame, record_frames
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +128,19 @@ async def _from_store(events: EventLog, hub: SessionHub, listener: Listener, rep
         kept.append((seq, frame))
         return listener.replayed_frame(seq, frame)
 
-    counted = metrics.Replay(replayed)
+    def replayed_many(records: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
+        nonlocal complete_from
+        frames = record_frames(records)
+        dropped = len(kept) + len(frames) - (kept.maxlen or 0)
+        if dropped > 0:  # the newest record pushed out of `kept`
+            complete_from = kept[dropped - 1][0] if dropped <= len(kept) else frames[dropped - len(kept) - 1][0]
+        kept.extend(frames)
+        return listener.replayed_frames(frames)
+
+    counted = metrics.Replay(replayed, replayed_many)
     if after < until:
         async with replays:
-            await events.replay(session_id, after, until, counted)
+            await events.replay(session_id, after, until, counted, counted.many)
     hub.absorb(complete_from, until, kept)
     if time.monotonic() - started > SLOW_CATCH_UP_SECONDS:
         logger.warning("attach to %s took %.1f s to catch up (to %d)", session_id, time.monotonic() - started, until)
@@ -173,6 +182,26 @@ class Listener:
             return None
         self.position = seq
         self._emit(frame)
+        if self._size > REPLAY_HIGH_WATER:
+            if self._drained is None or self._drained.done():
+                self._drained = self._loop.create_future()
+            return self._drained
+        return None
+
+    def replayed_frames(self, frames: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
+        """`replayed_frame` of many, in order."""
+        if self.closed or not frames:
+            return None
+        if frames[0][0] <= self.position:
+            frames = [item for item in frames if item[0] > self.position]
+            if not frames:
+                return None
+        self.position = frames[-1][0]
+        self._out.extend(frame for _, frame in frames)
+        self._size += sum(len(frame) for _, frame in frames)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
         if self._size > REPLAY_HIGH_WATER:
             if self._drained is None or self._drained.done():
                 self._drained = self._loop.create_future()

@@ -68,6 +68,17 @@ def record_frame(seq: int, data: bytes) -> bytes:
     return b"id: %d" % seq + SEP + _data_lines(with_id(seq, data)) + SEP
 
 
+def record_frames(records: "Iterable[tuple[int, bytes]]") -> list[tuple[int, bytes]]:
+    """`record_frame` of many records at once, as (seq, frame): one format
+    per record for the common case (stored JSON: more than `{}`, no line
+    break), `record_frame` for the others."""
+    return [
+        (seq, b'id: %d\r\ndata: {"id":%d,%s\r\n\r\n' % (seq, seq, data[1:]))
+        if len(data) > 2 and b"\n" not in data and b"\r" not in data else (seq, record_frame(seq, data))
+        for seq, data in records
+    ]
+
+
 def live_frame(data: bytes) -> bytes:
     """A live-only payload: no `id:`, so it never moves the resume point."""
     return _data_lines(data) + SEP

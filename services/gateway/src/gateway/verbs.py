@@ -21,7 +21,7 @@ from nats.js.errors import KeyNotFoundError
 
 from eventbus import trace
 from events.codec import ContractError, decode
-from events.commands import RunVerb, VerbRecord, VerbResult
+from events.commands import RunVerb, VerbDone, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
 from eventbus.topology import verb_key
 from events.types import new_id
@@ -73,7 +73,7 @@ async def _stored_result(bus: Bus, verb: Verb, idempotency_key: str, wait_second
     while asyncio.get_running_loop().time() < deadline:
         try:
             record = decode((await kv.get(verb_key(idempotency_key))).value or b"", VerbRecord)
-            if record.state == "done" and record.result is not None:
+            if isinstance(record, VerbDone):
                 return record.result
         except (KeyNotFoundError, ContractError):
             pass
