@@ -151,8 +151,8 @@ class Env:
 def read_secret(path: str, variable: str, *, min_length: int = 1, private: bool = True) -> str:
     """The stripped content of a secret file, or a ConfigError naming
     `variable`. `private`: refuse a file every user may read (the gateway's
-    edge and alert secrets predate that rule and are shared with the proxy
-    and Alertmanager, so they are held to a length instead)."""
+    edge and alert secrets were never held to that rule, only to a length:
+    refusing them now would stop a working deployment)."""
     try:
         with open(path, encoding="utf-8") as f:
             if private and os.fstat(f.fileno()).st_mode & 0o004:
@@ -282,7 +282,8 @@ def _explain(cls: type[msgspec.Struct], exc: msgspec.ValidationError, values: di
     field = next((f for f in msgspec.structs.fields(cls) if where and f.encode_name == where[1]), None)
     if field is None or field.encode_name not in raws:
         return f"invalid settings for {cls.__qualname__}: {exc}"
-    variable, raw, value, base = PREFIX + field.encode_name, raws[field.encode_name], values[field.encode_name], _base(field.type)
+    variable, raw, value = PREFIX + field.encode_name, raws[field.encode_name], values[field.encode_name]
+    base = _base(field.type)
     if get_origin(base) is Literal:
         return _not_a_choice(variable, value, get_args(base))
     if get_origin(base) is tuple:
@@ -322,7 +323,10 @@ def _items(raw: str) -> tuple[str, ...]:
 
 def _out_of_range(variable: str, raw: str, number: float, minimum: float | None, maximum: float | None) -> str:
     if isinstance(number, int) and not isinstance(number, bool):
-        return f"{variable} must be between {minimum} and {maximum}, got {number}"
+        if minimum is not None and maximum is not None:
+            return f"{variable} must be between {minimum} and {maximum}, got {number}"
+        bound = f"at least {minimum}" if maximum is None else f"at most {maximum}"
+        return f"{variable} must be {bound}, got {number}"
     if maximum is not None and number > maximum:
         return f"{variable} must be at most {maximum:g}, got {number:g}"
     return f"{variable} must be at least {minimum}, got {raw!r}"

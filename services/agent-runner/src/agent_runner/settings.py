@@ -108,7 +108,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
         env = env or Env()
         s = load(cls, env, nats_url=nats_url(env, "agent-runner"), two_person=two_person_verbs(env),
                  devvm=_devvm(env), vms=vms_from_env(env), agent_file=_agent_file(env))
-        renew = s.lease_renew_seconds if env.raw("LEASE_RENEW_SECONDS") else min(s.lease_renew_seconds, s.lease_seconds / 3)
+        # Unset, the renewal follows the lease: at most a third of it.
+        renew = s.lease_renew_seconds if env.raw("LEASE_RENEW_SECONDS") else min(s.lease_renew_seconds,
+                                                                                 s.lease_seconds / 3)
         if renew >= s.lease_seconds:
             raise ConfigError("BREAKGLASS_LEASE_RENEW_SECONDS must be shorter than BREAKGLASS_LEASE_SECONDS")
         return replace(s, lease_renew_seconds=renew, data_dir=s.data_dir.resolve())

@@ -55,7 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     alert_token: Annotated[str | None, Meta(description="file holding the alert receiver's bearer")] = msgspec.field(
         default=None, name="ALERT_TOKEN_FILE")
     alert_vms: Annotated[VmMap, Meta(description="alert labels -> VM rules")] = msgspec.field(default_factory=VmMap)
-    alert_window_seconds: Annotated[float, Meta(ge=0.0, description="per VM, at most one triage in this window")] = 900.0
+    alert_window_seconds: Annotated[float, Meta(ge=0.0, description="per VM, at most one triage in this "
+                                                                     "window")] = 900.0
     #: The turn may wait for a human's approval; the diagnosis is written anyway.
     triage_timeout_seconds: Annotated[Seconds, Meta(description="how long a triage waits for its turn")] = 1800.0
     #: agent-runner's own setting: `/ready` says so in its body.
@@ -127,7 +128,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
                 "BREAKGLASS_TRUST_EDGE_HEADER=1 needs BREAKGLASS_EDGE_SECRET_FILE: a file holding the secret the auth "
                 f"proxy sends in {self.edge_secret_header}, so nothing else can set the user header"
             )
-        if not (self.push_contact.startswith(("mailto:", "https://")) and not any(c.isspace() for c in self.push_contact)):
+        contact = self.push_contact
+        if not contact.startswith(("mailto:", "https://")) or any(c.isspace() for c in contact):
             # RFC 8292 §2.1: a URI push services may use.
             raise ConfigError(f"BREAKGLASS_PUSH_CONTACT must be a mailto: or https:// URI, got {self.push_contact!r}")
         if self.alert_token and self.alert_token in (self.api_token, self.metrics_token):
