@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES = [*REPO.glob("libs/*/src/**/*.py"), *REPO.glob("services/*/src/**/*.py")]
 #: Settings read one by one (shared ones: logging, topology, the VM list...).
 READ = re.compile(r"""env\.(?:str|int|float|bool|list|choice|required|raw|secret)\(\s*["']([A-Z0-9_]+)["']""")
-#: Settings declared as fields: one Struct per service (events.config.load).
-DECLARED = [GatewaySettings, RunnerSettings, ExecutorSettings, UpSettings]
+#: Settings declared as fields: one Struct per service (events.config.load),
+#: by the name README's "used by" column gives the service.
+DECLARED = {"gateway": GatewaySettings, "agent-runner": RunnerSettings, "pve-executor": ExecutorSettings,
+            "up": UpSettings}
 #: Defaults that follow other settings: README says how, in words.
 DERIVED = {"MODEL", "WEBAUTHN_ORIGINS"}
 SPEC_NAMES = [
@@ -31,7 +33,7 @@ SPEC_NAMES = [
 
 
 def settings_read_by_code() -> set[str]:
-    names = {f.encode_name for cls in DECLARED for f in settings(cls)}
+    names = {f.encode_name for cls in DECLARED.values() for f in settings(cls)}
     for path in SOURCES:
         text = path.read_text()
         names |= set(READ.findall(text))
@@ -63,16 +65,17 @@ def test_every_setting_read_is_documented_in_the_readme():
     assert not missing, f"add these to README's settings table: {missing}"
 
 
-@pytest.mark.parametrize("cls", DECLARED, ids=lambda cls: cls.__module__)
-def test_the_readme_gives_each_declared_default(cls):
+@pytest.mark.parametrize("service", DECLARED)
+def test_the_readme_gives_each_declared_default_and_user(service):
     wrong = {}
-    for field in settings(cls):
+    for field in settings(DECLARED[service]):
+        _, default_cell, used_by = readme_row(field.encode_name)[:3]
         default = shown(field.default)
-        if default is not None and field.encode_name not in DERIVED:
-            cell = readme_row(field.encode_name)[1]
-            if f"`{default}`" not in cell:
-                wrong[field.encode_name] = (default, cell)
-    assert not wrong, f"README's settings table disagrees with the code's defaults: {wrong}"
+        if default is not None and field.encode_name not in DERIVED and f"`{default}`" not in default_cell:
+            wrong[field.encode_name] = (default, default_cell)
+        if not {service, "all"} & {user.strip() for user in used_by.split(",")}:
+            wrong[field.encode_name] = (f"used by {service}", used_by)
+    assert not wrong, f"README's settings table disagrees with the code: {wrong}"
 
 
 def test_the_spec_names_are_all_read_somewhere():
