@@ -120,7 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
         """What no single field can say: the model is one of the models;
         trusting the edge header needs the secret the proxy sends with it
         (otherwise any local process, the agent's shell included, could
-        name itself anyone); the alert credential opens nothing else."""
+        name itself anyone); the push contact is a URI push services take;
+        the alert credential opens nothing else."""
         if self.model not in self.models:
             raise ConfigError(f"BREAKGLASS_MODEL {self.model!r} is not in BREAKGLASS_MODELS ({', '.join(self.models)})")
         if self.trust_edge_header and not self.edge_secret:
@@ -130,7 +131,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
             )
         contact = self.push_contact
         if not contact.startswith(("mailto:", "https://")) or any(c.isspace() for c in contact):
-            # RFC 8292 §2.1: a URI push services may use.
+            # RFC 8292 §2.1.
             raise ConfigError(f"BREAKGLASS_PUSH_CONTACT must be a mailto: or https:// URI, got {self.push_contact!r}")
         if self.alert_token and self.alert_token in (self.api_token, self.metrics_token):
             raise ConfigError("BREAKGLASS_ALERT_TOKEN_FILE must hold a secret of its own, not the API or metrics token")
