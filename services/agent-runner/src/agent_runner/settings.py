@@ -82,7 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     #: Unset: this, or a third of the lease when that is shorter.
     lease_renew_seconds: Annotated[Grace, Meta(description="how often the lease is renewed")] = 5.0
     cancel_grace_seconds: Annotated[Grace, Meta(description="Stop: SIGINT, then SIGKILL after this")] = 5.0
-    #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
+    #: The Prometheus scrape endpoint (eventbus.metrics.serving); port 0 = off.
     metrics_host: Annotated[str, Meta(description="listen address of the metrics endpoint")] = "127.0.0.1"
     metrics_port: Annotated[int, Meta(ge=0, le=65535, description="metrics port (0: off)")] = msgspec.field(
         default=0, name="RUNNER_METRICS_PORT")

@@ -64,7 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     concurrency: int = 4
     #: How often the consumer wakes to notice a stop (and fetch again).
     poll_seconds: float = 1.0
-    #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
+    #: The Prometheus scrape endpoint (eventbus.metrics.serving); port 0 = off.
     metrics_host: Annotated[str, Meta(description="listen address of the metrics endpoint")] = "127.0.0.1"
     metrics_port: Annotated[int, Meta(ge=0, le=65535, description="metrics port (0: off)")] = msgspec.field(
         default=0, name="EXECUTOR_METRICS_PORT")
