@@ -48,6 +48,7 @@ from events.codec import encode
 from events.commands import Command, RunVerb, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
 from events.log import EventLog
+from events.retry import Backoff, retrying
 from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 from events.vms import Vm
