@@ -80,7 +80,7 @@ async def js(nc):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def topology(js):  # type: ignore[no-untyped-def]
-    from events.topology import Topology, ensure
+    from eventbus.topology import Topology, ensure
 
     t = Topology()
     await ensure(js, t)

@@ -50,8 +50,9 @@ async def test_a_session_from_before_per_writer_subjects_reads_and_continues_as_
     writer). After the upgrade readers still find those events, the writers
     continue the same hash chain on their own subjects, and the export
     verifies: old lines without a writer, new ones held to their writers."""
-    from events import export, subjects
-    from events.log import EventLog
+    from eventbus import export
+    from events import subjects
+    from eventbus.log import EventLog
     from events.types import new_id
 
     sid = new_id()

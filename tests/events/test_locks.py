@@ -12,8 +12,8 @@ import pytest
 
 from events.kinds import TurnEnded, TurnInterrupted, UserPrompted, VerbPhase, VerbProgressed
 from events.verbs import Verb
-from events.locks import PENDING_LEASE_SECONDS, PICKUP_LEASE_SECONDS, REAPER, TurnLocks
-from events.log import EventLog
+from eventbus.locks import PENDING_LEASE_SECONDS, PICKUP_LEASE_SECONDS, REAPER, TurnLocks
+from eventbus.log import EventLog
 from events.types import new_id
 
 

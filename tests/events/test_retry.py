@@ -1,4 +1,4 @@
-"""events.retry: the one deadline/backoff loop, run on a fake clock (the
+"""eventbus.retry: the one deadline/backoff loop, run on a fake clock (the
 pauses it asks for are recorded and "slept" at once), so each rule is
 checked exactly and nothing waits."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.retry import Backoff, polling, retrying
+from eventbus.retry import Backoff, polling, retrying
 
 
 class Clock:

@@ -1,14 +1,14 @@
-"""events.verb_records: the one reader of a press's idempotency record,
+"""eventbus.verb_records: the one reader of a press's idempotency record,
 against a real KV bucket (both the gateway and pve-executor wait with it)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from events import verb_records
+from eventbus import verb_records
 from events.codec import encode
 from events.commands import VerbRecord, VerbResult
-from events.topology import verb_key
+from eventbus.topology import verb_key
 from events.types import new_id
 from events.verbs import Verb
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from gateway.settings import Settings

@@ -10,7 +10,7 @@ import httpx
 import nats
 import pytest
 
-from events.topology import Topology
+from eventbus.topology import Topology
 from events.verbs import Verb
 from events.vms import Vm, VmList
 from gateway.app import create_app

@@ -10,7 +10,7 @@ from dataclasses import replace
 from events.codec import decode
 from events.commands import VerbRecord
 from events.kinds import VerbPhase
-from events.topology import verb_key
+from eventbus.topology import verb_key
 from events.verbs import Verb
 from tests.pve_host.host import PveHost
 from tests.pve_executor.rig import audit_of, executor, request, settings_for

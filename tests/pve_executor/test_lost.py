@@ -18,10 +18,10 @@ import httpx
 from events.codec import decode, encode
 from events.commands import VerbRecord
 from events.kinds import VerbPhase
-from events.topology import verb_key, vm_lock_key
+from eventbus.topology import verb_key, vm_lock_key
 from events.types import new_id
 from events.verbs import Verb
-from events.log import EventLog
+from eventbus.log import EventLog
 from pve_executor.records import IdempotencyRecords, VmLock, VmLocks
 from pve_executor.verbs import VerbHandler
 from tests.processes import Service, base_env

@@ -55,8 +55,8 @@ import pytest
 from bench.rig import cpu_seconds, rss_kib
 from bench.sse import SSE, HttpError
 from breakglass.natsd import free_port
-from events.log import EventLog
-from events.topology import Topology, ensure
+from eventbus.log import EventLog
+from eventbus.topology import Topology, ensure
 from tests.processes import REPO, Service, base_env, runner_env
 from tests.servers import wait_ready
 

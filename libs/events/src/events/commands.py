@@ -148,7 +148,7 @@ class TurnLock(msgspec.Struct, kw_only=True):
 class ApprovalGrant(msgspec.Struct, kw_only=True):
     """An operator's Approve of one verb the agent asked for, in the KV
     bucket (`grants.<approval_id>`). Only the gateway's NATS user may write
-    it (events.access), so neither the agent nor agent-runner can mint one;
+    it (eventbus.access), so neither the agent nor agent-runner can mint one;
     pve-executor runs an agent's mutating verb only against a grant bound
     to the same session, request and verb, before `expires_at`, once."""
 

@@ -39,9 +39,9 @@ from events.kinds import (
     TurnEnded,
     TurnFailed,
 )
-from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
-from events.log import EventLog
-from events.retry import Backoff, polling, retrying
+from eventbus.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
+from eventbus.log import EventLog
+from eventbus.retry import Backoff, polling, retrying
 from events.vms import Vm
 
 from . import metrics, warm_turn
@@ -175,9 +175,9 @@ class TurnRunner:
         """Renew the lease once more (CAS) before writing the turn's end: the
         lock decides who writes it. If this runner's lease lapsed (NATS away
         longer than the lease) and a reaper took the lock over, the reaper
-        writes the end, never both (events.locks.TurnLocks.reap). `ending`:
+        writes the end, never both (eventbus.locks.TurnLocks.reap). `ending`:
         right before `turn_end`, also mark the lock as ending
-        (events.locks.ENDING_SUFFIX), so a reaper never writes `interrupted`
+        (eventbus.locks.ENDING_SUFFIX), so a reaper never writes `interrupted`
         after a `turn_end` this runner stored but did not release."""
         mine = await polling(  # raced (None): ask again; NATS briefly away: retry like the appends do
             lambda: self._renew(turn, ending=ending), THROUGH_RECONNECTS, retry_on=lambda exc: True,
@@ -400,7 +400,7 @@ class Recorder:
     """Writes a turn's events: stored ones to the log (idempotent message ids,
     retried while NATS reconnects), live-only ones to the live subject.
 
-    Stored events are pipelined (events.log.Appender): `record` queues an
+    Stored events are pipelined (eventbus.log.Appender): `record` queues an
     event and returns without waiting for its ack, and whatever queued up
     while a batch was in flight goes out as the next atomic batch, so the
     runner records at the bus's speed instead of one round trip per CLI

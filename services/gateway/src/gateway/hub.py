@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 from events import subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import EPHEMERAL_KINDS, kind_of
-from events.retry import Backoff, retrying
+from eventbus.retry import Backoff, retrying
 
 if TYPE_CHECKING:
-    from events.log import Tail
+    from eventbus.log import Tail
 
     from .bus import Bus
 

@@ -2,14 +2,15 @@
 
 The verb was already parsed into the enum by the route, and the VM
 resolved from the allow-list; the VM is checked against the list again
-here (defence in depth: pve-executor and the host script check it too). With an idempotency key, the command's
-`Nats-Msg-Id` is that key: a retried press is dropped by JetStream as a
-duplicate, and its caller gets the first press's result from the KV record
-pve-executor keeps, so a mutating verb never runs twice.
+here (defence in depth: pve-executor and the host script check it too).
+With an idempotency key, the command's `Nats-Msg-Id` is that key: a
+retried press is dropped by JetStream as a duplicate, and its caller gets
+the first press's result from the KV record pve-executor keeps, so a
+mutating verb never runs twice.
 
-Recording and publishing are `events.verb_requests`, shared with
+Recording and publishing are `eventbus.verb_requests`, shared with
 agent-runner's verb tool; waiting for a duplicate's first result is
-`events.verb_records`, shared with pve-executor.
+`eventbus.verb_records`, shared with pve-executor.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from events import trace, verb_records
+from eventbus import trace, verb_records
 from events.commands import RunVerb, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
 from events.types import new_id
-from events.verb_requests import no_answer, record_requested, run_verb
+from eventbus.verb_requests import no_answer, record_requested, run_verb
 from events.verbs import Verb
 from events.vms import Vm, VmList
 
@@ -43,7 +44,7 @@ async def request_verb(
         log.error("refused %s on VM %d: not in BREAKGLASS_VMS", verb.value, vm.vmid)
         return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True,
                           stderr=f"refused: VM {vm.vmid} is not in BREAKGLASS_VMS; nothing was run")
-    # The HTTP request's own id (events.trace), so one id names the press
+    # The HTTP request's own id (eventbus.trace), so one id names the press
     # in the gateway's, the bus's and pve-executor's records alike.
     request_id = trace.current().get("request_id") or new_id()
     trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id, vm=vm.name)

@@ -33,10 +33,10 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode, encode
-from events.log import WRONG_LAST_SEQUENCE
-from events import verb_records
+from eventbus.log import WRONG_LAST_SEQUENCE
+from eventbus import verb_records
 from events.commands import VerbRecord, VerbResult
-from events.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
+from eventbus.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
 
 log = logging.getLogger("pve-executor.records")
 

@@ -43,12 +43,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from events import subjects, verb_records
+from events import subjects
+from eventbus import verb_records
 from events.codec import encode
 from events.commands import Command, RunVerb, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
-from events.log import EventLog
-from events.retry import Backoff, retrying
+from eventbus.log import EventLog
+from eventbus.retry import Backoff, retrying
 from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 from events.vms import Vm

@@ -14,12 +14,12 @@ import logging
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from .codec import ContractError, decode
-from .commands import VerbRecord, VerbResult
+from events.codec import ContractError, decode
+from events.commands import VerbRecord, VerbResult
 from .retry import Backoff, polling
 from .topology import verb_key
 
-log = logging.getLogger("events.verb_records")
+log = logging.getLogger("eventbus.verb_records")
 
 #: How often a waiter reads the record again.
 POLL_SECONDS = 0.1

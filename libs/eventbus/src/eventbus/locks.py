@@ -28,9 +28,9 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from . import metrics
-from .codec import ContractError, decode, decode_event_lenient, encode
-from .commands import TurnLock
-from .kinds import Outcome, TurnEnded, TurnInterrupted, UserPrompted
+from events.codec import ContractError, decode, decode_event_lenient, encode
+from events.commands import TurnLock
+from events.kinds import Outcome, TurnEnded, TurnInterrupted, UserPrompted
 from .log import WRONG_LAST_SEQUENCE, EventLog
 from .topology import LOCK_KEYS, kv_keys, lock_key
 
