@@ -7,7 +7,7 @@ import asyncio
 
 from eventbus import verb_records
 from events.codec import encode
-from events.commands import VerbRecord, VerbResult
+from events.commands import VerbDone, VerbRunning, VerbResult
 from eventbus.topology import verb_key
 from events.types import new_id
 from events.verbs import Verb
@@ -15,12 +15,12 @@ from events.verbs import Verb
 RESULT = VerbResult(verb=Verb.RESET, exit_code=0, stdout="reset")
 
 
-def running(request_id: str) -> VerbRecord:
-    return VerbRecord(request_id=request_id, verb=Verb.RESET, state="running")
+def running(request_id: str) -> VerbRunning:
+    return VerbRunning(request_id=request_id, verb=Verb.RESET)
 
 
-def done(request_id: str) -> VerbRecord:
-    return VerbRecord(request_id=request_id, verb=Verb.RESET, state="done", result=RESULT)
+def done(request_id: str) -> VerbDone:
+    return VerbDone(request_id=request_id, verb=Verb.RESET, result=RESULT)
 
 
 async def test_a_missing_or_unreadable_record_reads_as_none(js, topology):

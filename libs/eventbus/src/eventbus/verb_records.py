@@ -15,7 +15,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode
-from events.commands import VerbRecord, VerbResult
+from events.commands import VerbDone, VerbRecord, VerbResult
 from .retry import Backoff, polling
 from .topology import verb_key
 
@@ -41,9 +41,7 @@ async def read(kv: KeyValue, key: str) -> VerbRecord | None:
 
 def result_of(record: VerbRecord | None) -> VerbResult | None:
     """The record's one result once its press is done; None while it runs."""
-    if record is None or record.state != "done":
-        return None
-    return record.result
+    return record.result if isinstance(record, VerbDone) else None
 
 
 async def wait_done(kv: KeyValue, key: str, seconds: float) -> VerbResult | None:

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 
 from events import subjects
 from events.codec import encode
-from events.commands import StartTurn
+from events.commands import Ending, Running, StartTurn
 from events.kinds import (
     CliSessionBound,
     Envelope,
@@ -39,7 +39,7 @@ from events.kinds import (
     TurnEnded,
     TurnFailed,
 )
-from eventbus.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
+from eventbus.locks import TurnLocks, end_msg_id
 from eventbus.log import EventLog
 from eventbus.retry import Backoff, polling, retrying
 from events.vms import Vm
@@ -176,8 +176,8 @@ class TurnRunner:
         lock decides who writes it. If this runner's lease lapsed (NATS away
         longer than the lease) and a reaper took the lock over, the reaper
         writes the end, never both (eventbus.locks.TurnLocks.reap). `ending`:
-        right before `turn_end`, also mark the lock as ending
-        (eventbus.locks.ENDING_SUFFIX), so a reaper never writes `interrupted`
+        right before `turn_end`, also move the lock to phase `ending`
+        (events.commands.Ending), so a reaper never writes `interrupted`
         after a `turn_end` this runner stored but did not release."""
         mine = await polling(  # raced (None): ask again; NATS briefly away: retry like the appends do
             lambda: self._renew(turn, ending=ending), THROUGH_RECONNECTS, retry_on=lambda exc: True,
@@ -190,11 +190,11 @@ class TurnRunner:
         True renewed, False lost (reaped or taken), None raced (try again)."""
         command = turn.command
         held = await self.locks.current(command.session_id)
-        mine = (self.owner, self.owner + ENDING_SUFFIX)
-        if held is None or held.lock.turn_id != command.turn_id or held.lock.owner not in mine:
+        mine = (Running(runner=self.owner), Ending(runner=self.owner))
+        if held is None or held.lock.turn_id != command.turn_id or held.lock.phase not in mine:
             return False
-        owner = mine[1] if ending else held.lock.owner
-        if await self.locks.renew(command.session_id, command.turn_id, owner, held.revision) is None:
+        phase = mine[1] if ending else held.lock.phase
+        if await self.locks.renew(command.session_id, command.turn_id, phase, held.revision) is None:
             return None
         turn.renewed_at = time.monotonic()
         return True

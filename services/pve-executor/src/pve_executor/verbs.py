@@ -46,7 +46,7 @@ from typing import Protocol
 from events import subjects
 from eventbus import verb_records
 from events.codec import encode
-from events.commands import Command, RunVerb, VerbRecord, VerbResult
+from events.commands import Command, RunVerb, VerbDone, VerbRecord, VerbResult, VerbRunning
 from events.kinds import VerbPhase, VerbProgressed
 from eventbus.log import EventLog
 from eventbus.retry import Backoff, retrying
@@ -120,8 +120,7 @@ class VerbHandler:
         claimed = False
         try:
             if key is not None:
-                first = await self.records.claim(key, VerbRecord(request_id=cmd.request_id, verb=verb,
-                                                                 state="running"))
+                first = await self.records.claim(key, VerbRunning(request_id=cmd.request_id, verb=verb))
                 if first is not None:
                     await self._answer(cmd, await self._first_answer(cmd, verb, first))
                     metrics.answered(verb, "duplicate", started)
@@ -146,8 +145,8 @@ class VerbHandler:
         """Store the result under the idempotency key; False when the key
         was ended `lost` meanwhile (the answer given then stands)."""
         try:
-            return await self.records.finish(cmd.idempotency_key or "", VerbRecord(
-                request_id=cmd.request_id, verb=verb, state="done", result=result))
+            return await self.records.finish(cmd.idempotency_key or "", VerbDone(
+                request_id=cmd.request_id, verb=verb, result=result))
         except Exception:
             log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
             return True
