@@ -374,7 +374,8 @@ async def replay(
             try:
                 got = await conn.records()
             except _READ_ERRORS as exc:
-                logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py", subject, position, exc)
+                logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
+                            subject, position, exc)
                 return position, False
             if got:
                 received = got[-1][0]

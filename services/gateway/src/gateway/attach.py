@@ -109,7 +109,9 @@ def _from_window(hub: SessionHub, listener: Listener) -> bool:
     return True
 
 
-async def _from_store(events: EventLog, hub: SessionHub, listener: Listener, replays: asyncio.Semaphore) -> metrics.Replay:
+async def _from_store(
+    events: EventLog, hub: SessionHub, listener: Listener, replays: asyncio.Semaphore,
+) -> metrics.Replay:
     """Read `until`, then the records in (position, until] straight to the
     listener, each framed once for it and for the hub's window."""
     started = time.monotonic()
