@@ -47,7 +47,7 @@ export function markAnswered(approvalId, approve) {
 }
 
 /** Redraw at the next frame (a hidden page gets no frames: a short timer instead). */
-export function render() {
+function render() {
   if (frame) return;
   const flush = () => {
     frame = 0;
