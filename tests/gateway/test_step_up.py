@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import nats
@@ -18,7 +18,7 @@ import pytest
 from events import subjects
 from events.codec import decode_command, encode
 from events.commands import AnswerApproval, ApprovalReply
-from events.topology import ensure
+from eventbus.topology import ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from gateway.settings import Settings

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import pytest
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from gateway.settings import Settings

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import nats
 import pytest
 
 from events.kinds import ApprovalRequested
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import Topology
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import Topology
 from events.verbs import Verb
 from gateway.app import create_app
 from tests.gateway.conftest import TOKEN, Gateway, _ensure, gateway_settings  # noqa: F401

@@ -15,14 +15,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from events import direct, subjects
+from msgspec.structs import replace
+
+from eventbus import direct
+from events import subjects
 from events.codec import decode, decode_event, encode
 from events.commands import RunVerb, VerbResult
 from events.kinds import VerbProgressed
-from events.topology import Topology
+from eventbus.topology import Topology
 from events.types import new_id, utcnow
 from events.verbs import Verb
 from pve_executor.bootstrap import main

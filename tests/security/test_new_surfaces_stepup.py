@@ -21,7 +21,7 @@ import httpx
 import pytest
 from webauthn.helpers import bytes_to_base64url
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from events.verbs import MUTATING, Verb
 from gateway.app import create_app
 from gateway.settings import Settings

@@ -17,16 +17,17 @@ front of the shipped forced command over a fake `qm`.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 from datetime import timedelta
 
 import pytest
 from msgspec.structs import replace as again
 
-from events import access, subjects
+from eventbus import access
+from events import subjects
 from events.codec import encode
 from events.commands import ApprovalGrant, RunVerb, SessionRecord
-from events.topology import Topology, grant_key, session_key
+from eventbus.topology import Topology, grant_key, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
 from tests.gateway.test_two_person import client as as_client

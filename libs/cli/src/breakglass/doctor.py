@@ -69,7 +69,7 @@ class Context:
 
 
 def check_nats(ctx: Context) -> Verdict:
-    from events.topology import Topology
+    from eventbus.topology import Topology
 
     from .audit import _nats_url
 
@@ -83,8 +83,8 @@ def check_nats(ctx: Context) -> Verdict:
         async def quiet(exc: Exception) -> None:
             pass
 
-        from events import access
-        from events.bus import role_of, servers
+        from eventbus import access
+        from eventbus.bus import role_of, servers
 
         role = role_of(url)
         prefix = {"inbox_prefix": access.inbox_prefix(role)} if role else {}
@@ -104,7 +104,7 @@ def check_nats(ctx: Context) -> Verdict:
         finally:
             await nc.close()
 
-    from events.bus import redact
+    from eventbus.bus import redact
 
     try:
         missing, hidden = asyncio.run(asyncio.wait_for(probe(), 20))

@@ -12,7 +12,7 @@
   open-but-bind-local, as exporters often are: the gateway has one listener
   and it is the one that faces the network (0.0.0.0 behind the proxy). The
   workers' endpoints hold the same kind of counts but listen on loopback by
-  default (events.metrics).
+  default (eventbus.metrics).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events.metrics import PREFIX
+from eventbus.metrics import PREFIX
 
 from .auth import require_identity
 
@@ -84,8 +84,12 @@ class CountRequests:
 class Replay:
     """Wraps a listener's `replayed` to measure one attach's catch-up."""
 
-    def __init__(self, deliver: Callable[[int, bytes], object]) -> None:
+    def __init__(
+        self, deliver: Callable[[int, bytes], object],
+        deliver_many: Callable[[list[tuple[int, bytes]]], object] | None = None,
+    ) -> None:
         self._deliver = deliver
+        self._deliver_many = deliver_many
         self.events = 0
         self.bytes = 0
 
@@ -93,6 +97,14 @@ class Replay:
         self.events += 1
         self.bytes += len(data)
         return self._deliver(seq, data)
+
+    def many(self, records: list[tuple[int, bytes]]) -> object:
+        """For a replay handing on many records at once (EventLog.replay's
+        `deliver_many`); needs `deliver_many`."""
+        assert self._deliver_many is not None
+        self.events += len(records)
+        self.bytes += sum(len(data) for _, data in records)
+        return self._deliver_many(records)
 
     def caught_up(self, started: float) -> None:
         """`started`: time.monotonic() when the attach began."""
