@@ -20,8 +20,9 @@ from fastapi import FastAPI
 
 from breakglass import natsd
 from eventbus.log import EventLog
+from gateway.attach import REPLAY_HIGH_WATER
 from gateway.eventstream import EventStream, Streams
-from gateway.hub import CAUGHT_UP_FRAME, REPLAY_HIGH_WATER, record_frame
+from gateway.hub import CAUGHT_UP_FRAME, record_frame
 
 from .rig import connect
 

@@ -264,7 +264,7 @@ async def serve(
     """Connect, load (or start) the state, notify until `stop` is set."""
     # `bus.connect` keeps trying while NATS is not there yet; a stop (Ctrl-C,
     # SIGTERM) during that wait ends the process instead of being ignored.
-    connecting = asyncio.create_task(bus.connect(settings.nats_url, SERVICE, log=log, **_inbox(settings.nats_url)))
+    connecting = asyncio.create_task(bus.connect(settings.nats_url, SERVICE, logger=log, **_inbox(settings.nats_url)))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()

@@ -23,7 +23,7 @@ def start_turn() -> StartTurn:
 async def run_until(js, topology, durable, accepts, handle, done, concurrency=4):
     stop = asyncio.Event()
     task = asyncio.create_task(
-        consume(js, durable, accepts, handle, stop=stop, log=log, topology=topology,
+        consume(js, durable, accepts, handle, stop=stop, logger=log, topology=topology,
                 concurrency=concurrency, poll_seconds=0.2)
     )
     try:

@@ -47,7 +47,7 @@ async def test_a_redelivered_command_and_a_poison_one_are_counted(js, topology):
         handled.append(cmd)
 
     stop = asyncio.Event()
-    task = asyncio.create_task(consume(js, EXECUTOR_CONSUMER, (RunVerb,), handle, stop=stop, log=log,
+    task = asyncio.create_task(consume(js, EXECUTOR_CONSUMER, (RunVerb,), handle, stop=stop, logger=log,
                                        topology=topology, poll_seconds=0.2))
     try:
         async with asyncio.timeout(10):

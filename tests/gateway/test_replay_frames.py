@@ -3,7 +3,8 @@ the same bytes, and the same listener state, as framing them one by one."""
 
 from __future__ import annotations
 
-from gateway.hub import Listener, record_frame, record_frames
+from gateway.attach import Listener
+from gateway.hub import record_frame, record_frames
 
 PAYLOADS = [
     b'{"kind":"text","text":"plain"}',

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 
-log = logging.getLogger("eventbus.bulkread")
+logger = logging.getLogger(__name__)
 
 #: Events asked for by the first request of a replay; later requests are
 #: sized from the bytes per event seen so far (BATCH_BYTES), so a batch of
@@ -364,7 +364,7 @@ async def replay(
     try:
         conn = await _take(nc)
     except _READ_ERRORS as exc:
-        log.info("bulk replay of %s unavailable (%s); reading through nats-py", subject, exc)
+        logger.info("bulk replay of %s unavailable (%s); reading through nats-py", subject, exc)
         return position, False
     received, seen, size = after, 0, 0
     conn.ask(stream, subject, after + 1, min(FIRST_BATCH, until - after))
@@ -374,7 +374,8 @@ async def replay(
             try:
                 got = await conn.records()
             except _READ_ERRORS as exc:
-                log.info("bulk replay of %s stopped after %d (%s); reading on through nats-py", subject, position, exc)
+                logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
+                            subject, position, exc)
                 return position, False
             if got:
                 received = got[-1][0]
@@ -423,7 +424,7 @@ async def replay_pushed(
     try:
         conn = await _take(nc)
     except _READ_ERRORS as exc:
-        log.info("bulk replay of %s unavailable (%s); reading through nats-py", filters[0], exc)
+        logger.info("bulk replay of %s unavailable (%s); reading through nats-py", filters[0], exc)
         return position, False
     conn.parse = conn._parse_pushed
     deliver_to = nc.new_inbox()
@@ -445,7 +446,7 @@ async def replay_pushed(
             try:
                 got = await conn.records()
             except _READ_ERRORS as exc:
-                log.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
+                logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
                          filters[0], position, exc)
                 return position, False
             position, past = await _hand_on(got, position, until, deliver, deliver_many)

@@ -57,22 +57,22 @@ def inbox_for(name: str) -> dict[str, str]:
     return {"inbox_prefix": access.inbox_prefix(name)} if name in access.ROLES else {}
 
 
-async def connect(url: str, name: str, *, log: logging.Logger | None = None, **options: object) -> Client:
+async def connect(url: str, name: str, *, logger: logging.Logger | None = None, **options: object) -> Client:
     """Connect as `name`; a role of eventbus.access gets its own inbox prefix."""
-    log = log or logging.getLogger(name)
+    logger = logger or logging.getLogger(name)
     options = {**inbox_for(name), **options}
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error: %s", exc)
+        logger.warning("nats error: %s", exc)
 
     async def on_disconnect() -> None:
         metrics.NATS_CONNECTED.set(0)
         metrics.NATS_DISCONNECTS.inc()
-        log.warning("nats disconnected")
+        logger.warning("nats disconnected")
 
     async def on_reconnect() -> None:
         metrics.NATS_CONNECTED.set(1)
-        log.info("nats reconnected")
+        logger.info("nats reconnected")
 
     async def on_closed() -> None:
         metrics.NATS_CONNECTED.set(0)
@@ -99,10 +99,10 @@ async def connect(url: str, name: str, *, log: logging.Logger | None = None, **o
     return nc
 
 
-async def connect_or_stop(url: str, name: str, stop, *, log: logging.Logger | None = None) -> Client | None:  # type: ignore[no-untyped-def]
+async def connect_or_stop(url: str, name: str, stop, *, logger: logging.Logger | None = None) -> Client | None:  # type: ignore[no-untyped-def]
     """`connect`, which waits for NATS as long as it takes, unless `stop` is
     set first (then None): a service asked to stop while NATS is away stops."""
-    connecting = asyncio.create_task(connect(url, name, log=log))
+    connecting = asyncio.create_task(connect(url, name, logger=logger))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -39,7 +40,7 @@ async def consume(
     handle: Handler,
     *,
     stop: asyncio.Event,
-    log: logging.Logger,
+    logger: logging.Logger,
     topology: Topology = Topology(),
     concurrency: int = 4,
     poll_seconds: float = 1.0,
@@ -47,65 +48,95 @@ async def consume(
 ) -> None:
     """Run until `stop` is set; at most `concurrency` handlers at once."""
     sub = await js.pull_subscribe_bind(durable, stream=topology.commands_stream)
-    running: set[asyncio.Task[None]] = set()
     for counter in (metrics.COMMANDS_REDELIVERED, metrics.COMMANDS_TERMINATED):
         counter.labels(consumer=durable)  # exported as 0 from the start, so rate() sees the first one
-
-    async def run(command: Command, ids: dict[str, object]) -> None:
-        # The handler's task, and every task it starts, logs and publishes
-        # with the command's correlation ids (eventbus.trace); the command's
-        # own fields win over its headers.
-        trace.bind(**{**ids, **trace.of_command(command)})
-        try:
-            await handle(command)
-        except Exception:
-            log.exception("handler failed for %s", type(command).__name__)
-
+    running: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
             if len(running) >= concurrency:
                 await asyncio.wait(running, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            try:
-                msgs = await sub.fetch(concurrency - len(running), timeout=poll_seconds)
-            except (NatsTimeoutError, asyncio.TimeoutError):
-                continue
-            except NatsError as exc:
-                # JetStream away for a moment (a cluster electing a new leader
-                # after losing a node, a reconnect): wait and pull again; a
-                # worker never dies of it (it did: tests/cluster).
-                log.warning("pulling from %s failed (%s); retrying", durable, type(exc).__name__)
-                await asyncio.sleep(poll_seconds)
-                continue
-            for msg in msgs:
-                if msg.metadata.num_delivered > 1:
-                    metrics.COMMANDS_REDELIVERED.labels(consumer=durable).inc()
-                try:
-                    command = decode_command(msg.data)
-                    if not isinstance(command, accepts):
-                        raise ContractError(f"{durable} does not handle {type(command).__name__}")
-                    if authority is not None:
-                        command = authority(command, msg.subject)
-                except ContractError as exc:
-                    log.warning("terminated a poison message on %s: %s", msg.subject, exc)
-                    metrics.COMMANDS_TERMINATED.labels(consumer=durable).inc()
-                    try:
-                        await msg.term()
-                    except (NatsError, asyncio.TimeoutError):
-                        pass  # redelivered, and terminated then
+            for msg in await _fetch(sub, durable, concurrency - len(running), poll_seconds, logger):
+                command = await _take(msg, durable, accepts, authority, logger)
+                if command is None:
                     continue
-                try:
-                    await msg.ack_sync()
-                except (NatsError, asyncio.TimeoutError) as exc:
-                    # Unconfirmed: not run now (at most once). If the ack was
-                    # lost, the command comes back after ack_wait and runs then.
-                    log.warning("could not confirm the ack of a command on %s (%s); not run now",
-                                msg.subject, type(exc).__name__)
-                    continue
-                task = asyncio.create_task(run(command, trace.from_headers(msg.headers)))
+                task = asyncio.create_task(_run(handle, command, trace.from_headers(msg.headers), logger))
                 running.add(task)
                 task.add_done_callback(running.discard)
     finally:
         await sub.unsubscribe()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, durable: str, n: int, poll_seconds: float,
+                 logger: logging.Logger) -> list[Msg]:
+    """Up to `n` messages, none when there was nothing within `poll_seconds`."""
+    try:
+        return await sub.fetch(n, timeout=poll_seconds)
+    except (NatsTimeoutError, asyncio.TimeoutError):
+        return []
+    except NatsError as exc:
+        # JetStream away for a moment (a cluster electing a new leader
+        # after losing a node, a reconnect): wait and pull again; a
+        # worker never dies of it (it did: tests/cluster).
+        logger.warning("pulling from %s failed (%s); retrying", durable, type(exc).__name__)
+        await asyncio.sleep(poll_seconds)
+        return []
+
+
+async def _take(msg: Msg, durable: str, accepts: tuple[type[Command], ...], authority: Authority | None,
+                logger: logging.Logger) -> Command | None:
+    """The command `msg` carries, acknowledged before it runs (at most
+    once); None for a poison message (terminated) or an unconfirmed ack."""
+    if msg.metadata.num_delivered > 1:
+        metrics.COMMANDS_REDELIVERED.labels(consumer=durable).inc()
+    try:
+        command = _decode(msg, durable, accepts, authority)
+    except ContractError as exc:
+        await _terminate(msg, durable, exc, logger)
+        return None
+    if not await _acknowledged(msg, logger):
+        return None
+    return command
+
+
+def _decode(msg: Msg, durable: str, accepts: tuple[type[Command], ...], authority: Authority | None) -> Command:
+    command = decode_command(msg.data)
+    if not isinstance(command, accepts):
+        raise ContractError(f"{durable} does not handle {type(command).__name__}")
+    if authority is not None:
+        command = authority(command, msg.subject)
+    return command
+
+
+async def _terminate(msg: Msg, durable: str, why: ContractError, logger: logging.Logger) -> None:
+    logger.warning("terminated a poison message on %s: %s", msg.subject, why)
+    metrics.COMMANDS_TERMINATED.labels(consumer=durable).inc()
+    try:
+        await msg.term()
+    except (NatsError, asyncio.TimeoutError):
+        pass  # redelivered, and terminated then
+
+
+async def _acknowledged(msg: Msg, logger: logging.Logger) -> bool:
+    try:
+        await msg.ack_sync()
+    except (NatsError, asyncio.TimeoutError) as exc:
+        # Unconfirmed: not run now (at most once). If the ack was
+        # lost, the command comes back after ack_wait and runs then.
+        logger.warning("could not confirm the ack of a command on %s (%s); not run now",
+                       msg.subject, type(exc).__name__)
+        return False
+    return True
+
+
+async def _run(handle: Handler, command: Command, ids: dict[str, object], logger: logging.Logger) -> None:
+    # The handler's task, and every task it starts, logs and publishes
+    # with the command's correlation ids (eventbus.trace); the command's
+    # own fields win over its headers.
+    trace.bind(**{**ids, **trace.of_command(command)})
+    try:
+        await handle(command)
+    except Exception:
+        logger.exception("handler failed for %s", type(command).__name__)

@@ -257,27 +257,17 @@ def _channel_table() -> list[_Channel]:
     """Every subject, what travels on it, and who sends and receives it."""
     stored = tuple(t for t in EVENT_TYPES if kind_of(t) not in EPHEMERAL_KINDS)
     live = tuple(t for t in EVENT_TYPES if kind_of(t) in EPHEMERAL_KINDS)
-    audit = []
-    for name in sorted(subjects.AUDIT_NAMES):
-        audit += [
-            _Channel(
-                f"audit{name.title()}", subjects.audit_writer(name, subjects.WRITERS[0]), AUDIT_MESSAGES[name],
-                f"Audit facts about `{name}`, whether or not a session named them, under the subject of the "
-                "service that stored them. " + _events_stream(),
-                (f"recordAudit{name.title()}", "The gateway and agent-runner record requests, pve-executor what "
-                 "it ran, each under its own writer token."),
-                (f"readAudit{name.title()}", "Services read it; a read-only reader (auditors, integrators) reads by "
-                 "direct get and follows it on `storedEvents` (eventbus.follow), filtering on both "
-                 f"`{subjects.audit(name)}` and `{subjects.audit(name)}.*`."),
-            ),
-            _Channel(
-                f"audit{name.title()}Unattributed", subjects.audit(name), AUDIT_MESSAGES[name],
-                f"Audit facts about `{name}` stored before per-writer subjects: read only, nobody writes here "
-                "any more. " + _events_stream(),
-                (f"recordAudit{name.title()}Unattributed", "Earlier versions of every service."),
-                (f"readAudit{name.title()}Unattributed", "Readers filter on both subjects (events.subjects.audit_filters)."),
-            ),
-        ]
+    return [
+        *_session_channels(stored),
+        *(channel for name in sorted(subjects.AUDIT_NAMES) for channel in _audit_channels(name)),
+        _live_channel(live),
+        *_command_channels(),
+        *_request_channels(),
+    ]
+
+
+def _session_channels(stored: tuple[type[msgspec.Struct], ...]) -> list[_Channel]:
+    """Where sessions' events are stored, and where they are republished."""
     return [
         _Channel(
             "sessionEvents", subjects.session_writer(_SESSION, subjects.WRITERS[0]), stored,
@@ -309,14 +299,45 @@ def _channel_table() -> list[_Channel]:
             ("recordSessionEventUnattributed", "Earlier versions of every service."),
             ("readSessionEventsUnattributed", "Readers filter on both subjects (events.subjects.session_filters)."),
         ),
-        *audit,
+    ]
+
+
+def _audit_channels(name: str) -> list[_Channel]:
+    """One audit subject: its writers' subjects, and the one before them."""
+    return [
         _Channel(
-            "live", subjects.live(_SESSION), live,
-            f"Ephemeral live frames of a session (token deltas). {_CORE} Superseded by the stored events; "
-            "a reader that misses them loses nothing.",
-            ("streamLive", "agent-runner publishes deltas while a turn runs."),
-            ("readLive", "The gateway forwards them to attached browsers."),
+            f"audit{name.title()}", subjects.audit_writer(name, subjects.WRITERS[0]), AUDIT_MESSAGES[name],
+            f"Audit facts about `{name}`, whether or not a session named them, under the subject of the "
+            "service that stored them. " + _events_stream(),
+            (f"recordAudit{name.title()}", "The gateway and agent-runner record requests, pve-executor what "
+             "it ran, each under its own writer token."),
+            (f"readAudit{name.title()}", "Services read it; a read-only reader (auditors, integrators) reads by "
+             "direct get and follows it on `storedEvents` (eventbus.follow), filtering on both "
+             f"`{subjects.audit(name)}` and `{subjects.audit(name)}.*`."),
         ),
+        _Channel(
+            f"audit{name.title()}Unattributed", subjects.audit(name), AUDIT_MESSAGES[name],
+            f"Audit facts about `{name}` stored before per-writer subjects: read only, nobody writes here "
+            "any more. " + _events_stream(),
+            (f"recordAudit{name.title()}Unattributed", "Earlier versions of every service."),
+            (f"readAudit{name.title()}Unattributed", "Readers filter on both subjects (events.subjects.audit_filters)."),
+        ),
+    ]
+
+
+def _live_channel(live: tuple[type[msgspec.Struct], ...]) -> _Channel:
+    return _Channel(
+        "live", subjects.live(_SESSION), live,
+        f"Ephemeral live frames of a session (token deltas). {_CORE} Superseded by the stored events; "
+        "a reader that misses them loses nothing.",
+        ("streamLive", "agent-runner publishes deltas while a turn runs."),
+        ("readLive", "The gateway forwards them to attached browsers."),
+    )
+
+
+def _command_channels() -> list[_Channel]:
+    """Commands on the commands stream, each taken by one worker."""
+    return [
         _Channel(
             "prompt", subjects.PROMPT, (StartTurn,),
             "Start one CLI turn. " + _commands_stream(subjects.PROMPT),
@@ -340,6 +361,12 @@ def _channel_table() -> list[_Channel]:
             ("requestAgentVerb", "agent-runner, for the agent's narrow verb tool."),
             ("runAgentVerb", "pve-executor checks the grant, validates the verb again and runs it."),
         ),
+    ]
+
+
+def _request_channels() -> list[_Channel]:
+    """Core NATS requests and hints to whoever holds the session."""
+    return [
         _Channel(
             "cancel", subjects.cancel(_SESSION), (CancelTurn,),
             f"Stop the session's running turn. {_CORE} Request/reply: the answer is a `cancel_reply` "

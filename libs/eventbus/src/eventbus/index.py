@@ -268,57 +268,71 @@ async def _summaries(js: JetStreamContext, topology: Topology, records: list[Ses
     """Summaries of `records`, in their order, from a bounded number of reads each."""
     if not records:
         return []
-    nc = js._nc
-    stream = topology.events_stream
+    nc, stream = js._nc, topology.events_stream
     ids = [r.session_id for r in records]
     last_of, legacy = await _where(nc, stream, ids)
-
-    async def first_of(sid: str) -> tuple[list[direct.Got], int, int]:
-        """(the session's first events, how many it holds, its first sequence)."""
-        last = last_of.get(sid)
-        if last is None:
-            return [], 0, 0
-        known = _COUNTS.get(sid)
-        if known is not None and known[0] == last.seq and sid in _TITLES:
-            return [], known[1], known[2]  # nothing stored since it was counted
-        # A known title needs no events, only the count (the first one and how many follow).
-        batch = 1 if sid in _TITLES else TITLE_SCAN
-        first, left = await direct.get_batch_any(nc, stream, seq=1, filters=_filters(sid, legacy), batch=batch)
-        if not first:
-            return [], 0, 0
-        _count(sid, last.seq, len(first) + left, first[0].seq)
-        return first, len(first) + left, first[0].seq
-
-    locks_read = direct.get_batch(nc, topology.kv_stream,
-                                  multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids], batch=len(ids))
-    firsts, (locks, _) = await asyncio.gather(asyncio.gather(*(first_of(sid) for sid in ids)), locks_read)
-    running = {g.subject.rsplit(".", 1)[-1] for g in locks
-               if g.headers.get("KV-Operation") not in ("DEL", "PURGE") and g.data}
+    firsts, running = await asyncio.gather(
+        asyncio.gather(*(_first_of(nc, stream, sid, last_of.get(sid), legacy) for sid in ids)),
+        _running(nc, topology, ids),
+    )
     # A verb's audit event is stored after the session's first event: the
     # audit subject is read from the page's oldest first event on, not from
     # the beginning of time.
     starts = [start for _, count, start in firsts if count]
     verbs = await _verbs_run(js, topology, set(ids), min(starts)) if starts else {}
-    out = []
-    for record, (first, count, _) in zip(records, firsts):
-        sid = record.session_id
-        title, last_at, outcome = "(no prompt yet)", None, None
-        found = _TITLES.get(sid) if sid in _TITLES else _title(first)
-        if found is not None:
-            _remember(sid, found)
-            title = found or title
-        last = last_of.get(sid)
-        if last is not None:
-            event = _event(last.data)
-            if event is not None:
-                last_at = event.ts
-                outcome = event.outcome.value if isinstance(event, TurnEnded) and event.outcome else None
-        out.append(SessionSummary(
-            session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
-            state="running" if sid in running else "idle", event_count=count,
-            last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0), vm=record.vm,
-        ))
-    return out
+    return [
+        _summary(record, first, count, last_of.get(record.session_id), running, verbs)
+        for record, (first, count, _) in zip(records, firsts)
+    ]
+
+
+async def _first_of(  # type: ignore[no-untyped-def]
+    nc, stream: str, sid: str, last: direct.Got | None, legacy: set[str | None],
+) -> tuple[list[direct.Got], int, int]:
+    """(the session's first events, how many it holds, its first sequence)."""
+    if last is None:
+        return [], 0, 0
+    known = _COUNTS.get(sid)
+    if known is not None and known[0] == last.seq and sid in _TITLES:
+        return [], known[1], known[2]  # nothing stored since it was counted
+    # A known title needs no events, only the count (the first one and how many follow).
+    batch = 1 if sid in _TITLES else TITLE_SCAN
+    first, left = await direct.get_batch_any(nc, stream, seq=1, filters=_filters(sid, legacy), batch=batch)
+    if not first:
+        return [], 0, 0
+    _count(sid, last.seq, len(first) + left, first[0].seq)
+    return first, len(first) + left, first[0].seq
+
+
+async def _running(nc, topology: Topology, ids: list[str]) -> set[str]:  # type: ignore[no-untyped-def]
+    """The sessions of `ids` whose turn lock is held: one multi-last request."""
+    locks, _ = await direct.get_batch(nc, topology.kv_stream,
+                                      multi_last=[f"{topology.kv_subjects}.{lock_key(sid)}" for sid in ids],
+                                      batch=len(ids))
+    return {g.subject.rsplit(".", 1)[-1] for g in locks
+            if g.headers.get("KV-Operation") not in ("DEL", "PURGE") and g.data}
+
+
+def _summary(
+    record: SessionRecord, first: list[direct.Got], count: int, last: direct.Got | None,
+    running: set[str], verbs: dict[str, int],
+) -> SessionSummary:
+    sid = record.session_id
+    title, last_at, outcome = "(no prompt yet)", None, None
+    found = _TITLES.get(sid) if sid in _TITLES else _title(first)
+    if found is not None:
+        _remember(sid, found)
+        title = found or title
+    if last is not None:
+        event = _event(last.data)
+        if event is not None:
+            last_at = event.ts
+            outcome = event.outcome.value if isinstance(event, TurnEnded) and event.outcome else None
+    return SessionSummary(
+        session_id=sid, created_by=record.created_by, created_at=record.created_at, title=title,
+        state="running" if sid in running else "idle", event_count=count,
+        last_event_at=last_at, outcome=outcome, verbs_run=verbs.get(sid, 0), vm=record.vm,
+    )
 
 
 def _event(data: bytes):  # type: ignore[no-untyped-def]

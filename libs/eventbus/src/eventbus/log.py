@@ -9,11 +9,10 @@ of the transport); a session's chain runs across all its writers' subjects,
 and readers filter on `subjects.session_filters` (which also covers stores
 written before per-writer subjects).
 
-Attach = one ordered push consumer filtered to the session's subject,
-starting at n + 1. The last sequence of the subject is read *before* the
-consumer starts; once that sequence has been delivered the reader is caught
-up, and everything after it is live. An ordered consumer recreates itself
-on gaps, so delivery is in order with no holes and no duplicates.
+`attach` reads the stored records up to the session's last sequence, read
+first, by direct gets, then follows with one ordered consumer from where
+that read stopped. An ordered consumer recreates itself on gaps, so
+delivery is in order with no holes and no duplicates.
 
 `replay` and `follow` are the same reader for hot paths: a plain callback
 per record (sequence, stored bytes), no per-record objects or queues, so a
@@ -27,6 +26,7 @@ import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -375,17 +375,26 @@ class EventLog:
         """Yield the session's records with seq > `after`, then `CAUGHT_UP`
         once, then (when `follow`) live records until the caller stops.
 
-        The stored part is read by direct gets (no consumer); following
-        takes one ordered consumer from where the read stopped. Use with
-        `contextlib.aclosing` so that consumer is removed promptly.
+        The plain reader for tools and tests (the gateway's attach stream
+        has its own hand-over, gateway.attach). The stored part, up to the
+        last sequence read first, is read by direct gets (no consumer); the
+        live part is one ordered consumer from where that read stopped, so
+        nothing is missed or repeated. Use with `contextlib.aclosing` so
+        that consumer is removed promptly.
         """
         last = await self.last_seq(session_id)
         async for record in self._records(session_id, after, last):
             after = record.seq
             yield record
         yield CAUGHT_UP
-        if not follow:
-            return
+        if follow:
+            async with aclosing(self._live(session_id, after)) as live:  # closed with this one
+                async for record in live:
+                    yield record
+
+    async def _live(self, session_id: str, after: int) -> AsyncIterator[Record]:
+        """The session's records with seq > `after` as they are stored, each
+        once, through one ordered consumer (removed when the caller stops)."""
         queue: asyncio.Queue[Record] = asyncio.Queue()
 
         async def on_msg(msg: Msg) -> None:

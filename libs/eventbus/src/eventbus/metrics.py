@@ -39,7 +39,7 @@ LEASES_LAPSED = Counter(
     "Turns ended as `interrupted` because their runner's lease lapsed (the runner died or hung).",
 )
 
-log = logging.getLogger("eventbus.metrics")
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -55,7 +55,7 @@ def serving(host: str, port: int) -> Iterator[int | None]:
         yield None
         return
     server, _ = start_http_server(port, addr=host)
-    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    logger.info("metrics on http://%s:%d/metrics", host, server.server_port)
     try:
         yield server.server_port
     finally:

@@ -61,7 +61,7 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     A `ConfigError` ends the process with one line and exit code 2.
     """
     try:
-        log = setup_logging(service)
+        logger = setup_logging(service)
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -82,7 +82,7 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             try:
                 await asyncio.wait_for(work, STOP_GRACE_SECONDS)
             except asyncio.TimeoutError:
-                log.warning("did not stop within %g s; cancelled", STOP_GRACE_SECONDS)
+                logger.warning("did not stop within %g s; cancelled", STOP_GRACE_SECONDS)
                 return
         work.result()
 
@@ -92,5 +92,5 @@ def run(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         print(f"{service}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as exc:
-        log.error("cannot start: %s", exc)
+        logger.error("cannot start: %s", exc)
         raise SystemExit(1) from None

@@ -19,7 +19,7 @@ from events.commands import VerbDone, VerbRecord, VerbResult
 from .retry import Backoff, polling
 from .topology import verb_key
 
-log = logging.getLogger("eventbus.verb_records")
+logger = logging.getLogger(__name__)
 
 #: How often a waiter reads the record again.
 POLL_SECONDS = 0.1
@@ -35,7 +35,7 @@ async def read(kv: KeyValue, key: str) -> VerbRecord | None:
     try:
         return decode(entry.value or b"", VerbRecord)
     except ContractError as exc:
-        log.error("unreadable verb record for an idempotency key: %s", exc)
+        logger.error("unreadable verb record for an idempotency key: %s", exc)
         return None
 
 

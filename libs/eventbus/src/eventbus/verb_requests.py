@@ -32,7 +32,7 @@ from events.kinds import VerbPhase, VerbProgressed
 from .log import EventLog
 from events.verbs import Verb
 
-log = logging.getLogger("eventbus.verb_requests")
+logger = logging.getLogger(__name__)
 
 
 def no_answer(verb: Verb, seconds: float) -> VerbResult:
@@ -88,11 +88,11 @@ async def run_verb(
                 return no_answer(command.verb, wait_seconds)
             if not msg.reply:
                 break
-            log.warning("ignored a message re-sent by a JetStream consumer on %s", msg.subject)
+            logger.warning("ignored a message re-sent by a JetStream consumer on %s", msg.subject)
         try:
             return decode(msg.data, VerbResult)
         except ContractError as exc:
-            log.error("pve-executor sent a malformed reply: %s", exc)
+            logger.error("pve-executor sent a malformed reply: %s", exc)
             return VerbResult(verb=command.verb, exit_code=1, stderr="pve-executor sent a malformed reply")
     finally:
         try:

@@ -79,7 +79,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
     await check_cli(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     box, why = await asyncio.to_thread(make_sandbox, settings)
-    nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, log=log)
+    nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, logger=log)
     if nc is None:
         return  # asked to stop before NATS was reachable
     try:
@@ -110,7 +110,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         try:
             await consume(
                 js, RUNNER_CONSUMER, (StartTurn,), runner.run,
-                stop=stop, log=log, topology=topology, concurrency=settings.max_turns,
+                stop=stop, logger=log, topology=topology, concurrency=settings.max_turns,
             )
         finally:
             reaper.cancel()

@@ -18,13 +18,13 @@ from .settings import Settings
 
 def main() -> None:
     try:
-        log = setup_logging("gateway")
+        logger = setup_logging("gateway")
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if not settings.auth_configured:
-        log.warning("no BREAKGLASS_API_TOKEN and BREAKGLASS_TRUST_EDGE_HEADER=0: every /api request is refused")
+        logger.warning("no BREAKGLASS_API_TOKEN and BREAKGLASS_TRUST_EDGE_HEADER=0: every /api request is refused")
     app = create_app(settings)
     # httptools: uvicorn's C HTTP parser/writer, less CPU per SSE frame than
     # h11 (BENCHMARKS.md), which thousands of streams per process need.

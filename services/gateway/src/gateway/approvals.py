@@ -38,7 +38,7 @@ from events.types import utcnow
 from . import sessions, stepup
 from .bus import Bus
 
-log = logging.getLogger("gateway.approvals")
+logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 3.0
 #: How long an Approve may wait to be redeemed by pve-executor (the runner
@@ -54,7 +54,7 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
     trace.bind(session_id=session_id, by=by)
     asked = await find_asked(bus, session_id, approval_id)
     if asked is None or asked.request_id is None:
-        log.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
+        logger.info("approval %s of session %s: no such approval was asked for", approval_id, session_id)
         return False
     trace.bind(turn_id=asked.turn_id, request_id=asked.request_id)  # the decision belongs to the verb's turn
     if approve:
@@ -69,11 +69,11 @@ async def answer_approval(bus: Bus, session_id: str, approval_id: str, *, approv
                                  headers=trace.headers())
         accepted = decode(reply.data, ApprovalReply).accepted
     except (NoRespondersError, NatsTimeoutError, ContractError) as exc:
-        log.info("approval %s of session %s got no answer: %s", approval_id, session_id, type(exc).__name__)
+        logger.info("approval %s of session %s got no answer: %s", approval_id, session_id, type(exc).__name__)
         accepted = False
     if approve and not accepted:  # not taken: the grant must not outlive the refusal
         await _withdraw(bus, approval_id)
-    log.info("approval %s of session %s %s by %s (accepted: %s)",
+    logger.info("approval %s of session %s %s by %s (accepted: %s)",
              approval_id, session_id, "approved" if approve else "denied", by, accepted)
     if accepted:  # the operator's decision is the gateway's to record (events.authorship)
         phase = VerbPhase.APPROVED if approve else VerbPhase.DENIED

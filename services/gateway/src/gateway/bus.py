@@ -17,7 +17,7 @@ from eventbus.log import EventLog
 from eventbus.retry import Backoff, retrying
 from eventbus.topology import Topology, check
 
-log = logging.getLogger("gateway.bus")
+logger = logging.getLogger(__name__)
 
 
 class Bus:
@@ -27,15 +27,16 @@ class Bus:
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._kv: KeyValue | None = None
+        self._log: EventLog | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_until_done())
 
     async def _connect_until_done(self) -> None:
         # Every error is retried: nats raises several unrelated types here.
-        self.nc = await retrying(lambda: nats_bus.connect(self.url, "gateway", log=log), Backoff(None, 1.0),
-                                 on_retry=lambda exc: log.warning("NATS not reachable yet (%s); retrying", exc))
-        log.info("connected to NATS at %s", nats_bus.redact(self.url))
+        self.nc = await retrying(lambda: nats_bus.connect(self.url, "gateway", logger=logger), Backoff(None, 1.0),
+                                 on_retry=lambda exc: logger.warning("NATS not reachable yet (%s); retrying", exc))
+        logger.info("connected to NATS at %s", nats_bus.redact(self.url))
 
     async def close(self) -> None:
         if self._task:
@@ -51,7 +52,14 @@ class Bus:
 
     @property
     def log(self) -> EventLog:
-        return EventLog(self.js, self.topology, writer="gateway")
+        """The gateway's event log, one for the process, so its cache of each
+        session's tail saves a read per append. Made once: `nc` is one client
+        for the process's life (nats-py reconnects it in place), and so is
+        the JetStream context the log holds."""
+        js = self.js  # raises while not connected, as every use of the bus does
+        if self._log is None:
+            self._log = EventLog(js, self.topology, writer="gateway")
+        return self._log
 
     async def kv(self) -> KeyValue:
         if self._kv is None:

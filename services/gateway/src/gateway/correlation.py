@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from eventbus import trace
 from events.types import new_id
 
-log = logging.getLogger("gateway.access")
+logger = logging.getLogger("gateway.access")
 
 HEADER = "X-Request-Id"
 #: Paths too frequent or too dull for an access line (probes, the PWA's files).
@@ -50,5 +50,5 @@ class RequestIds:
             finally:
                 path = scope.get("path", "")
                 if path.startswith("/api") and not path.startswith(QUIET_PREFIXES):
-                    log.info("%s %s %d %.0f ms", scope.get("method", ""), path, status,
+                    logger.info("%s %s %d %.0f ms", scope.get("method", ""), path, status,
                              (time.perf_counter() - started) * 1000)

@@ -7,21 +7,9 @@ memory. Each record is framed once (bytes, `id:` = stream sequence) and the
 same bytes object is handed to every `Listener`. A hub lingers a while after
 its last listener leaves, so a reconnecting browser is served from memory.
 
-Exactness of the hand-over from replay to live:
-
-1. the listener is registered with the hub first (records the hub delivers
-   meanwhile are stashed, not sent);
-2. if the hub's window reaches back to the listener's position, the window
-   is sent, then `caught-up`, and the listener is live: no store read;
-3. otherwise `until` = the session's last sequence is read from the server,
-   the records in (after, until] are read from the store by direct gets
-   straight to the listener, then `caught-up` is sent, then the stash is
-   flushed, keeping only records past what was sent.
-
-Every record stored after step 3's read has a sequence > `until` and reaches
-the hub after the registration (the firehose runs before any hub exists):
-it is either in the stash or arrives live. Each listener drops a sequence it
-has already sent, so the overlap between replay and hub is never sent twice.
+Which client gets what, and when it switches from replay to live, is the
+hand-over's business (`attach`, where it is specified step by step): a hub
+only feeds the `Listener`s registered with it.
 """
 
 from __future__ import annotations
@@ -30,7 +18,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from events import subjects
@@ -41,17 +29,13 @@ from eventbus.retry import Backoff, retrying
 if TYPE_CHECKING:
     from eventbus.log import Tail
 
+    from .attach import Listener
     from .bus import Bus
 
-log = logging.getLogger("gateway.hub")
+logger = logging.getLogger(__name__)
 
 SEP = b"\r\n"
 CAUGHT_UP_FRAME = b"event: caught-up\r\ndata: {}\r\n\r\n"
-#: A replay waits for the client to take this much before it reads on.
-REPLAY_HIGH_WATER = 256 * 1024
-#: A live client this far behind is dropped; its browser resumes by
-#: Last-Event-ID, exactly, when it can keep up again.
-MAX_BEHIND = 4 * 1024 * 1024
 #: Cold replays from the store running at once in this process (direct-get
 #: requests; a long one takes one short-lived consumer, see
 #: EventLog.replay, so this also bounds those). The others wait their turn:
@@ -114,124 +98,6 @@ def is_live_frame(msg, session_id: str) -> bool:  # type: ignore[no-untyped-def]
     return event is not None and event.session_id == session_id and kind_of(type(event)) in EPHEMERAL_KINDS
 
 
-class Listener:
-    """One attached client: frames waiting to be written, and where it is."""
-
-    __slots__ = ("position", "live", "_stash", "_out", "_size", "_wake", "_drained", "closed", "_loop")
-
-    def __init__(self, after: int) -> None:
-        #: The highest sequence sent (or skipped as already seen by the client).
-        self.position = after
-        #: False while replaying: the hub's records are stashed meanwhile.
-        self.live = False
-        self._stash: list[tuple[int, bytes]] = []
-        self._out: list[bytes] = []
-        self._size = 0
-        self._wake: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self.closed = False
-        self._loop = asyncio.get_running_loop()
-
-    def _emit(self, frame: bytes) -> None:
-        self._out.append(frame)
-        self._size += len(frame)
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    # -- from the replay (this listener's own consumer)
-
-    def replayed(self, seq: int, data: bytes) -> asyncio.Future[None] | None:
-        return self.replayed_frame(seq, record_frame(seq, data))
-
-    def replayed_frame(self, seq: int, frame: bytes) -> asyncio.Future[None] | None:
-        if seq <= self.position or self.closed:
-            return None
-        self.position = seq
-        self._emit(frame)
-        if self._size > REPLAY_HIGH_WATER:
-            if self._drained is None or self._drained.done():
-                self._drained = self._loop.create_future()
-            return self._drained
-        return None
-
-    def replayed_frames(self, frames: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
-        """`replayed_frame` of many, in order."""
-        if self.closed or not frames:
-            return None
-        if frames[0][0] <= self.position:
-            frames = [item for item in frames if item[0] > self.position]
-            if not frames:
-                return None
-        self.position = frames[-1][0]
-        self._out.extend(frame for _, frame in frames)
-        self._size += sum(len(frame) for _, frame in frames)
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-        if self._size > REPLAY_HIGH_WATER:
-            if self._drained is None or self._drained.done():
-                self._drained = self._loop.create_future()
-            return self._drained
-        return None
-
-    def caught_up(self) -> None:
-        """Replay done: `caught-up`, then what the hub delivered meanwhile."""
-        self._emit(CAUGHT_UP_FRAME)
-        for seq, frame in self._stash:
-            if seq > self.position:
-                self.position = seq
-                self._emit(frame)
-        self._stash.clear()
-        self.live = True
-
-    # -- from the hub
-
-    def record(self, seq: int, frame: bytes) -> None:
-        if not self.live:
-            self._stash.append((seq, frame))
-        elif seq > self.position:
-            self.position = seq
-            self._emit(frame)
-            if self._size > MAX_BEHIND:
-                log.warning("dropping a client %d bytes behind; it resumes by Last-Event-ID", self._size)
-                self._out.clear()
-                self._size = 0
-                self.close()
-
-    def live_only(self, frame: bytes) -> None:
-        if self.live:
-            self._emit(frame)
-
-    def close(self) -> None:
-        """End the stream once what is queued has been written."""
-        self.closed = True
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Everything queued since the last write, as one chunk per write."""
-        while True:
-            if self._out:
-                out = self._out
-                chunk = out[0] if len(out) == 1 else b"".join(out)
-                out.clear()
-                self._size = 0
-                drained = self._drained
-                if drained is not None and not drained.done():
-                    drained.set_result(None)
-                yield chunk
-            elif self.closed:
-                return
-            else:
-                self._wake = self._loop.create_future()
-                try:
-                    await self._wake
-                finally:
-                    self._wake = None
-
-
 class SessionHub:
     """A watched session in this process: its listeners, its live-only
     subscription, and a bounded window of its newest records in memory.
@@ -273,7 +139,9 @@ class SessionHub:
         frame = record_frame(seq, data)
         self._keep(seq, frame)
         for listener in tuple(self.listeners):
-            listener.record(seq, frame)
+            behind = listener.record(seq, frame)
+            if behind:
+                logger.warning("dropping a client %d bytes behind; it resumes by Last-Event-ID", behind)
 
     def _keep(self, seq: int, frame: bytes) -> None:
         self.window.append((seq, frame))
@@ -303,18 +171,6 @@ class SessionHub:
             self._window_bytes -= len(old)
             self.low = old_seq
             self._trimmed = True
-
-    def serve(self, listener: Listener) -> bool:
-        """Catch `listener` up from memory, if the window reaches back to it:
-        its records, `caught-up`, live. False: it needs the store first."""
-        if listener.position < self.low:
-            return False
-        for seq, frame in self.window:
-            if seq > listener.position:
-                listener.position = seq
-                listener._emit(frame)
-        listener.caught_up()
-        return True
 
     async def _on_live(self, msg) -> None:  # type: ignore[no-untyped-def]
         if not is_live_frame(msg, self.session_id):
@@ -386,7 +242,7 @@ class Hubs:
             try:
                 observer(session_id, seq, data)
             except Exception:  # an observer's bug must not stop the live path
-                log.exception("a firehose observer failed on event %d", seq)
+                logger.exception("a firehose observer failed on event %d", seq)
         hub = self._hubs.get(session_id)
         if hub is not None:
             hub.on_record(seq, data)
@@ -418,7 +274,7 @@ class Hubs:
             if self.position != moved:
                 moved, baseline = self.position, last
             elif last > baseline and last > self.position:
-                log.warning("firehose delivered nothing for %.0f s while events were stored; re-made from %d",
+                logger.warning("firehose delivered nothing for %.0f s while events were stored; re-made from %d",
                             STALL_SECONDS, self.position)
                 baseline = last
                 await self._restart_firehose(nc)
@@ -431,10 +287,10 @@ class Hubs:
         async def resume() -> None:
             if not nc.is_closed:  # closed for good: nothing to resume
                 self._firehose = await self._bus.log.follow_sessions(self.position, self._on_record)
-                log.info("firehose resumed after %d following a reconnect", self.position)
+                logger.info("firehose resumed after %d following a reconnect", self.position)
 
         await retrying(resume, Backoff(None, 0.1, most=1.0),  # every error: JetStream not back yet
-                       on_retry=lambda exc: log.info("firehose not resumed yet: %s", exc))
+                       on_retry=lambda exc: logger.info("firehose not resumed yet: %s", exc))
 
     async def _firehose_started(self) -> None:
         if self._firehose_starting is None or (

@@ -47,7 +47,7 @@ from .approvals import GRANT_SECONDS
 from .bus import Bus
 from .settings import Settings
 
-log = logging.getLogger("gateway.presses")
+logger = logging.getLogger(__name__)
 
 AGENT = "agent"
 #: Verbs published for an approved press whose result nobody awaits in HTTP:
@@ -90,7 +90,7 @@ async def ask(bus: Bus, verb: Verb, *, by: str, session_id: str, request_id: str
     await record_requested(bus.log, VerbProgressed(
         session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id,
         vm=vm.name, vmid=vm.vmid))
-    log.info("%s pressed %s in session %s: waits for a second operator (approval %s)",
+    logger.info("%s pressed %s in session %s: waits for a second operator (approval %s)",
              by, verb.value, session_id, approval_id)
     return approval_id
 
@@ -119,7 +119,7 @@ async def answer(bus: Bus, settings: Settings, asked: Asked, *, approve: bool, b
     if approve and by.casefold() == AGENT:
         raise PressRefused("the agent never counts as an approver")
     if utcnow() >= event.ts + timedelta(seconds=settings.two_person_wait_seconds):
-        log.info("press %s expired before it was decided", event.approval_id)
+        logger.info("press %s expired before it was decided", event.approval_id)
         return False
     vm = await _vm_of(bus, settings, event.session_id)
     kv = await bus.kv()
@@ -139,7 +139,7 @@ async def answer(bus: Bus, settings: Settings, asked: Asked, *, approve: bool, b
         session_id=event.session_id, by=by, verb=event.verb, phase=phase, request_id=event.request_id,
         vm=vm.name, vmid=vm.vmid,
     ), msg_id=f"{event.request_id}:{phase.value}")
-    log.info("press %s of %s by %s %s by %s", event.approval_id, event.verb.value, event.by, phase.value, by)
+    logger.info("press %s of %s by %s %s by %s", event.approval_id, event.verb.value, event.by, phase.value, by)
     if approve:
         command = RunVerb(by=event.by, request_id=event.request_id, verb=event.verb, session_id=event.session_id,
                           approval_id=event.approval_id, vmid=vm.vmid)

@@ -24,7 +24,7 @@ from events.types import new_id, utcnow
 
 from .bus import Bus
 
-log = logging.getLogger("gateway.sessions")
+logger = logging.getLogger(__name__)
 
 CANCEL_TIMEOUT = 3.0
 
@@ -65,7 +65,7 @@ async def hint_warm(bus: Bus, session_id: str, by: str, model: str | None, vm: s
         hint = WarmSession(by=by, session_id=session_id, model=model, vm=vm)
         await nc.publish(subjects.warm(session_id), encode(hint))
     except Exception as exc:  # a hint lost costs only the head start
-        log.info("could not send the warm hint for %s: %s", session_id, exc)
+        logger.info("could not send the warm hint for %s: %s", session_id, exc)
 
 
 async def get_session(bus: Bus, session_id: str) -> SessionRecord:
@@ -106,7 +106,7 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     try:
         await bus.js.publish(subjects.PROMPT, encode(command), headers=trace.headers(**{"Nats-Msg-Id": turn_id}))
     except Exception as exc:
-        log.error("could not queue turn %s: %s", turn_id, exc)
+        logger.error("could not queue turn %s: %s", turn_id, exc)
         await _end_unstarted(bus, session_id, turn_id, TurnFailed(
             session_id=session_id, turn_id=turn_id, by="gateway", error="the turn could not be queued"),
             Outcome.ERROR)
@@ -115,14 +115,14 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
         # This request outlasted the pending lease and a reaper freed the
         # lock; the runner will drop the command. End the turn (the reaper
         # did too if it saw `user`: same message ids, stored once).
-        log.error("turn %s was reaped before it was queued (the gateway stalled)", turn_id)
+        logger.error("turn %s was reaped before it was queued (the gateway stalled)", turn_id)
         await bus.log.append(TurnInterrupted(session_id=session_id, turn_id=turn_id, by="gateway",
                                              reason="the gateway stalled before the turn was queued"),
                              msg_id=f"{turn_id}:interrupted")
         await bus.log.append(TurnEnded(session_id=session_id, turn_id=turn_id, by="gateway",
                                        outcome=Outcome.INTERRUPTED), msg_id=end_msg_id(turn_id))
         raise TurnLost(session_id)
-    log.info("turn queued (model %s, prompt of %d characters)", model, len(prompt))
+    logger.info("turn queued (model %s, prompt of %d characters)", model, len(prompt))
     return turn_id
 
 
@@ -133,7 +133,7 @@ async def _queued(locks, session_id: str, turn_id: str, revision: int) -> bool: 
     try:
         return await locks.queued(session_id, turn_id, revision)
     except Exception as exc:
-        log.warning("could not mark turn %s queued (%s); a runner's claim takes the lock over", turn_id, exc)
+        logger.warning("could not mark turn %s queued (%s); a runner's claim takes the lock over", turn_id, exc)
         return True
 
 
@@ -147,7 +147,7 @@ async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:
         return False
     command = CancelTurn(by=by, session_id=session_id, turn_id=held.lock.turn_id)
     trace.bind(session_id=session_id, turn_id=held.lock.turn_id, by=by)
-    log.info("stop requested")
+    logger.info("stop requested")
     try:
         reply = await bus.nc.request(subjects.cancel(session_id), encode(command), timeout=CANCEL_TIMEOUT,  # type: ignore[union-attr]
                                      headers=trace.headers())

@@ -28,7 +28,7 @@ from events.vms import Vm, VmList
 
 from .bus import Bus
 
-log = logging.getLogger("gateway.verbs")
+logger = logging.getLogger(__name__)
 
 #: The exit code of a refusal (as pve-executor's).
 EX_REFUSED = 64
@@ -41,14 +41,14 @@ async def request_verb(
     session_id: str | None = None, idempotency_key: str | None = None,
 ) -> VerbResult:
     if vm not in vms.vms:  # the caller resolved it from the list; checked again all the same
-        log.error("refused %s on VM %d: not in BREAKGLASS_VMS", verb.value, vm.vmid)
+        logger.error("refused %s on VM %d: not in BREAKGLASS_VMS", verb.value, vm.vmid)
         return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True,
                           stderr=f"refused: VM {vm.vmid} is not in BREAKGLASS_VMS; nothing was run")
     # The HTTP request's own id (eventbus.trace), so one id names the press
     # in the gateway's, the bus's and pve-executor's records alike.
     request_id = trace.current().get("request_id") or new_id()
     trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id, vm=vm.name)
-    log.info("verb requested%s", f" (idempotency key {idempotency_key})" if idempotency_key else "")
+    logger.info("verb requested%s", f" (idempotency key {idempotency_key})" if idempotency_key else "")
     await record_requested(bus.log, VerbProgressed(
         session_id=session_id, by=by, verb=verb, phase=VerbPhase.REQUESTED, request_id=request_id,
         vm=vm.name, vmid=vm.vmid))
@@ -61,6 +61,6 @@ async def request_verb(
 
 
 async def _stored_result(bus: Bus, verb: Verb, idempotency_key: str, wait_seconds: float) -> VerbResult:
-    log.info("verb %s with key %s was already requested; answering with its result", verb.value, idempotency_key)
+    logger.info("verb %s with key %s was already requested; answering with its result", verb.value, idempotency_key)
     result = await verb_records.wait_done(await bus.kv(), idempotency_key, wait_seconds)
     return result if result is not None else no_answer(verb, wait_seconds)

@@ -49,7 +49,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
 
 
 async def run(stop: asyncio.Event, settings: Settings) -> None:
-    nc = await bus.connect_or_stop(settings.nats_url, "pve-executor", stop, log=log)
+    nc = await bus.connect_or_stop(settings.nats_url, "pve-executor", stop, logger=log)
     if nc is None:
         return  # asked to stop before NATS was reachable
     try:
@@ -82,7 +82,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         try:
             await consume(
                 js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
-                stop=stop, log=log, topology=topology,
+                stop=stop, logger=log, topology=topology,
                 concurrency=settings.concurrency, poll_seconds=settings.poll_seconds, authority=from_transport,
             )
         finally:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
+from nats.js.kv import KeyValue
 
 from events.kinds import AlertReceived, AlertStatus
 from eventbus.topology import alert_group_key, alert_vm_key
@@ -35,7 +36,7 @@ from . import state
 from .payload import Webhook, WebhookAlert
 from .state import GroupState, VmWindow
 
-log = logging.getLogger("gateway.alerts")
+logger = logging.getLogger("gateway.alerts")
 
 ALERTMANAGER = "alertmanager"
 #: Alertmanager's "no end time yet" (Go's zero time).
@@ -76,13 +77,28 @@ async def _group(
 ) -> None:
     kv = await bus.kv()
     key = alert_group_key(f"{vm}\n{group_key}")
-    window = settings.alert_window_seconds
-
-    opened: list[str] = []  # a session opened by an attempt that lost its CAS is reused, not opened twice
     fires = any(alert.status == "firing" for alert in alerts)
     if not fires and (await state.load(kv, key, GroupState))[0] is None:
         receipt.ignored += len(alerts)  # resolved alerts of a group never seen: nothing to resolve
         return
+    session_id, recorded = await _record(bus, settings, kv, key, vm, alerts, fires)
+    receipt.recorded += len(recorded)
+    if session_id not in receipt.sessions:
+        receipt.sessions.append(session_id)
+    firing = [e for e in recorded if e.status is AlertStatus.FIRING]
+    if firing and await _claim_triage(bus, settings, kv, key, vm, session_id, len(firing)):
+        receipt.triages.append(session_id)
+        start_triage(session_id, vm, firing[0], key)
+
+
+async def _record(
+    bus: Bus, settings: Settings, kv: KeyValue, key: str, vm: str, alerts: list[WebhookAlert], fires: bool,
+) -> tuple[str, list[AlertReceived]]:
+    """1 + 2: the group's session, and the alerts whose status changed
+    there, recorded (one CAS on the group's state, tried again as a whole
+    when it loses)."""
+    window = settings.alert_window_seconds
+    opened: list[str] = []  # a session opened by an attempt that lost its CAS is reused, not opened twice
 
     async def session_for(group: GroupState | None) -> str:
         # A closed group keeps its session for late (retried) resolutions;
@@ -93,41 +109,59 @@ async def _group(
             opened.append(await _vm_session(bus, vm, window, bound=vm if settings.vms.named(vm) else None))
         return opened[0]
 
-    # 1 + 2: the session, and the alerts whose status changed, recorded.
     async def record(group: GroupState | None) -> tuple[GroupState, tuple[str, list[AlertReceived]]]:
         session_id = await session_for(group)
-        seen = dict(group.alerts) if group is not None and group.session_id == session_id else {}
-        changed = [alert for alert in alerts if seen.get(alert.fingerprint) != alert.status]
-        events = [_event(session_id, vm, alert) for alert in changed]
-        for event, alert in zip(events, changed):
-            starts = alert.starts_at.isoformat() if alert.starts_at else ""
-            # Deterministic id: a record retried after a lost CAS is dropped as a duplicate.
-            await bus.log.append(event, msg_id=f"alert:{session_id}:{alert.fingerprint}:{alert.status}:{starts}")
-            seen[alert.fingerprint] = alert.status
-        triage_until = group.triage_until if group is not None and group.session_id == session_id else 0.0
+        same = group is not None and group.session_id == session_id
+        seen = dict(group.alerts) if same else {}
+        events = await _append_changed(bus, session_id, vm, alerts, seen)
+        triage_until = group.triage_until if same else 0.0
         return GroupState(session_id=session_id, vm=vm, alerts=seen, triage_until=triage_until), (session_id, events)
 
-    session_id, recorded = await state.change(kv, key, GroupState, record)
-    receipt.recorded += len(recorded)
-    if session_id not in receipt.sessions:
-        receipt.sessions.append(session_id)
-    firing = [e for e in recorded if e.status is AlertStatus.FIRING]
-    if not firing:
-        return
+    return await state.change(kv, key, GroupState, record)
 
-    # 3: one triage per group at a time, one per VM per window.
-    async def claim_group(group: GroupState | None) -> tuple[GroupState | None, bool]:
+
+async def _append_changed(
+    bus: Bus, session_id: str, vm: str, alerts: list[WebhookAlert], seen: dict[str, str],
+) -> list[AlertReceived]:
+    """Record each alert whose status differs from `seen` (updated)."""
+    changed = [alert for alert in alerts if seen.get(alert.fingerprint) != alert.status]
+    events = [_event(session_id, vm, alert) for alert in changed]
+    for event, alert in zip(events, changed):
+        starts = alert.starts_at.isoformat() if alert.starts_at else ""
+        # Deterministic id: a record retried after a lost CAS is dropped as a duplicate.
+        await bus.log.append(event, msg_id=f"alert:{session_id}:{alert.fingerprint}:{alert.status}:{starts}")
+        seen[alert.fingerprint] = alert.status
+    return events
+
+
+async def _claim_triage(
+    bus: Bus, settings: Settings, kv: KeyValue, key: str, vm: str, session_id: str, firing: int,
+) -> bool:
+    """3: one triage per group at a time, one per VM per window."""
+    if not await _claim_group(settings, kv, key, session_id):
+        logger.info("a triage of this alert group already runs; %d new alert(s) recorded only", firing)
+        return False
+    window = settings.alert_window_seconds
+    if not await _claim_vm(kv, vm, session_id, window):
+        logger.info("VM %s had a triage within %g s; alert recorded only", vm, window)
+        await release_group(bus, key, session_id)
+        return False
+    return True
+
+
+async def _claim_group(settings: Settings, kv: KeyValue, key: str, session_id: str) -> bool:
+    async def claim(group: GroupState | None) -> tuple[GroupState | None, bool]:
         now = state.now()
         if group is None or group.session_id != session_id or group.triaging(now):
             return None, False
         lapse = settings.triage_timeout_seconds + settings.verb_wait_seconds * 2 + 60
         return msgspec.structs.replace(group, triage_until=now + lapse), True
 
-    if not await state.change(kv, key, GroupState, claim_group):
-        log.info("a triage of this alert group already runs; %d new alert(s) recorded only", len(firing))
-        return
+    return await state.change(kv, key, GroupState, claim)
 
-    async def claim_vm(current: VmWindow | None) -> tuple[VmWindow | None, bool]:
+
+async def _claim_vm(kv: KeyValue, vm: str, session_id: str, window: float) -> bool:
+    async def claim(current: VmWindow | None) -> tuple[VmWindow | None, bool]:
         now = state.now()
         if current is not None and current.triaged_within(now, window):
             return None, False
@@ -135,12 +169,7 @@ async def _group(
             return VmWindow(session_id=session_id, opened_at=now, triaged_at=now), True
         return msgspec.structs.replace(current, triaged_at=now), True
 
-    if not await state.change(kv, alert_vm_key(vm), VmWindow, claim_vm):
-        log.info("VM %s had a triage within %g s; alert recorded only", vm, window)
-        await release_group(bus, key, session_id)
-        return
-    receipt.triages.append(session_id)
-    start_triage(session_id, vm, firing[0], key)
+    return await state.change(kv, alert_vm_key(vm), VmWindow, claim)
 
 
 async def _vm_session(bus: Bus, vm: str, window: float, *, bound: str | None = None) -> str:

@@ -33,7 +33,7 @@ from ..bus import Bus
 from ..settings import Settings
 from .receive import release_group
 
-log = logging.getLogger("gateway.triage")
+logger = logging.getLogger("gateway.triage")
 
 TRIAGE = "triage"
 READ_ONLY: tuple[Verb, ...] = (Verb.STATUS, Verb.FORENSICS)
@@ -95,7 +95,7 @@ def paragraph(text: str) -> str:
 
 async def run(bus: Bus, settings: Settings, session_id: str, vm: str, alert: AlertReceived, group_key: str) -> None:
     trace.bind(session_id=session_id, by=TRIAGE)
-    log.info("triage started for %s on %s", alert.alertname, vm)
+    logger.info("triage started for %s on %s", alert.alertname, vm)
     outcome: Outcome | None = None
     try:
         target = settings.vms.named(vm) or settings.vms.default  # the session's VM (receive binds it)
@@ -112,14 +112,14 @@ async def run(bus: Bus, settings: Settings, session_id: str, vm: str, alert: Ale
             outcome, text = await _turn_end(bus, session_id, turn_id, after, settings.triage_timeout_seconds)
             summary = paragraph(text) or _no_text(outcome)
     except Exception as exc:  # the operator is told whatever broke
-        log.exception("triage failed")
+        logger.exception("triage failed")
         summary = f"The triage could not finish ({type(exc).__name__}); look at the session and run `status`."
     try:
         await bus.log.append(DiagnosisReady(
             session_id=session_id, by=TRIAGE, alertname=alert.alertname, summary=summary, outcome=outcome))
     finally:
         await release_group(bus, group_key, session_id)
-    log.info("triage done (%s)", outcome.value if outcome else "no turn")
+    logger.info("triage done (%s)", outcome.value if outcome else "no turn")
 
 
 async def _verb(bus: Bus, settings: Settings, session_id: str, verb: Verb, vm: Vm) -> VerbResult:

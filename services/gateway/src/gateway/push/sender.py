@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..bus import Bus
     from ..settings import Settings
 
-log = logging.getLogger("gateway.push")
+logger = logging.getLogger("gateway.push")
 
 #: How long a push service keeps an undelivered message (RFC 8030 §5.2).
 TTL_SECONDS = 3600
@@ -72,7 +72,7 @@ class Pusher:
             self.public_key = vapid.public_key(self.key)
         except (OSError, ValueError) as exc:
             self.off = f"the Web Push key in {settings.data_dir} cannot be read or made ({exc}); set BREAKGLASS_DATA_DIR"
-            log.error("Web Push is off: %s", self.off)
+            logger.error("Web Push is off: %s", self.off)
         self._http = httpx.AsyncClient(timeout=SEND_TIMEOUT, follow_redirects=False)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main: asyncio.Task[None] | None = None
@@ -109,9 +109,9 @@ class Pusher:
             return await self._bus.nc.subscribe(subjects.LIVE_ALL, cb=self._on_live)
 
         live = await retrying(start, Backoff(None, 1.0),  # every error: JetStream not there yet
-                              on_retry=lambda exc: log.info("push sender not started yet: %s", exc))
+                              on_retry=lambda exc: logger.info("push sender not started yet: %s", exc))
         self._ready.set()
-        log.info("push sender started (%d subscriptions)", len(self.subs.live))
+        logger.info("push sender started (%d subscriptions)", len(self.subs.live))
         nc = self._bus.nc
         reconnects, swept = nc.stats["reconnects"], time.monotonic()
         try:
@@ -164,7 +164,7 @@ class Pusher:
             except (KeyNotFoundError, KeyWrongLastSequenceError, ValueError):
                 continue
         if gone:
-            log.info("push sweep removed %d spent claims and grants", gone)
+            logger.info("push sweep removed %d spent claims and grants", gone)
         return gone
 
     def _spawn(self, push: messages.Push, event: Any = None) -> None:
@@ -245,7 +245,7 @@ class Pusher:
                 await self.subs.remove(sub.key, "expired")
             await asyncio.gather(*(self.send(sub, push, event) for sub in live))
         except Exception:
-            log.exception("push %s of session %s failed", push.kind, push.session_id)
+            logger.exception("push %s of session %s failed", push.kind, push.session_id)
 
     async def _payload(self, sub: Subscription, push: messages.Push, event: Any) -> dict[str, Any]:
         if not isinstance(event, ApprovalRequested) or not event.request_id:
@@ -282,10 +282,10 @@ class Pusher:
         try:
             response = await self._http.post(sub.endpoint, content=encrypted, headers=headers)
         except httpx.HTTPError as exc:
-            log.warning("push to %s failed: %s", vapid.audience(sub.endpoint), type(exc).__name__)
+            logger.warning("push to %s failed: %s", vapid.audience(sub.endpoint), type(exc).__name__)
             return None
         if response.status_code in GONE:
             await self.subs.remove(sub.key, f"the push service answered {response.status_code}")  # type: ignore[union-attr]
         elif response.status_code >= 300:
-            log.warning("push to %s answered %d", vapid.audience(sub.endpoint), response.status_code)
+            logger.warning("push to %s answered %d", vapid.audience(sub.endpoint), response.status_code)
         return response.status_code

@@ -28,7 +28,7 @@ from eventbus.topology import PUSH_SUB_KEYS, push_sub_key
 from . import ece
 from .vapid import b64url_decode
 
-log = logging.getLogger("gateway.push")
+logger = logging.getLogger("gateway.push")
 
 
 class Subscription(msgspec.Struct, kw_only=True):
@@ -120,7 +120,7 @@ class Subscriptions:
         self.live.pop(key, None)
         try:
             await self._kv.delete(key)
-            log.info("push subscription %s removed: %s", key, why)
+            logger.info("push subscription %s removed: %s", key, why)
         except KeyNotFoundError:
             pass
 
@@ -161,13 +161,13 @@ class Subscriptions:
                         try:
                             self.live[entry.key] = _decoder.decode(entry.value)
                         except (msgspec.DecodeError, msgspec.ValidationError):
-                            log.warning("unreadable push subscription %s ignored", entry.key)
+                            logger.warning("unreadable push subscription %s ignored", entry.key)
                 finally:
                     await watcher.stop()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection went away: watch again
-                log.info("push subscription watch restarts: %s", exc)
+                logger.info("push subscription watch restarts: %s", exc)
                 await asyncio.sleep(1.0)
 
     async def stop(self) -> None:

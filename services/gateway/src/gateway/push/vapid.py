@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-log = logging.getLogger("gateway.push")
+logger = logging.getLogger("gateway.push")
 
 KEY_FILE = "vapid-private.pem"
 #: How long a signed JWT is valid (RFC 8292 §2: at most 24 hours).
@@ -58,7 +58,7 @@ def load_or_create(data_dir: Path) -> ec.EllipticCurvePrivateKey:
     with os.fdopen(fd, "wb") as out:
         out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
-    log.info("made the Web Push (VAPID) key %s", path)
+    logger.info("made the Web Push (VAPID) key %s", path)
     return key
 
 
