@@ -86,3 +86,20 @@ async def test_an_idempotent_retry_keeps_the_chain_intact(js, topology):
     await log.append(TextSaid(session_id=sid, by="agent", text="b"))
     records = await log.read(sid)
     assert len(records) == 2 and chain.verify(triples(records)) is None
+
+
+async def test_a_long_lived_log_remembers_a_bounded_number_of_tails(js, topology, monkeypatch):
+    """A gateway writes to every session over its life: the tail cache is
+    bounded, and a session whose tail was forgotten still chains exactly."""
+    import eventbus.log
+
+    monkeypatch.setattr(eventbus.log, "TAIL_CACHE_SUBJECTS", 3)
+    log = EventLog(js, topology)
+    sids = [new_id() for _ in range(8)]
+    for round_ in range(2):
+        for sid in sids:
+            await log.append(TextSaid(session_id=sid, by="agent", text=f"{sid}/{round_}"))
+            assert len(log._tails) <= 3
+    for sid in sids:
+        records = await log.read(sid)
+        assert len(records) == 2 and chain.verify(triples(records)) is None

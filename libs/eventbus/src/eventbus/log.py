@@ -187,6 +187,10 @@ APPEND_ATTEMPTS = 50
 MAX_BATCH = 500
 
 
+#: How many subjects' tails an EventLog remembers (EventLog._remember).
+TAIL_CACHE_SUBJECTS = 1024
+
+
 class EventLog:
     """`writer` names the service appending (one of `subjects.WRITERS`, the
     same as its NATS user); None appends to the subjects of stores before
@@ -201,6 +205,7 @@ class EventLog:
         self._writer = writer
         #: subject -> (sequence, link) of the newest event this process knows;
         #: saves a read per append while this process is the only writer.
+        #: Oldest first, at most TAIL_CACHE_SUBJECTS (see _remember).
         self._tails: dict[str, tuple[int, str]] = {}
 
     async def append(self, event: Envelope, *, msg_id: str | None = None) -> int:
@@ -287,7 +292,7 @@ class EventLog:
             last, count = int(ack["seq"]), int(ack.get("count", len(items)))
             if count != len(items):
                 raise RuntimeError(f"atomic batch on {subject}: {count} stored of {len(items)}")
-            self._tails[target.expect] = (last, link)
+            self._remember(target.expect, (last, link))
             return list(range(last - count + 1, last + 1))
         raise RuntimeError(f"could not append to {subject}: too much contention")
 
@@ -311,7 +316,7 @@ class EventLog:
             if ack.duplicate:
                 self._tails.pop(target.expect, None)  # stored earlier, with the link computed then
             else:
-                self._tails[target.expect] = (ack.seq, link)
+                self._remember(target.expect, (ack.seq, link))
             return ack.seq
         raise RuntimeError(f"could not append to {subject}: too much contention")
 
@@ -324,6 +329,16 @@ class EventLog:
             except NotFoundError:
                 pass
         return found
+
+    def _remember(self, subject: str, tail: tuple[int, str]) -> None:
+        """Keep `subject`'s tail as the newest entry; forget the least recently
+        written subject past the bound. A long-lived process writes to every
+        session over its life, and nothing may grow with history: a forgotten
+        tail costs one read on that session's next append, nothing more."""
+        self._tails.pop(subject, None)
+        self._tails[subject] = tail
+        if len(self._tails) > TAIL_CACHE_SUBJECTS:
+            del self._tails[next(iter(self._tails))]
 
     async def _tail(self, target: _Chain) -> tuple[int, str]:
         """(the newest sequence on `target.expect`, the chain head's link)."""
