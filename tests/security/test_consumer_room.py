@@ -235,14 +235,15 @@ async def test_the_notifier_does_its_job_as_the_reader_without_a_consumer(
     receiver = Receiver().start()
     writer = await nats.connect(secured.url(access.AGENT_RUNNER), inbox_prefix=access.inbox_prefix(access.AGENT_RUNNER))
     try:
-        settings = settings_for(secured.url(access.READER), receiver.url)
+        settings = settings_for(secured.url(access.READER), receiver.url,
+                                state_file=str(tmp_path / "notifier-state.json"))
         async with running(settings):
             seq = await EventLog(writer.jetstream(), T, writer=access.AGENT_RUNNER).append(
                 TurnFailed(session_id=new_id(), by="agent-runner", error="boom"))
             [request] = await receiver.wait_for(1)
             assert json.loads(request.body)["event"]["id"] == seq
             assert (await _counts(secured))[EV] == 0
-        state = Position.load(tmp_path / settings.state_file, settings.stream)
+        state = Position.load(Path(settings.state_file), settings.stream)
         assert state is not None and state.position == seq and state.pending == {}
     finally:
         receiver.stop()
