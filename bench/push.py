@@ -23,19 +23,14 @@ asked, the decision recorded. The push service decrypts each push (RFC
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
 import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import nats
@@ -52,11 +47,9 @@ from events.log import EventLog
 from events.topology import Topology
 from events.verbs import Verb
 
-from .figures import pct
-from .rig import TOKEN, Rig
+from .rig import AUTH, Rig
 from .sse import SSE
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from .standalone import run, summary
 
 
 def b64u(data: bytes) -> str:
@@ -136,10 +129,6 @@ class StandInRunner:
                            session_id=asked.session_id, approval_id=asked.approval_id)
             await self.js.publish(subjects.AGENT_VERB, encode(verb), headers={"Nats-Msg-Id": asked.request_id})
         await msg.respond(encode(ApprovalReply(accepted=asked is not None)))
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median_ms": statistics.median(values), "p95_ms": pct(values, 0.95)}
 
 
 async def measure(rig: Rig, runs: int) -> dict:
@@ -224,20 +213,7 @@ async def measure(rig: Rig, runs: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.push")
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="breakglass-bench-push-"))
-    rig = Rig(tmp).start()
-    try:
-        result = asyncio.run(measure(rig, args.runs))
-    finally:
-        rig.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"logs kept in {tmp}")
+    result = run("push", 50, measure)
     p, s, a, g = result["push"], result["sse"], result["action"], result["page"]
     print(f"event stored -> push request received: median {p['median_ms']:.1f} ms, p95 {p['p95_ms']:.1f} ms "
           f"(goal p95 <= 500 ms); baseline, SSE frame parsed: median {s['median_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
