@@ -49,7 +49,8 @@ from events.verbs import Verb
 
 from .rig import AUTH, Rig
 from .sse import SSE
-from .standalone import run, summary
+from . import standalone
+from .standalone import figure, summary
 
 
 def b64u(data: bytes) -> str:
@@ -212,15 +213,16 @@ async def measure(rig: Rig, runs: int) -> dict:
             "page": summary(by_page)}
 
 
-def main() -> int:
-    result = run("push", 50, measure)
+def report(result: dict) -> None:
     p, s, a, g = result["push"], result["sse"], result["action"], result["page"]
-    print(f"event stored -> push request received: median {p['median_ms']:.1f} ms, p95 {p['p95_ms']:.1f} ms "
-          f"(goal p95 <= 500 ms); baseline, SSE frame parsed: median {s['median_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
-    print(f"notification action -> verb command published: median {a['median_ms']:.1f} ms, p95 {a['p95_ms']:.1f} ms "
-          f"(goal p95 <= 300 ms); baseline, the page's Approve: median {g['median_ms']:.1f} ms, p95 {g['p95_ms']:.1f} ms")
-    print(json.dumps(result))
-    return 0
+    print(f"event stored -> push request received: {figure(p, 1)} (goal p95 <= 500 ms); "
+          f"baseline, SSE frame parsed: {figure(s, 1)}")
+    print(f"notification action -> verb command published: {figure(a, 1)} (goal p95 <= 300 ms); "
+          f"baseline, the page's Approve: {figure(g, 1)}")
+
+
+def main() -> int:
+    return standalone.main("push", 50, measure, report)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import tempfile
@@ -23,9 +24,16 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(values), "p95_ms": pct(values, 0.95)}
 
 
-def run(name: str, runs: int, measure: Callable[[Rig, int], Awaitable[dict]]) -> dict:
+def figure(values: dict[str, float], digits: int) -> str:
+    """A `summary` in words."""
+    return f"median {values['median_ms']:.{digits}f} ms, p95 {values['p95_ms']:.{digits}f} ms"
+
+
+def main(name: str, runs: int, measure: Callable[[Rig, int], Awaitable[dict]],
+         report: Callable[[dict], None]) -> int:
     """Parse `[--runs N] [--keep]`, run `measure` on a fresh rig, and stop
-    the rig whatever happens (its processes must not outlive the bench)."""
+    the rig whatever happens (its processes must not outlive the bench);
+    then the figures in words (`report`) and as one JSON line."""
     parser = argparse.ArgumentParser(prog=f"python -m bench.{name}")
     parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--keep", action="store_true")
@@ -33,10 +41,13 @@ def run(name: str, runs: int, measure: Callable[[Rig, int], Awaitable[dict]]) ->
     tmp = Path(tempfile.mkdtemp(prefix=f"breakglass-bench-{name}-"))
     rig = Rig(tmp).start()
     try:
-        return asyncio.run(measure(rig, args.runs))
+        result = asyncio.run(measure(rig, args.runs))
     finally:
         rig.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"logs kept in {tmp}")
+    report(result)
+    print(json.dumps(result))
+    return 0

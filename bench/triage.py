@@ -35,7 +35,8 @@ from events import subjects
 
 from .figures import start_runner
 from .rig import AUTH, REPO, Rig
-from .standalone import run, summary
+from . import standalone
+from .standalone import figure, summary
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -165,15 +166,16 @@ async def measure(rig: Rig, runs: int) -> dict:
             "ratio": statistics.median(to_stored) / statistics.median(by_hand)}
 
 
-def main() -> int:
-    result = run("triage", 20, measure)
+def report(result: dict) -> None:
     s, n, h = result["stored"], result["notified"], result["by_hand"]
-    print(f"alert received -> diagnosis stored:   median {s['median_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms")
-    print(f"alert received -> notification sent:  median {n['median_ms']:.0f} ms, p95 {n['p95_ms']:.0f} ms")
+    print(f"alert received -> diagnosis stored:   {figure(s, 0)}")
+    print(f"alert received -> notification sent:  {figure(n, 0)}")
     print(f"baseline, pressed by hand (session, status, forensics, prompt -> turn_end): "
-          f"median {h['median_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms; triage/by hand {result['ratio']:.2f}")
-    print(json.dumps(result))
-    return 0
+          f"{figure(h, 0)}; triage/by hand {result['ratio']:.2f}")
+
+
+def main() -> int:
+    return standalone.main("triage", 20, measure, report)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from events.commands import ApprovalGrant, RunVerb, SessionRecord
 from events.topology import Topology, grant_key, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
-from tests.gateway.test_two_person import client as as_client
+from tests.gateway.operators import operator
 from tests.gateway.test_two_person import gateway, wait_seconds  # noqa: F401 - fixtures
 from tests.pve_executor.rig import executor
 from tests.pve_executor.test_many_vms import settings as two_vm_settings
@@ -43,16 +43,16 @@ T = Topology()
 
 
 async def test_the_presser_cannot_approve_under_another_spelling_nor_as_the_agent(gateway):  # noqa: F811
-    async with as_client(gateway, "alice") as alice:
+    async with operator(gateway, "alice") as alice:
         sid = (await alice.post("/api/session")).json()["session_id"]
         pressed = await alice.post("/api/pve/cycle", json={"session_id": sid})
         assert pressed.status_code == 202, pressed.text
         approval = f"/api/session/{sid}/approval/{pressed.json()['approval_id']}"
         answers = {}
         for name in ("Alice", "ALICE", "alice", "agent", "Agent", "AGENT"):
-            async with as_client(gateway, name) as c:
+            async with operator(gateway, name) as c:
                 answers[name] = await c.post(approval, json={"approve": True})
-        async with as_client(gateway, "bob") as bob:
+        async with operator(gateway, "bob") as bob:
             taken = await bob.post(approval, json={"approve": True})
     assert {n: r.status_code for n, r in answers.items()} == {n: 403 for n in answers}, \
         {n: r.text for n, r in answers.items()}
