@@ -14,21 +14,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.fakeapi import bash, hang, text
-from tests.pwa.conftest import axe, shot
-
-LIVE = "[data-state=live]"
-
-
-def open_app(page, path: str = "/"):
-    page.goto(path)
-    expect(page.locator(LIVE)).to_be_visible()
-    return page
-
-
-def send(page, prompt: str) -> None:
-    page.get_by_label("Message to the agent").fill(prompt)
-    page.get_by_role("button", name="Send").click()
-
+from tests.pwa.conftest import LIVE, axe, open_app, send, shot
 
 def session_of(page) -> str:
     return page.evaluate("() => localStorage.getItem('breakglass.session_id')")
