@@ -37,6 +37,7 @@ def test_1_stop_reads_as_cancelled_calmly_live_and_after_reload(stack, page):
     expect(turn.locator(".prose.live")).to_contain_text("tick", timeout=30_000)
     page.get_by_role("button", name="Stop").click()
     expect(turn.locator(".foot")).to_contain_text("Cancelled", timeout=15_000)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()  # the composer is back for the next prompt
     for _ in range(2):
         expect(turn).to_contain_text("Stopped by operator")
         expect(turn.locator(".alert")).to_have_count(0)  # nothing red: no "reported an error"
