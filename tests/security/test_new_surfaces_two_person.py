@@ -18,15 +18,14 @@ front of the shipped forced command over a fake `qm`.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from msgspec.structs import replace as again
 
 from events import access, subjects
 from events.codec import encode
-from events.commands import ApprovalGrant, RunVerb, SessionRecord
-from events.topology import Topology, grant_key, session_key
+from events.commands import RunVerb, SessionRecord
+from events.topology import Topology, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
 from tests.gateway.operators import operator
@@ -102,11 +101,7 @@ async def test_an_agents_grant_resent_for_another_vm_is_not_burnt(secured: Secur
     session_id = await bound_session(secured, "web")
     command = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=Verb.RESET, session_id=session_id,
                       approval_id=new_id(), vmid=102)
-    grant = ApprovalGrant(approval_id=command.approval_id, session_id=session_id, request_id=command.request_id,
-                          verb=Verb.RESET, approved_by="alice", requested_by="agent",
-                          expires_at=utcnow() + timedelta(minutes=5))
-    async with connect(secured, access.GATEWAY) as gw:
-        await (await gw.jetstream().key_value(T.kv_bucket)).put(grant_key(command.approval_id), encode(grant))
+    await put_grant(secured, command, "alice", "agent")
     async with executor(two_vm_settings(secured.url(access.PVE_EXECUTOR), sshd_server)):
         async with connect(secured, access.AGENT_RUNNER) as runner:
             wrong = await ask(runner, subjects.AGENT_VERB, again(command, vmid=103))
