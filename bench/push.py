@@ -221,9 +221,5 @@ def report(result: dict) -> None:
           f"baseline, the page's Approve: {figure(g, 1)}")
 
 
-def main() -> int:
-    return standalone.main("push", 50, measure, report)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main("push", 50, measure, report))

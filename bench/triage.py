@@ -174,9 +174,5 @@ def report(result: dict) -> None:
           f"{figure(h, 0)}; triage/by hand {result['ratio']:.2f}")
 
 
-def main() -> int:
-    return standalone.main("triage", 20, measure, report)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main("triage", 20, measure, report))

@@ -56,11 +56,17 @@ async def test_a_host_missing_from_known_hosts_is_not_trusted_either(nats_url, n
     assert pve.calls() == []
 
 
-async def test_an_unreadable_known_hosts_file_refuses(nats_url, nc, js, topology, sshd_server, pve):
-    async with executor(settings_for(nats_url, sshd_server, pve_known_hosts="/nonexistent/known_hosts")):
+@pytest.mark.parametrize("setting, path, message", [
+    ("pve_known_hosts", "/nonexistent/known_hosts", "BREAKGLASS_PVE_KNOWN_HOSTS=/nonexistent/known_hosts cannot be read"),
+    ("pve_key_file", "/nonexistent/key", "BREAKGLASS_PVE_KEY_FILE=/nonexistent/key cannot be used"),
+])
+async def test_a_file_setting_that_cannot_be_used_is_a_configuration_error(
+    nats_url, nc, js, topology, sshd_server, pve, setting, path, message,
+):
+    async with executor(settings_for(nats_url, sshd_server, **{setting: path})):
         answer = await request(nc, js, Verb.STATUS)
     assert (answer.result.exit_code, answer.result.rejected) == (78, True)
-    assert answer.result.stderr.startswith("BREAKGLASS_PVE_KNOWN_HOSTS=/nonexistent/known_hosts cannot be read")
+    assert answer.result.stderr.startswith(message)
     assert pve.calls() == []
 
 
@@ -72,13 +78,6 @@ async def test_a_key_the_host_does_not_know_is_refused_clearly(nats_url, nc, js,
     assert (answer.result.exit_code, answer.result.rejected) == (255, True)
     assert "refused the key" in answer.result.stderr
     assert pve.calls() == []
-
-
-async def test_a_missing_key_file_is_a_configuration_error(nats_url, nc, js, topology, sshd_server, pve):
-    async with executor(settings_for(nats_url, sshd_server, pve_key_file="/nonexistent/key")):
-        answer = await request(nc, js, Verb.STATUS)
-    assert (answer.result.exit_code, answer.result.rejected) == (78, True)
-    assert answer.result.stderr.startswith("BREAKGLASS_PVE_KEY_FILE=/nonexistent/key cannot be used")
 
 
 async def test_the_key_can_come_from_an_ssh_agent(nats_url, nc, js, topology, sshd_server, pve, tmp_path):
