@@ -7,14 +7,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PACKAGES := -e libs/events -e libs/cli -e services/gateway -e services/agent-runner -e services/pve-executor
+PACKAGES := -e libs/events -e libs/eventbus -e libs/cli -e services/gateway -e services/agent-runner -e services/pve-executor
 PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 
 .PHONY: run test venv test-deps docs bench lock clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock libs/events/pyproject.toml libs/cli/pyproject.toml services/*/pyproject.toml
+$(STAMP): requirements.lock libs/events/pyproject.toml libs/eventbus/pyproject.toml libs/cli/pyproject.toml services/*/pyproject.toml
 	@$(PYTHON) scripts/check_python.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --require-hashes -r requirements.lock
@@ -33,8 +33,8 @@ test: test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 docs: $(STAMP)
-	$(BIN)/python -m events.docs docs
-	$(BIN)/python -m events.access deploy/nats/authorization.conf
+	$(BIN)/python -m eventbus.docs docs
+	$(BIN)/python -m eventbus.access deploy/nats/authorization.conf
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -31,7 +31,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from breakglass import natsd
 from events import chain, subjects
 from events.kinds import TextSaid
-from events.log import EventLog, _stream_seq
+from eventbus.log import EventLog, _stream_seq
 from events.types import new_id
 
 from .rig import AUTH, REPO, STREAM, TOKEN, Gateway, Rig, _http, cpu_seconds, event_bytes, open_session, rss_kib, wait_ready
@@ -682,7 +682,7 @@ async def store_sessions(ctx: Ctx, count: int) -> None:
     from events.codec import encode
     from events.commands import SessionRecord
     from events.kinds import Outcome, TurnEnded, UserPrompted
-    from events.topology import session_key
+    from eventbus.topology import session_key
     from events.types import utcnow
 
     kv = await ctx.js.key_value("breakglass")

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from breakglass import natsd
-from events.log import EventLog
+from eventbus.log import EventLog
 from gateway.eventstream import EventStream, Streams
 from gateway.hub import CAUGHT_UP_FRAME, REPLAY_HIGH_WATER, record_frame
 

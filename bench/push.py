@@ -42,9 +42,9 @@ from events import subjects
 from events.codec import decode_command, encode
 from events.commands import ApprovalReply, RunVerb
 from events.kinds import ApprovalRequested
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import Topology
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import Topology
 from events.verbs import Verb
 
 from .rig import AUTH, Rig
@@ -116,7 +116,7 @@ class PushService:
 
 class StandInRunner:
     """Answers approval requests as the turn's runner does, publishing the
-    approved verb first (agent-runner's verb tool, `events.verb_requests`)."""
+    approved verb first (agent-runner's verb tool, `eventbus.verb_requests`)."""
 
     def __init__(self, nc, js) -> None:  # type: ignore[no-untyped-def]
         self.nc, self.js = nc, js

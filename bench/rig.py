@@ -27,7 +27,7 @@ from breakglass import natsd
 from events import chain, subjects
 from events.codec import encode
 from events.kinds import TextSaid
-from events.topology import Topology, ensure
+from eventbus.topology import Topology, ensure
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"

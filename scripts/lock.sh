@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 uv="${UV:-.venv/bin/uv}"
-locals=(breakglass-events breakglass breakglass-gateway breakglass-agent-runner breakglass-pve-executor breakglass-notifier)
+locals=(breakglass-events breakglass-eventbus breakglass breakglass-gateway breakglass-agent-runner breakglass-pve-executor breakglass-notifier)
 no_emit=()
 for name in "${locals[@]}"; do no_emit+=(--no-emit-package "$name"); done
 
@@ -21,7 +21,7 @@ compile requirements/all.in --generate-hashes "${no_emit[@]}" ${UPGRADE:-} -o re
 compile requirements/uv.in --generate-hashes ${UPGRADE:-} -o requirements/uv.txt
 
 for service in gateway agent-runner pve-executor; do
-    printf -- '-e ./libs/events\n-e ./libs/cli\n-e ./services/%s\nsetuptools\n' "$service" > "requirements/.image-$service.in"
+    printf -- '-e ./libs/events\n-e ./libs/eventbus\n-e ./libs/cli\n-e ./services/%s\nsetuptools\n' "$service" > "requirements/.image-$service.in"
     compile "requirements/.image-$service.in" -c requirements.lock --no-header --no-annotate "${no_emit[@]}" \
         | .venv/bin/python scripts/lock_subset.py requirements.lock "$service" > "requirements/image-$service.txt"
     rm -f "requirements/.image-$service.in"

@@ -19,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from events import subjects
 from events.codec import decode_command, encode
 from events.commands import RunVerb, VerbResult
-from events.topology import EXECUTOR_CONSUMER, Topology, ensure
+from eventbus.topology import EXECUTOR_CONSUMER, Topology, ensure
 
 
 class FakeExecutor:

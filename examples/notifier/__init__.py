@@ -1,6 +1,6 @@
 """breakglass notifier: an example internal subscriber of recovery events.
 
-It follows the events stream without a consumer (events.follow: direct
+It follows the events stream without a consumer (eventbus.follow: direct
 gets, then the stream's republished events; the read-only user may keep no
 server state) and POSTs
 a notification (JSON, or ntfy's publish-by-headers format) for the few

@@ -1,9 +1,9 @@
 """The notifier process: follows the events stream and POSTs notifications.
 
-    events stream --(direct gets, then the republished events: events.follow)--> rules --> POST
+    events stream --(direct gets, then the republished events: eventbus.follow)--> rules --> POST
 
 It connects as the read-only `reader` user, which may create no consumer on
-the server (events.access: a consumer is server state a reader could pile
+the server (eventbus.access: a consumer is server state a reader could pile
 up until the gateway finds no room), so it keeps its own place in a small
 state file (position.Position). Each event is settled exactly one way:
 
@@ -30,9 +30,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from events import access, bus, chain, direct, export, service, subjects
+from eventbus import access, bus, direct, export, service
+from events import chain, subjects
 from events.codec import ContractError, decode_event_lenient
-from events.follow import follow
+from eventbus.follow import follow
 from events.kinds import UserPrompted
 
 from . import rules
@@ -203,7 +204,7 @@ class Notifier:
         task.add_done_callback(self._tasks.discard)
 
     async def on_event(self, got: direct.Got) -> None:
-        """From events.follow, in stream order: taken into the state (so a
+        """From eventbus.follow, in stream order: taken into the state (so a
         crash from here on retries it), then handled alongside the others."""
         await self._room.acquire()
         self.state.position = got.seq
@@ -248,7 +249,7 @@ class Notifier:
 
 def _inbox(url: str) -> dict[str, str]:
     """A breakglass NATS user (the `reader` of `breakglass nats-url`) may
-    read replies only under its own inbox prefix (events.access)."""
+    read replies only under its own inbox prefix (eventbus.access)."""
     role = bus.role_of(url)
     return {"inbox_prefix": access.inbox_prefix(role)} if role else {}
 

@@ -2,7 +2,7 @@
 notifications still wait for a retry. A small JSON file it alone writes.
 
 The notifier connects as the read-only `reader` user, which may keep no
-consumer on the server (events.access), so its place is its own to keep:
+consumer on the server (eventbus.access), so its place is its own to keep:
 
     {"stream": "BREAKGLASS_EVENTS", "position": 4182, "pending": {"4170": 3}}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from events.config import ConfigError, Env, nats_url
-from events.topology import Topology
+from eventbus.topology import Topology
 
 from .deliver import FORMATS
 

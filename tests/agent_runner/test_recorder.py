@@ -14,8 +14,8 @@ from agent_runner.turns import Recorder
 from events import chain
 from events.commands import StartTurn
 from events.kinds import TextSaid
-from events.log import EventLog
-from events.topology import Topology, ensure
+from eventbus.log import EventLog
+from eventbus.topology import Topology, ensure
 from events.types import new_id
 
 T = Topology()

@@ -28,7 +28,7 @@ from agent_runner.verb_wire import VerbAnswered, decode_answered
 from events import subjects
 from events.codec import decode, encode
 from events.commands import AnswerApproval, ApprovalReply, StartTurn
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.verbs import Verb
 from tests.fake_executor import fake_executor, queued_verbs
 

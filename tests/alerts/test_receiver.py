@@ -10,7 +10,7 @@ import json
 import nats
 import pytest
 
-from events.topology import Topology
+from eventbus.topology import Topology
 from tests.alerts.conftest import TOKEN, alert_sessions, events, kinds, post_webhook, wait_for
 from tests.alerts.rig import ALERT_SECRET, RECEIVER, webhook
 from tests.fakeapi import text, tool_use

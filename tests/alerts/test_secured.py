@@ -1,4 +1,4 @@
-"""The triage under NATS users and permissions (events.access): each
+"""The triage under NATS users and permissions (eventbus.access): each
 service as its own user, so the gateway's alert state (KV `alerts.*`), the
 verbs, the read-only turn and the diagnosis all pass the matrix."""
 

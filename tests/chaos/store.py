@@ -16,7 +16,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 
 from events import chain, subjects
-from events.topology import EXECUTOR_CONSUMER, Topology, lock_key
+from eventbus.topology import EXECUTOR_CONSUMER, Topology, lock_key
 
 TOPOLOGY = Topology()
 

@@ -45,7 +45,7 @@ import httpx
 import pytest
 
 from events import chain, subjects
-from events.export import verify_jsonl
+from eventbus.export import verify_jsonl
 from tests.pve_host.host import VMID
 
 from . import store
@@ -56,7 +56,7 @@ from .stack import FOLLOW_UP, HEADERS, TARGETS, VERB_WAIT_SECONDS, ChaosStack
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 #: A turn whose runner died after taking its command but before claiming
-#: it is ended when its pick-up lease (60 s, events.locks) lapses: the
+#: it is ended when its pick-up lease (60 s, eventbus.locks) lapses: the
 #: longest wait here (a gateway that died before publishing costs 3 s).
 SETTLE_SECONDS = 120.0
 RESET_CALL = f"reset {VMID}"

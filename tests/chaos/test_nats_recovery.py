@@ -23,8 +23,8 @@ import pytest
 from breakglass import natsd
 
 from events.kinds import TextSaid
-from events.log import EventLog
-from events.topology import Topology, ensure
+from eventbus.log import EventLog
+from eventbus.topology import Topology, ensure
 from events.types import new_id
 from gateway.app import create_app
 from gateway.settings import Settings

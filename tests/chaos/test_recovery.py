@@ -7,7 +7,7 @@ what must hold (no timed assertions: the figures go to RELIABILITY.md).
 - gateway killed inside `POST /prompt`, after it took the turn lock and
   before its command was published (with and without its `user` stored,
   alternately). The test writes those first steps itself, exactly as the
-  gateway does (events.locks.TurnLocks.take, the `user` append), then
+  gateway does (eventbus.locks.TurnLocks.take, the `user` append), then
   SIGKILLs the gateway and restarts it. Measured: the new gateway ready ->
   a new prompt accepted (202).
 - agent-runner killed mid-turn (the real CLI streaming), default 30 s
@@ -31,9 +31,9 @@ import httpx
 import pytest
 
 from events.kinds import UserPrompted
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import Topology
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import Topology
 from events.types import new_id
 
 from . import store

@@ -15,8 +15,8 @@ import pytest
 from events.codec import encode
 from events.commands import SessionRecord
 from events.kinds import Outcome, TextSaid, TurnEnded, UserPrompted, VerbPhase, VerbProgressed
-from events.log import EventLog
-from events.topology import session_key
+from eventbus.log import EventLog
+from eventbus.topology import session_key
 from events.types import new_id, utcnow
 
 BREAKGLASS = [sys.executable, "-m", "breakglass"]
@@ -112,7 +112,7 @@ async def test_the_tools_say_so_in_one_line_when_nats_is_down():
 
 async def test_tail_shows_each_new_event_once_with_its_sequence(nats_url, recorded, js, topology):
     """From now on only: what was stored before is not shown, each new event
-    once, numbered by its stream sequence (events.follow, no consumer)."""
+    once, numbered by its stream sequence (eventbus.follow, no consumer)."""
     env = {"PATH": os.environ["PATH"], "BREAKGLASS_NATS_URL": nats_url, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*BREAKGLASS, "tail", "--session", recorded], env=env, stdout=subprocess.PIPE, text=True)
     try:

@@ -21,8 +21,8 @@ from events.commands import SessionRecord
 from events.kinds import (
     ApprovalRequested, ObserverAction, ObserverAudited, Outcome, TextSaid, TurnEnded, UserPrompted, VerbPhase, VerbProgressed,
 )
-from events.log import EventLog
-from events.topology import session_key
+from eventbus.log import EventLog
+from eventbus.topology import session_key
 from events.types import new_id, utcnow
 from tests.cli.test_audit import run
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from breakglass.natsd import free_port
-from events import access
+from eventbus import access
 from tests.cluster.rig import REPLICAS, Cluster, running_cluster
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi.cli import require_claude

@@ -2,7 +2,7 @@
 loopback as ONE JetStream cluster, with the real permission matrix.
 
 Each node has its own client port, route port, store directory and log, and
-the same `authorization` block `breakglass up` writes (events.access), so
+the same `authorization` block `breakglass up` writes (eventbus.access), so
 every process connects as its own user, as in production. Routes are on
 loopback without route auth (the route ports are loopback-only and the test
 owns the machine's ports for its lifetime).
@@ -24,8 +24,8 @@ from pathlib import Path
 import nats
 
 from breakglass import natsauth, natsd
-from events import access
-from events.topology import Topology, ensure
+from eventbus import access
+from eventbus.topology import Topology, ensure
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "breakglass-test"
@@ -103,7 +103,7 @@ class Cluster:
 
 
 async def admin_connection(cluster: Cluster):  # type: ignore[no-untyped-def]
-    from events.bus import servers
+    from eventbus.bus import servers
 
     return await nats.connect(
         servers(cluster.url(access.ADMIN, alive_only=True)), name="cluster-test-admin",

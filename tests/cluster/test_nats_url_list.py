@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from breakglass import natsd
-from events import bus
+from eventbus import bus
 from events.config import ConfigError, Env, nats_url
 
 A = "nats://gateway:s3cret@127.0.0.1:4222"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from events import export
+from eventbus import export
 from tests.cluster.rig import clients, leaders, wait_current
 from tests.fakeapi import bash, text, tool_use
 from tests.sse import frames

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from events import access
+from eventbus import access
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
@@ -26,7 +26,7 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 OURS = ("gateway", "agent-runner", "pve-executor")
 #: The one-shot service that sets up the JetStream topology as NATS `admin`.
 SETUP = "nats-setup"
-#: Who connects to NATS as which user (events.access); the reader is for
+#: Who connects to NATS as which user (eventbus.access); the reader is for
 #: auditors' one-off `docker compose run`, so no service holds it.
 NATS_USER_OF = {"gateway": access.GATEWAY, "agent-runner": access.AGENT_RUNNER,
                 "pve-executor": access.PVE_EXECUTOR, SETUP: access.ADMIN}
@@ -221,7 +221,7 @@ def test_dockerfile_copies_what_exists(name: str) -> None:
     text = _dockerfile(name).read_text()
     sources = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line]
     copied = {source for parts in sources for source in parts}
-    assert {"libs/events", "libs/cli", f"services/{name}"} <= copied
+    assert {"libs/events", "libs/eventbus", "libs/cli", f"services/{name}"} <= copied
     for source in copied:
         assert (REPO / source).exists(), f"{_dockerfile(name)} copies {source}, which does not exist"
 

@@ -20,9 +20,10 @@ import msgspec
 import pytest
 import yaml
 
-from events import docs, encode, subjects
+from eventbus import docs
+from events import encode, subjects
 from events.codec import ContractError, decode, decode_command, decode_event
-from events.commands import COMMAND_TYPES, CancelTurn, RunVerb, StartTurn, TurnLock, VerbResult
+from events.commands import COMMAND_TYPES, CancelTurn, Ending, RunVerb, StartTurn, TurnLock, VerbResult
 from events.kinds import KINDS, ToolCalled, TurnEnded, UsageReported, UserPrompted, VerbPhase, VerbProgressed
 from events.verbs import Verb
 
@@ -51,7 +52,7 @@ def _schema(name: str) -> dict[str, Any]:
 
 def test_committed_docs_match_a_fresh_generation(tmp_path: Path) -> None:
     # Through the real entry point, as `make docs` runs it.
-    subprocess.run([sys.executable, "-m", "events.docs", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "eventbus.docs", str(tmp_path)], check=True, capture_output=True)
     fresh, committed = _generated_files(tmp_path), _generated_files(DOCS)
     assert sorted(committed) == sorted(fresh), STALE
     changed = [name for name in fresh if fresh[name] != committed[name]]
@@ -158,7 +159,7 @@ def test_operations_send_and_receive_on_every_channel(asyncapi: dict[str, Any]) 
 
 
 def test_streams_and_evolution_rule_are_stated(asyncapi: dict[str, Any]) -> None:
-    from events.topology import Topology
+    from eventbus.topology import Topology
 
     text = yaml.safe_dump(asyncapi)
     assert Topology().events_stream in text and Topology().commands_stream in text
@@ -209,6 +210,7 @@ def test_encoded_commands_validate_against_their_schemas(command: msgspec.Struct
     [
         VerbResult(verb=Verb.RESET, exit_code=1, stderr="timeout"),
         TurnLock(turn_id=TURN, by="agent-runner", started_at=1.0, lease_until=2.0),
+        TurnLock(turn_id=TURN, by="agent-runner", started_at=1.0, lease_until=2.0, phase=Ending(runner="h:r/1")),
     ],
     ids=lambda r: type(r).__name__,
 )

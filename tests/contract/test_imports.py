@@ -1,4 +1,5 @@
-"""Services never import each other; the contract and the CLI import no service.
+"""Services never import each other; the runtime and the CLI import no service;
+the contract (`events`) imports nothing but msgspec and the standard library.
 
 The real check is `lint-imports` with the [tool.importlinter] contracts of the
 root pyproject.toml. A check that can never fail proves nothing, so the same
@@ -80,7 +81,8 @@ def _lint_tree(tree: Path) -> subprocess.CompletedProcess[str]:
 def test_a_tree_without_forbidden_imports_passes(tmp_path: Path) -> None:
     # The control: the stand-in tree itself satisfies the contracts, so the
     # failures below come from the import each adds and nothing else.
-    result = _lint_tree(_tree(tmp_path, {"gateway": "import events", "breakglass": "import events"}))
+    result = _lint_tree(_tree(tmp_path, {"gateway": "import events\nimport eventbus", "eventbus": "import events\nimport nats",
+                                         "breakglass": "import events"}))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -89,10 +91,14 @@ def test_a_tree_without_forbidden_imports_passes(tmp_path: Path) -> None:
     [
         ({"gateway": "import agent_runner"}, "Services never import each other"),
         ({"pve_executor": "from gateway import core"}, "Services never import each other"),
-        ({"events": "import pve_executor"}, "The contract and the command import no service"),
-        ({"breakglass": "import agent_runner.core"}, "The contract and the command import no service"),
+        ({"events": "import pve_executor"}, "The contract imports only msgspec and the standard library"),
+        ({"events": "import nats"}, "The contract imports only msgspec and the standard library"),
+        ({"events": "from eventbus import core"}, "The contract imports only msgspec and the standard library"),
+        ({"eventbus": "import gateway"}, "The runtime and the command import no service"),
+        ({"breakglass": "import agent_runner.core"}, "The runtime and the command import no service"),
     ],
-    ids=["gateway->agent_runner", "pve_executor->gateway", "events->pve_executor", "breakglass->agent_runner"],
+    ids=["gateway->agent_runner", "pve_executor->gateway", "events->pve_executor", "events->nats", "events->eventbus",
+         "eventbus->gateway", "breakglass->agent_runner"],
 )
 def test_a_forbidden_import_breaks_its_contract(tmp_path: Path, imports: dict[str, str], contract: str) -> None:
     assert contract in CONTRACTS, f"the contract {contract!r} was renamed or removed in pyproject.toml"

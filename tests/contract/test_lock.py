@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements.lock"
 CODE_DIRS = ("libs", "services", "tests", "bench", "examples", "scripts")
 #: Our own top-level packages and in-repo modules imported by path.
-LOCAL = {"events", "breakglass", "gateway", "agent_runner", "pve_executor", "tests", "bench", "examples",
+LOCAL = {"events", "eventbus", "breakglass", "gateway", "agent_runner", "pve_executor", "tests", "bench", "examples",
          "breakglass_notifier", "fakeapi", "lock_subset"}
-LOCAL_DISTS = {"breakglass", "breakglass-events", "breakglass-gateway", "breakglass-agent-runner",
-               "breakglass-pve-executor", "breakglass-notifier"}
+LOCAL_DISTS = {"breakglass", "breakglass-events", "breakglass-eventbus", "breakglass-gateway",
+               "breakglass-agent-runner", "breakglass-pve-executor", "breakglass-notifier"}
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)")
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 

@@ -4,7 +4,7 @@ import random
 
 from nats.aio.client import Client
 
-from events import natsheaders
+from eventbus import natsheaders
 
 PIECES = [b"Nats-Sequence", b"Nats-Subject", b": ", b":", b" ", b"\t", b"\x1c", b"\r\n", b"\n", b"value",
           b"\xc3\xa9", b"\xff", b"a b", b"Name", b"12", b"", b"  x  ", b"\x0b", b"caf\xc3\xa9"]

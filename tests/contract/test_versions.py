@@ -18,7 +18,7 @@ import pytest
 from agent_runner import cli
 from agent_runner.bootstrap import check_cli
 from agent_runner.settings import Settings
-from events import bus
+from eventbus import bus
 from events.config import ConfigError
 from tests.fakeapi.cli import find_claude
 

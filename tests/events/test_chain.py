@@ -8,7 +8,7 @@ import nats
 
 from events import chain, subjects
 from events.kinds import TextSaid
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.types import new_id
 
 

@@ -9,8 +9,8 @@ import logging
 from events import subjects
 from events.codec import encode
 from events.commands import CancelTurn, RunVerb, StartTurn
-from events.consumer import consume
-from events.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER
+from eventbus.consumer import consume
+from eventbus.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER
 from events.types import new_id
 
 log = logging.getLogger("test")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from events.codec import encode
 from events.commands import SessionRecord
-from events.index import Search, page_sessions
+from eventbus.index import Search, page_sessions
 from events.kinds import UserPrompted
-from events.log import EventLog
-from events.topology import ensure, session_key
+from eventbus.log import EventLog
+from eventbus.topology import ensure, session_key
 from events.types import new_id, utcnow
 
 
@@ -62,7 +62,7 @@ async def test_a_search_matching_nothing_answers_how_much_it_looked_at(js, topol
 
 
 def test_subject_matching_as_nats_does():
-    from events.direct import _matches
+    from eventbus.direct import _matches
 
     assert _matches("a.b.c", "a.b.c") and _matches("a.b.c", "a.*.c") and _matches("a.b.c", "a.>")
     assert not _matches("a.b", "a.b.c") and not _matches("a.b.c.d", "a.*.c") and not _matches("a", "a.>")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from events.index import list_sessions
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import KV_LISTING_INACTIVE_SECONDS, ensure, kv_keys
+from eventbus.index import list_sessions
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import KV_LISTING_INACTIVE_SECONDS, ensure, kv_keys
 
 
 async def test_listings_leave_no_lasting_consumer(js, topology):

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import aclosing
 
 from events.kinds import TextSaid, TurnEnded, UserPrompted
-from events.log import CAUGHT_UP, EventLog, Record
+from eventbus.log import CAUGHT_UP, EventLog, Record
 from events.types import new_id
 
 

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from events import logfmt, trace
+from eventbus import logfmt, trace
 from events.config import ConfigError
-from events.service import setup_logging
+from eventbus.service import setup_logging
 
 
 @pytest.fixture

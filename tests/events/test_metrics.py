@@ -10,13 +10,14 @@ import urllib.request
 
 import pytest
 
-from events import bus, metrics, subjects
+from eventbus import bus, metrics
+from events import subjects
 from events.codec import encode
 from events.commands import RunVerb, TurnLock
-from events.consumer import consume
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import EXECUTOR_CONSUMER, lock_key
+from eventbus.consumer import consume
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import EXECUTOR_CONSUMER, lock_key
 from events.types import new_id
 from events.verbs import Verb
 from prometheus_client import REGISTRY

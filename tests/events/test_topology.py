@@ -8,8 +8,8 @@ from nats.js.api import RetentionPolicy, StorageType
 from nats.js.errors import APIError
 
 from events.kinds import TextSaid
-from events.log import EventLog
-from events.topology import CONSUMERS, Topology, check, ensure
+from eventbus.log import EventLog
+from eventbus.topology import CONSUMERS, Topology, check, ensure
 from events.types import new_id
 
 

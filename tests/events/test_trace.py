@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from events import trace
+from eventbus import trace
 from events.commands import RunVerb, StartTurn
 from events.types import new_id
 from events.verbs import Verb

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import nats
 import pytest
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.servers import serve_app

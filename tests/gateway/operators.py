@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from nats.js import JetStreamContext
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.passkey import SoftPasskey

@@ -15,9 +15,9 @@ from events import subjects
 from events.codec import decode, decode_command, encode
 from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
 from events.kinds import ApprovalRequested
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import Topology, grant_key
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import Topology, grant_key
 from events.verbs import Verb
 
 APPROVAL = "00000000-0000-4000-8000-000000000001"

@@ -15,9 +15,9 @@ import nats
 import pytest
 
 from events.kinds import TextSaid
-from events import log as log_module
-from events.log import EventLog
-from events.topology import Topology
+from eventbus import log as log_module
+from eventbus.log import EventLog
+from eventbus.topology import Topology
 from events.types import new_id
 from gateway import hub
 from tests.sse import frames

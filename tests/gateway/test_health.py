@@ -8,7 +8,7 @@ import httpx
 import nats
 
 from breakglass.natsd import free_port
-from events.topology import ensure
+from eventbus.topology import ensure
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.servers import serve_app, wait_ready

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from events import export
+from eventbus import export
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ async def test_the_index_counts_the_verbs_that_ran_in_each_session(client, gatew
     import nats
 
     from events.kinds import VerbPhase, VerbProgressed
-    from events.log import EventLog
+    from eventbus.log import EventLog
 
     sid = await session_with_turns(client, ["reboot it"])
     nc = await nats.connect(gateway.nats_url)

@@ -9,7 +9,7 @@ import asyncio
 import httpx
 import nats
 
-from events.topology import Topology
+from eventbus.topology import Topology
 from gateway.app import create_app
 from tests.servers import serve_app, wait_ready
 from tests.sse import frames

@@ -17,8 +17,8 @@ import nats
 from events.codec import encode
 from events.commands import SessionRecord
 from events.kinds import Outcome, TextSaid, TurnEnded, UserPrompted
-from events.log import EventLog
-from events.topology import EVENTS_MAX_CONSUMERS, Topology, session_key
+from eventbus.log import EventLog
+from eventbus.topology import EVENTS_MAX_CONSUMERS, Topology, session_key
 from events.types import new_id, utcnow
 from gateway.app import create_app
 from tests.servers import serve_app, wait_ready

@@ -10,7 +10,7 @@ import pytest
 from events import subjects
 from events.codec import decode_command
 from events.commands import StartTurn
-from events.topology import RUNNER_CONSUMER, Topology
+from eventbus.topology import RUNNER_CONSUMER, Topology
 from tests.sse import collect
 
 
@@ -178,9 +178,9 @@ async def test_a_prompt_that_outlasts_its_pending_lease_is_ended_once_and_answer
     `user`) and says so, instead of a 202 for a turn no runner will run.
     The stall cannot be produced on cue with real parts: the lock is born
     lapsed, and a reaper runs right after `user` is stored."""
-    from events import locks
+    from eventbus import locks
     from events.kinds import UserPrompted
-    from events.log import EventLog
+    from eventbus.log import EventLog
 
     monkeypatch.setattr(locks, "PENDING_LEASE_SECONDS", -1.0)
     append = EventLog.append

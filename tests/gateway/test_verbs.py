@@ -10,7 +10,7 @@ import httpx
 import nats
 import pytest
 
-from events.topology import Topology
+from eventbus.topology import Topology
 from gateway.app import create_app
 from tests.servers import serve_app, wait_ready
 

@@ -15,8 +15,8 @@ import nats
 import pytest
 
 from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
-from events.log import EventLog
-from events.topology import ensure
+from eventbus.log import EventLog
+from eventbus.topology import ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from gateway.settings import Settings as GatewaySettings

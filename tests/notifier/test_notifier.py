@@ -30,7 +30,7 @@ from events.kinds import (
     VerbPhase,
     VerbProgressed,
 )
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.types import new_id
 from events.verbs import Verb
 from examples.notifier.main import serve
@@ -272,7 +272,7 @@ async def test_a_session_that_opens_with_a_verb_still_reports_its_first_prompt(j
 
 
 async def test_a_notifier_started_before_the_stream_exists_waits_for_it(js, nats_url, receiver):
-    from events.topology import Topology, ensure
+    from eventbus.topology import Topology, ensure
 
     settings = settings_for(nats_url, receiver.url)
     stop, ready = asyncio.Event(), asyncio.Event()

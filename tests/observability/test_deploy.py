@@ -11,7 +11,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import agent_runner.metrics  # noqa: F401 - registers its metrics
-import events.metrics  # noqa: F401
+import eventbus.metrics  # noqa: F401
 import gateway.metrics  # noqa: F401
 import pve_executor.metrics  # noqa: F401
 from events.verbs import MUTATING

@@ -14,7 +14,7 @@ import json
 
 import nats
 
-from events.topology import Topology
+from eventbus.topology import Topology
 from tests.e2e.test_agent_verbs import answer_approval, has_approval, of, pve, turn_ended
 from tests.fakeapi import text
 from tests.sse import collect
@@ -80,7 +80,7 @@ async def test_one_turn_is_traceable_through_every_services_json_logs(stack, cli
 async def assert_events_name_their_request(nats_url: str, frames, request_id: str, turn_id: str) -> None:  # type: ignore[no-untyped-def]
     """The stored events of the turn carry the prompt's request id and the
     turn id as NATS headers: the runner wrote them under the ids the
-    gateway's command brought (events.trace)."""
+    gateway's command brought (eventbus.trace)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()

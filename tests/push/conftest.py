@@ -12,9 +12,9 @@ import nats
 import pytest
 
 from events.kinds import ApprovalRequested
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import Topology, ensure
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import Topology, ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from tests.gateway.conftest import TOKEN, Gateway, _ensure, gateway_settings  # noqa: F401

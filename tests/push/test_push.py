@@ -19,8 +19,8 @@ from events import subjects
 from events.codec import decode_command, encode
 from events.commands import AnswerApproval, ApprovalReply
 from events.kinds import Outcome, TurnEnded, TurnStatus, VerbPhase, VerbProgressed
-from events.log import EventLog
-from events.topology import Topology, ensure, kv_keys
+from eventbus.log import EventLog
+from eventbus.topology import Topology, ensure, kv_keys
 from events.verbs import Verb
 from gateway.push import vapid
 from tests.gateway.conftest import TOKEN

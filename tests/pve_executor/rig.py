@@ -18,11 +18,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from events import direct, subjects
+from eventbus import direct
+from events import subjects
 from events.codec import decode, decode_event, encode
 from events.commands import RunVerb, VerbResult
 from events.kinds import VerbProgressed
-from events.topology import Topology
+from eventbus.topology import Topology
 from events.types import new_id, utcnow
 from events.verbs import Verb
 from pve_executor.bootstrap import main

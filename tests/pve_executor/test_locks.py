@@ -11,7 +11,7 @@ import pytest
 
 from events.codec import encode
 from events.kinds import VerbPhase
-from events.topology import vm_lock_key
+from eventbus.topology import vm_lock_key
 from events.verbs import Verb
 from pve_executor.records import VmLock
 from tests.pve_host.host import PveHost

@@ -15,11 +15,12 @@ import httpx
 import nats
 import pytest
 
-from events import access, subjects
+from eventbus import access
+from events import subjects
 from events.codec import decode, encode
 from events.commands import RunVerb, VerbResult
 from events.kinds import VerbPhase
-from events.topology import ensure
+from eventbus.topology import ensure
 from events.types import new_id
 from events.verbs import Verb
 from events.vms import Vm, VmList
@@ -189,7 +190,7 @@ async def test_an_agent_verb_acts_on_its_sessions_vm_only(secured: Secured, sshd
     read-only verb on the other VM of the list is refused: the session is
     bound to `web`; the same verb on `web` runs."""
     from events.commands import SessionRecord
-    from events.topology import Topology, session_key
+    from eventbus.topology import Topology, session_key
     from events.types import utcnow
 
     session_id = new_id()

@@ -14,7 +14,7 @@ from events import subjects
 from events.codec import decode, encode
 from events.commands import RunVerb, VerbResult
 from events.kinds import VerbPhase
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.types import new_id
 from events.verbs import Verb
 from pve_executor.records import IdempotencyRecords, VmLocks

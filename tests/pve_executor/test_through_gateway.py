@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from gateway.settings import Settings as GatewaySettings

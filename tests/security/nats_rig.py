@@ -1,4 +1,4 @@
-"""A nats-server with the real permission matrix (events.access): one user
+"""A nats-server with the real permission matrix (eventbus.access): one user
 per role with a random password, the topology set up by the admin user, the
 way `breakglass up` runs it. Fixtures for tests/security (imported by the
 modules that use them)."""
@@ -15,8 +15,8 @@ import nats
 import pytest
 
 from breakglass import natsauth, natsd
-from events import access
-from events.topology import Topology, ensure
+from eventbus import access
+from eventbus.topology import Topology, ensure
 
 
 @dataclass

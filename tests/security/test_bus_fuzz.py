@@ -15,9 +15,9 @@ from agent_runner.settings import Settings as RunnerSettings
 from events import subjects
 from events.codec import ContractError, decode_command, encode
 from events.commands import RunVerb, StartTurn
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER
 from events.types import new_id
 from tests.pve_executor.rig import executor, request, settings_for
 

@@ -4,8 +4,8 @@ read-only `reader` credential would try it.
 A JetStream consumer is server state that outlives the request that made
 it, a stream holds a bounded number of them, and a permission cannot bound
 how many one user creates. So the reader may create none, of any kind, on
-any stream (events.access); it reads by direct gets and follows the log
-through the stream's republished events (events.follow). The attacker
+any stream (eventbus.access); it reads by direct gets and follows the log
+through the stream's republished events (eventbus.follow). The attacker
 tries every consumer-create form, then floods them; the server's consumer
 counts do not move, and a real gateway, restarted and reconnected after
 the flood, still lists sessions, attaches and streams live events.
@@ -26,11 +26,12 @@ from nats.js.errors import BadRequestError
 
 from breakglass import natsd
 from breakglass.natsd import free_port
-from events import access, chain, direct, subjects
-from events.follow import follow
+from eventbus import access, direct
+from events import chain, subjects
+from eventbus.follow import follow
 from events.kinds import TextSaid, TurnFailed
-from events.log import EventLog
-from events.topology import EVENTS_MAX_CONSUMERS, Topology, ensure
+from eventbus.log import EventLog
+from eventbus.topology import EVENTS_MAX_CONSUMERS, Topology, ensure
 from events.types import new_id
 
 from tests.processes import Service, base_env

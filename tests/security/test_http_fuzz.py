@@ -16,7 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from events.topology import ensure
+from eventbus.topology import ensure
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.servers import serve_app, wait_ready

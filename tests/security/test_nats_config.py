@@ -18,9 +18,9 @@ import nats
 import pytest
 
 from breakglass import natsauth, natsd
-from events import access
-from events.bus import redact
-from events.topology import Topology, check
+from eventbus import access
+from eventbus.bus import redact
+from eventbus.topology import Topology, check
 
 from tests.security.nats_rig import Secured, secured, start_bare  # noqa: F401 - fixture
 
@@ -165,7 +165,7 @@ def test_setup_as_admin_sets_up_the_topology_and_a_service_cannot(tmp_path: Path
 
 async def test_a_service_passes_its_start_up_check_without_writing(secured: Secured) -> None:  # noqa: F811
     """Each service's `ensure` on a topology the admin set up only reads."""
-    from events.topology import ensure
+    from eventbus.topology import ensure
 
     seen: list[str] = []
 

@@ -1,7 +1,7 @@
-"""Each NATS user can do its own job and nothing else (events.access).
+"""Each NATS user can do its own job and nothing else (eventbus.access).
 
 The matrix below is written out by hand, from what each service does, not
-derived from events.access: it is the intent the rendered configuration is
+derived from eventbus.access: it is the intent the rendered configuration is
 held to. Every probe is made against a real nats-server running that
 configuration: a publish or subscribe the server refuses is reported as a
 permissions violation (nats-py's error callback) before the PONG of the
@@ -21,14 +21,15 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig
 
-from events import access, subjects
+from eventbus import access
+from events import subjects
 from events.codec import decode, encode
 from events.commands import RunVerb, StartTurn, VerbResult
 from events.kinds import TextSaid, VerbPhase, VerbProgressed
-from events.log import EventLog
-from events.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER, Topology
+from eventbus.log import EventLog
+from eventbus.topology import EXECUTOR_CONSUMER, RUNNER_CONSUMER, Topology
 from events.types import new_id
-from events.verb_requests import run_verb
+from eventbus.verb_requests import run_verb
 from events.verbs import Verb
 
 from tests.security.nats_rig import Secured, secured, secured_module  # noqa: F401 - fixtures
@@ -160,7 +161,7 @@ SUBSCRIBE: dict[str, frozenset[str]] = {
     subjects.PROMPT: NOBODY,
     subjects.VERB: NOBODY,
     # stored events once stored (the server's republish): the reader (integrators,
-    # `breakglass tail`, events.follow); raw publishes, stored or not: nobody
+    # `breakglass tail`, eventbus.follow); raw publishes, stored or not: nobody
     subjects.STORED_ALL: frozenset({READ}),
     subjects.stored(subjects.session_filters(SID)[1]): frozenset({READ}),
     subjects.EVENTS_ALL: NOBODY,

@@ -26,7 +26,7 @@ import httpx
 import msgspec
 import pytest
 
-from events.topology import Topology, ensure
+from eventbus.topology import Topology, ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from gateway.push.grants import DECISION_PATH, GRANT_HEADER
@@ -193,7 +193,7 @@ async def test_a_late_approve_leaves_no_grant_for_the_runner(push, push_gateway,
     page) approves after. The Approve is refused, and no executor grant is
     left in the bucket for agent-runner's credential to redeem."""
     from events import subjects
-    from events.topology import grant_key, kv_keys
+    from eventbus.topology import grant_key, kv_keys
     from tests.push.test_push import Runner
 
     async with httpx.AsyncClient(base_url=push_gateway.base, headers=push_gateway.headers, timeout=15) as c:

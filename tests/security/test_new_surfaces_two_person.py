@@ -22,10 +22,12 @@ from dataclasses import replace
 import pytest
 from msgspec.structs import replace as again
 
-from events import access, subjects
+from eventbus import access
+
+from events import subjects
 from events.codec import encode
 from events.commands import RunVerb, SessionRecord
-from events.topology import Topology, session_key
+from eventbus.topology import Topology, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
 from tests.gateway.operators import operator

@@ -20,7 +20,7 @@ import pytest
 
 from breakglass import natsauth
 from breakglass.natsd import free_port
-from events import access
+from eventbus import access
 from tests.cli.proc import Up, child_running, clean_env, environ_of, ready_up
 from tests.fakeapi import FakeAnthropic, text, tool_use
 from tests.fakeapi.cli import require_claude

@@ -22,10 +22,11 @@ from datetime import timedelta
 import nats
 import pytest
 
-from events import access, subjects
+from eventbus import access
+from events import subjects
 from events.codec import encode
 from events.commands import ApprovalGrant, RunVerb
-from events.topology import Topology, decision_key, grant_key, observer_key, passkey_key, stepup_key
+from eventbus.topology import Topology, decision_key, grant_key, observer_key, passkey_key, stepup_key
 from events.types import new_id, utcnow
 from events.verbs import AUTONOMOUS, Verb
 

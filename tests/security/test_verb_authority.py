@@ -26,11 +26,12 @@ from datetime import timedelta
 import nats
 import pytest
 
-from events import access, subjects
+from eventbus import access
+from events import subjects
 from events.codec import decode, encode
 from events.commands import ApprovalGrant, RunVerb, SessionRecord, VerbResult
 from events.kinds import VerbPhase
-from events.topology import Topology, grant_key, session_key
+from eventbus.topology import Topology, grant_key, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
 

@@ -1,6 +1,6 @@
 """Auditor and operator tools over the bus: `sessions`, `replay`, `tail`,
 `verify`. They only read: nothing here publishes a command or appends an
-event, and they connect as the read-only `reader` NATS user (events.access):
+event, and they connect as the read-only `reader` NATS user (eventbus.access):
 with BREAKGLASS_NATS_URL unset, next to `breakglass up`, its password comes
 from the data directory (DATA_DIR/nats/credentials.json) when this user may
 read it; in production, put the reader's user:password in the URL.
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import nats
 
-from events import access, direct, export, index, subjects, transcript
-from events.bus import redact, servers
+from eventbus import access, direct, export, index
+from events import subjects, transcript
+from eventbus.bus import redact, servers
 from events.codec import decode_event_lenient
 from events.config import ConfigError, Env, nats_url
-from events.follow import Following, follow
-from events.log import CaughtUp, EventLog, Record
-from events.topology import Topology
+from eventbus.follow import Following, follow
+from eventbus.log import CaughtUp, EventLog, Record
+from eventbus.topology import Topology
 from events.types import is_uuid
 
 from . import natsauth
@@ -135,7 +136,7 @@ async def replay_cmd(args: argparse.Namespace) -> int:
             return 0
         if args.follow:
             # No consumer (the reader may create none): direct gets, then the
-            # republished events, handed over exactly (events.follow).
+            # republished events, handed over exactly (eventbus.follow).
             def show(got: direct.Got) -> None:
                 text = render(Record(got.seq, got.data), paint)
                 if text:
@@ -160,7 +161,7 @@ async def replay_cmd(args: argparse.Namespace) -> int:
 
 async def tail_cmd(args: argparse.Namespace) -> int:
     """Live events as they are stored, from now on: each once, in order,
-    with its sequence (events.follow; no consumer)."""
+    with its sequence (eventbus.follow; no consumer)."""
     nc = await _connect()
     paint = Paint()
     filters = subjects.session_filters(args.session) if args.session else (subjects.EVENTS_ALL,)

@@ -46,10 +46,10 @@ def _service(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace) -> int:
     """Create or update the JetStream topology on BREAKGLASS_NATS_URL: what
     `up` does before it starts the services. On a server with per-service
-    users (events.access) only the admin user may; compose runs this once."""
-    from events.bus import redact
+    users (eventbus.access) only the admin user may; compose runs this once."""
+    from eventbus.bus import redact
     from events.config import ConfigError, Env, nats_url
-    from events.topology import Topology
+    from eventbus.topology import Topology
 
     from .up import StartError, ensure_topology
 

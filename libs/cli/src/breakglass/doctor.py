@@ -71,8 +71,8 @@ class Context:
 def check_nats(ctx: Context) -> Verdict:
     """NATS answers and holds the streams: both looked at with the user
     doctor has, which may see fewer than every stream."""
-    from events.bus import redact
-    from events.topology import Topology
+    from eventbus.bus import redact
+    from eventbus.topology import Topology
 
     from .audit import _nats_url
 
@@ -103,8 +103,8 @@ async def _look_at_streams(url: str, names: tuple[str, ...]) -> tuple[list[str],
     import nats
     from nats.js.errors import NotFoundError
 
-    from events import access
-    from events.bus import role_of, servers
+    from eventbus import access
+    from eventbus.bus import role_of, servers
 
     async def quiet(exc: Exception) -> None:
         pass

@@ -2,7 +2,7 @@
 
 Reads the JSON log lines `up` keeps per service (breakglass.logfiles), or
 any files or stdin given (e.g. `docker compose logs --no-log-prefix`), keeps
-the lines that carry the asked-for ids (events.trace) and shows them merged
+the lines that carry the asked-for ids (eventbus.trace) and shows them merged
 in time order, so "what happened to that turn" is one command.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from events import logfmt
+from eventbus import logfmt
 from events.config import ConfigError, Env
 
 from . import logfiles

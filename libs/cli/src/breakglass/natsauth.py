@@ -1,4 +1,4 @@
-"""The embedded NATS server's users: one per role of events.access.
+"""The embedded NATS server's users: one per role of eventbus.access.
 
 `breakglass up` generates a random password per role the first time it runs
 with a data directory and keeps them in DATA_DIR/nats/credentials.json
@@ -15,7 +15,7 @@ not kept anywhere: `up` makes a fresh password for it at every start, sets
 the topology up with it, then rewrites the config without it and has the
 server reload it (`drop_admin`). While the services run, no credential on
 the machine may change a stream's limits, and none may purge or delete
-(events.access.ALWAYS_DENIED).
+(eventbus.access.ALWAYS_DENIED).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from events import access
-from events.topology import Topology
+from eventbus import access
+from eventbus.topology import Topology
 
 CREDENTIALS_FILE = "credentials.json"
 CONFIG_FILE = "auth.conf"
@@ -106,7 +106,7 @@ def write_config(data_dir: Path, passwords: dict[str, str], topology: Topology =
     """The server's authorization block, rewritten at every start so it
     always matches this version's matrix (one user per role in `passwords`)."""
     path = _private_dir(auth_dir(data_dir)) / CONFIG_FILE
-    header = "# Written by `breakglass up` at every start from events.access; edits are lost.\n"
+    header = "# Written by `breakglass up` at every start from eventbus.access; edits are lost.\n"
     _write_private(path, header + access.render(passwords, topology))
     return path
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from events import logfmt
+from eventbus import logfmt
 
 from . import logfiles
 from .logfiles import LogFiles
@@ -29,7 +29,7 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 #: A child that ran this long before dying starts its backoff from scratch.
 STABLE_AFTER = 10.0
-#: The exit code by which a service says "my settings are invalid" (events.service).
+#: The exit code by which a service says "my settings are invalid" (eventbus.service).
 CONFIG_EXIT = 2
 
 
@@ -37,7 +37,7 @@ CONFIG_EXIT = 2
 class Printer:
     """Serialises whole lines from many threads onto one terminal.
 
-    Service lines are JSON (events.logfmt); each is kept in the service's
+    Service lines are JSON (eventbus.logfmt); each is kept in the service's
     log file when there is one (breakglass.logfiles) and shown either as a
     short human line under the service's name or, with `json_lines`, as
     JSON (then `up`'s own messages are JSON too, so every line parses).

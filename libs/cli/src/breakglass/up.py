@@ -20,14 +20,14 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from events import access, logfmt
-from events.bus import redact, role_of, servers
+from eventbus import access, logfmt
+from eventbus.bus import redact, role_of, servers
 from events.config import ConfigError, Env, layered_environ
-from events.topology import Topology, TopologyError, ensure
+from eventbus.topology import Topology, TopologyError, ensure
 
 from . import apitoken, natsauth, natsd
 from .settings import SERVICES, UpSettings, service_env
-from events.service import die_with_parent
+from eventbus.service import die_with_parent
 
 from .logfiles import LogFiles
 from .supervisor import Child, Printer, Supervisor, tail
@@ -268,7 +268,7 @@ def _run(s: UpSettings, topology: Topology, environ: dict[str, str], printer: Pr
 
 
 def _embedded_nats_config(s: UpSettings, topology: Topology) -> tuple[dict[str, str], str, Path]:
-    """The embedded server: one NATS user per role (events.access), so
+    """The embedded server: one NATS user per role (eventbus.access), so
     each service gets a URL with its own user and nothing else; the admin
     user, which alone may create the streams, is this start's only
     (natsauth.setup_password)."""

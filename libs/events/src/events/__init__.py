@@ -1,9 +1,12 @@
-"""breakglass's one contract: commands, events, subjects, topology, event log.
+"""breakglass's contract: commands, events, subjects, the codec and verbs.
 
-Services import this package and never each other.
+Plain data over msgspec and the standard library: a reader of the stream
+needs nothing else. The runtime over NATS (connection, topology, event log,
+locks, consumer) is `eventbus`, built on this package; this one never
+imports it (an import-linter contract in tests/contract checks).
+Services import both and never each other.
 """
 
-from . import natsheaders  # noqa: F401  (installs the faster header parser, see there)
 from .codec import ContractError, decode, decode_command, decode_event, encode
 from .kinds import SCHEMA_VERSION
 from .verbs import MUTATING, Verb

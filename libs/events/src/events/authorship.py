@@ -2,7 +2,7 @@
 
 The bus stores every event under its writer's own subject
 (`subjects.session_writer`), and each service's NATS user may publish only
-under its own name (events.access), so the writer of an event is a fact of
+under its own name (eventbus.access), so the writer of an event is a fact of
 the transport, not a claim of the payload. This table says which writer
 may state which fact; `breakglass verify` holds every attributed event to
 it, so a service whose credential leaked (agent-runner's is readable

@@ -12,6 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 PREFIX = "BREAKGLASS_"
 #: Set to this, BREAKGLASS_CONFIG reads no file (what `up` gives its services,
@@ -173,13 +174,33 @@ def read_secret(path: str, variable: str) -> str:
     return value
 
 
+def servers(url: str) -> list[str]:
+    """The servers of a BREAKGLASS_NATS_URL: one URL, or several of one
+    cluster separated by commas (each with the same user), tried in turn and
+    on reconnect (nats-py also learns the cluster's other servers itself)."""
+    return [one.strip() for one in url.split(",") if one.strip()]
+
+
+def redact(url: str) -> str:
+    """The URL without its password (or token): safe to log or print."""
+    if "," in url:
+        return ",".join(redact(one) for one in servers(url))
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
+
+
 def with_password(url: str, password: str) -> str:
     """Every server of `url` (nats://USER@host:port, comma-separated for a
     cluster) with `password` for its user; kept in memory, never exported."""
-    from urllib.parse import quote, urlsplit, urlunsplit
-
     out = []
-    for one in [u.strip() for u in url.split(",") if u.strip()]:
+    for one in servers(url):
         parts = urlsplit(one)
         user, has_user, host = parts.netloc.rpartition("@")
         if not has_user or not user or ":" in user:
@@ -199,11 +220,8 @@ def nats_url(env: Env, service: str) -> str:
             f"{PREFIX}NATS_URL is required to run {service} on its own "
             "(`breakglass up` starts an embedded server and sets it for you)"
         )
-    # Several servers of one cluster: a comma-separated list (events.bus.servers).
-    for one in [u.strip() for u in url.split(",") if u.strip()] or [url]:
+    for one in servers(url) or [url]:
         if not one.startswith(("nats://", "tls://", "ws://", "wss://")):
-            from .bus import redact
-
             raise ConfigError(f"{PREFIX}NATS_URL must be a nats:// or tls:// URL (or a comma-separated list of them), got {redact(one)!r}")
     password_file = env.raw("NATS_PASSWORD_FILE")
     if password_file is not None:

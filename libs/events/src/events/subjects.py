@@ -12,7 +12,7 @@ error, and ids are checked before they become part of a subject.
     breakglass.stored.<...>               every stored event again, after it is stored: the
                                           server republishes `breakglass.events.<...>` here
                                           with its stream sequence (core NATS; how a reader
-                                          follows the log without a consumer, events.follow)
+                                          follows the log without a consumer, eventbus.follow)
     breakglass.live.<session>             ephemeral live frames (core NATS, not stored)
     breakglass.cmd.prompt                 StartTurn (commands work-queue stream)
     breakglass.cmd.verb.operator          RunVerb an operator pressed (only the gateway may publish)
@@ -33,12 +33,12 @@ SESSION_EVENTS_ALL = f"{ROOT}.events.session.*"
 AUDIT_ALL = f"{ROOT}.events.audit.*"
 LIVE_ALL = f"{ROOT}.live.*"
 #: Where the events stream republishes each event once stored (topology);
-#: only the server publishes here, nobody may (events.access).
+#: only the server publishes here, nobody may (eventbus.access).
 STORED_ALL = f"{ROOT}.stored.>"
 COMMANDS_ALL = f"{ROOT}.cmd.>"
 PROMPT = f"{ROOT}.cmd.prompt"
 #: Who asked for a verb is the subject it arrived on, never its body: NATS
-#: permissions (events.access) let only the gateway publish operator verbs
+#: permissions (eventbus.access) let only the gateway publish operator verbs
 #: and only agent-runner publish agent verbs, and pve-executor takes the
 #: origin from here (`verb_origin`).
 VERB = f"{ROOT}.cmd.verb.operator"
@@ -54,7 +54,7 @@ VERB_REPLY_ALL = f"{ROOT}.reply.verb.*"
 
 AUDIT_NAMES = frozenset({"verb"})
 #: The services that write events, each under its own subject token (the
-#: NATS users of events.access of the same names).
+#: NATS users of eventbus.access of the same names).
 WRITERS: tuple[str, ...] = ("gateway", "agent-runner", "pve-executor")
 #: Every session's events, old and per-writer subjects alike (for a stream
 #: subjects filter; `session_of` names the session of each subject).

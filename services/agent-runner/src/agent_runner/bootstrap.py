@@ -11,15 +11,16 @@ from functools import partial
 
 from nats.aio.client import Client
 
-from events import bus, subjects, trace
+from eventbus import bus, trace
+from events import subjects
 from events.config import ConfigError
 from events.codec import ContractError, decode_command, encode
 from events.commands import AnswerApproval, ApprovalReply, CancelReply, CancelTurn, StartTurn, WarmSession
-from events.consumer import consume
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.metrics import serving
-from events.topology import RUNNER_CONSUMER, Topology, ensure
+from eventbus.consumer import consume
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.metrics import serving
+from eventbus.topology import RUNNER_CONSUMER, Topology, ensure
 
 from . import cli, identity, metrics, sandbox
 from .agent import instructions
@@ -28,7 +29,7 @@ from .turns import TurnRunner
 
 log = logging.getLogger("agent-runner")
 
-#: Also bounds how long a lapsed lock waits (events.locks.PENDING_LEASE_SECONDS + this).
+#: Also bounds how long a lapsed lock waits (eventbus.locks.PENDING_LEASE_SECONDS + this).
 REAP_EVERY_SECONDS = 2.0
 
 
@@ -89,7 +90,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             system_prompt=instructions(settings.agent_file) if settings.agent_file else "",
             sandbox=box, unsandboxed=why,
         )
-        metrics.watch(runner)
+        metrics.watch(settings.turn_timeout_seconds, lambda: [turn.started for turn in list(runner.active.values())])
         await end_predecessors_turns(runner.locks, me)
         cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
         approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))

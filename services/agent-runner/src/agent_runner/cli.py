@@ -34,7 +34,7 @@ import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from events.service import die_with_parent
+from eventbus.service import die_with_parent
 
 from .workspace import Workspace
 

@@ -12,15 +12,12 @@ that will not die, a wedged event loop), which is exactly when to page.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from events.kinds import EPHEMERAL_KINDS, Envelope, Outcome, kind_of
-from events.metrics import PREFIX
-
-if TYPE_CHECKING:
-    from .turns import TurnRunner
+from eventbus.metrics import PREFIX
 
 #: Seconds, up to past the default 30 min timeout.
 TURN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
@@ -53,15 +50,16 @@ APPROVALS = Counter(
 APPROVAL_OUTCOMES = ("approved", "denied", "timed_out", "turn_ended")
 
 
-def watch(runner: "TurnRunner") -> None:
-    """Gauges read from the runner at scrape time, and the zeros of every
+def watch(timeout_seconds: float, started: Callable[[], Collection[float]]) -> None:
+    """Gauges read at scrape time from `started` (the monotonic start times
+    of the turns running now, which the runner owns), and the zeros of every
     known label value (so the first increment is a visible change)."""
-    TURN_TIMEOUT.set(runner.settings.turn_timeout_seconds)
-    TURNS_RUNNING.set_function(lambda: len(runner.active))
+    TURN_TIMEOUT.set(timeout_seconds)
+    TURNS_RUNNING.set_function(lambda: len(started()))
 
     def oldest() -> float:
-        started = [turn.started for turn in list(runner.active.values())]
-        return time.monotonic() - min(started) if started else 0.0
+        times = started()
+        return time.monotonic() - min(times) if times else 0.0
 
     OLDEST_TURN.set_function(oldest)
     for outcome in Outcome:

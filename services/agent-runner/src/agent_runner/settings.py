@@ -70,7 +70,7 @@ class Settings:
     lease_seconds: float = 30.0
     lease_renew_seconds: float = 5.0
     cancel_grace_seconds: float = 5.0
-    #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
+    #: The Prometheus scrape endpoint (eventbus.metrics.serving); port 0 = off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     #: Run the CLI without a sandbox where none can be made (README: Threat model). Loud.

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 
 from events import subjects
 from events.codec import encode
-from events.commands import StartTurn
+from events.commands import Ending, Running, StartTurn
 from events.kinds import (
     CliSessionBound,
     Envelope,
@@ -39,8 +39,8 @@ from events.kinds import (
     TurnEnded,
     TurnFailed,
 )
-from events.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
-from events.log import EventLog
+from eventbus.locks import TurnLocks, end_msg_id
+from eventbus.log import EventLog
 from events.vms import Vm
 
 from . import metrics, warm_turn
@@ -171,9 +171,9 @@ class TurnRunner:
         """Renew the lease once more (CAS) before writing the turn's end: the
         lock decides who writes it. If this runner's lease lapsed (NATS away
         longer than the lease) and a reaper took the lock over, the reaper
-        writes the end, never both (events.locks.TurnLocks.reap). `ending`:
-        right before `turn_end`, also mark the lock as ending
-        (events.locks.ENDING_SUFFIX), so a reaper never writes `interrupted`
+        writes the end, never both (eventbus.locks.TurnLocks.reap). `ending`:
+        right before `turn_end`, also move the lock to phase `ending`
+        (events.commands.Ending), so a reaper never writes `interrupted`
         after a `turn_end` this runner stored but did not release."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + APPEND_RETRY_SECONDS
@@ -195,11 +195,11 @@ class TurnRunner:
         True renewed, False lost (reaped or taken), None raced (try again)."""
         command = turn.command
         held = await self.locks.current(command.session_id)
-        mine = (self.owner, self.owner + ENDING_SUFFIX)
-        if held is None or held.lock.turn_id != command.turn_id or held.lock.owner not in mine:
+        mine = (Running(runner=self.owner), Ending(runner=self.owner))
+        if held is None or held.lock.turn_id != command.turn_id or held.lock.phase not in mine:
             return False
-        owner = mine[1] if ending else held.lock.owner
-        if await self.locks.renew(command.session_id, command.turn_id, owner, held.revision) is None:
+        phase = mine[1] if ending else held.lock.phase
+        if await self.locks.renew(command.session_id, command.turn_id, phase, held.revision) is None:
             return None
         turn.renewed_at = time.monotonic()
         return True
@@ -413,7 +413,7 @@ class Recorder:
     """Writes a turn's events: stored ones to the log (idempotent message ids,
     retried while NATS reconnects), live-only ones to the live subject.
 
-    Stored events are pipelined (events.log.Appender): `record` queues an
+    Stored events are pipelined (eventbus.log.Appender): `record` queues an
     event and returns without waiting for its ack, and whatever queued up
     while a batch was in flight goes out as the next atomic batch, so the
     runner records at the bus's speed instead of one round trip per CLI

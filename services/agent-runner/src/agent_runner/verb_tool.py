@@ -22,7 +22,7 @@ spends it narrowly:
   recorded `approval` event (Approve/Deny in the PWA, routed to the turn's
   owner by `answer`), or until the approval timeout, which denies.
 - Running a verb is the same request the gateway makes
-  (`events.verb_requests`), on the agent's own subject (pve-executor takes
+  (`eventbus.verb_requests`), on the agent's own subject (pve-executor takes
   `by: agent` from it, and runs an approved mutating verb only against the
   grant the gateway stored when the operator approved it); every
   phase (requested, approved/denied) is recorded in the session with who
@@ -47,13 +47,13 @@ from typing import Any, Protocol
 import msgspec
 from nats.aio.client import Client
 
-from events import trace
+from eventbus import trace
 from events.commands import RunVerb, StartTurn, VerbResult
 from events.vms import Vm
 from events.kinds import ApprovalRequested, Envelope, VerbPhase, VerbProgressed
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.types import new_id
-from events.verb_requests import record_requested, run_verb
+from eventbus.verb_requests import record_requested, run_verb
 from events.verbs import ALL, Verb, is_mutating
 
 from . import metrics
@@ -237,7 +237,7 @@ class VerbTool:
         command, records = self.command, self.records
         request_id = new_id()
         # Each connection is its own task: name its turn and verb for the
-        # logs and for the headers of the command (events.trace).
+        # logs and for the headers of the command (eventbus.trace).
         trace.bind(session_id=command.session_id, turn_id=command.turn_id, verb=verb,
                    request_id=request_id, by=AGENT)
         log.info("the agent asked for a verb (policy %s)", self.policy)

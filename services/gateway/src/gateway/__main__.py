@@ -10,7 +10,7 @@ from types import FrameType
 import uvicorn
 
 from events.config import ConfigError
-from events.service import setup_logging
+from eventbus.service import setup_logging
 
 from .app import create_app
 from .settings import Settings

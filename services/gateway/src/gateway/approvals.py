@@ -25,13 +25,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError
 
-from events import subjects, trace
+from events import subjects
+from eventbus import trace
 from events.codec import ContractError, decode, encode
 from events.codec import decode_event_lenient
 from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
 from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
 from events.verbs import Verb
-from events.topology import grant_key
+from eventbus.topology import grant_key
 from events.types import utcnow
 
 from . import sessions, stepup

@@ -11,10 +11,10 @@ from nats.js import JetStreamContext
 
 from nats.js.kv import KeyValue
 
-from events import bus as nats_bus
-from events.locks import TurnLocks
-from events.log import EventLog
-from events.topology import Topology, check
+from eventbus import bus as nats_bus
+from eventbus.locks import TurnLocks
+from eventbus.log import EventLog
+from eventbus.topology import Topology, check
 
 log = logging.getLogger("gateway.bus")
 

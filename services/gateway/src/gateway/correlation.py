@@ -4,7 +4,7 @@ The id is made here (never taken from the client: it also names the reply
 subject of a verb the request asks for, so it must be unique) and returned
 in `X-Request-Id`, so an operator can quote it from the browser's network
 tab and find the same id in every service's log lines and in the NATS
-headers of the commands and events the request caused (events.trace).
+headers of the commands and events the request caused (eventbus.trace).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events import trace
+from eventbus import trace
 from events.types import new_id
 
 log = logging.getLogger("gateway.access")

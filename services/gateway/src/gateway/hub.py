@@ -38,7 +38,7 @@ from events.codec import ContractError, decode_event_lenient
 from events.kinds import EPHEMERAL_KINDS, kind_of
 
 if TYPE_CHECKING:
-    from events.log import Tail
+    from eventbus.log import Tail
 
     from .bus import Bus
 

@@ -19,7 +19,7 @@ import time
 import msgspec
 from nats.js.errors import KeyNotFoundError
 
-from events.topology import login_key
+from eventbus.topology import login_key
 
 from .bus import Bus
 

@@ -12,7 +12,7 @@
   open-but-bind-local, as exporters often are: the gateway has one listener
   and it is the one that faces the network (0.0.0.0 behind the proxy). The
   workers' endpoints hold the same kind of counts but listen on loopback by
-  default (events.metrics).
+  default (eventbus.metrics).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events.metrics import PREFIX
+from eventbus.metrics import PREFIX
 
 from .auth import require_identity
 

@@ -39,7 +39,7 @@ from fastapi import HTTPException, Request
 from nats.js.errors import KeyNotFoundError
 
 from events.kinds import ObserverAction, ObserverAudited
-from events.topology import observer_key
+from eventbus.topology import observer_key
 from events.types import UUID_PATTERN
 from datetime import datetime, timezone
 

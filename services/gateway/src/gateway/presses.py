@@ -18,7 +18,7 @@ The PWA shows it like the agent's asks, so a colleague approves it there.
   second person by publishing the verb directly.
 
 Which approvals are presses is a fact of the transport: an `approval` the
-gateway stored (events.log Record.writer), never a claim of the payload.
+gateway stored (eventbus.log Record.writer), never a claim of the payload.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from datetime import timedelta
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from events import authorship, trace
+from events import authorship
+from eventbus import trace
 from events.codec import decode_event_lenient, encode
 from events.commands import ApprovalGrant, RunVerb
 from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
-from events.topology import decision_key, grant_key
+from eventbus.topology import decision_key, grant_key
 from events.types import new_id, utcnow
-from events.verb_requests import record_requested, run_verb
+from eventbus.verb_requests import record_requested, run_verb
 from events.verbs import Verb
 from events.vms import Vm
 

@@ -13,12 +13,13 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError
 
-from events import subjects, trace
+from events import subjects
+from eventbus import trace
 from events.codec import ContractError, decode, encode
-from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn, WarmSession
+from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn, Unclaimed, WarmSession
 from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, TurnInterrupted, UserPrompted
-from events.locks import end_msg_id
-from events.topology import session_key
+from eventbus.locks import end_msg_id
+from eventbus.topology import session_key
 from events.types import new_id, utcnow
 
 from .bus import Bus
@@ -81,7 +82,7 @@ async def get_session(bus: Bus, session_id: str) -> SessionRecord:
 async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str, *, read_only: bool = False) -> str:
     """Lock, record `user`, publish the command, mark the lock queued; undo
     the lock if that fails. Until it is marked queued the lock has a short
-    lease (events.locks), so a gateway dying in here frees the session in
+    lease (eventbus.locks), so a gateway dying in here frees the session in
     seconds. `read_only`: the runner holds every mutating verb for a
     human's approval whatever its policy (an alert's triage;
     StartTurn.read_only)."""
@@ -153,7 +154,7 @@ async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:
         return decode(reply.data, CancelReply).cancelled
     except (NoRespondersError, NatsTimeoutError, ContractError):
         pass
-    if held.lock.owner:
+    if not isinstance(held.lock.phase, Unclaimed):
         if held.lock.lease_until > time.time():
             return False  # a runner owns it and its lease holds: it is alive, just slow to answer
         # The owner is gone (its lease lapsed): end the turn now, as the reaper would.

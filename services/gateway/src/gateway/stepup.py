@@ -47,7 +47,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from events.topology import passkey_key, stepup_key
+from eventbus.topology import passkey_key, stepup_key
 from events.verbs import Verb, is_mutating
 
 from .bus import Bus

@@ -7,7 +7,7 @@ host script check it too). With an idempotency key, the command's
 duplicate, and its caller gets the first press's result from the KV record
 pve-executor keeps, so a mutating verb never runs twice.
 
-Recording and publishing are `events.verb_requests`, shared with
+Recording and publishing are `eventbus.verb_requests`, shared with
 agent-runner's verb tool.
 """
 
@@ -19,13 +19,13 @@ from functools import partial
 
 from nats.js.errors import KeyNotFoundError
 
-from events import trace
+from eventbus import trace
 from events.codec import ContractError, decode
-from events.commands import RunVerb, VerbRecord, VerbResult
+from events.commands import RunVerb, VerbDone, VerbRecord, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
-from events.topology import verb_key
+from eventbus.topology import verb_key
 from events.types import new_id
-from events.verb_requests import no_answer, record_requested, run_verb
+from eventbus.verb_requests import no_answer, record_requested, run_verb
 from events.verbs import ALL, Verb
 from events.vms import Vm, VmList
 
@@ -50,7 +50,7 @@ async def request_verb(
         raise VerbNotAllowed(verb)
     if vm not in vms.vms:  # the route resolved it from the list; checked again all the same
         raise VerbNotAllowed(f"VM {vm.vmid} is not in BREAKGLASS_VMS")
-    # The HTTP request's own id (events.trace), so one id names the press
+    # The HTTP request's own id (eventbus.trace), so one id names the press
     # in the gateway's, the bus's and pve-executor's records alike.
     request_id = trace.current().get("request_id") or new_id()
     trace.bind(session_id=session_id, verb=verb, by=by, request_id=request_id, vm=vm.name)
@@ -73,7 +73,7 @@ async def _stored_result(bus: Bus, verb: Verb, idempotency_key: str, wait_second
     while asyncio.get_running_loop().time() < deadline:
         try:
             record = decode((await kv.get(verb_key(idempotency_key))).value or b"", VerbRecord)
-            if record.state == "done" and record.result is not None:
+            if isinstance(record, VerbDone):
                 return record.result
         except (KeyNotFoundError, ContractError):
             pass

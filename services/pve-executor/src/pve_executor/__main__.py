@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.service import run
+from eventbus.service import run
 
 from .bootstrap import main
 

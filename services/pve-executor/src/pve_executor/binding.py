@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode
 from events.commands import RunVerb, SessionRecord
-from events.topology import session_key
+from eventbus.topology import session_key
 from events.vms import Vm, VmList
 
 from .grants import AGENT

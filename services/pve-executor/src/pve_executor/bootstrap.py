@@ -8,12 +8,12 @@ import logging
 
 from nats.aio.client import Client
 
-from events import bus
+from eventbus import bus
 from events.commands import RunVerb
-from events.consumer import consume
-from events.log import EventLog
-from events.metrics import serving
-from events.topology import EXECUTOR_CONSUMER, Topology, ensure
+from eventbus.consumer import consume
+from eventbus.log import EventLog
+from eventbus.metrics import serving
+from eventbus.topology import EXECUTOR_CONSUMER, Topology, ensure
 
 from .binding import SessionVms
 from .grants import Grants, from_transport

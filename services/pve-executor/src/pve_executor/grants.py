@@ -34,7 +34,7 @@ from nats.js.kv import KeyValue
 from events import subjects
 from events.codec import ContractError, decode, encode
 from events.commands import ApprovalGrant, Command, RunVerb
-from events.topology import grant_key, spent_key
+from eventbus.topology import grant_key, spent_key
 from events.types import utcnow
 from events.verbs import APPROVE_MUTATING, Verb, is_mutating
 

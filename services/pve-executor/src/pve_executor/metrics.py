@@ -12,7 +12,7 @@ import time
 from prometheus_client import Counter, Histogram
 
 from events.commands import VerbResult
-from events.metrics import PREFIX
+from eventbus.metrics import PREFIX
 from events.verbs import ALL, Verb
 
 from .ssh import EX_TIMEOUT

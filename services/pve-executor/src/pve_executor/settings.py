@@ -56,7 +56,7 @@ class Settings:
     concurrency: int = 4
     #: How often the consumer wakes to notice a stop (and fetch again).
     poll_seconds: float = 1.0
-    #: The Prometheus scrape endpoint (events.metrics.serving); port 0 = off.
+    #: The Prometheus scrape endpoint (eventbus.metrics.serving); port 0 = off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     #: BREAKGLASS_VERB_POLICY, enforced here too: under `approve-mutating`

@@ -45,9 +45,9 @@ from typing import Protocol
 
 from events import subjects
 from events.codec import encode
-from events.commands import Command, RunVerb, VerbRecord, VerbResult
+from events.commands import Command, RunVerb, VerbDone, VerbRecord, VerbResult, VerbRunning
 from events.kinds import VerbPhase, VerbProgressed
-from events.log import EventLog
+from eventbus.log import EventLog
 from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 from events.vms import Vm
@@ -128,8 +128,7 @@ class VerbHandler:
         claimed = False
         try:
             if key is not None:
-                first = await self.records.claim(key, VerbRecord(request_id=cmd.request_id, verb=verb,
-                                                                 state="running"))
+                first = await self.records.claim(key, VerbRunning(request_id=cmd.request_id, verb=verb))
                 if first is not None:
                     await self._answer(cmd, await self._first_answer(cmd, verb, first))
                     metrics.answered(verb, "duplicate", started)
@@ -154,8 +153,8 @@ class VerbHandler:
         """Store the result under the idempotency key; False when the key
         was ended `lost` meanwhile (the answer given then stands)."""
         try:
-            return await self.records.finish(cmd.idempotency_key or "", VerbRecord(
-                request_id=cmd.request_id, verb=verb, state="done", result=result))
+            return await self.records.finish(cmd.idempotency_key or "", VerbDone(
+                request_id=cmd.request_id, verb=verb, result=result))
         except Exception:
             log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
             return True
@@ -373,18 +372,17 @@ class VerbHandler:
                 f"refused: this idempotency key was first used for `{first.verb.value}` (request "
                 f"{first.request_id}); a key names one press, use a new key for a new verb"
             ))
-        if first.state != "done" or first.result is None:
+        if not isinstance(first, VerbDone):
             wait = self.settings.duplicate_wait
             log.info("request %s repeats the key of request %s; waiting up to %g s for its result",
                      cmd.request_id, first.request_id, wait)
             done = await self.records.wait_done(cmd.idempotency_key or "", wait)
-            if done is None or done.result is None:
+            if done is None:
                 return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                     f"already running: request {first.request_id} with the same idempotency key has not "
                     f"finished after {wait:g} s (its result will be on the audit log); not run again"
                 ))
             first = done
-        assert first.result is not None
         log.info("request %s repeats the key of request %s: answered with its result, not run again",
                  cmd.request_id, first.request_id)
         return first.result

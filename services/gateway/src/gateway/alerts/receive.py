@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from events.kinds import AlertReceived, AlertStatus
-from events.topology import alert_group_key, alert_vm_key
+from eventbus.topology import alert_group_key, alert_vm_key
 from events.types import new_id, utcnow
 
 from .. import sessions

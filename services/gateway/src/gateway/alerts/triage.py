@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 
-from events import trace
+from eventbus import trace
 from events.codec import decode_event_lenient
 from events.commands import VerbResult
 from events.kinds import AlertReceived, DiagnosisReady, Outcome, ResultReported, TextSaid, TurnEnded

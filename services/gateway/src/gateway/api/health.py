@@ -19,7 +19,7 @@ from typing import Literal
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 
-from events import trace
+from eventbus import trace
 from events.commands import VerbResult
 from events.types import new_id
 from events.verbs import Verb

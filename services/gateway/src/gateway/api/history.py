@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from events import export, index, transcript
+from eventbus import export, index
+from events import transcript
 from events.kinds import Outcome
 
 from ..hub import with_id

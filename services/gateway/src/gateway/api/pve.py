@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from events import trace
+from eventbus import trace
 from events.codec import encode
 from events.types import UUID_PATTERN, new_id
 from events.verbs import ALL, MUTATING, Verb

@@ -15,7 +15,7 @@ import msgspec
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response
 from nats.js.errors import KeyNotFoundError
 
-from events.topology import vm_lock_key
+from eventbus.topology import vm_lock_key
 from events.vms import Vm, VmList
 
 from ..auth import require_identity

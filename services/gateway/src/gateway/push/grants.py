@@ -20,7 +20,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from events.topology import push_grant_key
+from eventbus.topology import push_grant_key
 
 #: A token is 32 random bytes, base64url (43 characters).
 TOKEN_LENGTH = 43

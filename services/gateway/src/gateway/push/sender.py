@@ -25,7 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from events import subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import ApprovalRequested, TurnEnded, TurnStatus, VerbPhase, VerbProgressed
-from events.topology import PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS, kv_keys, push_claim_key
+from eventbus.topology import PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS, kv_keys, push_claim_key
 
 from .. import approvals
 from ..hub import hubs_of

@@ -23,7 +23,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from events.topology import PUSH_SUB_KEYS, push_sub_key
+from eventbus.topology import PUSH_SUB_KEYS, push_sub_key
 
 from . import ece
 from .vapid import b64url_decode

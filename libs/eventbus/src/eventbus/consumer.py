@@ -21,8 +21,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from . import metrics, trace
-from .codec import ContractError, decode_command
-from .commands import Command
+from events.codec import ContractError, decode_command
+from events.commands import Command
 from .topology import Topology
 
 Handler = Callable[[Command], Awaitable[None]]
@@ -53,7 +53,7 @@ async def consume(
 
     async def run(command: Command, ids: dict[str, object]) -> None:
         # The handler's task, and every task it starts, logs and publishes
-        # with the command's correlation ids (events.trace); the command's
+        # with the command's correlation ids (eventbus.trace); the command's
         # own fields win over its headers.
         trace.bind(**{**ids, **trace.of_command(command)})
         try:

@@ -5,7 +5,7 @@ and without reading anything per session before the page is chosen:
 
 - the page: session records are created once each, so their order in the
   KV bucket's stream is creation order; the newest N (before a cursor) are
-  read backwards from the stream's tail (`events.direct.newest`);
+  read backwards from the stream's tail (`eventbus.direct.newest`);
 - then, for that page only: each session's first events (title, and the
   event count from the server's pending count), the newest event of every
   session on the page and their lock keys (two multi-last requests).
@@ -28,10 +28,11 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from . import direct, subjects
-from .codec import ContractError, decode, decode_event_lenient
-from .commands import SessionRecord
-from .kinds import AlertReceived, TurnEnded, UserPrompted, VerbPhase, VerbProgressed
+from . import direct
+from events import subjects
+from events.codec import ContractError, decode, decode_event_lenient
+from events.commands import SessionRecord
+from events.kinds import AlertReceived, TurnEnded, UserPrompted, VerbPhase, VerbProgressed
 from .topology import SESSION_KEYS, Topology, lock_key
 
 TITLE_SCAN = 20

@@ -39,7 +39,7 @@ LEASES_LAPSED = Counter(
     "Turns ended as `interrupted` because their runner's lease lapsed (the runner died or hung).",
 )
 
-log = logging.getLogger("events.metrics")
+log = logging.getLogger("eventbus.metrics")
 
 
 @contextmanager
@@ -49,7 +49,7 @@ def serving(host: str, port: int) -> Iterator[int | None]:
 
     A thread, not the event loop: a scrape must answer even while the loop
     is busy or wedged, which is when the numbers matter. A busy port raises
-    OSError, which stops the service with one line (events.service.run).
+    OSError, which stops the service with one line (eventbus.service.run).
     """
     if port == 0:
         yield None

@@ -1,7 +1,7 @@
 """Batched direct gets: reading a stream without creating a consumer.
 
 A consumer is server state per reader, and nats-server caps a stream's
-consumers (events.topology sets the cap). Reads that a request can answer
+consumers (eventbus.topology sets the cap). Reads that a request can answer
 (a session's events from a sequence on, the newest event of many subjects,
 how many events a subject holds) go through JetStream's DIRECT.GET API
 instead (nats-server 2.11+, the stream needs `allow_direct`): one request,

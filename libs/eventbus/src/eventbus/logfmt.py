@@ -3,7 +3,7 @@
 Every service logs through the standard `logging` module; this decides how a
 record looks. JSON is what log shippers and `jq` read; the console form is
 for a person at a terminal (`make run`). Both carry the correlation ids of
-`events.trace`, so a turn can be followed across services either way.
+`eventbus.trace`, so a turn can be followed across services either way.
 
 `BREAKGLASS_LOG_FORMAT` picks: `json`, `console`, or `auto` (the default:
 console when stderr is a terminal, JSON otherwise).

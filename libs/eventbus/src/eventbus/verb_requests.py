@@ -24,14 +24,15 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from . import subjects, trace
-from .codec import ContractError, decode, encode
-from .commands import RunVerb, VerbResult
-from .kinds import VerbPhase, VerbProgressed
+from events import subjects
+from . import trace
+from events.codec import ContractError, decode, encode
+from events.commands import RunVerb, VerbResult
+from events.kinds import VerbPhase, VerbProgressed
 from .log import EventLog
-from .verbs import Verb
+from events.verbs import Verb
 
-log = logging.getLogger("events.verb_requests")
+log = logging.getLogger("eventbus.verb_requests")
 
 
 def no_answer(verb: Verb, seconds: float) -> VerbResult:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 from . import logfmt
-from .config import ConfigError, Env
+from events.config import ConfigError, Env
 
 
 _PR_SET_PDEATHSIG = 1
@@ -48,7 +48,7 @@ def die_with_parent() -> Callable[[], None] | None:
 
 def setup_logging(service: str, environ: Mapping[str, str] | None = None) -> logging.Logger:
     """Log as `BREAKGLASS_LOG_FORMAT` and `BREAKGLASS_LOG_LEVEL` say (see
-    events.logfmt); a bad value is a ConfigError like any other setting."""
+    eventbus.logfmt); a bad value is a ConfigError like any other setting."""
     env = Env(environ)
     level = env.choice("LOG_LEVEL", "info", LEVELS)
     logfmt.install(service, level, env.choice("LOG_FORMAT", "auto", logfmt.FORMATS))

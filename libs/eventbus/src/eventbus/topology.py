@@ -10,7 +10,7 @@
 
 `ensure` is idempotent: it creates what is missing and updates what drifted,
 so every service can call it at start-up and `breakglass up` calls it once.
-It reads before it writes: with per-service NATS users (events.access) only
+It reads before it writes: with per-service NATS users (eventbus.access) only
 the admin user may create or change the topology, and a service's `ensure`
 is then a check that everything is as this version expects.
 """
@@ -38,8 +38,8 @@ from nats.js.api import (
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from . import subjects
-from .config import Env
+from events import subjects
+from events.config import Env
 
 DAY = 86_400.0
 
@@ -57,7 +57,7 @@ class Topology:
     duplicate_window: float = 600.0
     #: Every consumer of the events stream, durable ones included, is removed
     #: by the server after this long without a reader. Only the services may
-    #: create consumers there (events.access: the `reader` user may not), so
+    #: create consumers there (eventbus.access: the `reader` user may not), so
     #: this is hygiene: a consumer a crashed service left goes away.
     events_consumer_idle: float = 3600.0
 
@@ -104,20 +104,20 @@ def events_stream_config(t: Topology) -> StreamConfig:
         deny_purge=True,
         allow_direct=True,
         # The recorder's pipelined appends are JetStream atomic batches
-        # (events.log.Appender; nats-server 2.12+).
+        # (eventbus.log.Appender; nats-server 2.12+).
         allow_atomic=True,
         # Set, not left to the server's default (1,000 on 2.15, unlimited on
         # older ones), so every server behaves the same. Nothing here takes
         # a consumer per client, per session or per listing (reads are direct
-        # gets, see events.direct), and only the services may create one
-        # (events.access): one firehose per gateway process (gateway.hub), a
+        # gets, see eventbus.direct), and only the services may create one
+        # (eventbus.access): one firehose per gateway process (gateway.hub), a
         # few short-lived ones for long replays and alert triage. Readers
         # (the CLI, integrators) follow the republished events instead
-        # (events.follow), which costs the server nothing per reader. A cap
+        # (eventbus.follow), which costs the server nothing per reader. A cap
         # far above that turns a leak into an error, not unbounded state.
         max_consumers=EVENTS_MAX_CONSUMERS,
         # Each event again on `breakglass.stored.<rest>` once stored, with its
-        # sequence: core NATS, no server state per reader (events.follow).
+        # sequence: core NATS, no server state per reader (eventbus.follow).
         republish=RePublish(src=subjects.EVENTS_ALL, dest=subjects.STORED_ALL),
         duplicate_window=120.0,
         num_replicas=t.replicas,
@@ -146,7 +146,7 @@ def kv_config(t: Topology) -> KeyValueConfig:
         storage=StorageType.FILE,
         replicas=t.replicas,
         # Direct gets: the sessions listing reads a page of session records
-        # by batched direct gets, without a consumer (events.index).
+        # by batched direct gets, without a consumer (eventbus.index).
         direct=True,
     )
 
@@ -188,7 +188,7 @@ def _drifted(want: dict, have: dict) -> list[str]:
 
 async def _write(what: str, write) -> None:  # type: ignore[no-untyped-def]
     """Create or update `what`. A NATS user without the right (every service
-    but the admin user, see events.access) gets no answer at all: the server
+    but the admin user, see eventbus.access) gets no answer at all: the server
     drops the request, so a timeout here is most likely that."""
     try:
         await write()
@@ -227,7 +227,7 @@ async def ensure(js: JetStreamContext, t: Topology = Topology()) -> KeyValue:
     """Create or update every stream, the KV bucket and the durable consumers.
 
     Reads first and writes only what is missing or differs, so a service
-    whose NATS user may only read the topology (events.access) passes
+    whose NATS user may only read the topology (eventbus.access) passes
     through here untouched once the admin user has set it up."""
     await _ensure_stream(js, events_stream_config(t))
     await _ensure_stream(js, commands_stream_config(t))
@@ -293,7 +293,7 @@ async def kv_keys(kv: KeyValue, pattern: str = ">") -> list[str]:
 
 
 #: The KV key families: each key is `<family>.<one token>`, and each family
-#: has its own writers (events.access gives each service only its own).
+#: has its own writers (eventbus.access gives each service only its own).
 SESSION_KEYS = "sessions"
 LOCK_KEYS = "locks"
 VERB_KEYS = "verbs"

@@ -1,4 +1,4 @@
-"""Publish the bus contract as JSON Schema and AsyncAPI: `python -m events.docs OUTDIR`.
+"""Publish the bus contract as JSON Schema and AsyncAPI: `python -m eventbus.docs OUTDIR`.
 
 Other services (a notifier, a dashboard, an incident timeline) build on the
 subjects and payloads without reading this code, so the contract is also
@@ -33,12 +33,13 @@ from typing import Any
 import msgspec
 import yaml
 
-from . import kinds, subjects, topology
-from .commands import (
+from events import kinds, subjects
+from . import topology
+from events.commands import (
     COMMAND_TYPES, AnswerApproval, AnyCommand, ApprovalReply, CancelReply, CancelTurn, RunVerb, WarmSession,
 )
-from .commands import SessionRecord, StartTurn, TurnLock, VerbResult
-from .kinds import EPHEMERAL_KINDS, EVENT_TYPES, SCHEMA_VERSION, Event, VerbProgressed, kind_of
+from events.commands import SessionRecord, StartTurn, TurnLock, VerbResult
+from events.kinds import EPHEMERAL_KINDS, EVENT_TYPES, SCHEMA_VERSION, Event, VerbProgressed, kind_of
 
 DIALECT = "http://json-schema.org/draft-07/schema#"
 SCHEMA_FORMAT = "application/schema+json;version=draft-07"
@@ -266,7 +267,7 @@ def _channel_table() -> list[_Channel]:
                 (f"recordAudit{name.title()}", "The gateway and agent-runner record requests, pve-executor what "
                  "it ran, each under its own writer token."),
                 (f"readAudit{name.title()}", "Services read it; a read-only reader (auditors, integrators) reads by "
-                 "direct get and follows it on `storedEvents` (events.follow), filtering on both "
+                 "direct get and follows it on `storedEvents` (eventbus.follow), filtering on both "
                  f"`{subjects.audit(name)}` and `{subjects.audit(name)}.*`."),
             ),
             _Channel(
@@ -286,7 +287,7 @@ def _channel_table() -> list[_Channel]:
              "under its own writer token (its NATS user may publish nowhere else)."),
             ("readSessionEvents", "The gateway replays then tails them for the attach stream. A read-only "
              "reader may create no JetStream consumer: it reads by direct get and follows new events on "
-             "`storedEvents` (events.follow), filtering on both `breakglass.events.session.{session_id}` and "
+             "`storedEvents` (eventbus.follow), filtering on both `breakglass.events.session.{session_id}` and "
              "its `.*` (events.subjects.session_filters)."),
         ),
         _Channel(
@@ -296,7 +297,7 @@ def _channel_table() -> list[_Channel]:
             "(its id), `Nats-Subject` (where it is stored) and the writer's own headers. " + _CORE + " How a "
             "read-only subscriber follows the log without server state: subscribe here first, replay by batched "
             "direct gets (`$JS.API.DIRECT.GET.<stream>`), then deliver a live event only when it is the next "
-            "sequence or a direct get from the last one delivered fills the gap before it (events.follow does "
+            "sequence or a direct get from the last one delivered fills the gap before it (eventbus.follow does "
             "exactly this; docs/reading.md).",
             ("republishEvent", "nats-server itself (the stream's republish); no NATS user may publish here."),
             ("followEvents", "Read-only readers: `breakglass tail`, `replay --follow`, examples/notifier, auditors."),
@@ -510,7 +511,7 @@ def write(outdir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m events.docs OUTDIR", file=sys.stderr)
+        print("usage: python -m eventbus.docs OUTDIR", file=sys.stderr)
         return 2
     written = write(Path(args[0]))
     print(f"wrote {len(written)} files to {args[0]}")

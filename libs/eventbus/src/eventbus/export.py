@@ -25,10 +25,10 @@ from datetime import datetime
 
 import msgspec
 
-from . import authorship, chain, subjects
-from .codec import ContractError, decode_event_lenient
+from events import authorship, chain, subjects
+from events.codec import ContractError, decode_event_lenient
 from .log import Record
-from .types import utcnow
+from events.types import utcnow
 
 FORMAT = "breakglass-transcript"
 

@@ -2,11 +2,11 @@
 
 How a read-only subscriber (the CLI, an integrator, an auditor) reads the
 events stream. A JetStream consumer would be server state per reader, and
-the read-only `reader` user may not create one (events.access): a stream's
+the read-only `reader` user may not create one (eventbus.access): a stream's
 consumer room is shared with the gateway, and no permission can bound how
 many consumers one user makes. Instead:
 
-- the stored part is read by batched direct gets (events.direct): one
+- the stored part is read by batched direct gets (eventbus.direct): one
   request per up to 1,000 events, nothing kept on the server;
 - the live part comes from the stream's republish: once stored, every event
   of `breakglass.events.<rest>` is sent again on `breakglass.stored.<rest>`
@@ -42,7 +42,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from . import direct, subjects
+from . import direct
+from events import subjects
 from .topology import Topology
 
 #: Called with each stored event (sequence, subject, bytes, headers), in

@@ -5,7 +5,7 @@ answer is one set of ids that travels with the work: the gateway binds the
 request id it gave the HTTP request and the ids it creates, publishes them
 as NATS headers beside each command, and every worker binds them again from
 those headers (and from the command itself) before it does anything. Log
-lines pick them up from here (`events.logfmt`), and events a worker appends
+lines pick them up from here (`eventbus.logfmt`), and events a worker appends
 carry them as headers too.
 
 The ids live in a context variable, so an asyncio task sees what was bound

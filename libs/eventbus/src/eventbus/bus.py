@@ -4,7 +4,7 @@ Reconnects forever (a service outlives a NATS restart) and reports
 connection changes through the caller's logger instead of printing.
 
 A service connects as the NATS user of its role (the user:password in its
-URL, see events.access) and reads replies under that role's own inbox
+URL, see eventbus.access) and reads replies under that role's own inbox
 prefix, the only inbox its user may subscribe to. URLs carry passwords:
 log them only through `redact`.
 """
@@ -19,7 +19,7 @@ import nats
 from nats.aio.client import Client
 
 from . import access, metrics
-from .config import ConfigError
+from events.config import ConfigError, redact, servers
 
 #: The oldest nats-server the services run against (README: Supported
 #: versions): atomic batch publishes (`allow_atomic`) arrived in 2.12.
@@ -43,30 +43,8 @@ def check_server(nc: Client) -> None:
         )
 
 
-def servers(url: str) -> list[str]:
-    """The servers of a BREAKGLASS_NATS_URL: one URL, or several of one
-    cluster separated by commas (each with the same user), tried in turn and
-    on reconnect (nats-py also learns the cluster's other servers itself)."""
-    return [one.strip() for one in url.split(",") if one.strip()]
-
-
-def redact(url: str) -> str:
-    """The URL without its password (or token): safe to log or print."""
-    if "," in url:
-        return ",".join(redact(one) for one in servers(url))
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
-
-
 def role_of(url: str) -> str | None:
-    """The events.access role a URL's user is, if it is one."""
+    """The eventbus.access role a URL's user is, if it is one."""
     try:
         user = unquote(urlsplit((servers(url) or [""])[0]).username or "")
     except ValueError:
@@ -80,7 +58,7 @@ def inbox_for(name: str) -> dict[str, str]:
 
 
 async def connect(url: str, name: str, *, log: logging.Logger | None = None, **options: object) -> Client:
-    """Connect as `name`; a role of events.access gets its own inbox prefix."""
+    """Connect as `name`; a role of eventbus.access gets its own inbox prefix."""
     log = log or logging.getLogger(name)
     options = {**inbox_for(name), **options}
 

@@ -40,7 +40,7 @@ so a renamed subject or stream changes the permissions with it.
   state that outlives the request, a stream holds at most
   `topology.EVENTS_MAX_CONSUMERS`, and nothing in a permission can bound
   how many one user creates. Reads are direct gets; following the log is
-  a core subscription to the republished events (events.follow). So no
+  a core subscription to the republished events (eventbus.follow). So no
   read-only credential can fill the room the gateway's own consumer needs.
 - Nobody may delete or purge a stream, delete a stored message, or delete a
   consumer: not even admin (`ALWAYS_DENIED`). The events stream refuses
@@ -78,7 +78,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import subjects
+from events import subjects
 from .topology import (
     ALERT_KEYS,
     CONSUMERS,
@@ -181,7 +181,7 @@ def _event_writes(role: str) -> list[str]:
 
 def _last_event(t: Topology) -> list[str]:
     """`EventLog` reads by direct get: a subject's newest event (the subject
-    in the API subject) and batches (the request in the body, events.direct)."""
+    in the API subject) and batches (the request in the body, eventbus.direct)."""
     return [_api("DIRECT.GET", t.events_stream), _api("DIRECT.GET", t.events_stream, ">")]
 
 
@@ -355,7 +355,7 @@ def deploy_config(t: Topology = Topology()) -> str:
     from the server's environment (`$NATS_<ROLE>_PASSWORD`, see compose.yaml)."""
     header = (
         "# The NATS users of breakglass and what each may publish and subscribe to.\n"
-        "# GENERATED from libs/events/src/events/access.py by `make docs`: do not edit.\n"
+        "# GENERATED from libs/eventbus/src/eventbus/access.py by `make docs`: do not edit.\n"
         "# Each password comes from the server's environment; the server refuses to\n"
         "# start when one is unset. A value must not look like a number or a boolean\n"
         "# (e.g. `openssl rand -hex 24 | sed 's/^/p/'`).\n"
@@ -363,7 +363,7 @@ def deploy_config(t: Topology = Topology()) -> str:
     return header + render(env_refs(), t)
 
 
-if __name__ == "__main__":  # python -m events.access [PATH]
+if __name__ == "__main__":  # python -m eventbus.access [PATH]
     import sys
     from pathlib import Path
 

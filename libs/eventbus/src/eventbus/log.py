@@ -34,9 +34,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
-from . import chain, direct, subjects, trace
-from .codec import decode_event, decode_event_lenient, encode
-from .kinds import EPHEMERAL_KINDS, Envelope, Event
+from events import chain, subjects
+from . import direct, trace
+from events.codec import decode_event, decode_event_lenient, encode
+from events.kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
 
 
@@ -288,7 +289,7 @@ class EventLog:
         for _ in range(APPEND_ATTEMPTS):
             tail_seq, tail_link = self._tails.get(target.expect) or await self._tail(target)
             link = chain.link(tail_link, data, target.writer)
-            # The correlation ids (events.trace) ride along: the stored event
+            # The correlation ids (eventbus.trace) ride along: the stored event
             # names the request that caused it, for the auditor and for logs.
             headers = trace.headers(**{chain.HEADER: link, **self._expecting(target, tail_seq)})
             if msg_id:
