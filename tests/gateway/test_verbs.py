@@ -3,10 +3,10 @@ the bus. (End to end through pve-executor and sshd: tests/e2e.)"""
 
 from __future__ import annotations
 
-import dataclasses
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import nats
 import pytest
 
@@ -63,7 +63,7 @@ async def test_an_unknown_session_is_404(client, gateway):
 
 
 async def test_no_executor_answering_is_a_502_with_a_clear_stderr(gateway, gateway_settings):
-    quick = dataclasses.replace(gateway_settings, verb_wait_seconds=1.0)
+    quick = msgspec.structs.replace(gateway_settings, verb_wait_seconds=1.0)
     with serve_app(create_app(quick)) as base:
         wait_ready(base)
         async with httpx.AsyncClient(base_url=base, headers=gateway.headers, timeout=10) as client:

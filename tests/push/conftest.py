@@ -5,11 +5,11 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import httpx
 import nats
 import pytest
+from msgspec.structs import replace
 
 from events.kinds import ApprovalRequested
 from eventbus.locks import TurnLocks

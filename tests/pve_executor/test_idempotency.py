@@ -5,7 +5,7 @@ runs a mutating verb twice, even after the bus's de-duplication window
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from msgspec.structs import replace
 
 from events.codec import decode
 from events.commands import VerbDone, VerbRecord

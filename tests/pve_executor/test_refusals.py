@@ -4,11 +4,12 @@ is not configured answers every verb with a sentence instead of crashing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from events import subjects
 from events.codec import decode, encode
@@ -149,7 +150,7 @@ async def test_a_verb_the_audit_log_cannot_record_is_not_run(nats_url, js, topol
 
     settings = replace(settings_for(nats_url), pve_host="pve.invalid", pve_known_hosts="/dev/null",
                        pve_key_file="/dev/null")
-    broken_log = EventLog(js, replace(topology, events_stream="NOT_THE_EVENTS_STREAM"))
+    broken_log = EventLog(js, dataclasses.replace(topology, events_stream="NOT_THE_EVENTS_STREAM"))
     handler = VerbHandler(settings=settings, runner=runner, events=broken_log, records=IdempotencyRecords(kv),
                           locks=VmLocks(kv, stale_after=60), publish=publish, append_retry_seconds=0.5)
     await handler.handle(RunVerb(by="ops", request_id=new_id(), verb=Verb.CYCLE))

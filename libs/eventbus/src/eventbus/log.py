@@ -35,7 +35,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from events import chain, subjects
-from . import direct, trace
+from . import bulkread, direct, trace
 from events.codec import decode_event, decode_event_lenient, encode
 from events.kinds import EPHEMERAL_KINDS, Envelope, Event
 from .topology import Topology
@@ -459,7 +459,10 @@ class EventLog:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    async def replay(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+    async def replay(
+        self, session_id: str, after: int, until: int, deliver: Deliver,
+        deliver_many: bulkread.DeliverMany | None = None,
+    ) -> int:
         """Call `deliver(seq, data)` for each stored record with
         `after < seq <= until`, in order, exactly once; return the last
         sequence delivered (`until` is normally `last_seq()` read
@@ -472,7 +475,10 @@ class EventLog:
         through one short-lived ordered consumer instead: per event it costs
         this process about a third of a direct-get reply. Callers bound how
         many replays run at once (gateway.hub.MAX_REPLAYS), which bounds
-        these consumers too."""
+        these consumers too. Both reads go through eventbus.bulkread when
+        they can (a raw connection parsed in bulk), else through nats-py;
+        `deliver_many`, when given, takes what the bulk reader parsed
+        together (a list of (seq, data)) in one call instead."""
         position = after
         if until <= after:
             return after
@@ -485,7 +491,11 @@ class EventLog:
         if done:
             return position
         if more > LONG_REPLAY:
-            return await self._replay_ordered(session_id, position, until, deliver)
+            return await self._replay_ordered(session_id, position, until, deliver, deliver_many)
+        if more > bulkread.WORTH_IT and len(filters) == 1:  # or on from where it stopped
+            position, done = await bulkread.replay(nc, self._stream, filters[0], position, until, deliver, deliver_many)
+            if done:
+                return position
 
         def read(seq: int) -> asyncio.Future[tuple[list[direct.Got], int]]:
             return asyncio.ensure_future(direct.get_batch_any(nc, self._stream, seq=seq, filters=filters))
@@ -511,11 +521,18 @@ class EventLog:
                 await pending
         return max(position, until)
 
-    async def _replay_ordered(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+    async def _replay_ordered(
+        self, session_id: str, after: int, until: int, deliver: Deliver,
+        deliver_many: bulkread.DeliverMany | None = None,
+    ) -> int:
         """`replay` through a short-lived ordered consumer: for long replays
         only, where the push of a consumer is about three times cheaper per
         event for this process than direct-get replies."""
         if until <= after:
+            return after
+        nc, filters = self._js._nc, self._filters(session_id)
+        after, over = await bulkread.replay_pushed(nc, self._stream, filters, after, until, deliver, deliver_many)
+        if over:  # else on from where it stopped, through nats-py
             return after
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         position = after

@@ -84,6 +84,17 @@ def record_frame(seq: int, data: bytes) -> bytes:
     return b"id: %d" % seq + SEP + _data_lines(with_id(seq, data)) + SEP
 
 
+def record_frames(records: "Iterable[tuple[int, bytes]]") -> list[tuple[int, bytes]]:
+    """`record_frame` of many records at once, as (seq, frame): one format
+    per record for the common case (stored JSON: more than `{}`, no line
+    break), `record_frame` for the others."""
+    return [
+        (seq, b'id: %d\r\ndata: {"id":%d,%s\r\n\r\n' % (seq, seq, data[1:]))
+        if len(data) > 2 and b"\n" not in data and b"\r" not in data else (seq, record_frame(seq, data))
+        for seq, data in records
+    ]
+
+
 def live_frame(data: bytes) -> bytes:
     """A live-only payload: no `id:`, so it never moves the resume point."""
     return _data_lines(data) + SEP
@@ -137,6 +148,26 @@ class Listener:
             return None
         self.position = seq
         self._emit(frame)
+        if self._size > REPLAY_HIGH_WATER:
+            if self._drained is None or self._drained.done():
+                self._drained = self._loop.create_future()
+            return self._drained
+        return None
+
+    def replayed_frames(self, frames: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
+        """`replayed_frame` of many, in order."""
+        if self.closed or not frames:
+            return None
+        if frames[0][0] <= self.position:
+            frames = [item for item in frames if item[0] > self.position]
+            if not frames:
+                return None
+        self.position = frames[-1][0]
+        self._out.extend(frame for _, frame in frames)
+        self._size += sum(len(frame) for _, frame in frames)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
         if self._size > REPLAY_HIGH_WATER:
             if self._drained is None or self._drained.done():
                 self._drained = self._loop.create_future()
