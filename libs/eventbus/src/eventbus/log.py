@@ -26,7 +26,7 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -38,6 +38,7 @@ from events import chain, subjects
 from . import bulkread, direct, trace
 from events.codec import decode_event, decode_event_lenient, encode
 from events.kinds import EPHEMERAL_KINDS, Envelope, Event
+from .retry import Backoff, retrying
 from .topology import Topology
 
 
@@ -52,6 +53,7 @@ LAGGING_REPLICA_RETRIES = 40
 #: otherwise; creating one more fails with this code until one is reaped.
 MAX_CONSUMERS_REACHED = 10026
 CONSUMER_ROOM_WAIT_SECONDS = 10.0
+CONSUMER_ROOM_BACKOFF = Backoff(CONSUMER_ROOM_WAIT_SECONDS, 0.05, most=0.5)
 #: Sessions seen with events and nothing on the old subject (bounded; see EventLog._filters).
 _NO_LEGACY: dict[str, None] = {}
 NO_LEGACY_KEPT = 50_000
@@ -75,6 +77,11 @@ async def _deliver_upto(got: list[direct.Got], position: int, until: int, delive
         if pending is not None and inspect.isawaitable(pending):
             await pending
     return position, position >= until
+
+
+def _no_room(exc: Exception) -> bool:
+    """The stream is at its consumer limit: worth waiting for one to be reaped."""
+    return isinstance(exc, APIError) and exc.err_code == MAX_CONSUMERS_REACHED
 
 
 async def _answer_flow_control(nc, sub) -> None:  # type: ignore[no-untyped-def]
@@ -433,9 +440,7 @@ class EventLog:
         When the stream is at its consumer limit (a burst of attaches: the
         server reaps a left consumer INACTIVE_SECONDS after its reader went),
         wait for room rather than fail, for up to CONSUMER_ROOM_WAIT_SECONDS."""
-        deadline = asyncio.get_running_loop().time() + CONSUMER_ROOM_WAIT_SECONDS
-        delay = 0.05
-        while True:
+        async def attempt():  # type: ignore[no-untyped-def]
             config = ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
                 inactive_threshold=INACTIVE_SECONDS, filter_subjects=list(filters),
@@ -447,17 +452,13 @@ class EventLog:
                 if holder:
                     await _answer_flow_control(self._js._nc, holder[0])
 
-            try:
-                sub = await self._js.subscribe(
-                    filters[0], stream=self._stream, cb=delivered, ordered_consumer=True, config=config,
-                )
-                holder.append(sub)
-                return sub
-            except APIError as exc:
-                if exc.err_code != MAX_CONSUMERS_REACHED or asyncio.get_running_loop().time() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            sub = await self._js.subscribe(
+                filters[0], stream=self._stream, cb=delivered, ordered_consumer=True, config=config,
+            )
+            holder.append(sub)
+            return sub
+
+        return await retrying(attempt, CONSUMER_ROOM_BACKOFF, retry_on=_no_room)
 
     async def replay(
         self, session_id: str, after: int, until: int, deliver: Deliver,

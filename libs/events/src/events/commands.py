@@ -22,10 +22,6 @@ class Command(msgspec.Struct, kw_only=True, tag_field="type"):
     ts: datetime = msgspec.field(default_factory=utcnow)
 
 
-class OpenSession(Command, tag="open_session"):
-    session_id: SessionId
-
-
 class StartTurn(Command, tag="prompt"):
     """Run one CLI turn for a session. The gateway already holds the turn
     lock and has recorded the `user` event when this is published."""
@@ -90,7 +86,7 @@ class AnswerApproval(Command, tag="answer_approval"):
     approved: bool
 
 
-AnyCommand = Union[OpenSession, StartTurn, CancelTurn, RunVerb, AnswerApproval, WarmSession]
+AnyCommand = Union[StartTurn, CancelTurn, RunVerb, AnswerApproval, WarmSession]
 
 COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
 

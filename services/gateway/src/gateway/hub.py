@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from events import subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import EPHEMERAL_KINDS, kind_of
+from eventbus.retry import Backoff, retrying
 
 if TYPE_CHECKING:
     from eventbus.log import Tail
@@ -426,16 +427,14 @@ class Hubs:
         old, self._firehose = self._firehose, None
         if old is not None:
             await old.stop()
-        delay = 0.1
-        while not nc.is_closed:
-            try:
+
+        async def resume() -> None:
+            if not nc.is_closed:  # closed for good: nothing to resume
                 self._firehose = await self._bus.log.follow_sessions(self.position, self._on_record)
                 log.info("firehose resumed after %d following a reconnect", self.position)
-                return
-            except Exception as exc:  # JetStream not back yet
-                log.info("firehose not resumed yet: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+
+        await retrying(resume, Backoff(None, 0.1, most=1.0),  # every error: JetStream not back yet
+                       on_retry=lambda exc: log.info("firehose not resumed yet: %s", exc))
 
     async def _firehose_started(self) -> None:
         if self._firehose_starting is None or (

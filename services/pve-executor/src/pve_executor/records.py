@@ -34,7 +34,8 @@ from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode, encode
 from eventbus.log import WRONG_LAST_SEQUENCE
-from events.commands import VerbDone, VerbRecord, VerbRunning
+from eventbus import verb_records
+from events.commands import VerbDone, VerbRecord, VerbResult, VerbRunning
 from eventbus.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
 
 log = logging.getLogger("pve-executor.records")
@@ -88,15 +89,7 @@ class IdempotencyRecords:
         return existing or VerbRunning(request_id=record.request_id, verb=record.verb)
 
     async def read(self, key: str) -> VerbRecord | None:
-        try:
-            entry = await self._kv.get(verb_key(key))
-        except KeyNotFoundError:
-            return None
-        try:
-            return decode(entry.value or b"", VerbRecord)
-        except ContractError as exc:
-            log.error("unreadable verb record for an idempotency key: %s", exc)
-            return None
+        return await verb_records.read(self._kv, key)
 
     async def finish(self, key: str, record: VerbDone) -> bool:
         """Store the key's one result (CAS): only while the key's record is
@@ -121,17 +114,9 @@ class IdempotencyRecords:
                 continue
         return False
 
-    async def wait_done(self, key: str, seconds: float, poll: float = 0.1) -> VerbDone | None:
-        """The key's record once it is done, or None after `seconds`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            record = await self.read(key)
-            if isinstance(record, VerbDone):
-                return record
-            if loop.time() >= deadline:
-                return None
-            await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
+    async def wait_done(self, key: str, seconds: float) -> VerbResult | None:
+        """The key's result once its press is done, or None after `seconds`."""
+        return await verb_records.wait_done(self._kv, key, seconds)
 
 
 @dataclass(frozen=True, slots=True)
