@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -138,94 +139,120 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 async def run_figures(ctx: f.Ctx, only: set[str], runs: int, results: dict, tmp: Path) -> None:
-    if "live" in only:
-        say("live: EventLog.append → SSE frame parsed, vs JetStream publish → ordered consumer")
-        results["live"] = await repeat("live", runs, lambda: f.fig_live(ctx), lambda r: (
-            f"p50 {r['p50_ms']:.3f} ms / base {r['base_p50_ms']:.3f} ({r['ratio_p50']:.2f}×), "
-            f"p99 {r['p99_ms']:.3f} ms / base {r['base_p99_ms']:.3f} ({r['ratio_p99']:.2f}×)"))
-    if "cli" in only:
-        say("cli: fake CLI stdout line → runner → SSE frame parsed")
-        results["cli"] = await repeat("cli", runs, lambda: f.fig_cli(ctx), lambda r: (
-            f"text p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms; "
-            f"delta (live-only) p50 {r['delta_p50_ms']:.3f} ms p99 {r['delta_p99_ms']:.3f} ms"))
-    if "replay" in only:
-        say("replay: attach to a 10,000-event session → caught-up, vs raw ordered-consumer replay")
-        results["replay"] = await repeat("replay", runs, lambda: f.fig_replay(ctx), lambda r: (
-            f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
-            f"in-process list {r['list_ms']:.1f} ms ({r['ratio_list']:.2f}×), exact"))
-    if "cold" in only:
-        say("cold: the same on a fresh gateway process (read from the store), vs raw and the list baseline")
-        results["cold"] = await repeat("cold", runs, lambda: f.fig_replay_cold(ctx), lambda r: (
-            f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
+    """Each figure asked for, always in the same order; most
+    are `runs` runs of one measurement (ALIKE), a few are shaped their own way."""
+    for figure, key, name, title, measure, show in ALIKE:
+        if figure in only:
+            say(title)
+            results[key] = await repeat(name, runs, functools.partial(measure, ctx), show)
+    if "scale" in only:
+        await measure_scale(ctx, runs, results)
+    if "listing" in only:
+        results["listing"] = await measure_listing(ctx)
+    if "gateways" in only:
+        results["gateways"] = await measure_gateways(ctx)
+    if "up" in only:
+        results["up"] = await measure_up(runs, tmp)
+
+
+def show_live(r: dict) -> str:
+    return (f"p50 {r['p50_ms']:.3f} ms / base {r['base_p50_ms']:.3f} ({r['ratio_p50']:.2f}×), "
+            f"p99 {r['p99_ms']:.3f} ms / base {r['base_p99_ms']:.3f} ({r['ratio_p99']:.2f}×)")
+
+
+def show_cli(r: dict) -> str:
+    return (f"text p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms; "
+            f"delta (live-only) p50 {r['delta_p50_ms']:.3f} ms p99 {r['delta_p99_ms']:.3f} ms")
+
+
+def show_replay(r: dict) -> str:
+    return (f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
+            f"in-process list {r['list_ms']:.1f} ms ({r['ratio_list']:.2f}×), exact")
+
+
+def show_cold(r: dict) -> str:
+    return (f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
             f"in-process list {r['list_ms']:.1f} ms ({r['ratio_list']:.2f}×); then hot {r['hot_ms']:.1f} ms "
             f"({r['hot_ratio']:.2f}× raw, {r['hot_ratio_list']:.2f}× list), exact; CPU: raw reader {r['base_cpu_ms']:.0f} ms "
             f"(server {r['base_server_cpu_ms']:.0f}), cold gateway {r['gw_cpu_ms']:.0f} ms (server {r['gw_server_cpu_ms']:.0f}); "
-            f"load {r['load']:.1f}"))
-    if "resume" in only:
-        say("resume: Last-Event-ID half-way → caught-up, vs raw resume from that sequence")
-        results["resume"] = await repeat("resume", runs, lambda: f.fig_resume(ctx), lambda r: (
-            f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), {r['events']} events, exact"))
-    if "throughput" in only:
-        say("throughput: one session → client, vs pipelined JetStream publish")
-        results["throughput"] = await repeat("throughput", runs, lambda: f.fig_throughput(ctx), lambda r: (
-            f"pipelined appender {r['per_s']:.0f}/s end to end (stored at {r['append_per_s']:.0f}/s); "
+            f"load {r['load']:.1f}")
+
+
+def show_resume(r: dict) -> str:
+    return f"{r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), {r['events']} events, exact"
+
+
+def show_throughput(r: dict) -> str:
+    return (f"pipelined appender {r['per_s']:.0f}/s end to end (stored at {r['append_per_s']:.0f}/s); "
             f"awaiting each append {r['seq_per_s']:.0f}/s; raw pipelined publish {r['base_per_s']:.0f}/s "
-            f"({r['ratio']:.2f}×)"))
-        say("throughput via the real agent-runner: fake CLI printing as fast as it can → client")
-        results["cli_flood"] = await repeat("cli flood", runs, lambda: f.fig_cli_flood(ctx), lambda r: (
-            f"{r['per_s']:.0f}/s"))
-    if "fanout" in only:
-        say("fan-out: 1,000 SSE clients (another process), 100 sessions, fresh gateway process")
-        results["fanout"] = await repeat("fanout", runs, lambda: f.fig_fanout(ctx), show_fanout)
-    if "scale" in only:
-        scale_runs = max(3, runs // 2 + 1) if runs >= 3 else runs
-        say(f"scale: attach → caught-up by session size (median of {scale_runs})")
-        by_size = {}
-        for size, sid in sorted(ctx.seeded_by_size.items()):  # type: ignore[attr-defined]
-            by_size[size] = await repeat(
-                f"{size} events", scale_runs, lambda sid=sid: f.fig_replay_cold(ctx, sid, with_list=False),
-                lambda r: (f"cold {r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
-                           f"hot {r['hot_ms']:.1f} ms ({r['hot_ratio']:.2f}×); gateway RSS {r['rss_mb']:.0f} MB "
-                           f"(idle {r['rss_idle_mb']:.0f}); consumers after the cold attach {r['consumers']}"))
-        results["scale_events"] = {str(k): v for k, v in by_size.items()}
-        say(f"scale: fan-out by client count (10 per session; median of {scale_runs})")
-        by_clients = {}
-        for sessions in (10,):
-            by_clients[sessions * 10] = await repeat(
-                f"{sessions * 10} clients", scale_runs, lambda s=sessions: f.fig_fanout(ctx, sessions=s, rate=2.0 * s),
-                show_fanout)
-        if "fanout" in results:
-            by_clients[1000] = results["fanout"]  # type: ignore[assignment]
-        else:
-            by_clients[1000] = await repeat("1000 clients", scale_runs, lambda: f.fig_fanout(ctx), show_fanout)
-        results["scale_clients"] = {str(k): v for k, v in by_clients.items()}
-    if "listing" in only:
-        say("listing: GET /api/sessions first page (50) with 1,000 then 10,000 sessions stored")
-        r = await f.fig_listing(ctx)
-        for size, v in r.items():
-            say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms (GET /health, same moment: "
-                f"p50 {v['noop_p50_ms']:.2f} ms p99 {v['noop_p99_ms']:.2f} ms; load {v['load']:.1f}); CPU per page: gateway "
-                f"{v['gateway_cpu_ms']:.1f} ms (/health {v['noop_gateway_cpu_ms']:.1f}), nats-server {v['server_cpu_ms']:.1f} ms; "
-                f"the first search matching none {v['search']['first_ms']:.0f} ms (searched {v['search']['searched']:,} "
-                f"of {v['search']['stored']:,}), then "
-                f"p50 {v['search']['p50_ms']:.0f} ms; consumers on the events stream {v['consumers']}")
-        results["listing"] = {str(k): v for k, v in r.items()}
-    if "gateways" in only:
-        clients = int(os.environ.get("BENCH_GATEWAYS_SESSIONS", "500"))
-        say(f"gateways: {clients * 10:,} SSE clients on {clients} sessions across two gateway processes, 2 appends/s per session")
-        results["gateways"] = await repeat("two gateways", 1, lambda: f.fig_fanout(
-            ctx, sessions=clients, per_session=10, rate=2.0 * clients, gateways=2, expect=int(os.environ.get("BENCH_GATEWAYS_EXPECT", "3"))), lambda r: (
-            show_fanout(r) + f"; consumers on the events stream {r['consumers']} (before {r['consumers_before']}); "
-            f"live phase {r['live_s']:.1f} s, load {r['load_live']:.1f}, CPU (cores) "
-            + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_live"].items())))
-    if "up" in only:
-        say("up: `breakglass up` (fresh data dir) → /ready")
-        out = []
-        for i in range(runs):
-            r = await asyncio.to_thread(f.fig_up, tmp)
-            out.append(r)
-            say(f"  up run {i + 1}/{runs}: {r['s']:.2f} s")
-        results["up"] = out
+            f"({r['ratio']:.2f}×)")
+
+
+def show_cli_flood(r: dict) -> str:
+    return f"{r['per_s']:.0f}/s"
+
+
+async def measure_scale(ctx: f.Ctx, runs: int, results: dict) -> None:
+    """Replay by session size, then fan-out by client count: fewer runs
+    (the largest sizes are slow), and the 1,000-client fan-out reused when
+    it was measured already."""
+    scale_runs = max(3, runs // 2 + 1) if runs >= 3 else runs
+    say(f"scale: attach → caught-up by session size (median of {scale_runs})")
+    by_size = {}
+    for size, sid in sorted(ctx.seeded_by_size.items()):  # type: ignore[attr-defined]
+        by_size[size] = await repeat(
+            f"{size} events", scale_runs, lambda sid=sid: f.fig_replay_cold(ctx, sid, with_list=False),
+            lambda r: (f"cold {r['ms']:.1f} ms / base {r['base_ms']:.1f} ms ({r['ratio']:.2f}×), "
+                       f"hot {r['hot_ms']:.1f} ms ({r['hot_ratio']:.2f}×); gateway RSS {r['rss_mb']:.0f} MB "
+                       f"(idle {r['rss_idle_mb']:.0f}); consumers after the cold attach {r['consumers']}"))
+    results["scale_events"] = {str(k): v for k, v in by_size.items()}
+    say(f"scale: fan-out by client count (10 per session; median of {scale_runs})")
+    by_clients = {}
+    for sessions in (10,):
+        by_clients[sessions * 10] = await repeat(
+            f"{sessions * 10} clients", scale_runs, lambda s=sessions: f.fig_fanout(ctx, sessions=s, rate=2.0 * s),
+            show_fanout)
+    if "fanout" in results:
+        by_clients[1000] = results["fanout"]  # type: ignore[assignment]
+    else:
+        by_clients[1000] = await repeat("1000 clients", scale_runs, lambda: f.fig_fanout(ctx), show_fanout)
+    results["scale_clients"] = {str(k): v for k, v in by_clients.items()}
+
+
+async def measure_listing(ctx: f.Ctx) -> dict:
+    """One measurement of both store sizes (it seeds the sessions itself)."""
+    say("listing: GET /api/sessions first page (50) with 1,000 then 10,000 sessions stored")
+    r = await f.fig_listing(ctx)
+    for size, v in r.items():
+        say(f"  {size:,} sessions: p50 {v['p50_ms']:.2f} ms p99 {v['p99_ms']:.2f} ms (GET /health, same moment: "
+            f"p50 {v['noop_p50_ms']:.2f} ms p99 {v['noop_p99_ms']:.2f} ms; load {v['load']:.1f}); CPU per page: gateway "
+            f"{v['gateway_cpu_ms']:.1f} ms (/health {v['noop_gateway_cpu_ms']:.1f}), nats-server {v['server_cpu_ms']:.1f} ms; "
+            f"the first search matching none {v['search']['first_ms']:.0f} ms (searched {v['search']['searched']:,} "
+            f"of {v['search']['stored']:,}), then "
+            f"p50 {v['search']['p50_ms']:.0f} ms; consumers on the events stream {v['consumers']}")
+    return {str(k): v for k, v in r.items()}
+
+
+async def measure_gateways(ctx: f.Ctx) -> list[dict]:
+    """Once: two gateway processes under thousands of clients take a while."""
+    clients = int(os.environ.get("BENCH_GATEWAYS_SESSIONS", "500"))
+    say(f"gateways: {clients * 10:,} SSE clients on {clients} sessions across two gateway processes, 2 appends/s per session")
+    return await repeat("two gateways", 1, lambda: f.fig_fanout(
+        ctx, sessions=clients, per_session=10, rate=2.0 * clients, gateways=2, expect=int(os.environ.get("BENCH_GATEWAYS_EXPECT", "3"))), lambda r: (
+        show_fanout(r) + f"; consumers on the events stream {r['consumers']} (before {r['consumers_before']}); "
+        f"live phase {r['live_s']:.1f} s, load {r['load_live']:.1f}, CPU (cores) "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_live"].items())))
+
+
+async def measure_up(runs: int, tmp: Path) -> list[dict]:
+    """`breakglass up` in a thread: it runs processes of its own, not on this loop."""
+    say("up: `breakglass up` (fresh data dir) → /ready")
+    out = []
+    for i in range(runs):
+        r = await asyncio.to_thread(f.fig_up, tmp)
+        out.append(r)
+        say(f"  up run {i + 1}/{runs}: {r['s']:.2f} s")
+    return out
 
 
 def show_fanout(r: dict) -> str:
@@ -234,6 +261,30 @@ def show_fanout(r: dict) -> str:
             f"CPU {r['gateway_cpu'] * 100:.0f}% of a core while live; all attached in {r['attach_s']:.2f} s (all answered in {r['open_s']:.2f} s)"
             + (f" ({r['reconnects_attaching']} streams ended and were resumed while attaching)" if r["reconnects_attaching"] else "")
             + (f"; {r['reconnects_live']} resumed while live" if r["reconnects_live"] else ""))
+
+
+#: The figures measured alike, `runs` runs each, in order: the name
+#: `--only` takes, the results key, the runs' name, what it measures, the
+#: measurement, and a run in words.
+ALIKE: tuple[tuple[str, str, str, str, Callable[[f.Ctx], Awaitable[dict]], Callable[[dict], str]], ...] = (
+    ("live", "live", "live", "live: EventLog.append → SSE frame parsed, vs JetStream publish → ordered consumer",
+     f.fig_live, show_live),
+    ("cli", "cli", "cli", "cli: fake CLI stdout line → runner → SSE frame parsed", f.fig_cli, show_cli),
+    ("replay", "replay", "replay",
+     "replay: attach to a 10,000-event session → caught-up, vs raw ordered-consumer replay", f.fig_replay, show_replay),
+    ("cold", "cold", "cold",
+     "cold: the same on a fresh gateway process (read from the store), vs raw and the list baseline",
+     f.fig_replay_cold, show_cold),
+    ("resume", "resume", "resume", "resume: Last-Event-ID half-way → caught-up, vs raw resume from that sequence",
+     f.fig_resume, show_resume),
+    ("throughput", "throughput", "throughput", "throughput: one session → client, vs pipelined JetStream publish",
+     f.fig_throughput, show_throughput),
+    ("throughput", "cli_flood", "cli flood",
+     "throughput via the real agent-runner: fake CLI printing as fast as it can → client", f.fig_cli_flood,
+     show_cli_flood),
+    ("fanout", "fanout", "fanout", "fan-out: 1,000 SSE clients (another process), 100 sessions, fresh gateway process",
+     f.fig_fanout, show_fanout),
+)
 
 
 def verdict(ok: bool) -> str:

@@ -23,19 +23,14 @@ asked, the decision recorded. The push service decrypts each push (RFC
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
 import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import nats
@@ -52,11 +47,10 @@ from eventbus.log import EventLog
 from eventbus.topology import Topology
 from events.verbs import Verb
 
-from .figures import pct
-from .rig import TOKEN, Rig
+from .rig import AUTH, Rig
 from .sse import SSE
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from . import standalone
+from .standalone import figure, summary
 
 
 def b64u(data: bytes) -> str:
@@ -136,10 +130,6 @@ class StandInRunner:
                            session_id=asked.session_id, approval_id=asked.approval_id)
             await self.js.publish(subjects.AGENT_VERB, encode(verb), headers={"Nats-Msg-Id": asked.request_id})
         await msg.respond(encode(ApprovalReply(accepted=asked is not None)))
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median_ms": statistics.median(values), "p95_ms": pct(values, 0.95)}
 
 
 async def measure(rig: Rig, runs: int) -> dict:
@@ -223,29 +213,13 @@ async def measure(rig: Rig, runs: int) -> dict:
             "page": summary(by_page)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.push")
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="breakglass-bench-push-"))
-    rig = Rig(tmp).start()
-    try:
-        result = asyncio.run(measure(rig, args.runs))
-    finally:
-        rig.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"logs kept in {tmp}")
+def report(result: dict) -> None:
     p, s, a, g = result["push"], result["sse"], result["action"], result["page"]
-    print(f"event stored -> push request received: median {p['median_ms']:.1f} ms, p95 {p['p95_ms']:.1f} ms "
-          f"(goal p95 <= 500 ms); baseline, SSE frame parsed: median {s['median_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
-    print(f"notification action -> verb command published: median {a['median_ms']:.1f} ms, p95 {a['p95_ms']:.1f} ms "
-          f"(goal p95 <= 300 ms); baseline, the page's Approve: median {g['median_ms']:.1f} ms, p95 {g['p95_ms']:.1f} ms")
-    print(json.dumps(result))
-    return 0
+    print(f"event stored -> push request received: {figure(p, 1)} (goal p95 <= 500 ms); "
+          f"baseline, SSE frame parsed: {figure(s, 1)}")
+    print(f"notification action -> verb command published: {figure(a, 1)} (goal p95 <= 300 ms); "
+          f"baseline, the page's Approve: {figure(g, 1)}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main("push", 50, measure, report))

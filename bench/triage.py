@@ -20,25 +20,23 @@ once: this measures breakglass's own path, not `qm` on a host.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 
 from events import subjects
 
-from .figures import pct, start_runner
-from .rig import REPO, TOKEN, Rig
+from .figures import start_runner
+from .rig import AUTH, REPO, Rig
+from . import standalone
+from .standalone import figure, summary
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -46,7 +44,6 @@ from examples.notifier.main import serve  # noqa: E402
 from examples.notifier.settings import Settings as NotifierSettings  # noqa: E402
 
 SECRET = "bench-alert-secret-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def webhook(n: int) -> bytes:
@@ -117,10 +114,6 @@ def start_executor(rig: Rig) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median_ms": statistics.median(values), "p95_ms": pct(values, 0.95)}
-
-
 async def measure(rig: Rig, runs: int) -> dict:
     secret = rig.tmp / "alert-token"
     secret.write_text(SECRET)
@@ -131,7 +124,8 @@ async def measure(rig: Rig, runs: int) -> dict:
     await receiver.start()
     stop, ready = asyncio.Event(), asyncio.Event()
     notifier = asyncio.create_task(serve(NotifierSettings(
-        nats_url=rig.url, url=f"http://127.0.0.1:{receiver.port}/n", link_base="http://bench/"), stop, ready=ready))
+        nats_url=rig.url, url=f"http://127.0.0.1:{receiver.port}/n", link_base="http://bench/",
+        state_file=str(rig.tmp / "notifier-state.json")), stop, ready=ready))  # not the cwd: each run starts afresh
     import nats
 
     nc = await nats.connect(rig.url)
@@ -147,7 +141,7 @@ async def measure(rig: Rig, runs: int) -> dict:
         elif kind == "turn_end" and sid:
             ended.setdefault(sid, at)
 
-    await nc.subscribe(subjects.SESSION_EVENTS_ALL, cb=on_event)
+    await nc.subscribe(subjects.SESSION_EVENTS_EVERY, cb=on_event)  # every writer's subject
     try:
         await asyncio.wait_for(ready.wait(), 15)
         async with httpx.AsyncClient(base_url=gw.base, headers=AUTH, timeout=60) as client:
@@ -172,29 +166,13 @@ async def measure(rig: Rig, runs: int) -> dict:
             "ratio": statistics.median(to_stored) / statistics.median(by_hand)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.triage")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="breakglass-bench-triage-"))
-    rig = Rig(tmp).start()
-    try:
-        result = asyncio.run(measure(rig, args.runs))
-    finally:
-        rig.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"logs kept in {tmp}")
+def report(result: dict) -> None:
     s, n, h = result["stored"], result["notified"], result["by_hand"]
-    print(f"alert received -> diagnosis stored:   median {s['median_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms")
-    print(f"alert received -> notification sent:  median {n['median_ms']:.0f} ms, p95 {n['p95_ms']:.0f} ms")
+    print(f"alert received -> diagnosis stored:   {figure(s, 0)}")
+    print(f"alert received -> notification sent:  {figure(n, 0)}")
     print(f"baseline, pressed by hand (session, status, forensics, prompt -> turn_end): "
-          f"median {h['median_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms; triage/by hand {result['ratio']:.2f}")
-    print(json.dumps(result))
-    return 0
+          f"{figure(h, 0)}; triage/by hand {result['ratio']:.2f}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main("triage", 20, measure, report))

@@ -59,6 +59,15 @@ class Service:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def stop_and_show(services: dict[str, Service], tail: int = 5000) -> None:
+    """Stop the services in order, then print the end of each one's log:
+    pytest shows it beside a failing test, which is when it is wanted."""
+    for service in services.values():
+        service.stop()
+    for name, service in services.items():
+        print(f"---- {name} log ----\n" + service.log()[-tail:])
+
+
 def base_env(nats_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

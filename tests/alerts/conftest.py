@@ -20,7 +20,7 @@ from tests.fakeapi import FakeAnthropic
 from tests.notifier.rig import Receiver, running
 from tests.notifier.rig import settings_for as notifier_settings
 from tests.fakeapi.cli import require_claude
-from tests.processes import Service, base_env, runner_env
+from tests.processes import Service, base_env, runner_env, stop_and_show
 from tests.pve_executor.rig import executor, settings_for
 from tests.pve_host.conftest import ssh_host as pve  # noqa: F401 - fixture
 from tests.pve_host.conftest import sshd_server  # noqa: F401 - fixture
@@ -87,10 +87,7 @@ def stack(urls, tmp_path, window) -> Iterator[Stack]:
             wait_ready(stack.base, timeout=20)
             yield stack
         finally:
-            runner.stop()
-            gateway.stop()
-            print("---- runner log ----\n" + runner.log()[-5000:])
-            print("---- gateway log ----\n" + gateway.log()[-5000:])
+            stop_and_show({"runner": runner, "gateway": gateway})
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ process tree through /proc (no psutil), so tests see what an operator sees."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -129,8 +130,6 @@ class Up:
     def output(self) -> str:
         return "\n".join(self.out + self.err)
 
-
-
     def kill_leftovers(self) -> None:
         """SIGKILL what is still running of this `up` (pids checked against
         their command lines, so a reused pid is never hit)."""
@@ -144,3 +143,16 @@ class Up:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+@contextlib.contextmanager
+def ready_up(env: dict[str, str], cwd: Path, timeout: float = 30.0) -> Iterator[Up]:
+    """A `breakglass up` once it printed its URL; afterwards its output
+    (pytest shows it beside a failure) and nothing of it left running."""
+    running = Up([*command(), "up"], env, cwd)
+    try:
+        wait_for(lambda: any(line.startswith("breakglass is up:") for line in running.out), timeout, "breakglass up")
+        yield running
+    finally:
+        print("---- up ----\n" + running.output()[-8000:])
+        running.kill_leftovers()

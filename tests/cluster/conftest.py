@@ -17,7 +17,7 @@ from eventbus import access
 from tests.cluster.rig import REPLICAS, Cluster, running_cluster
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi.cli import require_claude
-from tests.processes import Service, base_env, runner_env
+from tests.processes import Service, base_env, runner_env, stop_and_show
 from tests.servers import wait_ready
 
 TOKEN = "cluster-token"
@@ -63,10 +63,7 @@ def stack(cluster: Cluster, tmp_path: Path) -> Iterator[ClusterStack]:
             wait_ready(s.base, timeout=30)
             yield s
         finally:
-            runner.stop()
-            gateway.stop()
-            print("---- runner log ----\n" + runner.log()[-5000:])
-            print("---- gateway log ----\n" + gateway.log()[-5000:])
+            stop_and_show({"runner": runner, "gateway": gateway})
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from breakglass.natsd import free_port
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi.cli import require_claude
-from tests.processes import Service, base_env, runner_env as make_runner_env
+from tests.processes import Service, base_env, runner_env as make_runner_env, stop_and_show
 from tests.servers import wait_ready
 
 TOKEN = "e2e-token"
@@ -54,10 +54,7 @@ def stack(nats_url, tmp_path, claude_bin) -> Iterator[Stack]:
         finally:
             for extra in stack.extras:
                 extra.stop()
-            stack.runner.stop()
-            gateway.stop()
-            print("---- runner log ----\n" + stack.runner.log()[-5000:])
-            print("---- gateway log ----\n" + gateway.log()[-3000:])
+            stop_and_show({"runner": stack.runner, "gateway": gateway})
 
 
 @pytest.fixture

@@ -18,22 +18,14 @@ import pytest
 from events import subjects
 from events.codec import decode_command, encode
 from events.commands import AnswerApproval, ApprovalReply
-from eventbus.topology import ensure
 from events.verbs import Verb
-from gateway.app import create_app
 from gateway.settings import Settings
+from tests.gateway.operators import asked, edge_gateway, enrol, operator
 from tests.passkey import UP, SoftPasskey
 from tests.pve_executor.rig import executor, settings_for
 from tests.pve_host.conftest import ssh_host as pve  # noqa: F401 - fixture
 from tests.pve_host.conftest import sshd_server  # noqa: F401 - fixture
 from tests.gateway.test_approvals import ask_approval, hold_turn
-from tests.servers import serve_app, wait_ready
-
-SECRET = "edge-proxy-secret-for-step-up"
-
-
-def as_user(user: str) -> dict[str, str]:
-    return {"X-authentik-username": user, "X-Breakglass-Edge-Secret": SECRET}
 
 
 @pytest.fixture
@@ -43,38 +35,18 @@ def step_up_seconds() -> float:
 
 @pytest.fixture
 async def gateway(nats_url, js, step_up_seconds):  # type: ignore[no-untyped-def]
-    await ensure(js)
-    settings = Settings(nats_url=nats_url, trust_edge_header=True, edge_secret=SECRET, step_up=True,
-                        step_up_seconds=step_up_seconds, verb_wait_seconds=30)
-    with serve_app(create_app(settings)) as base:
-        await asyncio.to_thread(wait_ready, base)
+    async with edge_gateway(nats_url, js, step_up=True, step_up_seconds=step_up_seconds) as base:
         yield base
 
 
 @pytest.fixture
 async def alice(gateway):  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(base_url=gateway, headers=as_user("alice"), timeout=40) as c:
+    async with operator(gateway, "alice") as c:
         yield c
-
-
-async def enrol(client: httpx.AsyncClient) -> SoftPasskey:
-    key = SoftPasskey()
-    options = (await client.post("/api/passkeys/options")).json()
-    assert options["authenticatorSelection"]["userVerification"] == "required"
-    answer = await client.post("/api/passkeys", json={"credential": key.register(options)})
-    assert answer.status_code == 200, answer.text
-    return key
 
 
 async def session(client: httpx.AsyncClient) -> str:
     return (await client.post("/api/session")).json()["session_id"]
-
-
-async def asked(client: httpx.AsyncClient, path: str, body: dict) -> dict:
-    answer = await client.post(path, json=body)
-    assert answer.status_code == 428, answer.text
-    assert answer.json()["detail"].startswith("confirm ")
-    return answer.json()["step_up"]
 
 
 async def test_without_a_passkey_a_mutating_press_is_refused_and_reads_still_run(alice, nats_url, sshd_server, pve):  # noqa: F811
@@ -123,7 +95,7 @@ async def test_an_assertion_made_for_another_request_is_refused(gateway, alice, 
             assert refused.status_code == 403 and why in refused.json()["detail"], refused.text
         refused = await alice.post("/api/pve/stop", json={"session_id": one, "step_up": key.assert_(step["public_key"])})
         assert refused.status_code == 403 and "not for pressing `stop`" in refused.json()["detail"]
-        async with httpx.AsyncClient(base_url=gateway, headers=as_user("bob"), timeout=40) as bob:
+        async with operator(gateway, "bob") as bob:
             stolen = await bob.post("/api/pve/cycle", json={"session_id": one, "step_up": key.assert_(step["public_key"])})
         assert stolen.status_code == 403 and "by alice" in stolen.json()["detail"], stolen.text
         # still good for its own request: a mismatch does not spend it

@@ -14,15 +14,12 @@ from msgspec.structs import replace
 import httpx
 import pytest
 
-from eventbus.topology import ensure
 from events.verbs import Verb
-from gateway.app import create_app
 from gateway.settings import Settings
-from tests.gateway.test_step_up import SECRET, as_user
+from tests.gateway.operators import edge_gateway, operator
 from tests.pve_executor.rig import executor, settings_for
 from tests.pve_host.conftest import ssh_host as pve  # noqa: F401 - fixture
 from tests.pve_host.conftest import sshd_server  # noqa: F401 - fixture
-from tests.servers import serve_app, wait_ready
 
 TWO = frozenset({Verb.CYCLE})
 
@@ -34,16 +31,8 @@ def wait_seconds() -> float:
 
 @pytest.fixture
 async def gateway(nats_url, js, wait_seconds):  # type: ignore[no-untyped-def]
-    await ensure(js)
-    settings = Settings(nats_url=nats_url, trust_edge_header=True, edge_secret=SECRET, two_person=TWO,
-                        two_person_wait_seconds=wait_seconds, verb_wait_seconds=30)
-    with serve_app(create_app(settings)) as base:
-        await asyncio.to_thread(wait_ready, base)
+    async with edge_gateway(nats_url, js, two_person=TWO, two_person_wait_seconds=wait_seconds) as base:
         yield base
-
-
-def client(base: str, user: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base, headers=as_user(user), timeout=40)
 
 
 async def events(c: httpx.AsyncClient, sid: str) -> list[dict]:
@@ -61,7 +50,7 @@ async def until_done(c: httpx.AsyncClient, sid: str, seconds: float = 30) -> dic
 
 
 async def test_a_press_waits_for_a_second_operator_and_runs_once(gateway, nats_url, sshd_server, pve):  # noqa: F811
-    async with client(gateway, "alice") as alice, client(gateway, "bob") as bob, client(gateway, "carol") as carol, \
+    async with operator(gateway, "alice") as alice, operator(gateway, "bob") as bob, operator(gateway, "carol") as carol, \
             executor(settings_for(nats_url, sshd_server, two_person=TWO)):
         no_session = await alice.post("/api/pve/cycle", json={})
         assert no_session.status_code == 400 and "two-person rule" in no_session.json()["detail"]
@@ -97,7 +86,7 @@ async def test_a_press_waits_for_a_second_operator_and_runs_once(gateway, nats_u
 
 
 async def test_the_presser_may_withdraw_and_then_nobody_can_approve(gateway, nats_url, sshd_server, pve):  # noqa: F811
-    async with client(gateway, "alice") as alice, client(gateway, "bob") as bob, \
+    async with operator(gateway, "alice") as alice, operator(gateway, "bob") as bob, \
             executor(settings_for(nats_url, sshd_server, two_person=TWO)):
         sid = (await alice.post("/api/session")).json()["session_id"]
         pending = (await alice.post("/api/pve/cycle", json={"session_id": sid})).json()
@@ -112,7 +101,7 @@ async def test_the_presser_may_withdraw_and_then_nobody_can_approve(gateway, nat
 
 @pytest.mark.parametrize("wait_seconds", [10.0])
 async def test_an_expired_press_is_no_longer_waiting(gateway, nats_url, sshd_server, pve):  # noqa: F811
-    async with client(gateway, "alice") as alice, client(gateway, "bob") as bob:
+    async with operator(gateway, "alice") as alice, operator(gateway, "bob") as bob:
         sid = (await alice.post("/api/session")).json()["session_id"]
         pending = (await alice.post("/api/pve/cycle", json={"session_id": sid})).json()
         await asyncio.sleep(10.2)

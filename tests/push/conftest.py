@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
-from msgspec.structs import replace
+from collections.abc import AsyncIterator
 
 import httpx
 import nats
 import pytest
+from msgspec.structs import replace
 
 from events.kinds import ApprovalRequested
 from eventbus.locks import TurnLocks
 from eventbus.log import EventLog
-from eventbus.topology import Topology
+from eventbus.topology import Topology, ensure
 from events.verbs import Verb
 from gateway.app import create_app
 from tests.gateway.conftest import TOKEN, Gateway, _ensure, gateway_settings  # noqa: F401
@@ -44,6 +47,20 @@ def wait_push_ready(base: str, headers: dict[str, str], timeout: float = 10.0) -
             return r.json()["public_key"]
         time.sleep(0.05)
     raise TimeoutError("the push sender did not start")
+
+
+@contextlib.asynccontextmanager
+async def push_client(settings, nc, headers: dict[str, str] | None = None) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """A client of a gateway of its own (`settings`: what the test turns
+    on), once its streams exist, it is ready and its push sender is up;
+    `headers`: who calls (default: the bearer)."""
+    headers = headers or {"Authorization": f"Bearer {TOKEN}"}
+    with start_gateway(settings) as base:
+        await ensure(nc.jetstream())
+        await asyncio.to_thread(wait_ready, base)
+        await asyncio.to_thread(wait_push_ready, base, headers)
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as c:
+            yield c
 
 
 @pytest.fixture

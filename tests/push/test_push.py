@@ -26,7 +26,7 @@ from gateway.push import vapid
 from tests.gateway.conftest import TOKEN
 from tests.servers import wait_ready
 
-from .conftest import ask_approval, hold_turn, push_settings, start_gateway, wait_push_ready
+from .conftest import ask_approval, hold_turn, push_client, push_settings, start_gateway, wait_push_ready
 
 GRANT = "X-Breakglass-Push-Grant"
 
@@ -132,19 +132,14 @@ async def test_a_second_notification_is_told_who_decided_first(push, client, ses
 
 async def test_a_grant_is_refused_after_the_approval_timeout(push, nats_url, gateway_settings, tmp_path, nc):
     settings = push_settings(gateway_settings, tmp_path / "gw", approval_timeout_seconds=1.0)
-    with start_gateway(settings) as base:
-        await ensure(nc.jetstream())
-        await asyncio.to_thread(wait_ready, base)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        await asyncio.to_thread(wait_push_ready, base, headers)
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as c:
-            sid = (await c.post("/api/session")).json()["session_id"]
-            turn_id = await hold_turn(nc, sid)
-            await subscribe(c, push.browser())
-            await ask_approval(nc, sid, turn_id=turn_id)
-            [got] = await asyncio.to_thread(push.wait, 1, kind="approval")
-            await asyncio.sleep(max(0.0, got.payload["expires_at"] - time.time()) + 0.1)
-            late = await c.post("/api/push/decision", json={"approve": True}, headers={GRANT: got.payload["grant"]})
+    async with push_client(settings, nc) as c:
+        sid = (await c.post("/api/session")).json()["session_id"]
+        turn_id = await hold_turn(nc, sid)
+        await subscribe(c, push.browser())
+        await ask_approval(nc, sid, turn_id=turn_id)
+        [got] = await asyncio.to_thread(push.wait, 1, kind="approval")
+        await asyncio.sleep(max(0.0, got.payload["expires_at"] - time.time()) + 0.1)
+        late = await c.post("/api/push/decision", json={"approve": True}, headers={GRANT: got.payload["grant"]})
     assert late.status_code == 410 and "time is over" in late.json()["detail"]
 
 
@@ -170,23 +165,18 @@ async def test_turn_end_and_a_mutating_verbs_result_push(push, client, session, 
 
 async def test_a_silent_turn_and_a_lost_runner_push_once(push, nats_url, gateway_settings, tmp_path, nc):
     settings = push_settings(gateway_settings, tmp_path / "gw", silence_warning_seconds=60.0)
-    with start_gateway(settings) as base:
-        await ensure(nc.jetstream())
-        await asyncio.to_thread(wait_ready, base)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        await asyncio.to_thread(wait_push_ready, base, headers)
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as c:
-            sid = (await c.post("/api/session")).json()["session_id"]
-            turn_id = str(uuid.uuid4())
-            await subscribe(c, push.browser())
-            for since in (30.0, 61.0, 66.0):  # the runner's heartbeats, then none
-                beat = TurnStatus(session_id=sid, turn_id=turn_id, by="agent-runner", elapsed_seconds=since,
-                                  since_output_seconds=since, lease_seconds=1.0)
-                await nc.publish(subjects.live(sid), encode(beat))
-            await nc.flush()
-            [silent] = await asyncio.to_thread(push.wait, 1, kind="silent")
-            [lost] = await asyncio.to_thread(push.wait, 1, kind="lost")
-            await asyncio.sleep(1.5)
+    async with push_client(settings, nc) as c:
+        sid = (await c.post("/api/session")).json()["session_id"]
+        turn_id = str(uuid.uuid4())
+        await subscribe(c, push.browser())
+        for since in (30.0, 61.0, 66.0):  # the runner's heartbeats, then none
+            beat = TurnStatus(session_id=sid, turn_id=turn_id, by="agent-runner", elapsed_seconds=since,
+                              since_output_seconds=since, lease_seconds=1.0)
+            await nc.publish(subjects.live(sid), encode(beat))
+        await nc.flush()
+        [silent] = await asyncio.to_thread(push.wait, 1, kind="silent")
+        [lost] = await asyncio.to_thread(push.wait, 1, kind="lost")
+        await asyncio.sleep(1.5)
     assert silent.payload["id"] == turn_id == lost.payload["id"] and silent.payload["session_id"] == sid
     assert len([r for r in push.received if r.payload["kind"] in ("silent", "lost")]) == 2
 
@@ -307,26 +297,22 @@ async def test_the_decision_is_the_subscribers_and_only_for_the_grants_own_appro
     secret = "edge-secret-0123456789"
     settings = push_settings(gateway_settings, tmp_path / "gw", trust_edge_header=True, edge_secret=secret)
     alice = {settings.edge_secret_header: secret, settings.edge_user_header: "alice"}
-    with start_gateway(settings) as base:
-        await ensure(nc.jetstream())
-        await asyncio.to_thread(wait_ready, base)
-        await asyncio.to_thread(wait_push_ready, base, alice)
-        async with httpx.AsyncClient(base_url=base, headers=alice, timeout=15) as c:
-            sid = (await c.post("/api/session")).json()["session_id"]
-            other_sid = (await c.post("/api/session")).json()["session_id"]
-            turn_id = await hold_turn(nc, sid)
-            await hold_turn(nc, other_sid)
-            runner = Runner()
-            await nc.subscribe(subjects.approval(sid), cb=runner.on)
-            await nc.subscribe(subjects.approval(other_sid), cb=runner.on)
-            assert (await subscribe(c, push.browser())).status_code == 201
-            target, _ = await ask_approval(nc, sid, turn_id=turn_id)
-            other, _ = await ask_approval(nc, other_sid)
-            grant = next(r.payload["grant"] for r in await asyncio.to_thread(push.wait, 2, kind="approval")
-                         if r.payload["id"] == target)
-            answer = await httpx.AsyncClient(base_url=base, timeout=15).post(
-                "/api/push/decision", headers={GRANT: grant},
-                json={"approve": False, "approval_id": other, "session_id": other_sid, "by": "mallory"})
+    async with push_client(settings, nc, alice) as c:
+        sid = (await c.post("/api/session")).json()["session_id"]
+        other_sid = (await c.post("/api/session")).json()["session_id"]
+        turn_id = await hold_turn(nc, sid)
+        await hold_turn(nc, other_sid)
+        runner = Runner()
+        await nc.subscribe(subjects.approval(sid), cb=runner.on)
+        await nc.subscribe(subjects.approval(other_sid), cb=runner.on)
+        assert (await subscribe(c, push.browser())).status_code == 201
+        target, _ = await ask_approval(nc, sid, turn_id=turn_id)
+        other, _ = await ask_approval(nc, other_sid)
+        grant = next(r.payload["grant"] for r in await asyncio.to_thread(push.wait, 2, kind="approval")
+                     if r.payload["id"] == target)
+        answer = await httpx.AsyncClient(base_url=c.base_url, timeout=15).post(
+            "/api/push/decision", headers={GRANT: grant},
+            json={"approve": False, "approval_id": other, "session_id": other_sid, "by": "mallory"})
     assert answer.status_code == 200 and answer.json()["by"] == "alice", answer.text
     assert [(a.session_id, a.approval_id, a.approved, a.by) for a in runner.answers] == [(sid, target, False, "alice")]
     events = [msgspec.json.decode(r.data) for r in await EventLog(nc.jetstream()).read(sid)]
@@ -343,21 +329,16 @@ async def test_with_step_up_a_push_carries_no_grant_and_no_grant_decides(push, n
     from gateway.push import grants
 
     settings = replace(push_settings(gateway_settings, tmp_path / "gw"), step_up=True)
-    with start_gateway(settings) as base:
-        await ensure(nc.jetstream())
-        await asyncio.to_thread(wait_ready, base)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        await asyncio.to_thread(wait_push_ready, base, headers)
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=15) as c:
-            sid = (await c.post("/api/session")).json()["session_id"]
-            turn_id = await hold_turn(nc, sid)
-            await subscribe(c, push.browser())
-            approval_id, request_id = await ask_approval(nc, sid, turn_id=turn_id)
-            [got] = await asyncio.to_thread(push.wait, 1, kind="approval")
-            kv = await nc.jetstream().key_value(Topology().kv_bucket)
-            minted = await grants.issue(kv, identity="operator", session_id=sid, approval_id=approval_id,
-                                        request_id=request_id, verb="cycle", expires_at=time.time() + 60)
-            refused = await c.post("/api/push/decision", headers={GRANT: minted}, json={"approve": True})
+    async with push_client(settings, nc) as c:
+        sid = (await c.post("/api/session")).json()["session_id"]
+        turn_id = await hold_turn(nc, sid)
+        await subscribe(c, push.browser())
+        approval_id, request_id = await ask_approval(nc, sid, turn_id=turn_id)
+        [got] = await asyncio.to_thread(push.wait, 1, kind="approval")
+        kv = await nc.jetstream().key_value(Topology().kv_bucket)
+        minted = await grants.issue(kv, identity="operator", session_id=sid, approval_id=approval_id,
+                                    request_id=request_id, verb="cycle", expires_at=time.time() + 60)
+        refused = await c.post("/api/push/decision", headers={GRANT: minted}, json={"approve": True})
     assert "grant" not in got.payload and got.payload["expires_at"] > time.time()
     assert refused.status_code == 403 and "passkey" in refused.json()["detail"]
 

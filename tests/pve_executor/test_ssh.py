@@ -56,11 +56,17 @@ async def test_a_host_missing_from_known_hosts_is_not_trusted_either(nats_url, n
     assert pve.calls() == []
 
 
-async def test_an_unreadable_known_hosts_file_refuses(nats_url, nc, js, topology, sshd_server, pve):
-    async with executor(settings_for(nats_url, sshd_server, pve_known_hosts="/nonexistent/known_hosts")):
+@pytest.mark.parametrize("setting, path, message", [
+    ("pve_known_hosts", "/nonexistent/known_hosts", "BREAKGLASS_PVE_KNOWN_HOSTS=/nonexistent/known_hosts cannot be read"),
+    ("pve_key_file", "/nonexistent/key", "BREAKGLASS_PVE_KEY_FILE=/nonexistent/key cannot be used"),
+])
+async def test_a_file_setting_that_cannot_be_used_is_a_configuration_error(
+    nats_url, nc, js, topology, sshd_server, pve, setting, path, message,
+):
+    async with executor(settings_for(nats_url, sshd_server, **{setting: path})):
         answer = await request(nc, js, Verb.STATUS)
     assert (answer.result.exit_code, answer.result.rejected) == (78, True)
-    assert answer.result.stderr.startswith("BREAKGLASS_PVE_KNOWN_HOSTS=/nonexistent/known_hosts cannot be read")
+    assert answer.result.stderr.startswith(message)
     assert pve.calls() == []
 
 
@@ -72,13 +78,6 @@ async def test_a_key_the_host_does_not_know_is_refused_clearly(nats_url, nc, js,
     assert (answer.result.exit_code, answer.result.rejected) == (255, True)
     assert "refused the key" in answer.result.stderr
     assert pve.calls() == []
-
-
-async def test_a_missing_key_file_is_a_configuration_error(nats_url, nc, js, topology, sshd_server, pve):
-    async with executor(settings_for(nats_url, sshd_server, pve_key_file="/nonexistent/key")):
-        answer = await request(nc, js, Verb.STATUS)
-    assert (answer.result.exit_code, answer.result.rejected) == (78, True)
-    assert answer.result.stderr.startswith("BREAKGLASS_PVE_KEY_FILE=/nonexistent/key cannot be used")
 
 
 async def test_the_key_can_come_from_an_ssh_agent(nats_url, nc, js, topology, sshd_server, pve, tmp_path):
@@ -147,15 +146,24 @@ def any_key():  # type: ignore[no-untyped-def]
 ECHO = 'printf "%s" "$SSH_ORIGINAL_COMMAND"\n'
 
 
-@pytest.mark.parametrize("verb", list(Verb))
-async def test_the_command_sent_is_exactly_the_bare_verb(nats_url, nc, js, topology, sshd_server, verb):
+async def on_host_script(  # type: ignore[no-untyped-def]
+    nats_url, nc, js, sshd_server, name: str, body: str, verb: Verb, *, exec_: bool = False, **settings,
+):
+    """`verb`'s answer from an executor whose host runs the script `body`
+    in place of the forced command (put back afterwards). `exec_`: the
+    script is the session process itself, so sshd reports its signal."""
     with script_dir() as d:
-        sshd_server.set_forced_command(str(write_script(d, "echo", ECHO)))
+        sshd_server.set_forced_command(("exec " if exec_ else "") + str(write_script(d, name, body)))
         try:
-            async with executor(settings_for(nats_url, sshd_server)):
-                answer = await request(nc, js, verb)
+            async with executor(settings_for(nats_url, sshd_server, **settings)):
+                return await request(nc, js, verb)
         finally:
             sshd_server.set_forced_command("/bin/false")
+
+
+@pytest.mark.parametrize("verb", list(Verb))
+async def test_the_command_sent_is_exactly_the_bare_verb(nats_url, nc, js, topology, sshd_server, verb):
+    answer = await on_host_script(nats_url, nc, js, sshd_server, "echo", ECHO, verb)
     assert (answer.result.exit_code, answer.result.stdout, answer.result.stderr) == (0, verb.value, "")
 
 
@@ -163,13 +171,7 @@ async def test_huge_output_is_capped_and_marked(nats_url, nc, js, topology, sshd
     body = ("head -c 3000000 /dev/zero | tr '\\000' 'x'\n"
             "head -c 500000 /dev/zero | tr '\\000' 'y' >&2\n"
             "exit 0\n")
-    with script_dir() as d:
-        sshd_server.set_forced_command(str(write_script(d, "huge", body)))
-        try:
-            async with executor(settings_for(nats_url, sshd_server, output_cap_bytes=65536)):
-                answer = await request(nc, js, Verb.FORENSICS)
-        finally:
-            sshd_server.set_forced_command("/bin/false")
+    answer = await on_host_script(nats_url, nc, js, sshd_server, "huge", body, Verb.FORENSICS, output_cap_bytes=65536)
     r = answer.result
     assert r.exit_code == 0  # the host finished: it was drained, never blocked
     assert r.stdout == "x" * 65536 + truncation_mark(3_000_000 - 65536)
@@ -184,13 +186,7 @@ async def test_binary_and_non_utf8_output_is_decoded_with_replacements(nats_url,
             "printf '\\200\\201 bad\\n' >&2\n"
             "head -c 300000 /dev/urandom\n"
             "exit 3\n")
-    with script_dir() as d:
-        sshd_server.set_forced_command(str(write_script(d, "binary", body)))
-        try:
-            async with executor(settings_for(nats_url, sshd_server, output_cap_bytes=4096)):
-                answer = await request(nc, js, Verb.STATUS)
-        finally:
-            sshd_server.set_forced_command("/bin/false")
+    answer = await on_host_script(nats_url, nc, js, sshd_server, "binary", body, Verb.STATUS, output_cap_bytes=4096)
     r = answer.result
     assert (r.exit_code, r.rejected) == (3, False)
     assert r.stdout.startswith("ok \ufffd\ufffd café \x00nul \x1b[31mred\n")
@@ -201,14 +197,8 @@ async def test_binary_and_non_utf8_output_is_decoded_with_replacements(nats_url,
 
 
 async def test_a_command_killed_by_a_signal_is_not_success(nats_url, nc, js, topology, sshd_server):
-    with script_dir() as d:
-        # `exec`: the script itself is the session process, so sshd reports the signal
-        sshd_server.set_forced_command("exec " + str(write_script(d, "killed", "echo partial\nkill -KILL $$\n")))
-        try:
-            async with executor(settings_for(nats_url, sshd_server)):
-                answer = await request(nc, js, Verb.STATUS)
-        finally:
-            sshd_server.set_forced_command("/bin/false")
+    answer = await on_host_script(nats_url, nc, js, sshd_server, "killed", "echo partial\nkill -KILL $$\n", Verb.STATUS,
+                                  exec_=True)
     r = answer.result
     assert r.exit_code != 0 and r.rejected is False
     assert r.stdout == "partial\n"

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from breakglass.natsd import free_port
 from tests import sshd
 from tests.fakeapi import FakeAnthropic
 from tests.fakeapi.cli import require_claude
-from tests.processes import REPO, Service, base_env, runner_env as make_runner_env
+from tests.processes import REPO, Service, base_env, runner_env as make_runner_env, stop_and_show
 from tests.pve_host.host import PveHost, make_host
 from tests.servers import wait_ready
 
@@ -148,12 +149,7 @@ def stack(nats_url, tmp_path, sshd_server, pve, stack_env, gateway_extra_env, vm
         finally:
             for extra in stack.extras:
                 extra.stop()
-            stack.runner.stop()
-            stack.executor.stop()
-            stack.gateway.stop()
-            print("---- runner log ----\n" + stack.runner.log()[-4000:])
-            print("---- pve-executor log ----\n" + stack.executor.log()[-2000:])
-            print("---- gateway log ----\n" + stack.gateway.log()[-3000:])
+            stop_and_show({"runner": stack.runner, "pve-executor": stack.executor, "gateway": stack.gateway})
 
 
 # ------------------------------------------------------------------ the browser
@@ -220,6 +216,23 @@ def pytest_runtest_makereport(item, call):
 
 
 # ------------------------------------------------------------------ helpers
+
+#: The connection pill once the page's stream is live.
+LIVE = "[data-state=live]"
+
+
+def open_app(page, path: str = "/"):  # type: ignore[no-untyped-def]
+    """The app at `path` once its stream is live: a press before that
+    would race the first replay."""
+    page.goto(path)
+    expect(page.locator(LIVE)).to_be_visible()
+    return page
+
+
+def send(page, prompt: str) -> None:  # type: ignore[no-untyped-def]
+    """A prompt as the operator sends one: typed, then Send pressed."""
+    page.get_by_label("Message to the agent").fill(prompt)
+    page.get_by_role("button", name="Send").click()
 
 
 def shot(page, name: str) -> Path:

@@ -16,9 +16,8 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.fakeapi import text
+from tests.pwa.conftest import LIVE
 from tests.pwa.stall import StallingProxy
-
-LIVE = "[data-state=live]"
 
 
 def lines_of(page) -> list[str]:

@@ -1,5 +1,6 @@
 """The chat in a real browser: prompt -> streamed answer, reload mid-turn,
-Stop, a session that vanished. Screenshots in test-artifacts/pwa/."""
+a busy session, a session that vanished (Stop: test_walkthrough.py, 1).
+Screenshots in test-artifacts/pwa/."""
 
 from __future__ import annotations
 
@@ -9,21 +10,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.fakeapi import bash, hang, text
-from tests.pwa.conftest import axe, shot
-
-LIVE = "[data-state=live]"
-
-
-def open_app(page):
-    page.goto("/")
-    expect(page.locator(LIVE)).to_be_visible()
-    return page
-
-
-def send(page, prompt: str) -> None:
-    page.get_by_label("Message to the agent").fill(prompt)
-    page.get_by_role("button", name="Send").click()
-
+from tests.pwa.conftest import LIVE, axe, open_app, send, shot
 
 def test_first_load_is_calm_and_accessible(stack, page):
     open_app(page)
@@ -116,19 +103,6 @@ def test_reload_mid_turn_keeps_the_transcript_without_duplicates(stack, page):
     expect(turn.locator(".foot")).to_contain_text("Done")
     assert lines_of(page) == after
     shot(page, "05-after-reload-done")
-
-
-def test_stop_ends_the_turn(stack, page):
-    stack.api.script(hang(interval=0.1, seconds=60))
-    open_app(page)
-    send(page, "slow please")
-    turn = page.locator("article.turn")
-    expect(turn.locator(".prose.live")).to_contain_text("tick", timeout=30_000)
-    page.get_by_role("button", name="Stop").click()
-    expect(turn).to_contain_text("Stopped by operator", timeout=15_000)
-    expect(turn.locator(".foot")).to_contain_text("Cancelled")
-    expect(page.get_by_role("button", name="Send")).to_be_visible()
-    shot(page, "06-stopped")
 
 
 def test_a_busy_session_says_so(stack, page):

@@ -16,21 +16,9 @@ import time
 from playwright.sync_api import expect
 
 from tests.fakeapi import bash, text, tool_use
-from tests.pwa.conftest import axe, shot
+from tests.pwa.conftest import LIVE, axe, open_app, send, shot
 
-LIVE = "[data-state=live]"
 TOOL = "mcp__breakglass__pve"
-
-
-def open_app(page, path: str = "/"):
-    page.goto(path)
-    expect(page.locator(LIVE)).to_be_visible()
-    return page
-
-
-def send(page, prompt: str) -> None:
-    page.get_by_label("Message to the agent").fill(prompt)
-    page.get_by_role("button", name="Send").click()
 
 
 def seconds_in(label: str) -> int:

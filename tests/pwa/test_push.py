@@ -24,6 +24,7 @@ import time
 import httpx
 import pytest
 
+from tests.cli.proc import wait_for
 from tests.fakeapi import text, tool_use
 from tests.pve_executor.test_verbs import EXPECTED_CALLS
 from events.verbs import Verb
@@ -36,16 +37,6 @@ pytestmark = pytest.mark.usefixtures("stack")
 
 def events_of(stack, sid: str) -> list[dict]:
     return httpx.get(f"{stack.base}/api/session/{sid}/events", headers=stack.headers, timeout=10).json()["events"]
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_approve_on_the_notification_runs_the_verb_once_and_a_replay_is_refused(stack, context_factory):

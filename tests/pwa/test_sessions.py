@@ -8,17 +8,7 @@ import re
 from playwright.sync_api import expect
 
 from tests.fakeapi import text
-from tests.pwa.conftest import axe, shot
-
-
-def open_app(page):
-    page.goto("/")
-    expect(page.locator("[data-state=live]")).to_be_visible()
-
-
-def send(page, prompt: str) -> None:
-    page.get_by_label("Message to the agent").fill(prompt)
-    page.get_by_role("button", name="Send").click()
+from tests.pwa.conftest import axe, open_app, send, shot
 
 
 def test_new_session_history_and_read_only_replay(stack, page):

@@ -8,14 +8,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fakeapi import text, tool_use
-from tests.pwa.conftest import axe, shot
+from tests.pwa.conftest import axe, open_app, shot
 
 TOOL = "mcp__breakglass__pve"
-
-
-def open_app(page):
-    page.goto("/")
-    expect(page.locator("[data-state=live]")).to_be_visible()
 
 
 def test_power_sheet_status_at_a_glance_and_a_confirm_gated_cycle(stack, page):

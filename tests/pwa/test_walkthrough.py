@@ -14,21 +14,7 @@ import httpx
 from playwright.sync_api import expect
 
 from tests.fakeapi import bash, hang, text
-from tests.pwa.conftest import axe, shot
-
-LIVE = "[data-state=live]"
-
-
-def open_app(page, path: str = "/"):
-    page.goto(path)
-    expect(page.locator(LIVE)).to_be_visible()
-    return page
-
-
-def send(page, prompt: str) -> None:
-    page.get_by_label("Message to the agent").fill(prompt)
-    page.get_by_role("button", name="Send").click()
-
+from tests.pwa.conftest import LIVE, axe, open_app, send, shot
 
 def session_of(page) -> str:
     return page.evaluate("() => localStorage.getItem('breakglass.session_id')")
@@ -51,6 +37,7 @@ def test_1_stop_reads_as_cancelled_calmly_live_and_after_reload(stack, page):
     expect(turn.locator(".prose.live")).to_contain_text("tick", timeout=30_000)
     page.get_by_role("button", name="Stop").click()
     expect(turn.locator(".foot")).to_contain_text("Cancelled", timeout=15_000)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()  # the composer is back for the next prompt
     for _ in range(2):
         expect(turn).to_contain_text("Stopped by operator")
         expect(turn.locator(".alert")).to_have_count(0)  # nothing red: no "reported an error"

@@ -34,13 +34,19 @@ class Secured:
         return f"nats://{self.host}:{self.port}"
 
 
-def start_secured(tmp: Path) -> Secured:
+def start_bare(tmp: Path) -> Secured:
+    """The server with the permission matrix and no topology yet (what
+    `breakglass setup` finds)."""
     passwords = {role: secrets.token_urlsafe(24) for role in access.ROLES}
     config = tmp / "auth.conf"
     config.write_text(access.render(passwords))
     server = natsd.start(tmp / "nats", config_file=config, log_file=tmp / "nats.log")
     host, port = server.url.rsplit("//", 1)[1].rsplit(":", 1)
-    secured = Secured(server, passwords, host, int(port))
+    return Secured(server, passwords, host, int(port))
+
+
+def start_secured(tmp: Path) -> Secured:
+    secured = start_bare(tmp)
 
     async def set_up() -> None:
         nc = await nats.connect(secured.url(access.ADMIN), inbox_prefix=access.inbox_prefix(access.ADMIN))
@@ -52,7 +58,7 @@ def start_secured(tmp: Path) -> Secured:
     try:
         asyncio.run(set_up())
     except BaseException:
-        server.stop()
+        secured.server.stop()
         raise
     return secured
 

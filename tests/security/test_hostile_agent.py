@@ -29,7 +29,7 @@ import pytest
 
 from breakglass import natsauth
 from breakglass.natsd import free_port
-from tests.cli.proc import Up, child_running, clean_env, command, environ_of, wait_for
+from tests.cli.proc import Up, child_running, clean_env, environ_of, ready_up
 from tests.fakeapi import FakeAnthropic, text, tool_use
 from tests.fakeapi.cli import require_claude
 from tests.pve_host.conftest import ssh_host as pve  # noqa: F401 - fixture
@@ -155,13 +155,8 @@ def up(tmp_path: Path, api: FakeAnthropic, sshd_server, pve, edge: bool) -> Iter
         secret.chmod(0o600)
         env.update(BREAKGLASS_TRUST_EDGE_HEADER="1", BREAKGLASS_EDGE_SECRET_FILE=str(secret))
     env.pop("BREAKGLASS_ALLOW_UNSANDBOXED_AGENT", None)
-    running = Up([*command(), "up"], env, REPO)
-    try:
-        wait_for(lambda: any(line.startswith("breakglass is up:") for line in running.out), 30, "breakglass up")
+    with ready_up(env, REPO) as running:
         yield running
-    finally:
-        print("---- up ----\n" + running.output()[-8000:])
-        running.kill_leftovers()
 
 
 def _until(kind: str, count: int = 1):  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ from eventbus import access
 from eventbus.bus import redact
 from eventbus.topology import Topology, check
 
-from tests.security.nats_rig import Secured, secured  # noqa: F401 - fixture
+from tests.security.nats_rig import Secured, secured, start_bare  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,24 +137,21 @@ def _setup(url: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_setup_as_admin_sets_up_the_topology_and_a_service_cannot(tmp_path: Path) -> None:
-    passwords = {role: secrets.token_urlsafe(24) for role in access.ROLES}
-    config = tmp_path / "auth.conf"
-    config.write_text(access.render(passwords))
-    server = natsd.start(tmp_path / "store", config_file=config, log_file=tmp_path / "nats.log")
-    host, port = server.url.rsplit("//", 1)[1].rsplit(":", 1)
+    bare = start_bare(tmp_path)
+    passwords = bare.passwords
     try:
-        refused = _setup(natsauth.url(access.GATEWAY, passwords[access.GATEWAY], host, int(port)))
+        refused = _setup(bare.url(access.GATEWAY))
         assert refused.returncode == 1, refused
         [line] = refused.stderr.splitlines()
         assert "stream BREAKGLASS_EVENTS is missing" in line and "admin" in line
         assert passwords[access.GATEWAY] not in refused.stderr + refused.stdout
 
-        done = _setup(natsauth.url(access.ADMIN, passwords[access.ADMIN], host, int(port)))
+        done = _setup(bare.url(access.ADMIN))
         assert done.returncode == 0, done.stderr
         assert "admin:***@" in done.stdout and passwords[access.ADMIN] not in done.stdout
 
         async def checked() -> str | None:
-            nc = await nats.connect(natsauth.url(access.GATEWAY, passwords[access.GATEWAY], host, int(port)),
+            nc = await nats.connect(bare.url(access.GATEWAY),
                                     inbox_prefix=access.inbox_prefix(access.GATEWAY))
             try:
                 return await check(nc.jetstream())
@@ -163,7 +160,7 @@ def test_setup_as_admin_sets_up_the_topology_and_a_service_cannot(tmp_path: Path
 
         assert asyncio.run(checked()) is None
     finally:
-        server.stop()
+        bare.server.stop()
 
 
 async def test_a_service_passes_its_start_up_check_without_writing(secured: Secured) -> None:  # noqa: F811

@@ -15,41 +15,31 @@ Real gateway, real WebAuthn verification, the soft passkey of tests/passkey.py.
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
 import pytest
 from webauthn.helpers import bytes_to_base64url
 
-from eventbus.topology import ensure
 from events.verbs import MUTATING, Verb
-from gateway.app import create_app
-from gateway.settings import Settings
-from tests.gateway.test_step_up import SECRET, as_user, asked, enrol
+from tests.gateway.operators import asked, edge_gateway, enrol, operator
 from tests.passkey import SoftPasskey
 from tests.pve_executor.test_many_vms import TWO
-from tests.servers import serve_app, wait_ready
 
 
 @pytest.fixture
 async def gateway(nats_url, js):  # type: ignore[no-untyped-def]
-    await ensure(js)
-    settings = Settings(nats_url=nats_url, trust_edge_header=True, edge_secret=SECRET, step_up=True,
-                        step_up_seconds=60, verb_wait_seconds=5, vms=TWO, two_person=frozenset({Verb.CYCLE}))
-    with serve_app(create_app(settings)) as base:
-        await asyncio.to_thread(wait_ready, base)
+    async with edge_gateway(nats_url, js, step_up=True, step_up_seconds=60, verb_wait_seconds=5, vms=TWO,
+                            two_person=frozenset({Verb.CYCLE})) as base:
         yield base
 
 
 @pytest.fixture
 async def alice(gateway):  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(base_url=gateway, headers=as_user("alice"), timeout=40) as c:
+    async with operator(gateway, "alice") as c:
         yield c
 
 
 @pytest.fixture
 async def bob(gateway):  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(base_url=gateway, headers=as_user("bob"), timeout=40) as c:
+    async with operator(gateway, "bob") as c:
         yield c
 
 

@@ -18,19 +18,19 @@ front of the shipped forced command over a fake `qm`.
 from __future__ import annotations
 
 from msgspec.structs import replace
-from datetime import timedelta
 
 import pytest
 from msgspec.structs import replace as again
 
 from eventbus import access
+
 from events import subjects
 from events.codec import encode
-from events.commands import ApprovalGrant, RunVerb, SessionRecord
-from eventbus.topology import Topology, grant_key, session_key
+from events.commands import RunVerb, SessionRecord
+from eventbus.topology import Topology, session_key
 from events.types import new_id, utcnow
 from events.verbs import Verb
-from tests.gateway.test_two_person import client as as_client
+from tests.gateway.operators import operator
 from tests.gateway.test_two_person import gateway, wait_seconds  # noqa: F401 - fixtures
 from tests.pve_executor.rig import executor
 from tests.pve_executor.test_many_vms import settings as two_vm_settings
@@ -44,16 +44,16 @@ T = Topology()
 
 
 async def test_the_presser_cannot_approve_under_another_spelling_nor_as_the_agent(gateway):  # noqa: F811
-    async with as_client(gateway, "alice") as alice:
+    async with operator(gateway, "alice") as alice:
         sid = (await alice.post("/api/session")).json()["session_id"]
         pressed = await alice.post("/api/pve/cycle", json={"session_id": sid})
         assert pressed.status_code == 202, pressed.text
         approval = f"/api/session/{sid}/approval/{pressed.json()['approval_id']}"
         answers = {}
         for name in ("Alice", "ALICE", "alice", "agent", "Agent", "AGENT"):
-            async with as_client(gateway, name) as c:
+            async with operator(gateway, name) as c:
                 answers[name] = await c.post(approval, json={"approve": True})
-        async with as_client(gateway, "bob") as bob:
+        async with operator(gateway, "bob") as bob:
             taken = await bob.post(approval, json={"approve": True})
     assert {n: r.status_code for n, r in answers.items()} == {n: 403 for n in answers}, \
         {n: r.text for n, r in answers.items()}
@@ -103,11 +103,7 @@ async def test_an_agents_grant_resent_for_another_vm_is_not_burnt(secured: Secur
     session_id = await bound_session(secured, "web")
     command = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=Verb.RESET, session_id=session_id,
                       approval_id=new_id(), vmid=102)
-    grant = ApprovalGrant(approval_id=command.approval_id, session_id=session_id, request_id=command.request_id,
-                          verb=Verb.RESET, approved_by="alice", requested_by="agent",
-                          expires_at=utcnow() + timedelta(minutes=5))
-    async with connect(secured, access.GATEWAY) as gw:
-        await (await gw.jetstream().key_value(T.kv_bucket)).put(grant_key(command.approval_id), encode(grant))
+    await put_grant(secured, command, "alice", "agent")
     async with executor(two_vm_settings(secured.url(access.PVE_EXECUTOR), sshd_server)):
         async with connect(secured, access.AGENT_RUNNER) as runner:
             wrong = await ask(runner, subjects.AGENT_VERB, again(command, vmid=103))

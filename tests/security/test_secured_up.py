@@ -21,7 +21,7 @@ import pytest
 from breakglass import natsauth
 from breakglass.natsd import free_port
 from eventbus import access
-from tests.cli.proc import Up, child_running, clean_env, command, environ_of, wait_for
+from tests.cli.proc import Up, child_running, clean_env, environ_of, ready_up
 from tests.fakeapi import FakeAnthropic, text, tool_use
 from tests.fakeapi.cli import require_claude
 from tests.pve_host.conftest import ssh_host as pve  # noqa: F401 - fixture
@@ -65,13 +65,8 @@ def up(tmp_path: Path, api: FakeAnthropic, sshd_server, pve) -> Iterator[Up]:  #
         BREAKGLASS_PVE_USER=sshd_server.user, BREAKGLASS_PVE_KEY_FILE=str(sshd_server.client_key),
         BREAKGLASS_PVE_KNOWN_HOSTS=str(sshd_server.known_hosts_file), BREAKGLASS_PVE_VMID=VMID,
     )
-    running = Up([*command(), "up"], env, REPO)
-    try:
-        wait_for(lambda: any(line.startswith("breakglass is up:") for line in running.out), 30, "breakglass up")
+    with ready_up(env, REPO) as running:
         yield running
-    finally:
-        print("---- up ----\n" + running.output()[-8000:])
-        running.kill_leftovers()
 
 
 def _frames_until(kind: str):  # type: ignore[no-untyped-def]

@@ -98,12 +98,21 @@ async def test_the_runner_cannot_publish_an_operator_verb(secured: Secured, runn
     assert running.calls() == []
 
 
-async def test_a_forged_approval_is_refused(secured: Secured, running) -> None:  # noqa: F811
+def approved(
+    verb: Verb, approved_by: str, expires_in: timedelta = timedelta(minutes=5),
+) -> tuple[RunVerb, ApprovalGrant]:
+    """An agent's verb carrying an approval, and the grant the gateway
+    would mint for it; the session and approval ids are fresh."""
     session, approval = new_id(), new_id()
-    command = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=Verb.RESET, session_id=session,
+    command = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=verb, session_id=session,
                       approval_id=approval)
-    grant = ApprovalGrant(approval_id=approval, session_id=session, request_id=command.request_id,
-                          verb=Verb.RESET, approved_by="operator", expires_at=utcnow() + timedelta(minutes=5))
+    return command, ApprovalGrant(approval_id=approval, session_id=session, request_id=command.request_id,
+                                  verb=verb, approved_by=approved_by, expires_at=utcnow() + expires_in)
+
+
+async def test_a_forged_approval_is_refused(secured: Secured, running) -> None:  # noqa: F811
+    command, grant = approved(Verb.RESET, "operator")
+    approval = grant.approval_id
     async with connect(secured, access.AGENT_RUNNER) as nc:
         kv = await nc.jetstream(timeout=0.5).key_value(T.kv_bucket)
         with pytest.raises((nats.errors.TimeoutError, asyncio.TimeoutError)):
@@ -114,11 +123,8 @@ async def test_a_forged_approval_is_refused(secured: Secured, running) -> None: 
 
 
 async def test_a_grant_runs_one_verb_once_and_only_its_own(secured: Secured, running) -> None:  # noqa: F811
-    session, approval = new_id(), new_id()
-    approved = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=Verb.STOP, session_id=session,
-                       approval_id=approval)
-    grant = ApprovalGrant(approval_id=approval, session_id=session, request_id=approved.request_id,
-                          verb=Verb.STOP, approved_by="alice", expires_at=utcnow() + timedelta(minutes=5))
+    stop, grant = approved(Verb.STOP, "alice")
+    session, approval = grant.session_id, grant.approval_id
     async with connect(secured, access.GATEWAY) as gw:  # the session, and the operator's Approve
         kv = await gw.jetstream().key_value(T.kv_bucket)
         await kv.put(session_key(session), encode(SessionRecord(session_id=session, created_by="alice",
@@ -126,26 +132,23 @@ async def test_a_grant_runs_one_verb_once_and_only_its_own(secured: Secured, run
         await kv.put(grant_key(approval), encode(grant))
     async with connect(secured, access.AGENT_RUNNER) as nc:
         # another verb, or another request, under the same grant
-        other_verb = RunVerb(by="agent", origin="agent", request_id=approved.request_id, verb=Verb.CYCLE,
+        other_verb = RunVerb(by="agent", origin="agent", request_id=stop.request_id, verb=Verb.CYCLE,
                              session_id=session, approval_id=approval)
         result = await ask(nc, subjects.AGENT_VERB, other_verb)
         assert result.rejected and "was given for `stop`" in result.stderr, result
         assert running.calls() == []
-        first = await ask(nc, subjects.AGENT_VERB, approved)
+        first = await ask(nc, subjects.AGENT_VERB, stop)
         assert not first.rejected and first.exit_code == 0, first
         ran = running.calls()
         assert any(call.startswith("stop") for call in ran), ran
-        replayed = await ask(nc, subjects.AGENT_VERB, approved)  # the same body, a new message id
+        replayed = await ask(nc, subjects.AGENT_VERB, stop)  # the same body, a new message id
     assert replayed.rejected and "already used" in replayed.stderr, replayed
     assert running.calls() == ran  # nothing more reached the host
 
 
 async def test_an_expired_grant_is_refused(secured: Secured, running) -> None:  # noqa: F811
-    session, approval = new_id(), new_id()
-    command = RunVerb(by="agent", origin="agent", request_id=new_id(), verb=Verb.STOP, session_id=session,
-                      approval_id=approval)
-    grant = ApprovalGrant(approval_id=approval, session_id=session, request_id=command.request_id,
-                          verb=Verb.STOP, approved_by="alice", expires_at=utcnow() - timedelta(seconds=1))
+    command, grant = approved(Verb.STOP, "alice", expires_in=-timedelta(seconds=1))
+    approval = grant.approval_id
     async with connect(secured, access.GATEWAY) as gw:
         await (await gw.jetstream().key_value(T.kv_bucket)).put(grant_key(approval), encode(grant))
     async with connect(secured, access.AGENT_RUNNER) as nc:

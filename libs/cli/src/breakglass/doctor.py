@@ -69,45 +69,18 @@ class Context:
 
 
 def check_nats(ctx: Context) -> Verdict:
+    """NATS answers and holds the streams: both looked at with the user
+    doctor has, which may see fewer than every stream."""
+    from eventbus.bus import redact
     from eventbus.topology import Topology
 
     from .audit import _nats_url
 
     url = _nats_url()
     streams = Topology.from_env(ctx.env)
-
-    async def probe() -> tuple[list[str], list[str]]:
-        import nats
-        from nats.js.errors import NotFoundError
-
-        async def quiet(exc: Exception) -> None:
-            pass
-
-        from eventbus import access
-        from eventbus.bus import role_of, servers
-
-        role = role_of(url)
-        prefix = {"inbox_prefix": access.inbox_prefix(role)} if role else {}
-        nc = await nats.connect(servers(url), name="breakglass-doctor", connect_timeout=3, allow_reconnect=False,
-                                error_cb=quiet, **prefix)  # fmt: skip
-        try:
-            js = nc.jetstream(timeout=3)
-            missing, hidden = [], []
-            for name in (streams.events_stream, streams.commands_stream):
-                try:
-                    await js.stream_info(name)
-                except NotFoundError:
-                    missing.append(name)
-                except Exception:
-                    hidden.append(name)  # next to `up` doctor is the `reader` user, which may not look
-            return missing, hidden
-        finally:
-            await nc.close()
-
-    from eventbus.bus import redact
-
     try:
-        missing, hidden = asyncio.run(asyncio.wait_for(probe(), 20))
+        missing, hidden = asyncio.run(
+            asyncio.wait_for(_look_at_streams(url, (streams.events_stream, streams.commands_stream)), 20))
     except Exception as exc:
         return fail("nats", f"cannot reach NATS at {redact(url)} ({type(exc).__name__})",
                     "start the console: `breakglass up` (or fix BREAKGLASS_NATS_URL)")  # fmt: skip
@@ -122,6 +95,37 @@ def check_nats(ctx: Context) -> Verdict:
         else f"the stream {streams.events_stream} ({', '.join(hidden)} not visible to this user)"
     )
     return ok("nats", f"NATS at {redact(url)} with {seen}")
+
+
+async def _look_at_streams(url: str, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Which of `names` are missing, and which this user may not look at:
+    next to `up` doctor is the `reader` user, which may not look at all."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    from eventbus import access
+    from eventbus.bus import role_of, servers
+
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    role = role_of(url)
+    prefix = {"inbox_prefix": access.inbox_prefix(role)} if role else {}
+    nc = await nats.connect(servers(url), name="breakglass-doctor", connect_timeout=3, allow_reconnect=False,
+                            error_cb=quiet, **prefix)  # fmt: skip
+    try:
+        js = nc.jetstream(timeout=3)
+        missing, hidden = [], []
+        for name in names:
+            try:
+                await js.stream_info(name)
+            except NotFoundError:
+                missing.append(name)
+            except Exception:
+                hidden.append(name)
+        return missing, hidden
+    finally:
+        await nc.close()
 
 
 # --- the agent's CLI and model ---------------------------------------------

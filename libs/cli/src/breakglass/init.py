@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import msgspec
 
@@ -176,72 +177,135 @@ def _target(args: argparse.Namespace, env: Env, role: str, default_user: str, in
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Each host is asked about, then pinned, before the next is asked
+    about, and the files every service reads are written last: a key
+    nobody vouched for stops `init` with the old config still in place."""
     env = Env()
-    try:
-        pveinstall.deploy_dir()  # before anything is written: the installer is made from it
-    except FileNotFoundError as exc:
-        raise InitError(str(exc)) from None
+    _require_deploy_dir()
     interactive = not args.yes and sys.stdin.isatty()
-    data_dir = Path(args.data_dir or env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve()
-    _private_dir(data_dir)
+    data_dir = _private_dir(Path(args.data_dir or env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve())
     keys, pins = _private_dir(data_dir / "keys"), _private_dir(data_dir / "known_hosts")
-    values: dict[str, str | int] = {"BREAKGLASS_DATA_DIR": str(data_dir)}
 
     pve = _target(args, env, "pve", "breakglass", interactive)
     if pve is None:
         raise InitError("the Proxmox host is needed: --pve-host (or BREAKGLASS_PVE_HOST)")
+    vmid, many = _default_vm(args, env, interactive)
+    pve_key = ensure_keypair(keys / "pve_ed25519", "breakglass-pve-executor")
+    pin(pve, pins / "pve", interactive, out)
+
+    devvm = _target(args, env, "devvm", "root", interactive)
+    devvm_key = ensure_keypair(keys / "devvm_ed25519", "breakglass-agent")
+    if devvm is not None:
+        pin(devvm, pins / "devvm", interactive, out)
+    if interactive and not many:
+        many = _vm_list(args, vmid, True)
+    shells = _pin_vm_devvms(many, args.accept_devvm_host_key, pins / "devvm", interactive, out, devvm is not None)
+
+    values = {"BREAKGLASS_DATA_DIR": str(data_dir), **_pve_values(pve, vmid, pve_key, pins / "pve"),
+              **_devvm_values(devvm, bool(shells), devvm_key, pins / "devvm")}  # fmt: skip
+    config = _write_config(data_dir, values, many)
+    installer = _write_installer(data_dir, keys, [int(vm["vmid"]) for vm in many] or [vmid], pve, args.pve_from)
+
+    _tell_config(config, env, out)
+    logins = ([f"{devvm.user}@{devvm.host}"] if devvm is not None else []) + shells
+    _tell_hosts(pve, installer, many, logins, keys / "devvm_ed25519.pub", out)
+    return 0
+
+
+def _require_deploy_dir() -> None:
+    """Checked before anything is written: the node's installer is made from it."""
+    try:
+        pveinstall.deploy_dir()
+    except FileNotFoundError as exc:
+        raise InitError(str(exc)) from None
+
+
+def _default_vm(args: argparse.Namespace, env: Env, interactive: bool) -> tuple[int, list[dict[str, str | int]]]:
+    """The VMID the console acts on by default, and the VMs of --vm (the
+    first of which is the default when there are any)."""
     vmid = args.pve_vmid or env.int("PVE_VMID", 102, minimum=100, maximum=999_999_999)
     if interactive and not args.vm:
         vmid = int(_ask("VMID of the devvm on that node", str(vmid)))
     many = _vm_list(args, vmid, False)
     if many:
         vmid = int(many[0]["vmid"])
-    pve_key = ensure_keypair(keys / "pve_ed25519", "breakglass-pve-executor")
-    pin(pve, pins / "pve", interactive, out)
-    values.update({
-        "BREAKGLASS_PVE_HOST": pve.host, "BREAKGLASS_PVE_PORT": pve.port, "BREAKGLASS_PVE_USER": pve.user,
-        "BREAKGLASS_PVE_VMID": vmid, "BREAKGLASS_PVE_KEY_FILE": str(pve_key),
-        "BREAKGLASS_PVE_KNOWN_HOSTS": str(pins / "pve"),
-    })  # fmt: skip
+    return vmid, many
 
-    devvm = _target(args, env, "devvm", "root", interactive)
-    devvm_key = ensure_keypair(keys / "devvm_ed25519", "breakglass-agent")
-    if devvm is not None:
-        pin(devvm, pins / "devvm", interactive, out)
-        values.update({
-            "BREAKGLASS_DEVVM_HOST": devvm.host, "BREAKGLASS_DEVVM_PORT": devvm.port,
-            "BREAKGLASS_DEVVM_USER": devvm.user, "BREAKGLASS_DEVVM_KEY_FILE": str(devvm_key),
-            "BREAKGLASS_DEVVM_KNOWN_HOSTS": str(pins / "devvm"),
-        })  # fmt: skip
 
-    if interactive and not many:
-        many = _vm_list(args, vmid, True)
-    shells = []
+def _pin_vm_devvms(
+    many: list[dict[str, str | int]], accept_seen: bool, known_hosts: Path, interactive: bool, out: TextIO,
+    append: bool,
+) -> list[str]:
+    """Pin the devvm of each VM that names one, into the one devvm pin
+    file (added to it after the first), and take the fingerprints out of
+    the VM list: the config keeps VMs, not host keys. The `user@host` of
+    each pinned devvm, to be told where the agent's key goes."""
+    shells: list[str] = []
     for vm in many:
         if "devvm" not in vm:
             continue
         user, host, port = vms.Vm(name=str(vm["name"]), vmid=int(vm["vmid"]), devvm=str(vm["devvm"])).devvm_parts()
         fingerprint = str(vm.pop("fingerprint")) if "fingerprint" in vm else None
-        pin(Target("devvm", host, port, user, fingerprint, args.accept_devvm_host_key), pins / "devvm", interactive,
-            out, append=devvm is not None or bool(shells))
+        pin(Target("devvm", host, port, user, fingerprint, accept_seen), known_hosts, interactive, out,
+            append=append or bool(shells))
         shells.append(f"{user}@{host}")
-    if shells:
-        values.update({"BREAKGLASS_DEVVM_KEY_FILE": str(devvm_key), "BREAKGLASS_DEVVM_KNOWN_HOSTS": str(pins / "devvm")})
     for vm in many:
         vm.pop("fingerprint", None)
+    return shells
 
+
+def _pve_values(pve: Target, vmid: int, key: Path, known_hosts: Path) -> dict[str, str | int]:
+    return {
+        "BREAKGLASS_PVE_HOST": pve.host, "BREAKGLASS_PVE_PORT": pve.port, "BREAKGLASS_PVE_USER": pve.user,
+        "BREAKGLASS_PVE_VMID": vmid, "BREAKGLASS_PVE_KEY_FILE": str(key),
+        "BREAKGLASS_PVE_KNOWN_HOSTS": str(known_hosts),
+    }  # fmt: skip
+
+
+def _devvm_values(devvm: Target | None, vm_devvms: bool, key: Path, known_hosts: Path) -> dict[str, str | int]:
+    """The default devvm's address, and the agent's key and pins whenever
+    any devvm (the default's or a VM's) was pinned."""
+    values: dict[str, str | int] = {}
+    if devvm is not None:
+        values.update({"BREAKGLASS_DEVVM_HOST": devvm.host, "BREAKGLASS_DEVVM_PORT": devvm.port,
+                       "BREAKGLASS_DEVVM_USER": devvm.user})  # fmt: skip
+    if devvm is not None or vm_devvms:
+        values.update({"BREAKGLASS_DEVVM_KEY_FILE": str(key), "BREAKGLASS_DEVVM_KNOWN_HOSTS": str(known_hosts)})
+    return values
+
+
+def _write_config(data_dir: Path, values: dict[str, str | int], many: list[dict[str, str | int]]) -> Path:
+    """0600: it names the key files and hosts of the console's links."""
     config = data_dir / CONFIG_NAME
     config.write_text(_toml(values, many))
     config.chmod(0o600)
+    return config
+
+
+def _write_installer(data_dir: Path, keys: Path, vmids: list[int], pve: Target, pve_from: str | None) -> Path:
+    """The node's script, made for the executor's public key and these
+    VMs only, so the key can touch nothing else on the node."""
     pub = (keys / "pve_ed25519.pub").read_text().strip()
     installer = data_dir / INSTALLER_NAME
-    vmids = [int(vm["vmid"]) for vm in many] or [vmid]
-    installer.write_text(pveinstall.script(pub, vmids, pve.user, args.pve_from))
+    installer.write_text(pveinstall.script(pub, vmids, pve.user, pve_from))
     installer.chmod(0o700)
+    return installer
 
+
+def _tell_config(config: Path, env: Env, out: TextIO) -> None:
+    """Where the config went, and how `up` finds it when that is not the
+    place it looks by default."""
     print(f"\nwrote {config}", file=out)
     if config.resolve() != (Path(".breakglass") / CONFIG_NAME).resolve() and not env.str("CONFIG"):
         print(f"    (not the default place: export BREAKGLASS_CONFIG={config} for `up` and the tools)", file=out)
+
+
+def _tell_hosts(
+    pve: Target, installer: Path, many: list[dict[str, str | int]], logins: list[str], devvm_pub: Path, out: TextIO,
+) -> None:
+    """What the operator does by hand on each host: init reaches no host
+    as root, so the node's installer and the devvms' authorized keys are
+    theirs to place."""
     print(f"\nOn the Proxmox node {pve.host}, as root (shows the changes, then makes them):", file=out)
     print(f"    scp {installer} root@{pve.host}:/root/ && ssh root@{pve.host}", file=out)
     print(f"    sh /root/{INSTALLER_NAME}            # shows what it would change", file=out)
@@ -249,13 +313,12 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:  # type: ignore[no-unt
     if many:
         listed = ", ".join(f"{vm['name']} ({vm['vmid']})" for vm in many)
         print(f"\nVMs: {listed}; the node's script may touch these and nothing else", file=out)
-    for where in ([f"{devvm.user}@{devvm.host}"] if devvm is not None else []) + shells:
+    for where in logins:
         user, host = where.split("@", 1)
         print(f"\nOn the devvm {host}, append to ~{user}/.ssh/authorized_keys:", file=out)
-        print(f"    {(keys / 'devvm_ed25519.pub').read_text().strip()}", file=out)
+        print(f"    {devvm_pub.read_text().strip()}", file=out)
     print("\nThen give the CLI its credential (ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN) and run: breakglass doctor",
           file=out)  # fmt: skip
-    return 0
 
 
 def main(args: argparse.Namespace) -> int:

@@ -211,6 +211,8 @@ def watch_ready(
 
 
 def up(environ: Mapping[str, str] | None = None) -> int:
+    """Settings and preflight first: a wrong setting is exit 2 and a busy
+    port or missing binary exit 1, with nothing started."""
     started = time.monotonic()
     printer = Printer()
     try:
@@ -230,52 +232,29 @@ def up(environ: Mapping[str, str] | None = None) -> int:
     # and shows it the way BREAKGLASS_LOG_FORMAT asks (console on a terminal).
     printer.json_lines = show == "json"
     printer.files = LogFiles(s.data_dir)
+    return _run(s, topology, environ, printer, started)
+
+
+def _run(s: UpSettings, topology: Topology, environ: dict[str, str], printer: Printer, started: float) -> int:
+    """NATS and its streams, then the services, under the supervisor:
+    whatever ends the run (a signal, a child's exit, a start-up error, a
+    bug), everything started is stopped before `up` returns."""
     sup = Supervisor(printer, s.grace_seconds)
     sup.install_signal_handlers()
     tail_stop = threading.Event()
     tailer: threading.Thread | None = None
     try:
         if s.nats_url is None:
-            # The embedded server: one NATS user per role (eventbus.access), so
-            # each service gets a URL with its own user and nothing else.
-            s.data_dir.mkdir(parents=True, exist_ok=True)
-            passwords = natsauth.load_or_create(s.data_dir)
-            admin = natsauth.setup_password()  # this start's set-up only (natsauth)
-            config = natsauth.write_config(s.data_dir, {**passwords, access.ADMIN: admin}, topology)
-            log_file = s.data_dir / "nats.log"
-            log_file.write_bytes(b"")  # one run's log: bounded, and the tail starts at its top
-            tailer = tail(log_file, "nats", printer, tail_stop)
-            server = sup.add(nats_child(s, printer, config))
-            server.start()
-            admin_url = natsauth.url(access.ADMIN, admin, NATS_HOST, s.nats_port)
-            ensure_topology(admin_url, topology)
-            # Set up: no admin while the services run (nothing may change the streams' limits).
-            natsauth.write_config(s.data_dir, passwords, topology)
-            drop_admin(server, admin_url)
-            files = {role: str(f) for role, f in natsauth.write_password_files(s.data_dir, passwords).items()}
-            urls = {role: natsauth.user_url(role, NATS_HOST, s.nats_port) for role in access.ROLES}
+            passwords, admin, config = _embedded_nats_config(s, topology)
+            tailer = _tail_nats_log(s.data_dir / "nats.log", printer, tail_stop)
+            urls, files = _start_embedded_nats(s, topology, sup, printer, passwords, admin, config)
         else:
             # An external server: its own users and permissions, one URL for all
             # (and BREAKGLASS_NATS_PASSWORD_FILE, when given, passed on as it is).
-            files = {}
-            urls = dict.fromkeys(access.ROLES, environ["BREAKGLASS_NATS_URL"])
+            urls, files = dict.fromkeys(access.ROLES, environ["BREAKGLASS_NATS_URL"]), {}
             ensure_topology(s.nats_url, topology)
-        environ["BREAKGLASS_DATA_DIR"] = str(s.data_dir)  # absolute: the same place whatever a child's cwd
-        environ.update({f"BREAKGLASS_{name}": str(port) for name, port in s.metrics_ports.items()})
-        for name in ("API_TOKEN", "METRICS_TOKEN"):  # secrets reach the gateway as files only
-            value = environ.pop(f"BREAKGLASS_{name}", "").strip()
-            if value:
-                environ[f"BREAKGLASS_{name}_FILE"] = str(apitoken.write_secret(s.data_dir, name.lower(), value))
-        hint = ""
-        if apitoken.needed(environ):
-            token_file = apitoken.load_or_create(s.data_dir)
-            environ["BREAKGLASS_API_TOKEN_FILE"] = str(token_file)
-            hint = f"; sign in with the token in {token_file}"
-        for name, module in SERVICES.items():
-            if sup.stopping.is_set():
-                break
-            env = service_env(name, environ, urls[name], files.get(name))
-            sup.add(service_child(name, module, env, printer)).start()
+        hint = _prepare_service_environ(environ, s.data_dir, s.metrics_ports)
+        _start_services(sup, environ, urls, files, printer)
         watch_ready(s, printer, started, sup.stopping, hint)
         return sup.run()
     except (StartError, natsd.NatsdError, natsauth.CredentialsError, OSError) as exc:
@@ -286,3 +265,69 @@ def up(environ: Mapping[str, str] | None = None) -> int:
         tail_stop.set()
         if tailer is not None:
             tailer.join(2.0)
+
+
+def _embedded_nats_config(s: UpSettings, topology: Topology) -> tuple[dict[str, str], str, Path]:
+    """The embedded server: one NATS user per role (eventbus.access), so
+    each service gets a URL with its own user and nothing else; the admin
+    user, which alone may create the streams, is this start's only
+    (natsauth.setup_password)."""
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    passwords = natsauth.load_or_create(s.data_dir)
+    admin = natsauth.setup_password()
+    config = natsauth.write_config(s.data_dir, {**passwords, access.ADMIN: admin}, topology)
+    return passwords, admin, config
+
+
+def _tail_nats_log(log_file: Path, printer: Printer, stop: threading.Event) -> threading.Thread:
+    """One run's log: bounded, and the tail starts at its top."""
+    log_file.write_bytes(b"")
+    return tail(log_file, "nats", printer, stop)
+
+
+def _start_embedded_nats(
+    s: UpSettings, topology: Topology, sup: Supervisor, printer: Printer,
+    passwords: dict[str, str], admin: str, config: Path,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Start the server, create the streams as admin, then reload it
+    without the admin user: nothing may change the streams' limits while
+    the services run. Each role's URL and password file."""
+    server = sup.add(nats_child(s, printer, config))
+    server.start()
+    admin_url = natsauth.url(access.ADMIN, admin, NATS_HOST, s.nats_port)
+    ensure_topology(admin_url, topology)
+    natsauth.write_config(s.data_dir, passwords, topology)
+    drop_admin(server, admin_url)
+    files = {role: str(f) for role, f in natsauth.write_password_files(s.data_dir, passwords).items()}
+    urls = {role: natsauth.user_url(role, NATS_HOST, s.nats_port) for role in access.ROLES}
+    return urls, files
+
+
+def _prepare_service_environ(environ: dict[str, str], data_dir: Path, metrics_ports: Mapping[str, int]) -> str:
+    """Make `environ` what every service starts from: the data dir absolute
+    (the same place whatever a child's cwd), the metrics ports resolved,
+    and secrets as files only (an environment is readable by more than a
+    0600 file). The sign-in hint `up` prints when it made the API token."""
+    environ["BREAKGLASS_DATA_DIR"] = str(data_dir)
+    environ.update({f"BREAKGLASS_{name}": str(port) for name, port in metrics_ports.items()})
+    for name in ("API_TOKEN", "METRICS_TOKEN"):
+        value = environ.pop(f"BREAKGLASS_{name}", "").strip()
+        if value:
+            environ[f"BREAKGLASS_{name}_FILE"] = str(apitoken.write_secret(data_dir, name.lower(), value))
+    if not apitoken.needed(environ):
+        return ""
+    token_file = apitoken.load_or_create(data_dir)
+    environ["BREAKGLASS_API_TOKEN_FILE"] = str(token_file)
+    return f"; sign in with the token in {token_file}"
+
+
+def _start_services(
+    sup: Supervisor, environ: dict[str, str], urls: dict[str, str], files: dict[str, str], printer: Printer,
+) -> None:
+    """Each service with its own NATS user's URL and password file; none
+    more once a signal asked `up` to stop."""
+    for name, module in SERVICES.items():
+        if sup.stopping.is_set():
+            break
+        env = service_env(name, environ, urls[name], files.get(name))
+        sup.add(service_child(name, module, env, printer)).start()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from events.kinds import (
@@ -83,6 +84,20 @@ async def launch(self: TurnRunner, session_id: str, model: str, vm_name: str | N
     return warm
 
 
+@dataclass
+class _Read:
+    """What reading a turn off the CLI saw, kept outside the read so that
+    a read ended by an exception still tells how far it got."""
+
+    lines: int = 0
+    #: The `result`'s error, when the CLI reported one.
+    failed: str | None = None
+    timed_out: bool = False
+    #: The CLI's output ended (or its stdin closed) before a `result`.
+    died: bool = False
+    exit_code: int | None = None
+
+
 async def run(
     self: TurnRunner, turn: ActiveTurn, recorder: Recorder, warm: WarmCli,
 ) -> tuple[Outcome, Envelope | None] | None:
@@ -90,62 +105,91 @@ async def run(
     lines up to the `result`. None: the CLI was gone before printing a
     line (killed between turns), so nothing ran and the turn may start
     its own CLI."""
-    cmd = turn.command
     if turn.stop.is_set():
         return self._cancelled(turn, recorder)
+    read = await _converse(self, turn, recorder, warm)
+    if read.died:
+        warm.spent = True
+        read.exit_code = await warm.process.wait()
+        metrics.cli_exited(read.exit_code)
+        if read.lines == 0 and turn.cancelled_by is None:
+            return None
+    if turn.cancelled_by is not None:
+        return self._cancelled(turn, recorder)
+    return _ending(self, read, recorder)
+
+
+async def _converse(self: TurnRunner, turn: ActiveTurn, recorder: Recorder, warm: WarmCli) -> _Read:
+    """The warm CLI's verb tool acts for this turn, and a stop reaches the
+    CLI, only while the turn reads: bound before the prompt and let go
+    however the read ends (its pending approvals denied), so nothing acts
+    for a turn that is over."""
     from .turns import turn_policy  # turns imports this module
 
+    cmd = turn.command
     warm.verbs.bind(cmd, recorder, turn_policy(cmd, self.settings))
     turn.verbs = warm.verbs
-    translator = Translator(cmd.session_id, cmd.turn_id)
+    read = _Read()
     stopper = asyncio.create_task(_interrupt_on_signal(self, turn, warm))
-    timed_out = died = False
-    lines = 0
-    failed: str | None = None
     try:
         async with asyncio.timeout(self.settings.turn_timeout_seconds):
-            await warm.prompt(cmd.prompt)
-            async for line in warm.process.lines():
-                lines += 1
-                turn.last_output = read_at = time.monotonic()
-                for event in translator.feed(line):
-                    if isinstance(event, CliSessionBound):
-                        warm.ws.mark_started()
-                    elif isinstance(event, ToolCalled) and event.name == "Bash":
-                        warm.spent = True  # it may have written files: the next turn starts clean
-                    elif isinstance(event, ResultReported):
-                        failed = (translator.last_error or "error") if event.is_error else None
-                    await recorder.record(event, read_at=read_at)
-                if translator.saw_result:
-                    break
-            else:
-                died = True
+            await _prompt_and_record(turn, recorder, warm, read)
     except TimeoutError:
-        timed_out = True
+        read.timed_out = True
         warm.spent = True
         await warm.process.stop(self.settings.cancel_grace_seconds)
     except ConnectionError:  # stdin closed under us: the CLI is gone
-        died = True
+        read.died = True
     finally:
         stopper.cancel()
         turn.verbs = None
         await warm.verbs.unbind()
-    if died:
+    return read
+
+
+async def _prompt_and_record(turn: ActiveTurn, recorder: Recorder, warm: WarmCli, read: _Read) -> None:
+    """The prompt, then each line as events up to the `result`: the CLI
+    stays for the next turn, so its output never ends on its own; when it
+    does, the CLI died."""
+    translator = Translator(turn.command.session_id, turn.command.turn_id)
+    await warm.prompt(turn.command.prompt)
+    async for line in warm.process.lines():
+        read.lines += 1
+        turn.last_output = read_at = time.monotonic()
+        for event in translator.feed(line):
+            _note(event, warm, translator, read)
+            await recorder.record(event, read_at=read_at)
+        if translator.saw_result:
+            return
+    read.died = True
+
+
+def _note(event: Envelope, warm: WarmCli, translator: Translator, read: _Read) -> None:
+    """What an event tells beyond the log: that the CLI's session exists
+    (the next CLI resumes it), that the CLI may have changed files (the
+    next turn gets a clean one), and how the turn ended."""
+    if isinstance(event, CliSessionBound):
+        warm.ws.mark_started()
+    elif isinstance(event, ToolCalled) and event.name == "Bash":
         warm.spent = True
-        code = await warm.process.wait()
-        metrics.cli_exited(code)
-        if lines == 0 and turn.cancelled_by is None:
-            return None
-    if turn.cancelled_by is not None:
-        return self._cancelled(turn, recorder)
-    if timed_out:
+    elif isinstance(event, ResultReported):
+        read.failed = (translator.last_error or "error") if event.is_error else None
+
+
+def _ending(self: TurnRunner, read: _Read, recorder: Recorder) -> tuple[Outcome, Envelope | None]:
+    """The outcomes a per-turn CLI has, plus `interrupted` for a warm CLI
+    that died mid-turn: the next turn resumes from the transcript."""
+    if read.timed_out:
         minutes = self.settings.turn_timeout_seconds / 60
-        return Outcome.TIMEOUT, TurnFailed(error=f"the turn timed out after {minutes:g} min and was stopped", **recorder.envelope("agent-runner"))
-    if died:
-        reason = f"the agent's CLI ended mid-turn (exit code {code}); the next turn resumes the conversation"
+        return Outcome.TIMEOUT, TurnFailed(
+            error=f"the turn timed out after {minutes:g} min and was stopped", **recorder.envelope("agent-runner"))
+    if read.died:
+        reason = (f"the agent's CLI ended mid-turn (exit code {read.exit_code}); "
+                  "the next turn resumes the conversation")
         return Outcome.INTERRUPTED, TurnInterrupted(reason=reason, **recorder.envelope("agent-runner"))
-    if failed is not None:
-        return Outcome.ERROR, TurnFailed(error=f"the Claude CLI failed: {failed[:2000]}", **recorder.envelope("agent-runner"))
+    if read.failed is not None:
+        return Outcome.ERROR, TurnFailed(
+            error=f"the Claude CLI failed: {read.failed[:2000]}", **recorder.envelope("agent-runner"))
     return Outcome.OK, None
 
 

@@ -198,63 +198,94 @@ class VerbHandler:
         await self._reply(cmd, result)
 
     async def _execute(self, cmd: RunVerb, verb: Verb) -> VerbResult:
+        """The checks in the module's order, any of which answers with
+        nothing run, then the verb under its lease."""
         vm = self.settings.vms.by_vmid(cmd.vmid)
         if vm is None:
             log.warning("refused %s on VM %s (request %s, by %s): not in BREAKGLASS_VMS", verb.value, cmd.vmid,
                         cmd.request_id, cmd.by)
-            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=(
-                f"refused: VM {cmd.vmid} is not one this console may act on (BREAKGLASS_VMS lists "
-                f"{', '.join(str(v) for v in self.settings.vms.vmids)}); nothing was run"
-            ))
-        elsewhere = await self.bindings.elsewhere(cmd, vm, self.settings.vms) if self.bindings is not None else None
-        if elsewhere is not None:
-            log.warning("refused %s's %s on VM %d (request %s): %s", cmd.by, verb.value, vm.vmid, cmd.request_id,
-                        elsewhere)
-            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {elsewhere}")
-        if needs_grant(cmd, verb, self.settings.verb_policy, self.settings.two_person):
-            two_person = verb in self.settings.two_person
-            refused = "no grant store" if self.grants is None else await self.grants.redeem(
-                cmd, verb, two_person=two_person)
-            if refused is not None:
-                log.warning("refused %s's %s (request %s): %s", cmd.by, verb.value, cmd.request_id, refused)
-                return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {refused}")
-        unbound = await self.bindings.refusal(cmd, vm, self.settings.vms) if self.bindings is not None else None
-        if unbound is not None:
-            log.warning("refused the agent's %s on VM %d (request %s): %s", verb.value, vm.vmid, cmd.request_id, unbound)
-            return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {unbound}")
+            return _refused(verb, f"VM {cmd.vmid} is not one this console may act on (BREAKGLASS_VMS lists "
+                                  f"{', '.join(str(v) for v in self.settings.vms.vmids)}); nothing was run")
+        refused = await self._refusal(cmd, verb, vm)
+        if refused is not None:
+            return refused
         problem = self.settings.problem()
         if problem is not None or self.runner is None:
             return VerbResult(verb=verb, exit_code=EX_CONFIG, rejected=True,
                               stderr=problem or "pve-executor is not configured")
         if not is_mutating(verb):
-            read = await self.locks.take_read(self._lock_for(cmd, verb))
-            if read is None:
-                log.warning("every read lease slot is held: verb %s (request %s) runs without a lease",
-                            verb.value, cmd.request_id)
-                return await self._run(cmd, verb, vm, self.runner)
-            async with self._leased(read) as lease:
-                return await self._run(cmd, verb, vm, self.runner, lease)
+            return await self._run_read(cmd, verb, vm, self.runner)
+        return await self._run_mutating(cmd, verb, vm, self.runner)
+
+    async def _refusal(self, cmd: RunVerb, verb: Verb, vm: Vm) -> VerbResult | None:
+        """Whether this requester may act on this VM: a verb carrying an
+        approval on its session's VM only (asked before the grant is
+        redeemed, so a copy re-sent for another VM does not spend it), the
+        grant when the policy asks for one, an agent on its session's VM
+        only. None: it may."""
+        elsewhere = await self.bindings.elsewhere(cmd, vm, self.settings.vms) if self.bindings is not None else None
+        if elsewhere is not None:
+            log.warning("refused %s's %s on VM %d (request %s): %s", cmd.by, verb.value, vm.vmid, cmd.request_id,
+                        elsewhere)
+            return _refused(verb, elsewhere)
+        ungranted = await self._grant_refusal(cmd, verb)
+        if ungranted is not None:
+            log.warning("refused %s's %s (request %s): %s", cmd.by, verb.value, cmd.request_id, ungranted)
+            return _refused(verb, ungranted)
+        unbound = await self.bindings.refusal(cmd, vm, self.settings.vms) if self.bindings is not None else None
+        if unbound is not None:
+            log.warning("refused the agent's %s on VM %d (request %s): %s", verb.value, vm.vmid, cmd.request_id,
+                        unbound)
+            return _refused(verb, unbound)
+        return None
+
+    async def _grant_refusal(self, cmd: RunVerb, verb: Verb) -> str | None:
+        """Redeem the grant a verb needs (an agent's mutating verb under
+        approve-mutating, any two-person verb); why it may not run, or None."""
+        if not needs_grant(cmd, verb, self.settings.verb_policy, self.settings.two_person):
+            return None
+        if self.grants is None:
+            return "no grant store"
+        return await self.grants.redeem(cmd, verb, two_person=verb in self.settings.two_person)
+
+    async def _run_read(self, cmd: RunVerb, verb: Verb, vm: Vm, runner: Runner) -> VerbResult:
+        """A read-only verb takes no VM lock (it runs beside anything), only
+        a read slot whose lease lets a sweep end it `lost`; with every slot
+        held it still runs, without that safety net."""
+        read = await self.locks.take_read(self._lock_for(cmd, verb))
+        if read is None:
+            log.warning("every read lease slot is held: verb %s (request %s) runs without a lease",
+                        verb.value, cmd.request_id)
+            return await self._run(cmd, verb, vm, runner)
+        async with self._leased(read) as lease:
+            return await self._run(cmd, verb, vm, runner, lease)
+
+    async def _run_mutating(self, cmd: RunVerb, verb: Verb, vm: Vm, runner: Runner) -> VerbResult:
+        """A mutating verb runs only while fresh (not late, after an outage
+        the operator has moved on from) and alone on its VM (busy is
+        refused at once, never queued)."""
         waited = (utcnow() - cmd.ts).total_seconds()
         if waited > self.settings.mutating_max_age_seconds:
-            log.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id, waited)
+            log.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id,
+                        waited)
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"expired: requested {waited:.0f} s ago, while pve-executor was unavailable; "
                 "not run late. Check `status` and press again if it is still needed"
             ))
-        vmid = vm.vmid
         try:
             await self.sweep()  # a dead executor's lapsed lock must not read as busy
         except Exception as exc:
             log.warning("could not check the VM lock for a lost verb: %s", exc)
-        held = await self.locks.take(vmid, self._lock_for(cmd, verb))
+        held = await self.locks.take(vm.vmid, self._lock_for(cmd, verb))
         if not isinstance(held, HeldLock):
-            log.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vmid, held.verb)
+            log.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vm.vmid,
+                     held.verb)
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
-                f"busy: another mutating verb is running on VM {vmid} "
+                f"busy: another mutating verb is running on VM {vm.vmid} "
                 f"({held.verb}, requested by {held.by}, request {held.request_id}); try again when it is done"
             ))
         async with self._leased(held) as lease:
-            return await self._run(cmd, verb, vm, self.runner, lease)
+            return await self._run(cmd, verb, vm, runner, lease)
 
     def _lock_for(self, cmd: RunVerb, verb: Verb) -> VmLock:
         """What a lease records: enough to end the verb `lost` without us."""
@@ -373,6 +404,11 @@ class VerbHandler:
             await self.publish(subjects.verb_reply(cmd.request_id), encode(result))
         except Exception:
             log.exception("could not send the reply of request %s (its outcome is on the audit log)", cmd.request_id)
+
+
+def _refused(verb: Verb, why: str) -> VerbResult:
+    """Nothing was run; `why` is the sentence the requester reads."""
+    return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True, stderr=f"refused: {why}")
 
 
 def lost(verb: Verb, sent: bool) -> VerbResult:
