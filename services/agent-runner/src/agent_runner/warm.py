@@ -9,6 +9,10 @@ and environment a per-turn CLI gets, laid the same way before it starts,
 and its verb tool (the stdio MCP server) lives as long as it does, bound
 to each of its turns in turn (`verb_tool.VerbTool.bind`).
 
+Its warm-up runs the CLI's prompt path once (`WarmCli.prime`, answered
+on loopback by agent_runner.primer and rewound), so the first real
+prompt costs what the next ones do.
+
 When one starts: on the gateway's warm hint (an operator opened or
 attached to the session, `events.commands.WarmSession`) and after each of
 the session's turns. A turn that finds none (none yet, the cap reached, the
