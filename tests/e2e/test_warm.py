@@ -97,41 +97,6 @@ async def test_a_warm_cli_killed_between_turns_costs_nothing_of_the_conversation
     assert "pick a colour" in resumed and "remember: blue" in resumed
 
 
-def _conversation(request) -> list[dict]:  # type: ignore[no-untyped-def]
-    """The request's messages but the CLI's own trailing `system` context."""
-    return [m for m in request.json["messages"] if m["role"] != "system"]
-
-
-def _texts(message: dict) -> list[str]:
-    content = message["content"]
-    return [content] if isinstance(content, str) else [b.get("text", "") for b in content]
-
-
-async def test_the_priming_prompt_never_reaches_the_api_nor_the_conversation(stack, client):
-    """The warm-up's throwaway prompt (agent_runner.primer) is answered on
-    loopback and rewound: the first real request holds only the operator's
-    prompt, and a per-turn CLI resuming the transcript sees the real turns only."""
-    stack.api.script(text("remember: red"), text("it was red"))
-    sid = await open_session(client)
-    pid = (await _until("a warm CLI", lambda: _pids(stack, sid)))[0]
-    assert _said(stack, "warm CLI ready", session_id=sid)[0]["msg"].endswith(", primed)")
-    await prompt(client, sid, "pick a colour")
-    await collect(client, f"/api/session/{sid}/stream", until=turn_ended, timeout=60)
-    first = _conversation(stack.api.model_requests[0])
-    assert [m["role"] for m in first] == ["user"] and _texts(first[0])[-1] == "pick a colour"
-    os.killpg(pid, signal.SIGKILL)
-    await _until("the runner to see it die", lambda: _said(stack, "a warm CLI ended between turns", session_id=sid))
-    await prompt(client, sid, "which colour?")
-    frames = await collect(client, f"/api/session/{sid}/stream", until=ended(2), timeout=60)
-    assert [f.json["outcome"] for f in frames if f.kind == "turn_end"] == ["ok", "ok"]
-    assert _said(stack, "CLI started, pid", session_id=sid)[-1]["msg"].endswith("(resumed session)")
-    resumed = _conversation(stack.api.model_requests[-1])
-    assert [m["role"] for m in resumed] == ["user", "assistant", "user"]
-    assert _texts(resumed[0])[-1] == "pick a colour" and _texts(resumed[1]) == ["remember: red"]
-    assert _texts(resumed[2])[-1] == "which colour?"
-    assert len(stack.api.model_requests) == 2  # nothing of the priming came here
-
-
 async def test_a_warm_cli_killed_mid_turn_ends_it_interrupted_and_the_next_turn_resumes(stack, client):
     stack.api.script(text("remember: green"), hang(interval=0.1, seconds=120))
     sid = await open_session(client)

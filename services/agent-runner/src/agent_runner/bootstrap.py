@@ -114,8 +114,6 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
             await hints.unsubscribe()
             if runner.warm is not None:
                 await runner.warm.close()
-            if runner.primer is not None:
-                await runner.primer.close()
             me.release()
     finally:
         await nc.close()

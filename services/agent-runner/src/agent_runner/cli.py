@@ -83,19 +83,9 @@ def argv(inv: Invocation, prompt: str | None) -> list[str]:
     return args if prompt is None else [*args, "--", prompt]
 
 
-def user_message(prompt: str, uuid: str | None = None) -> bytes:
-    """One prompt as a streaming-input line (JSON: no way to break out of
-    it). `uuid`: the message's id in the transcript, to rewind to it."""
-    message = {"type": "user", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": None}
-    if uuid is not None:
-        message["uuid"] = uuid
-    return _line(message)
-
-
-def control_request(request_id: str, request: dict) -> bytes:
-    """A control request the CLI answers with a `control_response` of the
-    same `request_id` (`subtype` success or error)."""
-    return _line({"type": "control_request", "request_id": request_id, "request": request})
+def user_message(prompt: str) -> bytes:
+    """One prompt as a streaming-input line (JSON: no way to break out of it)."""
+    return _line({"type": "user", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": None})
 
 
 def initialize_request(request_id: str) -> bytes:

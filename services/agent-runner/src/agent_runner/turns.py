@@ -46,7 +46,6 @@ from events.vms import Vm
 from . import metrics, warm_turn
 from .devvm import DevvmTarget, with_vm
 from .cli import TURN_SETTINGS, CliProcess, Invocation, argv, environment
-from .primer import Primer
 from .sandbox import Mounts, Sandbox
 from .settings import APPROVE_MUTATING, Settings
 from .translate import Translator
@@ -102,9 +101,6 @@ class TurnRunner:
     warm: WarmPool | None = None
     #: The CLI's first-run state, laid in every HOME (agent_runner.home_template).
     home_state: dict | None = None
-    #: Answers a warm CLI's throwaway first prompt (agent_runner.primer);
-    #: None once priming failed on this runner (its warm CLIs then start unprimed).
-    primer: Primer | None = field(default_factory=Primer)
 
     def __post_init__(self) -> None:
         if self.settings.max_warm > 0:

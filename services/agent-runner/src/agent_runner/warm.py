@@ -9,10 +9,6 @@ and environment a per-turn CLI gets, laid the same way before it starts,
 and its verb tool (the stdio MCP server) lives as long as it does, bound
 to each of its turns in turn (`verb_tool.VerbTool.bind`).
 
-Its warm-up runs the CLI's prompt path once (`WarmCli.prime`, answered
-on loopback by agent_runner.primer and rewound), so the first real
-prompt costs what the next ones do.
-
 When one starts: on the gateway's warm hint (an operator opened or
 attached to the session, `events.commands.WarmSession`) and after each of
 the session's turns. A turn that finds none (none yet, the cap reached, the
@@ -39,15 +35,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .cli import CliProcess, control_request, initialize_request, interrupt_request, user_message
+from .cli import CliProcess, initialize_request, interrupt_request, user_message
 from .verb_tool import VerbTool
 from .workspace import Workspace
 
@@ -73,8 +66,6 @@ class WarmCli:
     stamp: tuple[int, int] | None
     last_used: float = field(default_factory=time.monotonic)
     busy: bool = False
-    #: Its prompt path already ran once (`prime`).
-    primed: bool = False
     #: Must not serve another turn (ran Bash, was killed, timed out).
     spent: bool = False
     _ids: itertools.count = field(default_factory=itertools.count)
@@ -95,48 +86,6 @@ class WarmCli:
                     return
         raise ConnectionError(f"the CLI ended before it was ready: {self.process.stderr_text()[-500:]}")
 
-    async def prime(self, api_url: str) -> None:
-        """Run the CLI's prompt path once, so the first real prompt finds it
-        warm (agent_runner.primer): a throwaway prompt (its model request
-        goes to the primer the CLI was started with), then the conversation
-        rewound to before it (the CLI's own `rewind_conversation`: the
-        transcript and `--resume` go on from the real conversation only),
-        then the CLI switched to `api_url` (`apply_flag_settings` env: the
-        CLI reads ANTHROPIC_BASE_URL for each request). Raises
-        ConnectionError or TimeoutError (READY_SECONDS) on anything else:
-        the CLI must then not be used."""
-        message = str(uuid.uuid4())
-        async with asyncio.timeout(READY_SECONDS):
-            await self.process.send(user_message(".", message))
-            async for line in self.process.lines():
-                if b'"result"' in line and _kind(line) == "result":
-                    if json.loads(line).get("is_error"):
-                        raise ConnectionError(f"the priming prompt failed: {line[:500]!r}")
-                    break
-            else:
-                raise ConnectionError(f"the CLI ended while priming: {self.process.stderr_text()[-500:]}")
-            rewound = await self._control({"subtype": "rewind_conversation", "target_message_uuid": message})
-            if not rewound.get("rewound"):
-                raise ConnectionError(f"the CLI did not rewind its priming prompt: {rewound}")
-            await self._control({"subtype": "apply_flag_settings", "settings": {"env": {"ANTHROPIC_BASE_URL": api_url}}})
-            # The CLI writes the rewind to its transcript a moment after
-            # answering: ready (and stamped) only once it is there.
-            marker = f'"cutUuid":"{message}"'.encode()
-            while marker not in _tail(transcript_path(self.ws)):
-                await asyncio.sleep(0.01)
-        self.primed = True
-
-    async def _control(self, request: dict) -> dict:
-        request_id = f"breakglass-{request['subtype']}-{next(self._ids)}"
-        await self.process.send(control_request(request_id, request))
-        async for line in self.process.lines():
-            if b'"control_response"' in line and request_id.encode() in line:
-                response = json.loads(line).get("response") or {}
-                if response.get("subtype") != "success":
-                    raise ConnectionError(f"the CLI refused {request['subtype']}: {response.get('error')}")
-                return response.get("response") or {}
-        raise ConnectionError(f"the CLI ended before answering {request['subtype']}: {self.process.stderr_text()[-500:]}")
-
     async def prompt(self, text: str) -> None:
         await self.process.send(user_message(text))
 
@@ -153,28 +102,6 @@ class WarmCli:
             self.process.kill()
         await self.process.wait()
         await self.verbs.close()
-
-
-def transcript_path(ws: Workspace) -> Path | None:
-    """The CLI's transcript of the session (see `Workspace.transcript`)."""
-    return next(iter((ws.home / ".claude" / "projects").glob(f"*/{ws.root.name}.jsonl")), None)
-
-
-def _tail(path: Path | None, size: int = 8192) -> bytes:
-    if path is None:
-        return b""
-    with contextlib.suppress(OSError), open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, 2) - size))
-        return f.read()
-    return b""
-
-
-def _kind(line: bytes) -> str | None:
-    try:
-        message = json.loads(line)
-    except ValueError:
-        return None
-    return message.get("type") if isinstance(message, dict) else None
 
 
 Launch = Callable[[str, str, str | None], Awaitable[WarmCli]]
@@ -305,7 +232,7 @@ class WarmPool:
         watcher = asyncio.create_task(self._watch(cli))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
-        log.info("warm CLI ready, pid %d (%d warm%s)", cli.process.pid, len(self), ", primed" if cli.primed else "")
+        log.info("warm CLI ready, pid %d (%d warm)", cli.process.pid, len(self))
         return cli
 
     async def _watch(self, cli: WarmCli) -> None:

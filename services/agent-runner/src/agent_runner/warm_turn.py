@@ -36,17 +36,12 @@ from . import home_template, metrics
 from .cli import CliProcess, argv
 from .devvm import with_vm
 from .translate import Translator
-from .warm import WarmCli, transcript_path
+from .warm import WarmCli
 
 if TYPE_CHECKING:
     from .turns import ActiveTurn, Recorder, TurnRunner
 
 log = logging.getLogger("agent-runner.turns")
-
-#: Where the CLI sends model requests when ANTHROPIC_BASE_URL is unset.
-DEFAULT_API_URL = "https://api.anthropic.com"
-#: Set, the CLI talks to another provider (its base URL is not ANTHROPIC_BASE_URL): no priming.
-OTHER_PROVIDERS = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
 
 #: Stop on a warm CLI: how long its own interrupt gets to end the turn
 #: before the process group is signalled (SIGINT, then SIGKILL).
@@ -56,78 +51,36 @@ INTERRUPT_SECONDS = 2.0
 async def launch(self: TurnRunner, session_id: str, model: str, vm_name: str | None) -> WarmCli:
     """A CLI for the session's next turns, laid out and contained exactly
     like a per-turn one (the session's VM told, its devvm reachable),
-    waiting for its first prompt on stdin, primed (agent_runner.primer)
-    unless priming failed on this runner before."""
+    waiting for its first prompt on stdin."""
     vm = self._vm(vm_name)
     if vm is None:
         raise ValueError(f"VM {vm_name!r} is not in BREAKGLASS_VMS")
     devvm = self._devvm(vm_name, vm)
     ws = self._workspace(session_id, devvm)
     verbs = self._verb_tool(ws, None, None, vm)
-    env = self._environment(ws)
-    api_url = env.get("ANTHROPIC_BASE_URL") or DEFAULT_API_URL
-    primer = self.primer if not any(env.get(k) for k in OTHER_PROVIDERS) else None
-    token = None
     try:
-        if primer is not None:
-            await primer.start()
-            token = primer.arm()
-            env["ANTHROPIC_BASE_URL"] = primer.url(token)
         mcp_config = await verbs.start()
         invocation = self._invocation(ws, session_id, model, mcp_config, with_vm(self.system_prompt, vm, devvm))
         with contextlib.ExitStack() as files:
             args, fds = self._contained(argv(invocation, None), ws, verbs, files)
-            process = await CliProcess.start(args, env, str(ws.work), pass_fds=fds,
+            process = await CliProcess.start(args, self._environment(ws), str(ws.work), pass_fds=fds,
                                              sandboxed=self.sandbox is not None, streaming=True)
     except BaseException:
-        if token is not None:
-            primer.disarm(token)  # type: ignore[union-attr]
         await verbs.close()
         raise
     log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
     warm = WarmCli(session_id=session_id, model=model, vm=vm_name, process=process, verbs=verbs, ws=ws, stamp=None)
-    priming, before = False, None
     try:
         await warm.ready()
-        if self.home_state is None:  # no prompt has reached it: the CLI's own first-run state
-            self.home_state = home_template.read(ws.home)
-            if self.home_state is not None:
-                log.info("took the CLI's first-run state as the home template (%s)", ", ".join(self.home_state))
-        if token is not None:
-            priming, before = True, _transcript_size(ws)
-            await warm.prime(api_url)
-    except BaseException as exc:
+    except BaseException:
         await warm.close()
-        if not priming:
-            raise
-        # The transcript as it was before the priming prompt: a `--resume` never sees it.
-        _restore_transcript(ws, before)
-        if not isinstance(exc, Exception):
-            raise
-        log.warning("priming a warm CLI failed; this runner's warm CLIs start unprimed from now: %s", exc)
-        self.primer = None
-        return await launch(self, session_id, model, vm_name)
-    finally:
-        if token is not None:
-            primer.disarm(token)  # type: ignore[union-attr]
-    warm.stamp = ws.transcript()  # after its start-up (a resumed CLI writes to it then) and the priming
+        raise
+    warm.stamp = ws.transcript()  # after its start-up: a resumed CLI writes to it then
+    if self.home_state is None:  # no prompt has reached it: the CLI's own first-run state
+        self.home_state = home_template.read(ws.home)
+        if self.home_state is not None:
+            log.info("took the CLI's first-run state as the home template (%s)", ", ".join(self.home_state))
     return warm
-
-
-def _transcript_size(ws) -> int | None:  # type: ignore[no-untyped-def]
-    path = transcript_path(ws)
-    return path.stat().st_size if path is not None else None
-
-
-def _restore_transcript(ws, size: int | None) -> None:  # type: ignore[no-untyped-def]
-    path = transcript_path(ws)
-    if path is None:
-        return
-    if size is None:
-        path.unlink(missing_ok=True)
-    else:
-        with open(path, "r+b") as f:
-            f.truncate(size)
 
 
 async def run(
