@@ -9,6 +9,8 @@ see each other's streams.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -76,6 +78,19 @@ async def nc(nats_url: str) -> AsyncIterator[object]:
 @pytest.fixture
 async def js(nc):  # type: ignore[no-untyped-def]
     return nc.jetstream()
+
+
+@pytest.fixture
+def fake_claude(tmp_path: Path) -> str:
+    """bench/fake_cli.py as the `claude` binary: stream-json lines as the
+    prompt asks (`lines=5 gap_ms=0`), no model, no Node."""
+    # Beside its script: the agent's sandbox shows the CLI's own directory, not the checkout.
+    (tmp_path / "fake-cli").mkdir()
+    script = shutil.copy(REPO / "bench" / "fake_cli.py", tmp_path / "fake-cli" / "fake_cli.py")
+    wrapper = tmp_path / "fake-cli" / "fake-claude"
+    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{script}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 @pytest.fixture

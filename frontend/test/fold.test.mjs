@@ -93,6 +93,16 @@ test('unknown kinds are counted and skipped, never shown, never fatal', () => {
   assert.ok(s.unknownKinds.has('telemetry'));
 });
 
+test('a kind named like an Object method is an unknown kind, not a handler', () => {
+  const s = createFold();
+  const kinds = ['constructor', 'toString', '__proto__', 'hasOwnProperty'];
+  kinds.forEach((kind, i) => assert.equal(applyEvent(s, { kind, id: i + 1, turn_id: 'T1' }), true));
+  assert.equal(applyEvent(s, { kind: 'valueOf', turn_id: 'T1' }), false); // no id: skipped like any stored kind
+  assert.equal(s.unknown, kinds.length);
+  assert.equal(s.lastId, kinds.length);
+  assert.deepEqual(lines(s), []);
+});
+
 test('garbage frames are ignored', () => {
   const s = createFold();
   for (const bad of [null, 7, 'x', {}, { kind: 3 }, { kind: 'text', text: 'no id' }, { kind: 'text', id: 'abc' }]) {

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from nats.js.api import ConsumerConfig
 
-from agent_runner.bootstrap import on_approval
+from agent_runner.bootstrap import listener, on_approval
 from agent_runner.settings import APPROVE_MUTATING, AUTONOMOUS
 from agent_runner.turns import ActiveTurn, Recorder
 from agent_runner.verb_tool import VerbTool
@@ -284,7 +284,8 @@ class _Runner:
 
 async def test_an_approval_answer_reaches_only_the_owning_turn(nc, events, command, short_root):
     runner = _Runner()
-    sub = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
+    sub = await nc.subscribe(subjects.APPROVAL_ALL,
+                             cb=listener(AnswerApproval, "approval answer", partial(on_approval, runner, nc)))
     tool = make_tool(command, short_root, nc, events, policy=APPROVE_MUTATING)
     await tool.start()
     turn = ActiveTurn(command)

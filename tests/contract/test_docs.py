@@ -23,7 +23,7 @@ import yaml
 from eventbus import docs
 from events import encode, subjects
 from events.codec import ContractError, decode, decode_command, decode_event
-from events.commands import COMMAND_TYPES, CancelTurn, RunVerb, StartTurn, TurnLock, VerbResult
+from events.commands import COMMAND_TYPES, CancelTurn, Ending, RunVerb, StartTurn, TurnLock, VerbResult
 from events.kinds import KINDS, ToolCalled, TurnEnded, UsageReported, UserPrompted, VerbPhase, VerbProgressed
 from events.verbs import Verb
 
@@ -210,6 +210,7 @@ def test_encoded_commands_validate_against_their_schemas(command: msgspec.Struct
     [
         VerbResult(verb=Verb.RESET, exit_code=1, stderr="timeout"),
         TurnLock(turn_id=TURN, by="agent-runner", started_at=1.0, lease_until=2.0),
+        TurnLock(turn_id=TURN, by="agent-runner", started_at=1.0, lease_until=2.0, phase=Ending(runner="h:r/1")),
     ],
     ids=lambda r: type(r).__name__,
 )

@@ -5,12 +5,15 @@ is never regenerated: if this test fails, the change was not additive."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from events import codec, transcript
+from events.commands import VerbDone, VerbRecord, VerbRunning
 from events.kinds import EPHEMERAL_KINDS, KINDS
+from events.verbs import Verb
 
 V1 = Path(__file__).resolve().parents[1] / "fixtures" / "events-v1.jsonl"
 LINES = V1.read_bytes().splitlines()
@@ -72,3 +75,29 @@ async def test_a_session_from_before_per_writer_subjects_reads_and_continues_as_
     assert set(stored) >= {subjects.session_events(sid), subjects.session_writer(sid, "agent-runner")}
     assert (await EventLog(js, topology).head(sid))[0] == records[-1].seq
     assert export.verify_jsonl(export.jsonl(sid, records)) is None
+
+
+# KV records as the version before VerbRecord was a union wrote them (verbatim).
+_RUNNING_BEFORE = (b'{"request_id":"6f1c1c9e-3c5b-4a53-9d55-6a2f7d1f4a10","verb":"reset",'
+                   b'"state":"running","result":null}')
+_DONE_BEFORE = (b'{"request_id":"6f1c1c9e-3c5b-4a53-9d55-6a2f7d1f4a10","verb":"reset","state":"done",'
+                b'"result":{"verb":"reset","exit_code":0,"stdout":"ok\\n","stderr":"","rejected":false,"lost":false}}')
+
+
+def test_verb_records_written_before_the_union_decode_to_their_member():
+    running = codec.decode(_RUNNING_BEFORE, VerbRecord)
+    done = codec.decode(_DONE_BEFORE, VerbRecord)
+    assert isinstance(running, VerbRunning) and running.verb == Verb.RESET
+    assert isinstance(done, VerbDone) and (done.result.exit_code, done.result.stdout) == (0, "ok\n")
+
+
+def test_verb_records_are_written_as_before_so_older_readers_read_them():
+    done = json.loads(codec.encode(codec.decode(_DONE_BEFORE, VerbRecord)))
+    assert done == json.loads(_DONE_BEFORE)
+    running = json.loads(codec.encode(codec.decode(_RUNNING_BEFORE, VerbRecord)))
+    assert running == {k: v for k, v in json.loads(_RUNNING_BEFORE).items() if k != "result"}  # absent reads as null
+
+
+def test_a_done_verb_record_without_its_result_is_refused():
+    with pytest.raises(codec.ContractError):
+        codec.decode(_DONE_BEFORE.split(b',"result"')[0] + b"}", VerbRecord)

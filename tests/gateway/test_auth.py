@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from gateway.app import create_app
 from gateway.auth import COOKIE, identify

@@ -5,7 +5,7 @@ header only with the proxy's secret."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import pytest

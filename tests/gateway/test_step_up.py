@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import nats

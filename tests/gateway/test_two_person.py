@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import pytest

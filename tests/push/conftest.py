@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import nats

@@ -338,7 +338,7 @@ async def test_the_decision_is_the_subscribers_and_only_for_the_grants_own_appro
 async def test_with_step_up_a_push_carries_no_grant_and_no_grant_decides(push, nats_url, gateway_settings, tmp_path, nc):
     """The hook the step-up work fills in (`approvals.decided_in_page_only`):
     where a passkey must be shown, the notification only opens the page."""
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     from gateway.push import grants
 

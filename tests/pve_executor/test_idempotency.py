@@ -5,10 +5,10 @@ runs a mutating verb twice, even after the bus's de-duplication window
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from msgspec.structs import replace
 
 from events.codec import decode
-from events.commands import VerbRecord
+from events.commands import VerbDone, VerbRecord
 from events.kinds import VerbPhase
 from eventbus.topology import verb_key
 from events.verbs import Verb
@@ -27,7 +27,7 @@ async def test_the_same_key_twice_runs_once_and_answers_the_same(nats_url, nc, j
 
     kv = await js.key_value(topology.kv_bucket)
     record = decode((await kv.get(verb_key("press-1"))).value, VerbRecord)
-    assert (record.state, record.request_id, record.result) == ("done", first.command.request_id, first.result)
+    assert record == VerbDone(request_id=first.command.request_id, verb=first.result.verb, result=first.result)
     # The repeat is answered and recorded (its own `done`), but never `running`.
     assert [e.phase for e in await audit_of(js, first.command.request_id)] == [VerbPhase.RUNNING, VerbPhase.DONE]
     repeat = await audit_of(js, again.command.request_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 
 from events.codec import decode, encode
-from events.commands import VerbRecord
+from events.commands import VerbDone, VerbRecord, VerbRunning
 from events.kinds import VerbPhase
 from eventbus.topology import verb_key, vm_lock_key
 from events.types import new_id
@@ -69,7 +69,7 @@ async def test_an_executor_killed_mid_verb_has_its_verb_ended_lost_and_the_vm_fr
     assert pve.calls().count("reset 102") == 1  # never run again
     kv = await js.key_value(topology.kv_bucket)
     record = decode((await kv.get(verb_key("press-lost"))).value, VerbRecord)
-    assert record.state == "done" and record.result is not None and record.result.lost
+    assert isinstance(record, VerbDone) and record.result.lost
 
 
 async def test_an_executor_killed_mid_forensics_has_it_ended_lost_and_the_press_answered(
@@ -93,7 +93,7 @@ async def test_an_executor_killed_mid_forensics_has_it_ended_lost_and_the_press_
     assert pve.calls().count("pending 102") == 1  # never run again
     kv = await js.key_value(topology.kv_bucket)
     record = decode((await kv.get(verb_key("press-lost-forensics"))).value, VerbRecord)
-    assert record.state == "done" and record.result is not None and record.result.lost
+    assert isinstance(record, VerbDone) and record.result.lost
     assert await VmLocks(kv, stale_after=60).abandoned_reads(alive=lambda lock: False) == []  # its slot is free
 
 
@@ -131,8 +131,7 @@ async def test_a_verb_lost_before_it_was_sent_is_said_not_to_have_run(nats_url, 
     sending the command: its lapsed lock, the key's record still running."""
     kv = await js.key_value(topology.kv_bucket)
     sid, request_id = new_id(), new_id()
-    await kv.create(verb_key("press-unsent"), encode(VerbRecord(request_id=request_id, verb=Verb.CYCLE,
-                                                                state="running")))
+    await kv.create(verb_key("press-unsent"), encode(VerbRunning(request_id=request_id, verb=Verb.CYCLE)))
     await kv.create(vm_lock_key(102), encode(VmLock(
         request_id=request_id, verb="cycle", by="carol", taken_at=time.time() - 5, owner="dead-executor",
         lease_until=time.time() - 1, session_id=sid, idempotency_key="press-unsent")))

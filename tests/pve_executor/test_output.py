@@ -8,7 +8,7 @@ import pytest
 from events.codec import encode
 from events.commands import VerbResult
 from events.verbs import Verb
-from pve_executor.output import REFIT_MARK, Capped, decode_capped, fit, truncation_mark
+from pve_executor.output import REFIT_MARK, Capped, fit, truncation_mark
 
 CASES = [
     # (chunks, cap, text)
@@ -37,7 +37,9 @@ def test_capped_keeps_the_head_and_marks_the_cut(chunks, cap, text):
 
 def test_the_mark_says_how_much_was_left_out():
     assert truncation_mark(123) == "\n… [truncated: 123 bytes omitted]"
-    assert decode_capped(b"a" * 70_000, 65_536).endswith("[truncated: 4464 bytes omitted]")
+    capped = Capped(65_536)
+    capped.feed(b"a" * 70_000)
+    assert capped.text().endswith("[truncated: 4464 bytes omitted]")
 
 
 def test_a_cap_below_one_byte_is_refused():

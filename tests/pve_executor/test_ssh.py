@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import replace
+from msgspec.structs import replace
 
 import pytest
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from dataclasses import replace
+from msgspec.structs import replace
 
 import httpx
 import msgspec

@@ -17,7 +17,7 @@ front of the shipped forced command over a fake `qm`.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 from datetime import timedelta
 
 import pytest

@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import queue
-import shutil
 import statistics
 import subprocess
 import sys
@@ -176,17 +175,6 @@ def quarter_medians(values: list[float]) -> tuple[float, float]:
     n = len(values)
     q = max(1, n // 4)
     return statistics.median(values[q:2 * q]), statistics.median(values[n - q:])
-
-
-@pytest.fixture
-def fake_claude(tmp_path: Path) -> str:
-    # Beside its script: the agent's sandbox shows the CLI's own directory, not the checkout.
-    (tmp_path / "fake-cli").mkdir()
-    script = shutil.copy(REPO / "bench" / "fake_cli.py", tmp_path / "fake-cli" / "fake_cli.py")
-    wrapper = tmp_path / "fake-cli" / "fake-claude"
-    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{script}' \"$@\"\n")
-    wrapper.chmod(0o755)
-    return str(wrapper)
 
 
 async def test_soak(nats_server, tmp_path: Path, fake_claude: str) -> None:

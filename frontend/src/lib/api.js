@@ -1,7 +1,10 @@
 import { assertPasskey, createPasskey } from './passkey.js';
 
-// Same-origin JSON API (SPEC §3). Identity: the edge proxy's session (cookies)
-// or a bearer token kept in localStorage and sent on every fetch.
+// Every call the page makes to the gateway (SPEC §3), so credentials, the
+// 401 hand-off to the login screen and error details live in one place.
+// Identity: the edge proxy's session (cookies), a bearer token kept in
+// localStorage, or an observer link's secret. (The service worker, src/sw.js,
+// is a separate script with no token: its one call carries a push grant.)
 
 export const TOKEN_KEY = 'breakglass.token';
 export const SESSION_KEY = 'breakglass.session_id';
@@ -39,7 +42,6 @@ export function setToken(token) {
 // call carries the secret instead of a token, and may only read that session.
 let observerSecret = '';
 export const setObserver = (secret) => { observerSecret = secret || ''; };
-export const observerQuery = () => (observerSecret ? `observer=${encodeURIComponent(observerSecret)}` : '');
 
 function credentials() {
   if (observerSecret) return { 'X-Breakglass-Observer': observerSecret };
@@ -63,29 +65,55 @@ function detailOf(body, status) {
   return `HTTP ${status}`;
 }
 
+function parsed(text) {
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { detail: text.slice(0, 300) };
+  }
+}
+
+/** One request with this page's credentials; a 401 tells the listeners. */
+async function request(path, { method = 'GET', body, signal, headers = {} } = {}) {
+  const res = await fetch(path, {
+    method, signal, credentials: 'same-origin', cache: 'no-store',
+    headers: { ...headers, ...credentials(), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (res.status === 401) unauthorized.forEach((fn) => fn());
+  return res;
+}
+
 /**
  * fetch JSON. Resolves with {status, body} for 2xx and for the statuses the
  * caller lists in `accept` (e.g. 502 for verbs); throws ApiError otherwise.
  */
 export async function api(path, { method = 'GET', body, accept = [], signal } = {}) {
-  const headers = { Accept: 'application/json', ...credentials() };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, {
-    method, headers, signal, credentials: 'same-origin', cache: 'no-store',
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  let data = null;
-  const text = await res.text();
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = { detail: text.slice(0, 300) };
-    }
-  }
-  if (res.status === 401) unauthorized.forEach((fn) => fn());
+  const res = await request(path, { method, body, signal, headers: { Accept: 'application/json' } });
+  const data = parsed(await res.text());
   if (res.ok || accept.includes(res.status)) return { status: res.status, body: data };
   throw new ApiError(res.status, detailOf(data, res.status), data);
+}
+
+/**
+ * The session's event stream (SPEC §4), resuming after `after`. EventSource
+ * cannot send headers: the cookie (POST /api/login) or the observer secret in
+ * the query authorises it.
+ */
+export function openStream(sessionId, after = 0) {
+  const query = [after > 0 ? `after=${after}` : '', observerSecret ? `observer=${encodeURIComponent(observerSecret)}` : '']
+    .filter(Boolean).join('&');
+  return new EventSource(`/api/session/${sessionId}/stream` + (query ? `?${query}` : ''), { withCredentials: true });
+}
+
+// The cheap identity probe: any authenticated GET answers 401 without a valid identity.
+export const whoAmI = () => listVerbs();
+
+// Let the gateway set an HttpOnly cookie so EventSource (which cannot send
+// headers) is authorised too; an older gateway without the route answers 404.
+export function login() {
+  return api('/api/login', { method: 'POST' });
 }
 
 // A new session, bound to `vm` (a name of /api/vms; none: the default VM).
@@ -237,9 +265,12 @@ export async function probeVm(vm) {
 
 /** A session's export as a Blob (`md` or `jsonl`). */
 export async function exportBlob(sessionId, format) {
-  const headers = credentials();
-  const res = await fetch(`/api/session/${sessionId}/export?format=${format}`, { headers, credentials: 'same-origin' });
-  if (res.status === 401) unauthorized.forEach((fn) => fn());
-  if (!res.ok) throw new ApiError(res.status, `HTTP ${res.status}`, null);
+  const res = await request(`/api/session/${sessionId}/export?format=${format}`);
+  if (!res.ok) throw new ApiError(res.status, detailOf(parsed(await res.text()), res.status), null);
   return res.blob();
 }
+
+// Web Push (gateway.push): the gateway's VAPID key, and this browser's subscription.
+export const pushKey = () => api('/api/push/key');
+export const savePushSubscription = (subscription) => api('/api/push/subscription', { method: 'POST', body: subscription });
+export const dropPushSubscription = (endpoint) => api('/api/push/subscription', { method: 'DELETE', body: { endpoint }, accept: [404] });

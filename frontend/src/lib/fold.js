@@ -15,12 +15,6 @@
 // in the browser alike. The state is private and mutable; `view()` returns a
 // fresh snapshot for rendering.
 
-/** Kinds this fold knows; anything else is skipped (SPEC §4: skip unknown kinds). */
-export const KNOWN_KINDS = new Set([
-  'user', 'session', 'text', 'delta', 'status', 'tool', 'tool_result', 'result', 'error',
-  'cancelled', 'interrupted', 'turn_end', 'verb', 'approval', 'usage', 'alert', 'diagnosis', 'escalated',
-]);
-
 /** A label or annotation map as sorted [name, value] string pairs (bad input: none). */
 function pairs(map) {
   if (!map || typeof map !== 'object' || Array.isArray(map)) return [];
@@ -187,6 +181,226 @@ function applyStatus(state, ev, now) {
   return true;
 }
 
+// cost_usd is the CLI session's running total: this turn's own cost is the
+// step from the previous total of the same CLI session. Tokens add up over
+// the turn's usage events.
+function addUsage(state, turn, ev) {
+  const tokens = ev.tokens && typeof ev.tokens === 'object' ? ev.tokens : {};
+  const usage = {
+    cost_usd: Number(ev.cost_usd) || 0,
+    input: Number(tokens.input) || 0, output: Number(tokens.output) || 0,
+    cache_read: Number(tokens.cache_read) || 0, cache_creation: Number(tokens.cache_creation) || 0,
+  };
+  const chain = turn.cliSession || '(unknown)';
+  const before = state.cost.has(chain) ? state.cost.get(chain) : 0;
+  if (turn.usage) {
+    usage.input += turn.usage.input; usage.output += turn.usage.output;
+    usage.cache_read += turn.usage.cache_read; usage.cache_creation += turn.usage.cache_creation;
+  }
+  const start = turn.usage ? turn.usage.costBefore : before;
+  usage.costBefore = start;
+  turn.turnCost = usage.cost_usd >= start ? usage.cost_usd - start : usage.cost_usd;
+  turn.usage = usage;
+  state.cost.set(chain, usage.cost_usd);
+}
+
+// The verb an approval gates may have arrived first (out of order): link it
+// now and replay its phases onto the approval.
+function settleLateApproval(state, approvalId) {
+  for (const v of [...state.verbs.values()].sort((a, b) => a.id - b.id)) {
+    if (state.links.has(v.request_id)) continue;
+    linkApproval(state, v);
+    if (state.links.get(v.request_id) === approvalId) {
+      for (const p of v.phases) updateApprovalFromVerb(state, { ...v, phase: p.phase });
+    }
+  }
+}
+
+
+// One small handler per stored kind: `(state, ev, base)` where `base` holds
+// the fields every item carries ({id, kind, ts, by}); it returns whether the
+// transcript changed. A null prototype keeps an event named after an Object
+// method (`constructor`, `toString`) an unknown kind.
+const STORED = {
+  __proto__: null,
+
+  user(state, ev, base) {
+    const turn = turnFor(state, ev, base.id);
+    const user = { ...base, text: String(ev.text ?? ''), model: ev.model || null };
+    if (turn) turn.user = user;
+    else place(state, ev, base.id, { ...user, t: 'user' });
+    return true;
+  },
+
+  session(state, ev, base) {
+    const turn = turnFor(state, ev, base.id);
+    if (turn) turn.cliSession = ev.cli_session_id || ev.session_id || null;
+    return true;
+  },
+
+  text(state, ev, base) {
+    const block = typeof ev.block === 'string' ? ev.block : '';
+    if (block) {
+      state.live.delete(block);
+      state.doneBlocks.add(block);
+    }
+    place(state, ev, base.id, { ...base, t: 'text', text: String(ev.text ?? ''), block });
+    return true;
+  },
+
+  tool(state, ev, base) {
+    const toolUseId = ev.tool_use_id || '';
+    const item = {
+      ...base, t: 'tool', name: String(ev.name || 'tool'), input: ev.input || {},
+      command: commandOf(ev.name, ev.input), tool_use_id: toolUseId, result: null,
+    };
+    if (toolUseId) {
+      state.tools.set(toolUseId, item);
+      if (state.orphanResults.has(toolUseId)) {
+        item.result = state.orphanResults.get(toolUseId);
+        state.orphanResults.delete(toolUseId);
+      }
+    }
+    place(state, ev, base.id, item);
+    return true;
+  },
+
+  tool_result(state, ev, base) {
+    const result = { id: base.id, output: String(ev.output ?? ''), is_error: !!ev.is_error, truncated: !!ev.truncated };
+    const tool = ev.tool_use_id ? state.tools.get(ev.tool_use_id) : null;
+    if (tool) tool.result = result;
+    else if (ev.tool_use_id) state.orphanResults.set(ev.tool_use_id, result);
+    else place(state, ev, base.id, { ...base, t: 'tool', name: 'result', input: {}, command: '', tool_use_id: '', result });
+    return true;
+  },
+
+  result(state, ev, base) {
+    const turn = turnFor(state, ev, base.id);
+    const item = {
+      ...base, t: 'result', is_error: !!ev.is_error, result: String(ev.result ?? ''),
+      duration_ms: Number(ev.duration_ms) || 0, subtype: ev.subtype || '',
+    };
+    // A turn the operator stopped ends with an "aborted" error result: that
+    // is the cancellation, not a failure, and must not read as one.
+    item.aborted = /^aborted/i.test(String(ev.terminal_reason || '')) || /^aborted/i.test(item.result);
+    const failed = item.is_error && !item.aborted;
+    if (turn) {
+      turn.result = item;
+      if (failed && item.result) insertItem(turn.items, item);
+    } else if (failed) place(state, ev, base.id, item);
+    return true;
+  },
+
+  error(state, ev, base) {
+    place(state, ev, base.id, { ...base, t: 'error', error: String(ev.error ?? 'error') });
+    return true;
+  },
+
+  cancelled(state, ev, base) {
+    place(state, ev, base.id, { ...base, t: 'cancelled' });
+    return true;
+  },
+
+  interrupted(state, ev, base) {
+    place(state, ev, base.id, { ...base, t: 'interrupted', reason: String(ev.reason ?? '') });
+    return true;
+  },
+
+  turn_end(state, ev, base) {
+    const turn = turnFor(state, ev, base.id);
+    if (!turn) return true;
+    turn.end = { id: base.id, outcome: ev.outcome || null, ts: ev.ts || null };
+    dropLiveOfTurn(state, turn.turn_id);
+    state.status.delete(turn.turn_id);
+    for (const item of turn.items) {
+      if (item.t === 'approval' && item.status === 'pending') item.status = 'expired';
+    }
+    return true;
+  },
+
+  usage(state, ev, base) {
+    const turn = turnFor(state, ev, base.id);
+    if (turn) addUsage(state, turn, ev);
+    return true;
+  },
+
+  verb(state, ev, base) {
+    const fields = {
+      verb: String(ev.verb || ''), phase: String(ev.phase || ''),
+      exit_code: ev.exit_code ?? null, stdout: ev.stdout ?? null, stderr: ev.stderr ?? null,
+      rejected: !!ev.rejected, request_id: ev.request_id || null, turn_id: ev.turn_id || null,
+    };
+    const phase = { phase: fields.phase, id: base.id, by: base.by, ts: base.ts };
+    let item = fields.request_id ? state.verbs.get(fields.request_id) : null;
+    if (item) {
+      item.phases.push(phase);
+      for (const [k, v] of Object.entries(fields)) if (v !== null && v !== undefined) item[k] = v;
+      item.lastId = base.id;
+    } else {
+      item = { ...base, t: 'verb', ...fields, phases: [phase], lastId: base.id };
+      if (fields.request_id) state.verbs.set(fields.request_id, item);
+      place(state, ev, base.id, item);
+    }
+    updateApprovalFromVerb(state, item);
+    return true;
+  },
+
+  approval(state, ev, base) {
+    const approvalId = String(ev.approval_id || base.id);
+    const turn = ev.turn_id ? state.turns.get(ev.turn_id) : null;
+    const item = {
+      ...base, t: 'approval', approval_id: approvalId, verb: String(ev.verb || ''), turn_id: ev.turn_id || null,
+      request_id: ev.request_id || null, reason: String(ev.reason ?? ''), linked: null,
+      status: state.answered.get(approvalId) || (turn && turn.end ? 'expired' : 'pending'),
+      escalated: state.escalations.get(approvalId) || null,
+    };
+    state.approvals.set(approvalId, item);
+    place(state, ev, base.id, item);
+    settleLateApproval(state, approvalId);
+    return true;
+  },
+
+  // Nobody answered an approval in time: it also went to a second channel.
+  escalated(state, ev) {
+    const approvalId = String(ev.approval_id || '');
+    const info = { channel: String(ev.channel || ''), after_seconds: Number(ev.after_seconds) || 0, by: String(ev.by || '') };
+    state.escalations.set(approvalId, info);
+    const item = state.approvals.get(approvalId);
+    if (item) item.escalated = info;
+    return !!item;
+  },
+
+  // An Alertmanager alert (the first event of a triage session), or its resolution.
+  alert(state, ev, base) {
+    place(state, ev, base.id, {
+      ...base, t: 'alert', alertname: String(ev.alertname || 'alert'), status: String(ev.status || ''),
+      vm: String(ev.vm || ''), labels: pairs(ev.labels), annotations: pairs(ev.annotations),
+      starts_at: ev.starts_at || null, generator_url: String(ev.generator_url || ''),
+    });
+    return true;
+  },
+
+  // The end of an alert's automatic triage.
+  diagnosis(state, ev, base) {
+    place(state, ev, base.id, {
+      ...base, t: 'diagnosis', alertname: String(ev.alertname || 'alert'), summary: String(ev.summary || ''),
+      outcome: ev.outcome || null,
+    });
+    return true;
+  },
+};
+
+// SPEC §4: skip unknown kinds. The id is still consumed (so the resume point
+// moves) and the kind counted; nothing is shown.
+function unknownKind(state, ev) {
+  state.unknown++;
+  state.unknownKinds.add(ev.kind);
+  return true;
+}
+
+// The live-only kinds: no id, never stored, handled before deduplication.
+const LIVE = { __proto__: null, delta: applyDelta, status: applyStatus };
+
 /**
  * Apply one event (a parsed SSE `message` frame). Returns true when the
  * transcript (or the running turn's heartbeat) changed. Never throws on bad
@@ -194,203 +408,19 @@ function applyStatus(state, ev, now) {
  */
 export function applyEvent(state, ev, now = Date.now()) {
   if (!ev || typeof ev !== 'object' || typeof ev.kind !== 'string') return false;
-  if (ev.kind === 'delta') {
-    const changed = applyDelta(state, ev);
-    if (changed) state.version++;
-    return changed;
-  }
-  if (ev.kind === 'status') {
-    const changed = applyStatus(state, ev, now);
+  const live = LIVE[ev.kind];
+  if (live) {
+    const changed = live(state, ev, now);
     if (changed) state.version++;
     return changed;
   }
   const id = numericId(ev);
-  if (id === null) return false; // a stored kind without an id cannot be deduplicated: skip
-  if (state.seen.has(id)) return false;
+  if (id === null || state.seen.has(id)) return false; // without an id a stored kind cannot be deduplicated
   state.seen.add(id);
   if (id > state.lastId) state.lastId = id;
   state.version++;
-
-  const base = { id, kind: ev.kind, ts: ev.ts || null, by: ev.by || null };
-  switch (ev.kind) {
-    case 'user': {
-      const turn = turnFor(state, ev, id);
-      const user = { ...base, text: String(ev.text ?? ''), model: ev.model || null };
-      if (turn) turn.user = user;
-      else place(state, ev, id, { ...user, t: 'user' });
-      return true;
-    }
-    case 'session': {
-      const turn = turnFor(state, ev, id);
-      if (turn) turn.cliSession = ev.cli_session_id || ev.session_id || null;
-      return true;
-    }
-    case 'text': {
-      const block = typeof ev.block === 'string' ? ev.block : '';
-      if (block) {
-        state.live.delete(block);
-        state.doneBlocks.add(block);
-      }
-      place(state, ev, id, { ...base, t: 'text', text: String(ev.text ?? ''), block });
-      return true;
-    }
-    case 'tool': {
-      const toolUseId = ev.tool_use_id || '';
-      const item = {
-        ...base, t: 'tool', name: String(ev.name || 'tool'), input: ev.input || {},
-        command: commandOf(ev.name, ev.input), tool_use_id: toolUseId, result: null,
-      };
-      if (toolUseId) {
-        state.tools.set(toolUseId, item);
-        if (state.orphanResults.has(toolUseId)) {
-          item.result = state.orphanResults.get(toolUseId);
-          state.orphanResults.delete(toolUseId);
-        }
-      }
-      place(state, ev, id, item);
-      return true;
-    }
-    case 'tool_result': {
-      const result = {
-        id, output: String(ev.output ?? ''), is_error: !!ev.is_error, truncated: !!ev.truncated,
-      };
-      const tool = ev.tool_use_id ? state.tools.get(ev.tool_use_id) : null;
-      if (tool) tool.result = result;
-      else if (ev.tool_use_id) state.orphanResults.set(ev.tool_use_id, result);
-      else place(state, ev, id, { ...base, t: 'tool', name: 'result', input: {}, command: '', tool_use_id: '', result });
-      return true;
-    }
-    case 'result': {
-      const turn = turnFor(state, ev, id);
-      const item = {
-        ...base, t: 'result', is_error: !!ev.is_error, result: String(ev.result ?? ''),
-        duration_ms: Number(ev.duration_ms) || 0, subtype: ev.subtype || '',
-      };
-      // A turn the operator stopped ends with an "aborted" error result: that
-      // is the cancellation, not a failure, and must not read as one.
-      const aborted = /^aborted/i.test(String(ev.terminal_reason || '')) || /^aborted/i.test(item.result);
-      item.aborted = aborted;
-      if (turn) {
-        turn.result = item;
-        if (item.is_error && item.result && !aborted) insertItem(turn.items, item);
-      } else if (item.is_error && !aborted) place(state, ev, id, item);
-      return true;
-    }
-    case 'error':
-      place(state, ev, id, { ...base, t: 'error', error: String(ev.error ?? 'error') });
-      return true;
-    case 'cancelled':
-      place(state, ev, id, { ...base, t: 'cancelled' });
-      return true;
-    case 'interrupted':
-      place(state, ev, id, { ...base, t: 'interrupted', reason: String(ev.reason ?? '') });
-      return true;
-    case 'turn_end': {
-      const turn = turnFor(state, ev, id);
-      if (turn) {
-        turn.end = { id, outcome: ev.outcome || null, ts: ev.ts || null };
-        dropLiveOfTurn(state, turn.turn_id);
-        state.status.delete(turn.turn_id);
-        for (const item of turn.items) {
-          if (item.t === 'approval' && item.status === 'pending') item.status = 'expired';
-        }
-      }
-      return true;
-    }
-    case 'usage': {
-      const turn = turnFor(state, ev, id);
-      const tokens = ev.tokens && typeof ev.tokens === 'object' ? ev.tokens : {};
-      const usage = {
-        cost_usd: Number(ev.cost_usd) || 0,
-        input: Number(tokens.input) || 0, output: Number(tokens.output) || 0,
-        cache_read: Number(tokens.cache_read) || 0, cache_creation: Number(tokens.cache_creation) || 0,
-      };
-      if (turn) {
-        // cost_usd is the CLI session's running total: this turn's own cost is
-        // the step from the previous total of the same CLI session.
-        const chain = turn.cliSession || '(unknown)';
-        const before = state.cost.has(chain) ? state.cost.get(chain) : 0;
-        if (turn.usage) {
-          usage.input += turn.usage.input; usage.output += turn.usage.output;
-          usage.cache_read += turn.usage.cache_read; usage.cache_creation += turn.usage.cache_creation;
-        }
-        const start = turn.usage ? turn.usage.costBefore : before;
-        usage.costBefore = start;
-        turn.turnCost = usage.cost_usd >= start ? usage.cost_usd - start : usage.cost_usd;
-        turn.usage = usage;
-        state.cost.set(chain, usage.cost_usd);
-      }
-      return true;
-    }
-    case 'verb': {
-      const requestId = ev.request_id || null;
-      const fields = {
-        verb: String(ev.verb || ''), phase: String(ev.phase || ''),
-        exit_code: ev.exit_code ?? null, stdout: ev.stdout ?? null, stderr: ev.stderr ?? null,
-        rejected: !!ev.rejected, request_id: requestId, turn_id: ev.turn_id || null,
-      };
-      const existing = requestId ? state.verbs.get(requestId) : null;
-      if (existing) {
-        existing.phases.push({ phase: fields.phase, id, by: base.by, ts: base.ts });
-        for (const [k, v] of Object.entries(fields)) if (v !== null && v !== undefined) existing[k] = v;
-        existing.lastId = id;
-        updateApprovalFromVerb(state, existing);
-        return true;
-      }
-      const item = { ...base, t: 'verb', ...fields, phases: [{ phase: fields.phase, id, by: base.by, ts: base.ts }], lastId: id };
-      if (requestId) state.verbs.set(requestId, item);
-      place(state, ev, id, item);
-      updateApprovalFromVerb(state, item);
-      return true;
-    }
-    case 'approval': {
-      const approvalId = String(ev.approval_id || id);
-      const turn = ev.turn_id ? state.turns.get(ev.turn_id) : null;
-      const item = {
-        ...base, t: 'approval', approval_id: approvalId, verb: String(ev.verb || ''), turn_id: ev.turn_id || null,
-        request_id: ev.request_id || null, reason: String(ev.reason ?? ''), linked: null,
-        status: state.answered.get(approvalId) || (turn && turn.end ? 'expired' : 'pending'),
-        escalated: state.escalations.get(approvalId) || null,
-      };
-      state.approvals.set(approvalId, item);
-      place(state, ev, id, item);
-      // The verb it gates may have arrived first (out of order): link and settle.
-      for (const v of [...state.verbs.values()].sort((a, b) => a.id - b.id)) {
-        if (!state.links.has(v.request_id)) {
-          linkApproval(state, v);
-          if (state.links.get(v.request_id) === approvalId) {
-            for (const p of v.phases) updateApprovalFromVerb(state, { ...v, phase: p.phase });
-          }
-        }
-      }
-      return true;
-    }
-    case 'escalated': { // nobody answered an approval in time: it also went to a second channel
-      const approvalId = String(ev.approval_id || '');
-      const info = { channel: String(ev.channel || ''), after_seconds: Number(ev.after_seconds) || 0, by: String(ev.by || '') };
-      state.escalations.set(approvalId, info);
-      const item = state.approvals.get(approvalId);
-      if (item) item.escalated = info;
-      return !!item;
-    }
-    case 'alert': // an Alertmanager alert (the first event of a triage session), or its resolution
-      place(state, ev, id, {
-        ...base, t: 'alert', alertname: String(ev.alertname || 'alert'), status: String(ev.status || ''),
-        vm: String(ev.vm || ''), labels: pairs(ev.labels), annotations: pairs(ev.annotations),
-        starts_at: ev.starts_at || null, generator_url: String(ev.generator_url || ''),
-      });
-      return true;
-    case 'diagnosis': // the end of an alert's automatic triage
-      place(state, ev, id, {
-        ...base, t: 'diagnosis', alertname: String(ev.alertname || 'alert'), summary: String(ev.summary || ''),
-        outcome: ev.outcome || null,
-      });
-      return true;
-    default:
-      state.unknown++;
-      state.unknownKinds.add(ev.kind);
-      return true; // the id is consumed (so the resume point moves), nothing shown
-  }
+  const handle = STORED[ev.kind] || unknownKind;
+  return handle(state, ev, { id, kind: ev.kind, ts: ev.ts || null, by: ev.by || null });
 }
 
 /** Apply many events; returns how many changed the transcript. */

@@ -8,6 +8,8 @@
 // `notificationFor(event, context)` is pure (unit-tested); the rest touches
 // the browser.
 
+import { dropPushSubscription, pushKey, savePushSubscription } from './api.js';
+
 export const NOTIFY_KEY = 'breakglass.notify'; // 'off' when the operator turned them off
 export const ASKED_KEY = 'breakglass.notify_asked'; // asked once on a first prompt
 
@@ -171,35 +173,34 @@ export function pushSupported() {
 }
 
 /**
- * Subscribe this browser (or renew its subscription). `api` is lib/api.js's
- * `api`. Resolves 'on', or why not: 'unsupported', 'not-allowed' (no
+ * Subscribe this browser (or renew its subscription). Resolves 'on', or why not: 'unsupported', 'not-allowed' (no
  * notification permission), 'unavailable' (the browser has no push service,
  * or the gateway refused: the message is in `detail`).
  */
-export async function subscribePush(api) {
+export async function subscribePush() {
   if (!pushSupported()) return { state: 'unsupported' };
   if (notifyState() !== 'on') return { state: 'not-allowed' };
   try {
     const reg = await navigator.serviceWorker.ready;
-    const { body } = await api('/api/push/key');
+    const { body } = await pushKey();
     let sub = await reg.pushManager.getSubscription();
     if (!sub) {
       sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(body.public_key) });
     }
-    await api('/api/push/subscription', { method: 'POST', body: sub.toJSON() });
+    await savePushSubscription(sub.toJSON());
     return { state: 'on' };
   } catch (e) {
     return { state: 'unavailable', detail: String(e?.detail || e?.message || e) };
   }
 }
 
-export async function unsubscribePush(api) {
+export async function unsubscribePush() {
   if (!pushSupported()) return;
   try {
     const reg = await navigator.serviceWorker.getRegistration();
     const sub = reg && (await reg.pushManager.getSubscription());
     if (!sub) return;
-    await api('/api/push/subscription', { method: 'DELETE', body: { endpoint: sub.endpoint }, accept: [404] });
+    await dropPushSubscription(sub.endpoint);
     await sub.unsubscribe();
   } catch {
     /* the server drops it on its own when the push service says it is gone */

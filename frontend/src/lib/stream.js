@@ -18,7 +18,7 @@
 //
 // States: connecting -> catching-up -> live; reconnecting; offline; gone; unauthorized.
 
-import { api, ApiError, observerQuery } from './api.js';
+import { ApiError, openStream, pageEvents } from './api.js';
 
 /** Until the gateway's first keepalive says its interval (BREAKGLASS_KEEPALIVE_SECONDS). */
 export const DEFAULT_KEEPALIVE_SECONDS = 15;
@@ -52,12 +52,6 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
     if (caughtUp && state !== 'live') set('live');
   }
 
-  function url() {
-    const after = lastId();
-    const query = [after > 0 ? `after=${after}` : '', observerQuery()].filter(Boolean).join('&');
-    return `/api/session/${sessionId}/stream` + (query ? `?${query}` : '');
-  }
-
   function open(wake = false) {
     if (closed) return;
     clearTimeout(timer);
@@ -66,7 +60,7 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
     caughtUp = false;
     resumed = wake;
     heardAt = Date.now();
-    const source = new EventSource(url(), { withCredentials: true });
+    const source = openStream(sessionId, lastId());
     es = source;
     source.onopen = () => {
       backoff = 1000;
@@ -105,7 +99,7 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
       caughtUp = false;
       if (!navigator.onLine) set('offline');
       else set('reconnecting');
-      if (source.readyState === EventSource.CLOSED) retry();
+      if (source.readyState === source.CLOSED) retry();
       // CONNECTING: the browser retries by itself with Last-Event-ID.
     };
   }
@@ -123,7 +117,7 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
       }
       try {
         // Why did it fail? 404: the session is gone; 401: sign in again.
-        await api(`/api/session/${sessionId}/events?after=${lastId()}&limit=1`);
+        await pageEvents(sessionId, lastId(), 1);
       } catch (err) {
         if (err instanceof ApiError && err.status === 404) {
           set('gone');
@@ -146,7 +140,7 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
 
   /** Is the stream provably live: open, caught up, and heard from lately? */
   function provablyLive() {
-    return !!es && es.readyState === EventSource.OPEN && caughtUp && Date.now() - heardAt <= staleAfterMs(keepalive);
+    return !!es && es.readyState === es.OPEN && caughtUp && Date.now() - heardAt <= staleAfterMs(keepalive);
   }
 
   const wake = () => {
@@ -156,7 +150,7 @@ export function attach(sessionId, { lastId, onEvent, onCaughtUp, onState, onGone
       if (state !== 'live') set('live'); // a stale `offline` event: the stream proved otherwise
       return;
     }
-    if (es && es.readyState !== EventSource.CLOSED && !caughtUp && Date.now() - heardAt <= staleAfterMs(keepalive)) return; // a fresh attach is on its way
+    if (es && es.readyState !== es.CLOSED && !caughtUp && Date.now() - heardAt <= staleAfterMs(keepalive)) return; // a fresh attach is on its way
     backoff = 1000;
     open(true);
   };

@@ -62,13 +62,3 @@ def matching(keys: list[HostKey], fingerprint: str) -> list[HostKey]:
     want = fingerprint.strip()
     want = want if want.startswith("SHA256:") else "SHA256:" + want
     return [k for k in keys if k.fingerprint == want.rstrip("=")]
-
-
-def pinned(known_hosts: str) -> list[HostKey]:
-    """The keys in a known_hosts file's text."""
-    keys = []
-    for line in known_hosts.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and not line.startswith("#"):
-            keys.append(HostKey(parts[1], parts[2]))
-    return keys

@@ -9,10 +9,14 @@ reaches its process, and so can never leak from it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from events.config import NO_FILE, ConfigError, Env, nats_url
+import msgspec
+from msgspec import Meta
+from msgspec.structs import replace
+
+from events.config import NO_FILE, ConfigError, Env, load, nats_url
 
 SERVICES: dict[str, str] = {
     "gateway": "gateway",
@@ -20,10 +24,6 @@ SERVICES: dict[str, str] = {
     "pve-executor": "pve_executor",
 }
 """Service name (sub-command, log prefix) -> module run with `python -m`."""
-
-#: The workers' metrics ports under `up`, next to the gateway's default 8080
-#: (whose own metrics are at /metrics); standalone, a worker's default is 0 (off).
-UP_METRICS_PORTS: dict[str, int] = {"RUNNER_METRICS_PORT": 8081, "EXECUTOR_METRICS_PORT": 8082}
 
 # Variables a service must not receive, matched as name prefixes.
 # - the Proxmox key and host only in pve-executor;
@@ -70,36 +70,39 @@ def service_env(
     return env
 
 
-@dataclass(frozen=True)
-class UpSettings:
-    data_dir: Path
-    host: str
-    port: int
-    nats_port: int
-    #: An external server; None = start the embedded one.
-    nats_url: str | None
-    grace_seconds: float
-    #: The workers' scrape ports (0 = off), by the variable that sets them;
-    #: fixed under `up` so a Prometheus config can name them.
-    metrics_ports: dict[str, int]
-    metrics_host: str = "127.0.0.1"
+Port = Annotated[int, Meta(ge=1, le=65535)]
+MetricsPort = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class UpSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """Each setting declared once: its variable (BREAKGLASS_ and the field's
+    name, or its `name=`), type, default, bounds and description."""
+
+    data_dir: Annotated[Path, Meta(description="NATS store, logs, secrets")] = Path(".breakglass")
+    host: Annotated[str, Meta(description="the gateway's listen address")] = "127.0.0.1"
+    port: Annotated[Port, Meta(description="the gateway's listen port")] = 8080
+    nats_port: Annotated[Port, Meta(description="port of the embedded NATS server")] = 4222
+    #: None = start the embedded one.
+    nats_url: Annotated[str | None, Meta(description="an external NATS server")] = None
+    grace_seconds: Annotated[float, Meta(ge=0.0, description="Ctrl-C: SIGTERM, then SIGKILL after this")] = (
+        msgspec.field(default=5.0, name="STOP_GRACE_SECONDS"))
+    #: The workers' scrape ports under `up`, next to the gateway's 8080 (whose
+    #: own metrics are at /metrics), fixed so a Prometheus config can name
+    #: them; standalone, a worker's default is 0 (off).
+    runner_metrics_port: Annotated[MetricsPort, Meta(description="agent-runner's metrics port")] = 8081
+    executor_metrics_port: Annotated[MetricsPort, Meta(description="pve-executor's metrics port")] = 8082
+    metrics_host: Annotated[str, Meta(description="listen address of the workers' metrics")] = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "UpSettings":
         env = env or Env()
-        external = nats_url(env, "breakglass up") if env.raw("NATS_URL") else None
-        return cls(
-            data_dir=Path(env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve(),
-            host=env.str("HOST", "127.0.0.1") or "127.0.0.1",
-            port=env.int("PORT", 8080, minimum=1, maximum=65535),
-            nats_port=env.int("NATS_PORT", 4222, minimum=1, maximum=65535),
-            nats_url=external,
-            grace_seconds=env.float("STOP_GRACE_SECONDS", 5.0, minimum=0.0),
-            metrics_ports={
-                name: env.int(name, default, minimum=0, maximum=65535) for name, default in UP_METRICS_PORTS.items()
-            },
-            metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
-        )
+        s = load(cls, env, nats_url=nats_url(env, "breakglass up") if env.raw("NATS_URL") else None)
+        return replace(s, data_dir=s.data_dir.resolve())
+
+    @property
+    def metrics_ports(self) -> dict[str, int]:
+        """The workers' scrape ports (0 = off), by the variable that sets them."""
+        return {"RUNNER_METRICS_PORT": self.runner_metrics_port, "EXECUTOR_METRICS_PORT": self.executor_metrics_port}
 
     @property
     def base_url(self) -> str:

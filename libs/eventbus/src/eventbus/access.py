@@ -112,8 +112,6 @@ ADMIN = "admin"
 
 #: Every NATS user, in the order the config lists them.
 ROLES: tuple[str, ...] = (ADMIN, GATEWAY, AGENT_RUNNER, PVE_EXECUTOR, READER)
-#: The services `breakglass up` runs, each as the user of the same name.
-SERVICE_ROLES: tuple[str, ...] = (GATEWAY, AGENT_RUNNER, PVE_EXECUTOR)
 
 #: Processes that must not talk to NATS at all, and why (documentation; the
 #: security tests hold the code to it).

@@ -8,13 +8,15 @@ Every change is a compare-and-set on the key's revision:
   dies inside it must not block the session for long;
 - once the command is published, the gateway marks the lock `queued`, with
   the longer pick-up lease (the command may wait for a free runner);
-- the runner that picks the command up `claim`s it (sets itself as owner)
-  and `renew`s the lease while the CLI runs;
+- the runner that picks the command up `claim`s it (phase `running`)
+  and `renew`s the lease while the CLI runs, marking it `ending` right
+  before it writes `turn_end`;
 - the turn's end `release`s it.
-A lock whose lease lapsed belongs to a process that died: `reap` records
-`interrupted` + `turn_end` and frees it (or, when the turn's `user` was
-never stored, only frees it: a `turn_end` always follows its `user`). Those two events carry message ids
-derived from the turn id, the same ones the runner uses for its own final
+A lock whose lease lapsed belongs to a process that died: `reap` takes it
+over (phase `reaping`), records `interrupted` + `turn_end` and frees it (or,
+when the turn's `user` was never stored, only frees it: a `turn_end` always
+follows its `user`). Those two events carry message ids derived from the
+turn id, the same ones the runner uses for its own final
 events, so whichever side gets there first, the log shows exactly one
 `turn_end` per turn (JetStream drops the duplicate).
 """
@@ -29,7 +31,7 @@ from nats.js.kv import KeyValue
 
 from . import metrics
 from events.codec import ContractError, decode, decode_event_lenient, encode
-from events.commands import TurnLock
+from events.commands import Ending, LockPhase, Reaping, RunnerPhase, Running, TurnLock, Unclaimed
 from events.kinds import Outcome, TurnEnded, TurnInterrupted, UserPrompted
 from .log import WRONG_LAST_SEQUENCE, EventLog
 from .topology import LOCK_KEYS, kv_keys, lock_key
@@ -44,13 +46,6 @@ PICKUP_LEASE_SECONDS = 60.0
 RUN_LEASE_SECONDS = 30.0
 
 LOCK_PREFIX = f"{LOCK_KEYS}."
-#: Appended to a lock's owner (CAS) by the runner right before it writes the
-#: turn's `turn_end`: a lapsed lock in that state may have its end stored
-#: already (the runner died before releasing it), so a reaper then writes
-#: only the `turn_end`, whose message id makes it a no-op if so.
-ENDING_SUFFIX = "+ending"
-#: The owner a reaper writes (CAS) before it ends a lapsed turn.
-REAPER = "reaper"
 
 
 def end_msg_id(turn_id: str) -> str:
@@ -116,9 +111,9 @@ class TurnLocks:
         lease): the caller then ends the turn itself."""
         for _ in range(3):
             held = await self.current(session_id)
-            if held is None or held.lock.turn_id != turn_id or held.lock.owner == REAPER:
+            if held is None or held.lock.turn_id != turn_id or isinstance(held.lock.phase, Reaping):
                 return False
-            if held.lock.owner:
+            if not isinstance(held.lock.phase, Unclaimed):
                 return True  # claimed by a runner: its run lease counts now
             lock = TurnLock(turn_id=turn_id, by=held.lock.by, started_at=held.lock.started_at,
                             lease_until=self._clock() + PICKUP_LEASE_SECONDS)
@@ -151,32 +146,35 @@ class TurnLocks:
         """Is the `user` of a turn no runner claimed stored?"""
         return UserPrompted in await self._stored_of(session_id, turn_id)
 
-    async def claim(self, session_id: str, turn_id: str, owner: str) -> int | None:
-        """The runner takes ownership; None if the lock is not this turn's any
-        more, or is not free to claim (a reaper took it over to end the turn).
-        Idempotent for the same owner (a retried claim whose answer was lost).
+    async def claim(self, session_id: str, turn_id: str, runner: str) -> int | None:
+        """The runner takes the turn (phase `running`); None if the lock is not
+        this turn's any more, or is not free to claim (another runner holds it,
+        or a reaper took it over to end the turn).
+        Idempotent for the same runner (a retried claim whose answer was lost).
         A lost CAS is looked at again: the gateway marking the lock `queued`
         at the same moment does not make the turn any less open."""
+        claimed = Running(runner=runner)
         for _ in range(5):
             held = await self.current(session_id)
-            if held is None or held.lock.turn_id != turn_id or held.lock.owner not in ("", owner):
+            if held is None or held.lock.turn_id != turn_id or held.lock.phase not in (Unclaimed(), claimed):
                 return None
-            revision = await self._set(session_id, held, owner)
+            revision = await self._set(session_id, held, claimed)
             if revision is not None:
                 return revision
         return None
 
-    async def renew(self, session_id: str, turn_id: str, owner: str, revision: int) -> int | None:
-        """Extend the lease; None if the lock was reaped or taken meanwhile."""
+    async def renew(self, session_id: str, turn_id: str, phase: RunnerPhase, revision: int) -> int | None:
+        """Extend the lease, in `phase` (`running`, or `ending` once the runner
+        writes the turn's end); None if the lock was reaped or taken meanwhile."""
         held = await self.current(session_id)
         if held is None or held.revision != revision or held.lock.turn_id != turn_id:
             return None
-        return await self._set(session_id, held, owner)
+        return await self._set(session_id, held, phase)
 
-    async def _set(self, session_id: str, held: Held, owner: str) -> int | None:
+    async def _set(self, session_id: str, held: Held, phase: LockPhase) -> int | None:
         lock = TurnLock(
             turn_id=held.lock.turn_id, by=held.lock.by, started_at=held.lock.started_at,
-            lease_until=self._clock() + self._run_lease, owner=owner,
+            lease_until=self._clock() + self._run_lease, phase=phase,
         )
         try:
             return await self._kv.update(lock_key(session_id), encode(lock), last=held.revision)
@@ -209,14 +207,14 @@ class TurnLocks:
         over (CAS on the revision it read) and writes only if that worked. A
         runner whose lease lapsed while NATS was away renews (CAS) before it
         writes its own end (agent_runner.turns), so only one of them writes;
-        and a runner that died while writing its `turn_end` (ENDING_SUFFIX)
+        and a runner that died while writing its `turn_end` (phase `ending`)
         gets only a `turn_end` (a duplicate, dropped, if its own is stored)."""
         turn_id = held.lock.turn_id
         if await self._ended(session_id, turn_id):
             return await self._delete(session_id, held.revision)
-        ending = held.lock.owner.endswith(ENDING_SUFFIX)
-        unclaimed = not held.lock.owner
-        taken = await self._set(session_id, held, REAPER)
+        ending = isinstance(held.lock.phase, Ending)
+        unclaimed = isinstance(held.lock.phase, Unclaimed)
+        taken = await self._set(session_id, held, Reaping())
         if taken is None:
             return False  # renewed, released or reaped meanwhile: not ours to end
         held = Held(held.lock, taken)
@@ -248,13 +246,15 @@ class TurnLocks:
                                       reason="the agent runner stopped answering (lease lapsed)")
 
     async def reap_owned(self, prefix: str, *, except_owner: str, reason: str) -> list[str]:
-        """Reap every lock whose owner starts with `prefix` but is not
-        `except_owner`, lapsed or not: for a caller that knows those owners
-        are dead (a restarted runner ending its predecessor's turns, see
-        agent_runner.identity) instead of waiting out their lease."""
-        mine = (except_owner, except_owner + ENDING_SUFFIX)
-        return await self._reap_where(lambda lock: lock.owner.startswith(prefix) and lock.owner not in mine,
-                                      reason=reason)
+        """Reap every lock held (running or ending) by a runner whose name
+        starts with `prefix` but is not `except_owner`, lapsed or not: for a
+        caller that knows those runners are dead (a restarted runner ending
+        its predecessor's turns, see agent_runner.identity) instead of
+        waiting out their lease."""
+        def dead(lock: TurnLock) -> bool:
+            phase = lock.phase
+            return isinstance(phase, RunnerPhase) and phase.runner.startswith(prefix) and phase.runner != except_owner
+        return await self._reap_where(dead, reason=reason)
 
     async def _reap_where(self, dead, *, reason: str) -> list[str]:  # type: ignore[no-untyped-def]
         reaped = []

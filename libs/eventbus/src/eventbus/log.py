@@ -26,7 +26,7 @@ import asyncio
 import inspect
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -35,9 +35,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from events import chain, subjects
-from . import direct, trace
+from . import bulkread, direct, trace
 from events.codec import decode_event, decode_event_lenient, encode
 from events.kinds import EPHEMERAL_KINDS, Envelope, Event
+from .retry import Backoff, retrying
 from .topology import Topology
 
 
@@ -52,6 +53,7 @@ LAGGING_REPLICA_RETRIES = 40
 #: otherwise; creating one more fails with this code until one is reaped.
 MAX_CONSUMERS_REACHED = 10026
 CONSUMER_ROOM_WAIT_SECONDS = 10.0
+CONSUMER_ROOM_BACKOFF = Backoff(CONSUMER_ROOM_WAIT_SECONDS, 0.05, most=0.5)
 #: Sessions seen with events and nothing on the old subject (bounded; see EventLog._filters).
 _NO_LEGACY: dict[str, None] = {}
 NO_LEGACY_KEPT = 50_000
@@ -75,6 +77,11 @@ async def _deliver_upto(got: list[direct.Got], position: int, until: int, delive
         if pending is not None and inspect.isawaitable(pending):
             await pending
     return position, position >= until
+
+
+def _no_room(exc: Exception) -> bool:
+    """The stream is at its consumer limit: worth waiting for one to be reaped."""
+    return isinstance(exc, APIError) and exc.err_code == MAX_CONSUMERS_REACHED
 
 
 async def _answer_flow_control(nc, sub) -> None:  # type: ignore[no-untyped-def]
@@ -433,9 +440,7 @@ class EventLog:
         When the stream is at its consumer limit (a burst of attaches: the
         server reaps a left consumer INACTIVE_SECONDS after its reader went),
         wait for room rather than fail, for up to CONSUMER_ROOM_WAIT_SECONDS."""
-        deadline = asyncio.get_running_loop().time() + CONSUMER_ROOM_WAIT_SECONDS
-        delay = 0.05
-        while True:
+        async def attempt():  # type: ignore[no-untyped-def]
             config = ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
                 inactive_threshold=INACTIVE_SECONDS, filter_subjects=list(filters),
@@ -447,19 +452,18 @@ class EventLog:
                 if holder:
                     await _answer_flow_control(self._js._nc, holder[0])
 
-            try:
-                sub = await self._js.subscribe(
-                    filters[0], stream=self._stream, cb=delivered, ordered_consumer=True, config=config,
-                )
-                holder.append(sub)
-                return sub
-            except APIError as exc:
-                if exc.err_code != MAX_CONSUMERS_REACHED or asyncio.get_running_loop().time() > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            sub = await self._js.subscribe(
+                filters[0], stream=self._stream, cb=delivered, ordered_consumer=True, config=config,
+            )
+            holder.append(sub)
+            return sub
 
-    async def replay(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+        return await retrying(attempt, CONSUMER_ROOM_BACKOFF, retry_on=_no_room)
+
+    async def replay(
+        self, session_id: str, after: int, until: int, deliver: Deliver,
+        deliver_many: bulkread.DeliverMany | None = None,
+    ) -> int:
         """Call `deliver(seq, data)` for each stored record with
         `after < seq <= until`, in order, exactly once; return the last
         sequence delivered (`until` is normally `last_seq()` read
@@ -472,7 +476,10 @@ class EventLog:
         through one short-lived ordered consumer instead: per event it costs
         this process about a third of a direct-get reply. Callers bound how
         many replays run at once (gateway.hub.MAX_REPLAYS), which bounds
-        these consumers too."""
+        these consumers too. Both reads go through eventbus.bulkread when
+        they can (a raw connection parsed in bulk), else through nats-py;
+        `deliver_many`, when given, takes what the bulk reader parsed
+        together (a list of (seq, data)) in one call instead."""
         position = after
         if until <= after:
             return after
@@ -485,7 +492,11 @@ class EventLog:
         if done:
             return position
         if more > LONG_REPLAY:
-            return await self._replay_ordered(session_id, position, until, deliver)
+            return await self._replay_ordered(session_id, position, until, deliver, deliver_many)
+        if more > bulkread.WORTH_IT and len(filters) == 1:  # or on from where it stopped
+            position, done = await bulkread.replay(nc, self._stream, filters[0], position, until, deliver, deliver_many)
+            if done:
+                return position
 
         def read(seq: int) -> asyncio.Future[tuple[list[direct.Got], int]]:
             return asyncio.ensure_future(direct.get_batch_any(nc, self._stream, seq=seq, filters=filters))
@@ -511,11 +522,18 @@ class EventLog:
                 await pending
         return max(position, until)
 
-    async def _replay_ordered(self, session_id: str, after: int, until: int, deliver: Deliver) -> int:
+    async def _replay_ordered(
+        self, session_id: str, after: int, until: int, deliver: Deliver,
+        deliver_many: bulkread.DeliverMany | None = None,
+    ) -> int:
         """`replay` through a short-lived ordered consumer: for long replays
         only, where the push of a consumer is about three times cheaper per
         event for this process than direct-get replies."""
         if until <= after:
+            return after
+        nc, filters = self._js._nc, self._filters(session_id)
+        after, over = await bulkread.replay_pushed(nc, self._stream, filters, after, until, deliver, deliver_many)
+        if over:  # else on from where it stopped, through nats-py
             return after
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         position = after

@@ -21,9 +21,6 @@ from . import trace
 
 FORMATS = ("auto", "json", "console")
 
-#: Keys of a JSON line, besides the correlation fields.
-BASE_KEYS = ("ts", "level", "service", "logger", "msg", "exc")
-
 
 def _timestamp(created: float) -> str:
     return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -7,7 +7,7 @@ enum raises `ContractError`, and nothing below the boundary sees raw dicts.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -24,14 +24,18 @@ class ContractError(ValueError):
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
 _command_decoder = msgspec.json.Decoder(AnyCommand)
-_decoders: dict[Any, msgspec.json.Decoder] = {
-    VerbResult: msgspec.json.Decoder(VerbResult),
-    CancelReply: msgspec.json.Decoder(CancelReply),
-    ApprovalReply: msgspec.json.Decoder(ApprovalReply),
-    SessionRecord: msgspec.json.Decoder(SessionRecord),
-    TurnLock: msgspec.json.Decoder(TurnLock),
-    VerbRecord: msgspec.json.Decoder(VerbRecord),
-    ApprovalGrant: msgspec.json.Decoder(ApprovalGrant),
+#: By type (a union, VerbRecord, by its alias), with the name errors give.
+_decoders: dict[Any, tuple[str, msgspec.json.Decoder]] = {
+    type_: (name, msgspec.json.Decoder(type_))
+    for name, type_ in (
+        ("VerbResult", VerbResult),
+        ("CancelReply", CancelReply),
+        ("ApprovalReply", ApprovalReply),
+        ("SessionRecord", SessionRecord),
+        ("TurnLock", TurnLock),
+        ("VerbRecord", VerbRecord),
+        ("ApprovalGrant", ApprovalGrant),
+    )
 }
 
 
@@ -73,9 +77,16 @@ def decode_command(data: bytes | str) -> AnyCommand:
     return _decode(_command_decoder, data, "command")
 
 
-def decode(data: bytes | str, type_: type[T]) -> T:
-    """Decode one of the non-union contract types (replies, KV records)."""
-    decoder = _decoders.get(type_)
-    if decoder is None:
+@overload
+def decode(data: bytes | str, type_: type[T]) -> T: ...
+@overload
+def decode(data: bytes | str, type_: Any) -> Any: ...  # a union: VerbRecord
+
+
+def decode(data: bytes | str, type_: Any) -> Any:
+    """Decode a reply or a KV record (`type_`: its type, or VerbRecord's union)."""
+    found = _decoders.get(type_)
+    if found is None:
         raise TypeError(f"{type_!r} is not a contract type")
-    return _decode(decoder, data, type_.__name__)
+    name, decoder = found
+    return _decode(decoder, data, name)

@@ -22,10 +22,6 @@ class Command(msgspec.Struct, kw_only=True, tag_field="type"):
     ts: datetime = msgspec.field(default_factory=utcnow)
 
 
-class OpenSession(Command, tag="open_session"):
-    session_id: SessionId
-
-
 class StartTurn(Command, tag="prompt"):
     """Run one CLI turn for a session. The gateway already holds the turn
     lock and has recorded the `user` event when this is published."""
@@ -90,7 +86,7 @@ class AnswerApproval(Command, tag="answer_approval"):
     approved: bool
 
 
-AnyCommand = Union[OpenSession, StartTurn, CancelTurn, RunVerb, AnswerApproval, WarmSession]
+AnyCommand = Union[StartTurn, CancelTurn, RunVerb, AnswerApproval, WarmSession]
 
 COMMAND_TYPES: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
 
@@ -134,19 +130,84 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     vm: str | None = None
 
 
+class Unclaimed(msgspec.Struct, frozen=True, tag="unclaimed"):
+    """No runner has the turn yet: the gateway's pending lease, then (once
+    the command is published) its pick-up lease."""
+
+
+class RunnerPhase(msgspec.Struct, frozen=True, kw_only=True):
+    #: The runner instance that holds the turn (agent_runner.identity).
+    runner: str
+
+
+class Running(RunnerPhase, tag="running"):
+    """A runner claimed the turn and renews the lease while the CLI runs."""
+
+
+class Ending(RunnerPhase, tag="ending"):
+    """The runner is writing the turn's `turn_end`: a lapsed lock in this
+    phase may have its end stored already, so a reaper then writes only the
+    `turn_end` (its message id makes it a no-op if so), never `interrupted`."""
+
+
+class Reaping(msgspec.Struct, frozen=True, tag="reaping"):
+    """A reaper took the lapsed lock over (CAS) and is ending the turn."""
+
+
+LockPhase = Union[Unclaimed, Running, Ending, Reaping]
+
+#: How `owner` spelled the phases before `phase` existed (see TurnLock).
+_LEGACY_ENDING = "+ending"
+_LEGACY_REAPER = "reaper"
+
+
+def _legacy_owner(phase: LockPhase) -> str:
+    if isinstance(phase, Running):
+        return phase.runner
+    if isinstance(phase, Ending):
+        return phase.runner + _LEGACY_ENDING
+    return _LEGACY_REAPER if isinstance(phase, Reaping) else ""
+
+
+def _legacy_phase(owner: str) -> LockPhase:
+    if not owner:
+        return Unclaimed()
+    if owner == _LEGACY_REAPER:
+        return Reaping()
+    if owner.endswith(_LEGACY_ENDING):
+        return Ending(runner=owner.removesuffix(_LEGACY_ENDING))
+    return Running(runner=owner)
+
+
 class TurnLock(msgspec.Struct, kw_only=True):
     """A session's turn lock in the KV bucket, taken with compare-and-set.
 
-    `owner` is the runner instance that holds the turn ("" until one picks it
-    up); `lease_until` (epoch seconds) is renewed while it runs, so a lock whose
-    lease lapsed belongs to a runner that died and may be reaped.
+    `phase` says who holds the turn: nobody yet (`unclaimed`), a runner
+    (`running`, then `ending` while it writes `turn_end`), or a reaper
+    ending a turn whose lease lapsed (`reaping`). `lease_until` (epoch
+    seconds) is renewed while the turn runs, so a lock whose lease lapsed
+    belongs to a process that died and may be reaped.
+
+    `owner` is the same phase in the form writers used before `phase`
+    existed ("" unclaimed, the runner, the runner + "+ending", "reaper"):
+    still written, so a reader from before `phase` keeps working through a
+    rolling restart, and read only from a lock such a writer stored (no
+    `phase`). Nothing else reads it.
     """
 
     turn_id: TurnId
     by: Actor
     started_at: float
     lease_until: float
+    phase: LockPhase = Unclaimed()
     owner: str = ""
+
+    def __post_init__(self) -> None:
+        # A new writer's `owner` always mirrors its `phase`, so an unclaimed
+        # phase beside a non-empty owner is an older writer's lock (no `phase`).
+        if isinstance(self.phase, Unclaimed) and self.owner:
+            self.phase = _legacy_phase(self.owner)
+        self.owner = _legacy_owner(self.phase)
 
 
 class ApprovalGrant(msgspec.Struct, kw_only=True):
@@ -168,13 +229,24 @@ class ApprovalGrant(msgspec.Struct, kw_only=True):
     requested_by: Actor | None = None
 
 
-class VerbRecord(msgspec.Struct, kw_only=True):
-    """A verb request's entry in the KV bucket (`verbs.<idempotency key>`):
-    created before the verb runs, so a retried press (same key) gets the
-    first press's result instead of a second run, even after the bus's
-    de-duplication window has passed."""
-
+class _VerbRecordBase(msgspec.Struct, kw_only=True, tag_field="state"):
     request_id: RequestId
     verb: Verb
-    state: Literal["running", "done"]
-    result: VerbResult | None = None
+
+
+class VerbRunning(_VerbRecordBase, tag="running"):
+    """The verb was handed to the executor that created the record."""
+
+
+class VerbDone(_VerbRecordBase, tag="done"):
+    """The key's one answer, whatever it was (success, failure, busy, lost)."""
+
+    result: VerbResult
+
+
+#: A verb request's entry in the KV bucket (`verbs.<idempotency key>`):
+#: created before the verb runs, so a retried press (same key) gets the
+#: first press's result instead of a second run, even after the bus's
+#: de-duplication window has passed. Same stored form as before it was a
+#: union (`state` + `result`; a running record's `"result": null` is ignored).
+VerbRecord = Union[VerbRunning, VerbDone]

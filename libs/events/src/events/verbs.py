@@ -8,6 +8,7 @@ value, never free text, so a bug in one hop cannot smuggle a command through.
 from __future__ import annotations
 
 import enum
+from typing import Literal, get_args
 
 from .config import PREFIX, ConfigError, Env
 
@@ -34,9 +35,9 @@ def is_mutating(verb: Verb) -> bool:
 
 #: Verb policies (BREAKGLASS_VERB_POLICY). Enforced by agent-runner when the
 #: agent asks and again by pve-executor, where the key is.
-AUTONOMOUS = "autonomous"
-APPROVE_MUTATING = "approve-mutating"
-POLICIES: tuple[str, ...] = (AUTONOMOUS, APPROVE_MUTATING)
+Policy = Literal["autonomous", "approve-mutating"]
+POLICIES: tuple[str, ...] = get_args(Policy)
+AUTONOMOUS, APPROVE_MUTATING = POLICIES
 
 
 def two_person_verbs(env: Env) -> frozenset[Verb]:

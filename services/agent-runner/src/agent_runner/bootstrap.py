@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from eventbus import bus, trace
 from events import subjects
@@ -28,6 +31,8 @@ from .settings import Settings
 from .turns import TurnRunner
 
 log = logging.getLogger("agent-runner")
+
+C = TypeVar("C", CancelTurn, AnswerApproval, WarmSession)
 
 #: Also bounds how long a lapsed lock waits (eventbus.locks.PENDING_LEASE_SECONDS + this).
 REAP_EVERY_SECONDS = 2.0
@@ -92,9 +97,12 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         )
         metrics.watch(settings.turn_timeout_seconds, lambda: [turn.started for turn in list(runner.active.values())])
         await end_predecessors_turns(runner.locks, me)
-        cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=partial(on_cancel, runner, nc))
-        approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=partial(on_approval, runner, nc))
-        hints = await nc.subscribe(subjects.WARM_ALL, queue=subjects.WARM_QUEUE, cb=partial(on_warm, runner))
+        cancels = await nc.subscribe(subjects.CANCEL_ALL, cb=listener(
+            CancelTurn, "cancel request", partial(on_cancel, runner, nc)))
+        approvals = await nc.subscribe(subjects.APPROVAL_ALL, cb=listener(
+            AnswerApproval, "approval answer", partial(on_approval, runner, nc)))
+        hints = await nc.subscribe(subjects.WARM_ALL, queue=subjects.WARM_QUEUE, cb=listener(
+            WarmSession, "warm hint", partial(on_warm, runner)))
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
         expiry = asyncio.create_task(runner.warm.expire_forever(stop)) if runner.warm is not None else None
         stopper = asyncio.create_task(cancel_on_stop(runner, stop))
@@ -119,15 +127,27 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         await nc.close()
 
 
-async def on_cancel(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignore[no-untyped-def]
+def listener(kind: type[C], what: str, handle: Callable[[C, Msg], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
+    """A control subject's callback: decode the message as a `kind` command
+    for the session its subject names, then `handle(command, msg)`. Anything
+    else is ignored: a malformed message (logged as `what`), another type,
+    or a command naming another session than its subject (the bus checks
+    who may publish on a session's subject, not what the body says)."""
+
+    async def on_msg(msg: Msg) -> None:
+        try:
+            command = decode_command(msg.data)
+        except ContractError as exc:
+            log.warning("ignored a malformed %s: %s", what, exc)
+            return
+        if isinstance(command, kind) and subjects.session_of(msg.subject) == command.session_id:
+            await handle(command, msg)
+
+    return on_msg
+
+
+async def on_cancel(runner: TurnRunner, nc: Client, command: CancelTurn, msg: Msg) -> None:
     """Only the runner that owns the turn answers; the others stay silent."""
-    try:
-        command = decode_command(msg.data)
-    except ContractError as exc:
-        log.warning("ignored a malformed cancel request: %s", exc)
-        return
-    if not isinstance(command, CancelTurn):
-        return
     turn = runner.active.get(command.session_id)
     if turn is None or (command.turn_id and command.turn_id != turn.command.turn_id):
         return
@@ -138,31 +158,17 @@ async def on_cancel(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignor
             await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
 
 
-async def on_warm(runner: TurnRunner, msg) -> None:  # type: ignore[no-untyped-def]
+async def on_warm(runner: TurnRunner, command: WarmSession, msg: Msg) -> None:
     """The gateway's hint that a prompt may follow: warm the session's CLI."""
-    try:
-        command = decode_command(msg.data)
-    except ContractError as exc:
-        log.warning("ignored a malformed warm hint: %s", exc)
-        return
-    if not isinstance(command, WarmSession) or subjects.session_of(msg.subject) != command.session_id:
-        return
     with trace.bound(session_id=command.session_id):
         if runner.prewarm(command.session_id, command.model, command.vm):
             log.info("warming the session's CLI (hint from %s)", command.by)
 
 
-async def on_approval(runner: TurnRunner, nc: Client, msg) -> None:  # type: ignore[no-untyped-def]
+async def on_approval(runner: TurnRunner, nc: Client, command: AnswerApproval, msg: Msg) -> None:
     """The operator's Approve/Deny, for an approval the agent's verb tool
     holds. Only the runner that owns the session's turn answers (whether it
     still waits on that approval or not); the others stay silent."""
-    try:
-        command = decode_command(msg.data)
-    except ContractError as exc:
-        log.warning("ignored a malformed approval answer: %s", exc)
-        return
-    if not isinstance(command, AnswerApproval) or subjects.session_of(msg.subject) != command.session_id:
-        return
     turn = runner.active.get(command.session_id)
     if turn is None or turn.verbs is None:
         return

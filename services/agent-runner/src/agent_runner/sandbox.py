@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 AGENT_USER = "breakglass-agent"
-OPT_OUT = "BREAKGLASS_ALLOW_UNSANDBOXED_AGENT"
 #: Paths never covered, whatever a setting says: covering them breaks the box.
 _SYSTEM = frozenset(map(Path, ("/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/var", "/proc", "/dev")))
 

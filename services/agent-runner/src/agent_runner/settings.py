@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from events.config import ConfigError, Env, nats_url
-from events.verbs import APPROVE_MUTATING, AUTONOMOUS, Verb, two_person_verbs
+import msgspec
+from msgspec import Meta
+from msgspec.structs import replace
+
+from events.config import ConfigError, Env, load, nats_url
+from events.verbs import APPROVE_MUTATING, AUTONOMOUS, Policy, Verb, two_person_verbs
 from events.verbs import POLICIES as VERB_POLICIES
 
 from events.vms import Vm, VmList
@@ -44,41 +48,51 @@ def _devvm(env: Env) -> DevvmTarget | None:
     )
 
 
-@dataclass(frozen=True)
-class Settings:
-    nats_url: str
-    data_dir: Path
-    claude_bin: str = "claude"
-    model: str = "sonnet"
-    turn_timeout_seconds: float = 1800.0
-    max_turns: int = 4
-    verb_policy: str = "approve-mutating"
-    #: BREAKGLASS_TWO_PERSON_VERBS: the agent asks an operator for these whatever the policy.
-    two_person: frozenset[Verb] = frozenset()
-    #: How long a mutating verb the agent asks for waits for the operator's
-    #: Approve/Deny (policy `approve-mutating`) before it counts as denied.
-    approval_timeout_seconds: float = 300.0
-    #: How long the agent's verb request waits for pve-executor's answer.
-    verb_wait_seconds: float = 150.0
+Seconds = Annotated[float, Meta(ge=1.0)]
+Grace = Annotated[float, Meta(ge=0.1)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """Each setting declared once: its variable (BREAKGLASS_ and the field's
+    name, or its `name=`), type, default, bounds and description."""
+
+    nats_url: Annotated[str, Meta(description="the NATS server(s), with agent-runner's user")]
+    data_dir: Annotated[Path, Meta(description="per-session CLI homes")] = Path(".breakglass")
+    claude_bin: Annotated[str, Meta(description="the Claude Code CLI")] = "claude"
+    model: Annotated[str, Meta(description="default model")] = "sonnet"
+    turn_timeout_seconds: Annotated[Seconds, Meta(description="a turn's time limit")] = 1800.0
+    max_turns: Annotated[int, Meta(ge=1, le=64, description="concurrent turns per replica")] = 4
+    verb_policy: Annotated[Policy, Meta(description="which verbs the agent runs without an operator")] = (
+        APPROVE_MUTATING)
+    #: The agent asks an operator for these whatever the policy.
+    two_person: Annotated[frozenset[Verb], Meta(description="verbs under the two-person rule")] = msgspec.field(
+        default=frozenset(), name="TWO_PERSON_VERBS")
+    #: Policy `approve-mutating`: then the verb counts as denied.
+    approval_timeout_seconds: Annotated[Seconds, Meta(description="how long a mutating verb the agent asks "
+                                                                   "for waits for Approve/Deny")] = 300.0
+    verb_wait_seconds: Annotated[Seconds, Meta(description="how long a verb request waits for pve-executor")] = 150.0
     devvm: DevvmTarget | None = None
-    #: The VMs a session may be about (events.vms); the devvm key and its
-    #: pinned host keys (BREAKGLASS_DEVVM_KEY_FILE/KNOWN_HOSTS) serve them all.
-    vms: VmList = VmList((Vm(name="devvm", vmid=102),))
-    devvm_key_file: str | None = None
-    devvm_known_hosts: str | None = None
-    agent_file: Path | None = None
-    lease_seconds: float = 30.0
-    lease_renew_seconds: float = 5.0
-    cancel_grace_seconds: float = 5.0
+    #: The devvm key and its pinned host keys serve every VM.
+    vms: Annotated[VmList, Meta(description="the VMs a session may be about (events.vms)")] = VmList(
+        (Vm(name="devvm", vmid=102),))
+    devvm_key_file: Annotated[str | None, Meta(description="the devvm key")] = None
+    devvm_known_hosts: Annotated[str | None, Meta(description="pinned devvm host keys")] = None
+    agent_file: Annotated[Path | None, Meta(description="the agent definition")] = None
+    lease_seconds: Annotated[Seconds, Meta(description="a running turn's lease")] = 30.0
+    #: Unset: this, or a third of the lease when that is shorter.
+    lease_renew_seconds: Annotated[Grace, Meta(description="how often the lease is renewed")] = 5.0
+    cancel_grace_seconds: Annotated[Grace, Meta(description="Stop: SIGINT, then SIGKILL after this")] = 5.0
     #: The Prometheus scrape endpoint (eventbus.metrics.serving); port 0 = off.
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 0
-    #: Run the CLI without a sandbox where none can be made (README: Threat model). Loud.
-    allow_unsandboxed: bool = False
-    #: Warm CLIs (agent_runner.warm): at most this many per runner (0: none,
-    #: every turn starts its own CLI); each is ended after this long idle.
-    max_warm: int = 8
-    warm_idle_seconds: float = 300.0
+    metrics_host: Annotated[str, Meta(description="listen address of the metrics endpoint")] = "127.0.0.1"
+    metrics_port: Annotated[int, Meta(ge=0, le=65535, description="metrics port (0: off)")] = msgspec.field(
+        default=0, name="RUNNER_METRICS_PORT")
+    #: README: Threat model. Loud.
+    allow_unsandboxed: Annotated[bool, Meta(description="run the CLI where no sandbox can be made")] = msgspec.field(
+        default=False, name="ALLOW_UNSANDBOXED_AGENT")
+    #: Warm CLIs (agent_runner.warm): 0 = every turn starts its own CLI.
+    max_warm: Annotated[int, Meta(ge=0, le=256, description="warm CLIs per runner")] = msgspec.field(
+        default=8, name="MAX_WARM_CLIS")
+    warm_idle_seconds: Annotated[Seconds, Meta(description="a warm CLI idle this long is ended")] = 300.0
 
     def devvm_for(self, vm: Vm) -> DevvmTarget | None:
         """How the agent reaches `vm` over SSH (`ssh devvm`), or None."""
@@ -92,32 +106,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Env | None = None) -> "Settings":
         env = env or Env()
-        lease = env.float("LEASE_SECONDS", 30.0, minimum=1.0)
-        renew = env.float("LEASE_RENEW_SECONDS", min(5.0, lease / 3), minimum=0.1)
-        if renew >= lease:
+        s = load(cls, env, nats_url=nats_url(env, "agent-runner"), two_person=two_person_verbs(env),
+                 devvm=_devvm(env), vms=vms_from_env(env), agent_file=_agent_file(env))
+        # Unset, the renewal follows the lease: at most a third of it.
+        renew = s.lease_renew_seconds if env.raw("LEASE_RENEW_SECONDS") else min(s.lease_renew_seconds,
+                                                                                 s.lease_seconds / 3)
+        if renew >= s.lease_seconds:
             raise ConfigError("BREAKGLASS_LEASE_RENEW_SECONDS must be shorter than BREAKGLASS_LEASE_SECONDS")
-        return cls(
-            nats_url=nats_url(env, "agent-runner"),
-            data_dir=Path(env.str("DATA_DIR", ".breakglass") or ".breakglass").resolve(),
-            claude_bin=env.str("CLAUDE_BIN", "claude") or "claude",
-            model=env.str("MODEL", "sonnet") or "sonnet",
-            turn_timeout_seconds=env.float("TURN_TIMEOUT_SECONDS", 1800.0, minimum=1.0),
-            max_turns=env.int("MAX_TURNS", 4, minimum=1, maximum=64),
-            verb_policy=env.choice("VERB_POLICY", "approve-mutating", VERB_POLICIES),
-            two_person=two_person_verbs(env),
-            approval_timeout_seconds=env.float("APPROVAL_TIMEOUT_SECONDS", 300.0, minimum=1.0),
-            verb_wait_seconds=env.float("VERB_WAIT_SECONDS", 150.0, minimum=1.0),
-            devvm=_devvm(env),
-            vms=vms_from_env(env),
-            devvm_key_file=env.str("DEVVM_KEY_FILE"),
-            devvm_known_hosts=env.str("DEVVM_KNOWN_HOSTS"),
-            agent_file=_agent_file(env),
-            lease_seconds=lease,
-            lease_renew_seconds=renew,
-            cancel_grace_seconds=env.float("CANCEL_GRACE_SECONDS", 5.0, minimum=0.1),
-            metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
-            metrics_port=env.int("RUNNER_METRICS_PORT", 0, minimum=0, maximum=65535),
-            allow_unsandboxed=env.bool("ALLOW_UNSANDBOXED_AGENT", False),
-            max_warm=env.int("MAX_WARM_CLIS", 8, minimum=0, maximum=256),
-            warm_idle_seconds=env.float("WARM_IDLE_SECONDS", 300.0, minimum=1.0),
-        )
+        return replace(s, lease_renew_seconds=renew, data_dir=s.data_dir.resolve())

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 
 from events import subjects
 from events.codec import encode
-from events.commands import StartTurn
+from events.commands import Ending, Running, StartTurn
 from events.kinds import (
     CliSessionBound,
     Envelope,
@@ -39,8 +39,9 @@ from events.kinds import (
     TurnEnded,
     TurnFailed,
 )
-from eventbus.locks import ENDING_SUFFIX, TurnLocks, end_msg_id
+from eventbus.locks import TurnLocks, end_msg_id
 from eventbus.log import EventLog
+from eventbus.retry import Backoff, polling, retrying
 from events.vms import Vm
 
 from . import metrics, warm_turn
@@ -56,6 +57,9 @@ from .workspace import Workspace
 log = logging.getLogger("agent-runner.turns")
 
 APPEND_RETRY_SECONDS = 30.0
+#: NATS reconnecting: the lock's calls try again every 0.2 s, the appends back off to 2 s.
+THROUGH_RECONNECTS = Backoff(APPEND_RETRY_SECONDS, 0.2)
+APPEND_BACKOFF = Backoff(APPEND_RETRY_SECONDS, 0.2, most=2.0)
 #: Stored events a turn may have queued but not confirmed before the
 #: recorder waits for them (backpressure while NATS is slow or away).
 MAX_PENDING = 2000
@@ -172,34 +176,25 @@ class TurnRunner:
         lock decides who writes it. If this runner's lease lapsed (NATS away
         longer than the lease) and a reaper took the lock over, the reaper
         writes the end, never both (eventbus.locks.TurnLocks.reap). `ending`:
-        right before `turn_end`, also mark the lock as ending
-        (eventbus.locks.ENDING_SUFFIX), so a reaper never writes `interrupted`
+        right before `turn_end`, also move the lock to phase `ending`
+        (events.commands.Ending), so a reaper never writes `interrupted`
         after a `turn_end` this runner stored but did not release."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + APPEND_RETRY_SECONDS
-        while True:
-            try:
-                mine = await self._renew(turn, ending=ending)
-                if mine is not None:
-                    return mine
-            except Exception as exc:  # NATS briefly away: retry like the appends do
-                if loop.time() > deadline:
-                    raise
-                log.warning("could not confirm the turn's lock before its end: %s; retrying", exc)
-            if loop.time() > deadline:
-                return False  # its lease lapses and a reaper ends the turn
-            await asyncio.sleep(0.2)
+        mine = await polling(  # raced (None): ask again; NATS briefly away: retry like the appends do
+            lambda: self._renew(turn, ending=ending), THROUGH_RECONNECTS, retry_on=lambda exc: True,
+            on_retry=lambda exc: log.warning("could not confirm the turn's lock before its end: %s; retrying", exc),
+        )
+        return bool(mine)  # None: out of time; its lease lapses and a reaper ends the turn
 
     async def _renew(self, turn: ActiveTurn, *, ending: bool = False) -> bool | None:
         """One renewal (CAS) of the lease if the lock is still this runner's:
         True renewed, False lost (reaped or taken), None raced (try again)."""
         command = turn.command
         held = await self.locks.current(command.session_id)
-        mine = (self.owner, self.owner + ENDING_SUFFIX)
-        if held is None or held.lock.turn_id != command.turn_id or held.lock.owner not in mine:
+        mine = (Running(runner=self.owner), Ending(runner=self.owner))
+        if held is None or held.lock.turn_id != command.turn_id or held.lock.phase not in mine:
             return False
-        owner = mine[1] if ending else held.lock.owner
-        if await self.locks.renew(command.session_id, command.turn_id, owner, held.revision) is None:
+        phase = mine[1] if ending else held.lock.phase
+        if await self.locks.renew(command.session_id, command.turn_id, phase, held.revision) is None:
             return None
         turn.renewed_at = time.monotonic()
         return True
@@ -397,16 +392,8 @@ def turn_policy(command: StartTurn, settings: Settings) -> str:
 async def _through_reconnects(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """`attempt()`, tried again while NATS reconnects (for up to
     APPEND_RETRY_SECONDS, like the appends); then its error propagates."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + APPEND_RETRY_SECONDS
-    while True:
-        try:
-            return await attempt()
-        except Exception as exc:
-            if loop.time() > deadline:
-                raise
-            log.warning("could not %s: %s; retrying", what, exc)
-            await asyncio.sleep(0.2)
+    return await retrying(attempt, THROUGH_RECONNECTS,
+                          on_retry=lambda exc: log.warning("could not %s: %s; retrying", what, exc))
 
 
 class Recorder:
@@ -479,18 +466,10 @@ class Recorder:
         await self._append_retrying(event, msg_id or f"{self._command.turn_id}:{self._count}", guarded=True)
 
     async def _append_retrying(self, event: Envelope, msg_id: str, *, guarded: bool = True) -> None:
-        deadline = asyncio.get_running_loop().time() + APPEND_RETRY_SECONDS
-        delay = 0.2
-        while True:
-            try:
-                if guarded and self._guard is not None and not await self._guard():
-                    log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
-                    return
-                await self._events.append(event, msg_id=msg_id)
+        async def attempt() -> None:
+            if guarded and self._guard is not None and not await self._guard():
+                log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
                 return
-            except Exception as exc:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                log.warning("append failed (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            await self._events.append(event, msg_id=msg_id)
+
+        await retrying(attempt, APPEND_BACKOFF, on_retry=lambda exc: log.warning("append failed (%s); retrying", exc))

@@ -16,7 +16,6 @@ operator saw, expires after GRANT_SECONDS, and is redeemed once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -31,6 +30,7 @@ from events.codec import ContractError, decode, encode
 from events.codec import decode_event_lenient
 from events.commands import AnswerApproval, ApprovalGrant, ApprovalReply
 from events.kinds import ApprovalRequested, VerbPhase, VerbProgressed
+from eventbus.retry import Backoff, polling
 from events.verbs import Verb
 from eventbus.topology import grant_key
 from events.types import utcnow
@@ -101,19 +101,20 @@ async def decided_by(bus: Bus, session_id: str, approval_id: str, *, wait: bool 
     """Who decided this approval (an operator, or `timeout`/`agent-runner`
     for an automatic denial), as the session records it; None when nobody
     has (after looking for DECIDED_LOOKUP_SECONDS when `wait`)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DECIDED_LOOKUP_SECONDS
     asked = await find_asked(bus, session_id, approval_id)
-    while asked is not None and asked.request_id is not None:
+    request_id = asked.request_id if asked is not None else None
+    if request_id is None:
+        return None
+
+    async def lookup() -> str | None:
         for record in await bus.log.read(session_id):
             event = decode_event_lenient(record.data)
-            if (isinstance(event, VerbProgressed) and event.request_id == asked.request_id
+            if (isinstance(event, VerbProgressed) and event.request_id == request_id
                     and event.phase in (VerbPhase.APPROVED, VerbPhase.DENIED)):
                 return event.by
-        if not wait or loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.1)
-    return None
+        return None
+
+    return await polling(lookup, Backoff(DECIDED_LOOKUP_SECONDS if wait else 0.0, 0.1))
 
 
 async def find_asked(bus: Bus, session_id: str, approval_id: str) -> ApprovalRequested | None:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 
 from . import metrics
 from .bus import Bus
-from .hub import WINDOW_RECORDS, Listener, SessionHub, hubs_of, record_frame
+from .hub import WINDOW_RECORDS, Listener, SessionHub, hubs_of, record_frame, record_frames
 
 log = logging.getLogger("gateway.attach")
 
@@ -57,10 +57,19 @@ async def _catch_up(bus: Bus, hub: SessionHub, listener: Listener, replays: asyn
             kept.append((seq, frame))
             return listener.replayed_frame(seq, frame)
 
-        counted = metrics.Replay(replayed)
+        def replayed_many(records: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
+            nonlocal complete_from
+            frames = record_frames(records)
+            dropped = len(kept) + len(frames) - (kept.maxlen or 0)
+            if dropped > 0:  # the newest record pushed out of `kept`
+                complete_from = kept[dropped - 1][0] if dropped <= len(kept) else frames[dropped - len(kept) - 1][0]
+            kept.extend(frames)
+            return listener.replayed_frames(frames)
+
+        counted = metrics.Replay(replayed, replayed_many)
         if listener.position < until:
             async with replays:
-                await events.replay(session_id, listener.position, until, counted)
+                await events.replay(session_id, listener.position, until, counted, counted.many)
         listener.caught_up()
         hub.absorb(complete_from, until, kept)
         counted.caught_up(started)

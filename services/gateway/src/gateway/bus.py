@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from eventbus import bus as nats_bus
 from eventbus.locks import TurnLocks
 from eventbus.log import EventLog
+from eventbus.retry import Backoff, retrying
 from eventbus.topology import Topology, check
 
 log = logging.getLogger("gateway.bus")
@@ -31,14 +32,10 @@ class Bus:
         self._task = asyncio.create_task(self._connect_until_done())
 
     async def _connect_until_done(self) -> None:
-        while True:
-            try:
-                self.nc = await nats_bus.connect(self.url, "gateway", log=log)
-                log.info("connected to NATS at %s", nats_bus.redact(self.url))
-                return
-            except Exception as exc:  # nats raises several unrelated types here
-                log.warning("NATS not reachable yet (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+        # Every error is retried: nats raises several unrelated types here.
+        self.nc = await retrying(lambda: nats_bus.connect(self.url, "gateway", log=log), Backoff(None, 1.0),
+                                 on_retry=lambda exc: log.warning("NATS not reachable yet (%s); retrying", exc))
+        log.info("connected to NATS at %s", nats_bus.redact(self.url))
 
     async def close(self) -> None:
         if self._task:

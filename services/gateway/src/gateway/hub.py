@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from events import subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import EPHEMERAL_KINDS, kind_of
+from eventbus.retry import Backoff, retrying
 
 if TYPE_CHECKING:
     from eventbus.log import Tail
@@ -82,6 +83,17 @@ def with_id(seq: int, data: bytes) -> bytes:
 def record_frame(seq: int, data: bytes) -> bytes:
     """`id: <seq>` and the event with its id."""
     return b"id: %d" % seq + SEP + _data_lines(with_id(seq, data)) + SEP
+
+
+def record_frames(records: "Iterable[tuple[int, bytes]]") -> list[tuple[int, bytes]]:
+    """`record_frame` of many records at once, as (seq, frame): one format
+    per record for the common case (stored JSON: more than `{}`, no line
+    break), `record_frame` for the others."""
+    return [
+        (seq, b'id: %d\r\ndata: {"id":%d,%s\r\n\r\n' % (seq, seq, data[1:]))
+        if len(data) > 2 and b"\n" not in data and b"\r" not in data else (seq, record_frame(seq, data))
+        for seq, data in records
+    ]
 
 
 def live_frame(data: bytes) -> bytes:
@@ -137,6 +149,26 @@ class Listener:
             return None
         self.position = seq
         self._emit(frame)
+        if self._size > REPLAY_HIGH_WATER:
+            if self._drained is None or self._drained.done():
+                self._drained = self._loop.create_future()
+            return self._drained
+        return None
+
+    def replayed_frames(self, frames: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
+        """`replayed_frame` of many, in order."""
+        if self.closed or not frames:
+            return None
+        if frames[0][0] <= self.position:
+            frames = [item for item in frames if item[0] > self.position]
+            if not frames:
+                return None
+        self.position = frames[-1][0]
+        self._out.extend(frame for _, frame in frames)
+        self._size += sum(len(frame) for _, frame in frames)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
         if self._size > REPLAY_HIGH_WATER:
             if self._drained is None or self._drained.done():
                 self._drained = self._loop.create_future()
@@ -395,16 +427,14 @@ class Hubs:
         old, self._firehose = self._firehose, None
         if old is not None:
             await old.stop()
-        delay = 0.1
-        while not nc.is_closed:
-            try:
+
+        async def resume() -> None:
+            if not nc.is_closed:  # closed for good: nothing to resume
                 self._firehose = await self._bus.log.follow_sessions(self.position, self._on_record)
                 log.info("firehose resumed after %d following a reconnect", self.position)
-                return
-            except Exception as exc:  # JetStream not back yet
-                log.info("firehose not resumed yet: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+
+        await retrying(resume, Backoff(None, 0.1, most=1.0),  # every error: JetStream not back yet
+                       on_retry=lambda exc: log.info("firehose not resumed yet: %s", exc))
 
     async def _firehose_started(self) -> None:
         if self._firehose_starting is None or (

@@ -84,8 +84,12 @@ class CountRequests:
 class Replay:
     """Wraps a listener's `replayed` to measure one attach's catch-up."""
 
-    def __init__(self, deliver: Callable[[int, bytes], object]) -> None:
+    def __init__(
+        self, deliver: Callable[[int, bytes], object],
+        deliver_many: Callable[[list[tuple[int, bytes]]], object] | None = None,
+    ) -> None:
         self._deliver = deliver
+        self._deliver_many = deliver_many
         self.events = 0
         self.bytes = 0
 
@@ -93,6 +97,14 @@ class Replay:
         self.events += 1
         self.bytes += len(data)
         return self._deliver(seq, data)
+
+    def many(self, records: list[tuple[int, bytes]]) -> object:
+        """For a replay handing on many records at once (EventLog.replay's
+        `deliver_many`); needs `deliver_many`."""
+        assert self._deliver_many is not None
+        self.events += len(records)
+        self.bytes += sum(len(data) for _, data in records)
+        return self._deliver_many(records)
 
     def caught_up(self, started: float) -> None:
         """`started`: time.monotonic() when the attach began."""

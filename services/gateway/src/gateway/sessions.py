@@ -17,7 +17,7 @@ from nats.js.errors import KeyNotFoundError
 from events import subjects
 from eventbus import trace
 from events.codec import ContractError, decode, encode
-from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn, WarmSession
+from events.commands import CancelReply, CancelTurn, SessionRecord, StartTurn, Unclaimed, WarmSession
 from events.kinds import Outcome, TurnCancelled, TurnEnded, TurnFailed, TurnInterrupted, UserPrompted
 from eventbus.locks import end_msg_id
 from eventbus.topology import session_key
@@ -163,7 +163,7 @@ async def cancel_turn(bus: Bus, session_id: str, by: str) -> bool:
         return decode(reply.data, CancelReply).cancelled
     except (NoRespondersError, NatsTimeoutError, ContractError):
         pass
-    if held.lock.owner:
+    if not isinstance(held.lock.phase, Unclaimed):
         if held.lock.lease_until > time.time():
             return False  # a runner owns it and its lease holds: it is alive, just slow to answer
         # The owner is gone (its lease lapsed): end the turn now, as the reaper would.

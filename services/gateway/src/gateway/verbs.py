@@ -1,55 +1,49 @@
 """Power verbs from the gateway's side: check, record, publish, wait.
 
-The verb was already parsed into the enum by the route; it is checked
-against the allow-list again here (defence in depth: pve-executor and the
-host script check it too). With an idempotency key, the command's
-`Nats-Msg-Id` is that key: a retried press is dropped by JetStream as a
-duplicate, and its caller gets the first press's result from the KV record
-pve-executor keeps, so a mutating verb never runs twice.
+The verb was already parsed into the enum by the route, and the VM
+resolved from the allow-list; the VM is checked against the list again
+here (defence in depth: pve-executor and the host script check it too).
+With an idempotency key, the command's `Nats-Msg-Id` is that key: a
+retried press is dropped by JetStream as a duplicate, and its caller gets
+the first press's result from the KV record pve-executor keeps, so a
+mutating verb never runs twice.
 
 Recording and publishing are `eventbus.verb_requests`, shared with
-agent-runner's verb tool.
+agent-runner's verb tool; waiting for a duplicate's first result is
+`eventbus.verb_records`, shared with pve-executor.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import partial
 
-from nats.js.errors import KeyNotFoundError
-
-from eventbus import trace
-from events.codec import ContractError, decode
-from events.commands import RunVerb, VerbRecord, VerbResult
+from eventbus import trace, verb_records
+from events.commands import RunVerb, VerbResult
 from events.kinds import VerbPhase, VerbProgressed
-from eventbus.topology import verb_key
 from events.types import new_id
 from eventbus.verb_requests import no_answer, record_requested, run_verb
-from events.verbs import ALL, Verb
+from events.verbs import Verb
 from events.vms import Vm, VmList
 
 from .bus import Bus
 
 log = logging.getLogger("gateway.verbs")
 
-POLL_SECONDS = 0.2
+#: The exit code of a refusal (as pve-executor's).
+EX_REFUSED = 64
 
-__all__ = ["VerbNotAllowed", "no_answer", "request_verb"]
-
-
-class VerbNotAllowed(ValueError):
-    pass
+__all__ = ["no_answer", "request_verb"]
 
 
 async def request_verb(
     bus: Bus, verb: Verb, *, by: str, wait_seconds: float, vm: Vm, vms: VmList,
     session_id: str | None = None, idempotency_key: str | None = None,
 ) -> VerbResult:
-    if verb not in ALL:
-        raise VerbNotAllowed(verb)
-    if vm not in vms.vms:  # the route resolved it from the list; checked again all the same
-        raise VerbNotAllowed(f"VM {vm.vmid} is not in BREAKGLASS_VMS")
+    if vm not in vms.vms:  # the caller resolved it from the list; checked again all the same
+        log.error("refused %s on VM %d: not in BREAKGLASS_VMS", verb.value, vm.vmid)
+        return VerbResult(verb=verb, exit_code=EX_REFUSED, rejected=True,
+                          stderr=f"refused: VM {vm.vmid} is not in BREAKGLASS_VMS; nothing was run")
     # The HTTP request's own id (eventbus.trace), so one id names the press
     # in the gateway's, the bus's and pve-executor's records alike.
     request_id = trace.current().get("request_id") or new_id()
@@ -68,14 +62,5 @@ async def request_verb(
 
 async def _stored_result(bus: Bus, verb: Verb, idempotency_key: str, wait_seconds: float) -> VerbResult:
     log.info("verb %s with key %s was already requested; answering with its result", verb.value, idempotency_key)
-    kv = await bus.kv()
-    deadline = asyncio.get_running_loop().time() + wait_seconds
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            record = decode((await kv.get(verb_key(idempotency_key))).value or b"", VerbRecord)
-            if record.state == "done" and record.result is not None:
-                return record.result
-        except (KeyNotFoundError, ContractError):
-            pass
-        await asyncio.sleep(POLL_SECONDS)
-    return no_answer(verb, wait_seconds)
+    result = await verb_records.wait_done(await bus.kv(), idempotency_key, wait_seconds)
+    return result if result is not None else no_answer(verb, wait_seconds)

@@ -61,13 +61,6 @@ class Capped:
         return text + truncation_mark(self.omitted + pending)
 
 
-def decode_capped(data: bytes, cap: int) -> str:
-    """One-shot `Capped`: cap, decode and mark `data`."""
-    capped = Capped(cap)
-    capped.feed(data)
-    return capped.text()
-
-
 def fit(result: VerbResult, limit: int, overhead: int = 0) -> VerbResult:
     """`result`, with its outputs cut further until it encodes within
     `limit - overhead` bytes.

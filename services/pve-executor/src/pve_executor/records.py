@@ -34,7 +34,8 @@ from nats.js.kv import KeyValue
 
 from events.codec import ContractError, decode, encode
 from eventbus.log import WRONG_LAST_SEQUENCE
-from events.commands import VerbRecord
+from eventbus import verb_records
+from events.commands import VerbDone, VerbRecord, VerbResult, VerbRunning
 from eventbus.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
 
 log = logging.getLogger("pve-executor.records")
@@ -75,9 +76,9 @@ class IdempotencyRecords:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def claim(self, key: str, record: VerbRecord) -> VerbRecord | None:
+    async def claim(self, key: str, record: VerbRunning) -> VerbRecord | None:
         """Create the key's record. None: it is ours, run the verb. Otherwise
-        the record someone created first (state running or done)."""
+        the record someone created first (running or done)."""
         try:
             await self._kv.create(verb_key(key), encode(record))
             return None
@@ -85,20 +86,12 @@ class IdempotencyRecords:
             pass
         existing = await self.read(key)
         # Unreadable or gone between the two calls: still not ours to run.
-        return existing or VerbRecord(request_id=record.request_id, verb=record.verb, state="running")
+        return existing or VerbRunning(request_id=record.request_id, verb=record.verb)
 
     async def read(self, key: str) -> VerbRecord | None:
-        try:
-            entry = await self._kv.get(verb_key(key))
-        except KeyNotFoundError:
-            return None
-        try:
-            return decode(entry.value or b"", VerbRecord)
-        except ContractError as exc:
-            log.error("unreadable verb record for an idempotency key: %s", exc)
-            return None
+        return await verb_records.read(self._kv, key)
 
-    async def finish(self, key: str, record: VerbRecord) -> bool:
+    async def finish(self, key: str, record: VerbDone) -> bool:
         """Store the key's one result (CAS): only while the key's record is
         still `running` for the same request. False when it is done already
         (an executor that outlived its lease finds its verb ended `lost`)."""
@@ -111,7 +104,8 @@ class IdempotencyRecords:
                 current = decode(entry.value or b"", VerbRecord)
             except ContractError:
                 current = None
-            if current is not None and (current.state != "running" or current.request_id != record.request_id):
+            ours = isinstance(current, VerbRunning) and current.request_id == record.request_id
+            if current is not None and not ours:
                 return False
             try:
                 await self._kv.update(verb_key(key), encode(record), last=entry.revision)
@@ -120,17 +114,9 @@ class IdempotencyRecords:
                 continue
         return False
 
-    async def wait_done(self, key: str, seconds: float, poll: float = 0.1) -> VerbRecord | None:
-        """The key's record once it is done, or None after `seconds`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            record = await self.read(key)
-            if record is not None and record.state == "done" and record.result is not None:
-                return record
-            if loop.time() >= deadline:
-                return None
-            await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
+    async def wait_done(self, key: str, seconds: float) -> VerbResult | None:
+        """The key's result once its press is done, or None after `seconds`."""
+        return await verb_records.wait_done(self._kv, key, seconds)
 
 
 @dataclass(frozen=True, slots=True)

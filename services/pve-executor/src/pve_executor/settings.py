@@ -10,10 +10,13 @@ whose key is not pinned.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import Annotated
 
-from events.config import PREFIX, ConfigError, Env, nats_url
-from events.verbs import APPROVE_MUTATING, POLICIES, Verb, two_person_verbs
+import msgspec
+from msgspec import Meta
+
+from events.config import Env, load, nats_url
+from events.verbs import APPROVE_MUTATING, Policy, Verb, two_person_verbs
 from events.vms import Vm, VmList
 from events.vms import from_env as vms_from_env
 
@@ -23,33 +26,38 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 #: Slack added to the longest a verb can take before its VM lock counts as
 #: abandoned (the executor holding it died) and may be taken over.
 LOCK_MARGIN_SECONDS = 15.0
-#: A running mutating verb's lease on its VM lock (renewed every third of
-#: it): an executor dead this long has its verb ended `lost`.
-VERB_LEASE_SECONDS = 10.0
-MAX_VERB_LEASE_SECONDS = 15.0
+Seconds = Annotated[float, Meta(ge=1.0)]
 
 
-@dataclass(frozen=True)
-class Settings:
-    nats_url: str
-    pve_host: str | None = None
-    pve_port: int = 22
-    pve_user: str = "breakglass"
-    pve_key_file: str | None = None
-    pve_known_hosts: str | None = None
-    #: The VMs verbs may act on (BREAKGLASS_VMS, or the one BREAKGLASS_PVE_VMID
-    #: names): the executor's allow-list, checked before anything is sent.
-    vms: VmList = VmList((Vm(name="devvm", vmid=102),))
-    verb_timeout_seconds: float = 120.0
-    #: A mutating verb that waited on the queue longer than this (pve-executor
-    #: was down) is refused, not run late: the operator saw it fail already.
-    mutating_max_age_seconds: float = 60.0
-    output_cap_bytes: int = 64 * 1024
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """Each setting declared once: its variable (BREAKGLASS_ and the field's
+    name, or its `name=`), type, default, bounds and description. Fields
+    without a description are not settings: fixed, or set by tests."""
+
+    nats_url: Annotated[str, Meta(description="the NATS server(s), with pve-executor's user")]
+    pve_host: Annotated[str | None, Meta(description="the Proxmox host")] = None
+    pve_port: Annotated[int, Meta(ge=1, le=65535, description="its SSH port")] = 22
+    pve_user: Annotated[str, Meta(description="the forced-command account")] = "breakglass"
+    pve_key_file: Annotated[str | None, Meta(description="the Proxmox key")] = None
+    pve_known_hosts: Annotated[str | None, Meta(description="the pinned host key")] = None
+    #: The executor's allow-list, checked before anything is sent.
+    vms: Annotated[VmList, Meta(description="the VMs verbs may act on (events.vms)")] = VmList(
+        (Vm(name="devvm", vmid=102),))
+    verb_timeout_seconds: Annotated[Seconds, Meta(description="a verb's time limit")] = 120.0
+    #: pve-executor was down: refused, not run late (the operator saw it fail already).
+    mutating_max_age_seconds: Annotated[Seconds, Meta(description="a mutating verb older than this is "
+                                                                   "refused")] = msgspec.field(
+        default=60.0, name="VERB_MAX_AGE_SECONDS")
+    output_cap_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024, description="cap of a verb's stdout and "
+                                                                               "stderr, each")] = 64 * 1024
     #: The ssh-agent socket (SSH_AUTH_SOCK), used only when no key file is set.
     agent_socket: str | None = None
     connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS
     lock_margin_seconds: float = LOCK_MARGIN_SECONDS
-    verb_lease_seconds: float = VERB_LEASE_SECONDS
+    #: Renewed every third of it; at most 15 s, so a lost verb does not hold
+    #: the power buttons for long.
+    verb_lease_seconds: Annotated[float, Meta(ge=1.0, le=15.0, description="a running mutating verb's lease on "
+                                                                           "its VM lock")] = 10.0
     #: How long a repeated idempotency key waits for the first run's result;
     #: None = as long as that run can possibly take.
     duplicate_wait_seconds: float | None = None
@@ -57,34 +65,26 @@ class Settings:
     #: How often the consumer wakes to notice a stop (and fetch again).
     poll_seconds: float = 1.0
     #: The Prometheus scrape endpoint (eventbus.metrics.serving); port 0 = off.
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 0
-    #: BREAKGLASS_VERB_POLICY, enforced here too: under `approve-mutating`
-    #: an agent's mutating verb runs only with the operator's grant (grants).
-    verb_policy: str = APPROVE_MUTATING
-    #: BREAKGLASS_TWO_PERSON_VERBS, enforced here too: such a verb runs only
-    #: against a grant by someone other than who asked (grants).
-    two_person: frozenset[Verb] = frozenset()
+    metrics_host: Annotated[str, Meta(description="listen address of the metrics endpoint")] = "127.0.0.1"
+    metrics_port: Annotated[int, Meta(ge=0, le=65535, description="metrics port (0: off)")] = msgspec.field(
+        default=0, name="EXECUTOR_METRICS_PORT")
+    #: Enforced here too: under `approve-mutating` an agent's mutating verb
+    #: runs only with the operator's grant (grants).
+    verb_policy: Annotated[Policy, Meta(description="which verbs the agent runs without an operator")] = (
+        APPROVE_MUTATING)
+    #: Enforced here too: such a verb runs only against a grant by someone
+    #: other than who asked (grants).
+    two_person: Annotated[frozenset[Verb], Meta(description="verbs under the two-person rule")] = msgspec.field(
+        default=frozenset(), name="TWO_PERSON_VERBS")
 
     @classmethod
     def from_env(cls, env: Env | None = None, agent_socket: str | None = None) -> "Settings":
         env = env or Env()
-        return cls(
+        return load(
+            cls, env,
             nats_url=nats_url(env, "pve-executor"),
-            pve_host=env.str("PVE_HOST"),
-            pve_port=env.int("PVE_PORT", 22, minimum=1, maximum=65535),
-            pve_user=env.str("PVE_USER", "breakglass") or "breakglass",
-            pve_key_file=env.str("PVE_KEY_FILE"),
-            pve_known_hosts=env.str("PVE_KNOWN_HOSTS"),
             vms=vms_from_env(env),
-            verb_timeout_seconds=env.float("VERB_TIMEOUT_SECONDS", 120.0, minimum=1.0),
-            mutating_max_age_seconds=env.float("VERB_MAX_AGE_SECONDS", 60.0, minimum=1.0),
-            output_cap_bytes=env.int("OUTPUT_CAP_BYTES", 64 * 1024, minimum=1024, maximum=1024 * 1024),
-            verb_lease_seconds=_lease(env),
             agent_socket=agent_socket if agent_socket is not None else (os.environ.get("SSH_AUTH_SOCK") or None),
-            metrics_host=env.str("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
-            metrics_port=env.int("EXECUTOR_METRICS_PORT", 0, minimum=0, maximum=65535),
-            verb_policy=env.choice("VERB_POLICY", APPROVE_MUTATING, POLICIES),
             two_person=two_person_verbs(env),
         )
 
@@ -134,10 +134,3 @@ class Settings:
             return prefix + "neither BREAKGLASS_PVE_KEY_FILE nor an ssh-agent (SSH_AUTH_SOCK) gives a client key"
         return None
 
-
-def _lease(env: Env) -> float:
-    """A lost verb must not hold the power buttons for long: at most 15 s."""
-    lease = env.float("VERB_LEASE_SECONDS", VERB_LEASE_SECONDS, minimum=1.0)
-    if lease > MAX_VERB_LEASE_SECONDS:
-        raise ConfigError(f"{PREFIX}VERB_LEASE_SECONDS must be at most {MAX_VERB_LEASE_SECONDS:g}, got {lease:g}")
-    return lease

@@ -44,10 +44,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from events import subjects
+from eventbus import verb_records
 from events.codec import encode
-from events.commands import Command, RunVerb, VerbRecord, VerbResult
+from events.commands import Command, RunVerb, VerbDone, VerbRecord, VerbResult, VerbRunning
 from events.kinds import VerbPhase, VerbProgressed
 from eventbus.log import EventLog
+from eventbus.retry import Backoff, retrying
 from events.types import is_uuid, utcnow
 from events.verbs import ALL, Verb, is_mutating
 from events.vms import Vm
@@ -111,25 +113,14 @@ class VerbHandler:
 
     async def run_verb(self, cmd: RunVerb) -> None:
         started = time.monotonic()
-        if not _is_verb(cmd.verb):
-            # Unreachable through the bus (the decoder only yields enum
-            # values); kept so no future path can hand us free text. Such a
-            # value cannot be written to the log (readers would choke on
-            # it), so it is logged here and answered, and nothing else.
-            log.error("refused a non-verb %r from %s (request %s); nothing was run", cmd.verb, cmd.by, cmd.request_id)
-            await self._reply(cmd, VerbResult(
-                verb=cmd.verb, exit_code=EX_REFUSED, rejected=True,
-                stderr="refused: not a verb; send exactly one of: " + " ".join(v.value for v in ALL),
-            ))
-            metrics.answered(cmd.verb, "rejected", started)
-            return
+        # The decoder only yields enum values; a RunVerb built in-process
+        # with free text fails here, before anything is claimed, recorded or run.
         verb = Verb(cmd.verb)
         key = cmd.idempotency_key
         claimed = False
         try:
             if key is not None:
-                first = await self.records.claim(key, VerbRecord(request_id=cmd.request_id, verb=verb,
-                                                                 state="running"))
+                first = await self.records.claim(key, VerbRunning(request_id=cmd.request_id, verb=verb))
                 if first is not None:
                     await self._answer(cmd, await self._first_answer(cmd, verb, first))
                     metrics.answered(verb, "duplicate", started)
@@ -154,8 +145,8 @@ class VerbHandler:
         """Store the result under the idempotency key; False when the key
         was ended `lost` meanwhile (the answer given then stands)."""
         try:
-            return await self.records.finish(cmd.idempotency_key or "", VerbRecord(
-                request_id=cmd.request_id, verb=verb, state="done", result=result))
+            return await self.records.finish(cmd.idempotency_key or "", VerbDone(
+                request_id=cmd.request_id, verb=verb, result=result))
         except Exception:
             log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
             return True
@@ -293,17 +284,10 @@ class VerbHandler:
                 await self._release(lease.held)
 
     async def _release(self, held: HeldLock) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.verb_lease_seconds
-        while True:
-            try:
-                await self.locks.release(held)
-                return
-            except Exception as exc:
-                if loop.time() > deadline:
-                    log.warning("could not free %s (%s); it lapses and is freed then", held.key, exc)
-                    return
-                await asyncio.sleep(0.5)
+        try:
+            await retrying(lambda: self.locks.release(held), Backoff(self.settings.verb_lease_seconds, 0.5))
+        except Exception as exc:
+            log.warning("could not free %s (%s); it lapses and is freed then", held.key, exc)
 
     async def _run(self, cmd: RunVerb, verb: Verb, vm: Vm, runner: Runner, lease: "Lease | None" = None) -> VerbResult:
         async def announce() -> None:
@@ -342,21 +326,20 @@ class VerbHandler:
                 f"refused: this idempotency key was first used for `{first.verb.value}` (request "
                 f"{first.request_id}); a key names one press, use a new key for a new verb"
             ))
-        if first.state != "done" or first.result is None:
+        result = verb_records.result_of(first)
+        if result is None:
             wait = self.settings.duplicate_wait
             log.info("request %s repeats the key of request %s; waiting up to %g s for its result",
                      cmd.request_id, first.request_id, wait)
-            done = await self.records.wait_done(cmd.idempotency_key or "", wait)
-            if done is None or done.result is None:
+            result = await self.records.wait_done(cmd.idempotency_key or "", wait)
+            if result is None:
                 return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                     f"already running: request {first.request_id} with the same idempotency key has not "
                     f"finished after {wait:g} s (its result will be on the audit log); not run again"
                 ))
-            first = done
-        assert first.result is not None
         log.info("request %s repeats the key of request %s: answered with its result, not run again",
                  cmd.request_id, first.request_id)
-        return first.result
+        return result
 
     async def _done(self, cmd: RunVerb, result: VerbResult) -> None:
         vm = self.settings.vms.by_vmid(cmd.vmid)
@@ -379,19 +362,11 @@ class VerbHandler:
         await self._append(lambda: self.events.append_audit("verb", event, msg_id=f"{cmd.request_id}:{phase}:audit"))
 
     async def _append(self, attempt: Callable[[], Awaitable[int]]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.append_retry_seconds
-        delay = 0.2
-        while True:
-            try:
-                await attempt()
-                return
-            except Exception as exc:
-                if loop.time() + delay > deadline:
-                    raise NotRecorded(str(exc) or type(exc).__name__) from exc
-                log.warning("appending a verb event failed (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        try:
+            await retrying(attempt, Backoff(self.append_retry_seconds, 0.2, most=2.0),
+                           on_retry=lambda exc: log.warning("appending a verb event failed (%s); retrying", exc))
+        except Exception as exc:
+            raise NotRecorded(str(exc) or type(exc).__name__) from exc
 
     async def _reply(self, cmd: RunVerb, result: VerbResult) -> None:
         try:
@@ -441,9 +416,3 @@ class Lease:
                 log.error("%s was taken from this executor while its verb ran (its lease lapsed)", key)
             return self.held is not None
 
-
-def _is_verb(value: object) -> bool:
-    try:
-        return value in ALL and Verb(value) in ALL  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        return False

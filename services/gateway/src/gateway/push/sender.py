@@ -25,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from events import subjects
 from events.codec import ContractError, decode_event_lenient
 from events.kinds import ApprovalRequested, TurnEnded, TurnStatus, VerbPhase, VerbProgressed
+from eventbus.retry import Backoff, retrying
 from eventbus.topology import PUSH_CLAIM_KEYS, PUSH_GRANT_KEYS, kv_keys, push_claim_key
 
 from .. import approvals
@@ -94,24 +95,21 @@ class Pusher:
     async def _run(self) -> None:
         while self._bus.nc is None or not self._bus.nc.is_connected:
             await asyncio.sleep(0.1)
-        while True:
-            try:
-                if self.subs is None:
-                    subs = Subscriptions(await self._bus.kv())
-                    try:
-                        await subs.start()
-                    except BaseException:
-                        await subs.stop()
-                        raise
-                    self.subs = subs
-                await hubs_of(self._bus).follow(self._on_record)
-                live = await self._bus.nc.subscribe(subjects.LIVE_ALL, cb=self._on_live)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # JetStream not there yet: try again
-                log.info("push sender not started yet: %s", exc)
-                await asyncio.sleep(1.0)
+
+        async def start():  # type: ignore[no-untyped-def]
+            if self.subs is None:
+                subs = Subscriptions(await self._bus.kv())
+                try:
+                    await subs.start()
+                except BaseException:
+                    await subs.stop()
+                    raise
+                self.subs = subs
+            await hubs_of(self._bus).follow(self._on_record)
+            return await self._bus.nc.subscribe(subjects.LIVE_ALL, cb=self._on_live)
+
+        live = await retrying(start, Backoff(None, 1.0),  # every error: JetStream not there yet
+                              on_retry=lambda exc: log.info("push sender not started yet: %s", exc))
         self._ready.set()
         log.info("push sender started (%d subscriptions)", len(self.subs.live))
         nc = self._bus.nc

@@ -1,11 +1,11 @@
 // breakglass service worker: caches the app shell, never the API or the stream.
 // Written into the build by vite.config.js (precache list and version).
-const VERSION = '4f92c97734882fee';
+const VERSION = '08252591b104bb2d';
 const CACHE = `breakglass-shell-${VERSION}`;
 const PRECACHE = [
   "./",
-  "./assets/index-BS8JpSJh.js",
-  "./assets/index-BhBL1w19.css",
+  "./assets/index-DnQb-dSS.css",
+  "./assets/index-j11ln5AH.js",
   "./assets/markdown-D7sLQq7q.js",
   "./icons/apple-touch-icon.png",
   "./icons/favicon.svg",
