@@ -6,6 +6,7 @@ codes, so the same handlers serve any other entrypoint.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -86,11 +87,19 @@ async def start_turn(bus: Bus, session_id: str, prompt: str, model: str, by: str
     seconds. `read_only`: the runner holds every mutating verb for a
     human's approval whatever its policy (an alert's triage;
     StartTurn.read_only)."""
-    record = await get_session(bus, session_id)
     turn_id = new_id()
     trace.bind(session_id=session_id, turn_id=turn_id, by=by)
     locks = await bus.locks()
-    revision = await locks.take(session_id, turn_id, by)
+    # The session's record and the lock in one round trip; a lock taken for
+    # a session that is not there is given back at once.
+    record, revision = await asyncio.gather(get_session(bus, session_id), locks.take(session_id, turn_id, by),
+                                            return_exceptions=True)
+    if isinstance(record, BaseException):
+        if isinstance(revision, int):
+            await locks.release(session_id, turn_id)
+        raise record
+    if isinstance(revision, BaseException):
+        raise revision
     if revision is None:
         raise TurnBusy(session_id)
     try:
