@@ -200,24 +200,31 @@ class _Conn:
             elif reply is not None and reply.startswith(b"$JS.FC."):
                 self.flow.append(reply)
             elif headers_end > start:  # a status: heartbeats only
-                headers = buf[start:headers_end]
-                if headers[9:12] != b"100":
-                    status = headers.split(b"\r\n", 1)[0].decode(errors="replace")
-                    raise Unavailable(f"consumer answered {status!r}")
-                last = _header(headers, b"Nats-Last-Consumer")
-                if last is not None and int(last) > expected - 1:  # pushed, yet never received
-                    raise Unavailable(f"consumer sent up to {int(last)}, received {expected - 1}")
-                stalled = _header(headers, b"Nats-Consumer-Stalled")
-                if stalled is not None:  # a flow-control request got lost: answer it now
-                    self.flow.append(stalled)
-            else:  # the consumer create answer
-                answer = json.loads(buf[start:end])
-                if "error" in answer:
-                    raise Unavailable(f"consumer not created: {answer['error'].get('description', answer['error'])}")
-                self.created = True
+                self._heartbeat(buf[start:headers_end], received=expected - 1)
+            else:
+                self._create_answer(buf[start:end])
             pos = end + 2
         self.consumer_seq = expected - 1
         return out, pos, 0
+
+    def _heartbeat(self, headers: bytes, received: int) -> None:
+        """An idle heartbeat says what the consumer sent: more than was
+        received is a loss, and a stalled flow-control request is answered."""
+        if headers[9:12] != b"100":
+            status = headers.split(b"\r\n", 1)[0].decode(errors="replace")
+            raise Unavailable(f"consumer answered {status!r}")
+        last = _header(headers, b"Nats-Last-Consumer")
+        if last is not None and int(last) > received:  # pushed, yet never received
+            raise Unavailable(f"consumer sent up to {int(last)}, received {received}")
+        stalled = _header(headers, b"Nats-Consumer-Stalled")
+        if stalled is not None:  # a flow-control request got lost: answer it now
+            self.flow.append(stalled)
+
+    def _create_answer(self, body: bytes) -> None:
+        answer = json.loads(body)
+        if "error" in answer:
+            raise Unavailable(f"consumer not created: {answer['error'].get('description', answer['error'])}")
+        self.created = True
 
     def _status(self, headers: bytes) -> None:
         code = headers[9:12]

@@ -522,23 +522,39 @@ class EventLog:
             if done:
                 return position
 
+        if got and more:
+            position, done = await self._replay_batches(filters, position, until, deliver)
+            if done:
+                return position
+        return await self._replay_lagging(session_id, position, until, deliver)
+
+    async def _replay_batches(self, filters: tuple[str, ...], position: int, until: int,
+                              deliver: Deliver) -> tuple[int, bool]:
+        """Direct-get batches from `position`, each asked for while the one
+        before is delivered; (last delivered, whether `until` was reached)."""
+        nc = self._js._nc
+
         def read(seq: int) -> asyncio.Future[tuple[list[direct.Got], int]]:
             return asyncio.ensure_future(direct.get_batch_any(nc, self._stream, seq=seq, filters=filters))
 
-        reading: asyncio.Future[tuple[list[direct.Got], int]] | None = read(position + 1) if got and more else None
+        reading: asyncio.Future[tuple[list[direct.Got], int]] | None = read(position + 1)
         try:
             while reading is not None:
                 got, more = await reading
                 reading = None
                 if got and more and got[-1].seq < until:
-                    reading = read(got[-1].seq + 1)  # the next batch comes while this one is delivered
+                    reading = read(got[-1].seq + 1)
                 position, done = await _deliver_upto(got, position, until, deliver)
                 if done:
-                    return position
+                    return position, True
         finally:
             if reading is not None:
                 reading.cancel()
-        # Short of `until` (a lagging replica on a cluster): read on, asking again.
+        return position, False
+
+    async def _replay_lagging(self, session_id: str, position: int, until: int, deliver: Deliver) -> int:
+        """Short of `until` (a lagging replica on a cluster): read on,
+        asking again, until it is reached."""
         async for record in self._records(session_id, position, until):
             position = record.seq
             pending = deliver(record.seq, record.data)
