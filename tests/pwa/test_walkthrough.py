@@ -57,8 +57,17 @@ def test_2_the_connection_label_follows_the_stream_not_a_stale_offline_event(sta
     send(page, "stream for a while")
     expect(page.locator("article.turn .prose.live")).to_contain_text("w3", timeout=30_000)
     # the browser says offline, but the stream keeps delivering (a flaky radio, a captive portal)
+    # Frames keep coming every 0.15 s, so "offline" can last less than one
+    # poll of expect(): record every state the label takes instead.
+    page.evaluate("""() => {
+      window.__states = [];
+      const note = () => { const pill = document.querySelector('.pill[data-state]');
+                           if (pill) window.__states.push(pill.dataset.state); };
+      new MutationObserver(note).observe(document.body,
+        {subtree: true, childList: true, attributes: true, attributeFilter: ['data-state']});
+    }""")
     page.evaluate("() => window.dispatchEvent(new Event('offline'))")
-    expect(page.locator("[data-state=offline]")).to_be_visible()
+    page.wait_for_function("() => window.__states.includes('offline')", timeout=5_000)
     # the next frame (text, or the 2 s keepalive) proves it live again
     expect(page.locator(LIVE)).to_be_visible(timeout=10_000)
     expect(page.locator("article.turn .foot")).to_contain_text("Done", timeout=40_000)
