@@ -32,7 +32,7 @@ from .deliver import Delivery, Sender, backoff
 from .rules import Notification, session_link
 from .settings import SERVICE
 
-log = logging.getLogger(SERVICE)
+logger = logging.getLogger(SERVICE)
 
 #: Tries of the second channel before giving up on one escalation.
 MAX_TRIES = 6
@@ -96,7 +96,7 @@ class Escalator:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("escalating approval %s failed", asked.approval_id)
+            logger.exception("escalating approval %s failed", asked.approval_id)
         finally:
             self._waiting.pop(asked.approval_id, None)
             self._done.add(asked.approval_id)
@@ -116,11 +116,11 @@ class Escalator:
             if sent.delivery is Delivery.DELIVERED:
                 break
             if sent.delivery is Delivery.REJECTED or attempt == MAX_TRIES:
-                log.error("the second channel refused approval %s's escalation (%s)", asked.approval_id, sent.detail)
+                logger.error("the second channel refused approval %s's escalation (%s)", asked.approval_id, sent.detail)
                 return
             await asyncio.sleep(backoff(attempt, self.settings.retry_base, self.settings.retry_max))
         self.sent.append((asked.approval_id, self.channel))
-        log.info("approval %s escalated to %s after %.0f s", asked.approval_id, self.channel, waited)
+        logger.info("approval %s escalated to %s after %.0f s", asked.approval_id, self.channel, waited)
         await self._record(asked, waited)
 
     async def _record(self, asked: ApprovalRequested, waited: float) -> None:
@@ -131,10 +131,10 @@ class Escalator:
         try:
             answer = await self._gateway.post(url, json={"channel": self.channel, "after_seconds": round(waited, 1)})
         except httpx.HTTPError as exc:
-            log.warning("could not tell the gateway about approval %s's escalation: %s", asked.approval_id, exc)
+            logger.warning("could not tell the gateway about approval %s's escalation: %s", asked.approval_id, exc)
             return
         if answer.status_code != 201:
-            log.warning("the gateway did not record approval %s's escalation: HTTP %d %s",
+            logger.warning("the gateway did not record approval %s's escalation: HTTP %d %s",
                         asked.approval_id, answer.status_code, answer.text[:200])
 
     async def aclose(self) -> None:

@@ -42,7 +42,7 @@ from .escalate import Escalator
 from .position import Position
 from .settings import SERVICE, Settings
 
-log = logging.getLogger(SERVICE)
+logger = logging.getLogger(SERVICE)
 
 #: A notification whose *handling* keeps raising (a bug, the bus away; not a
 #: failed POST, which is retried forever) is given up after this many tries.
@@ -69,10 +69,10 @@ async def wait_for_stream(js: JetStreamContext, settings: Settings, stop: asynci
             return True
         except NotFoundError:
             if not waiting:
-                log.warning("stream %s does not exist yet (is breakglass up?); waiting for it", settings.stream)
+                logger.warning("stream %s does not exist yet (is breakglass up?); waiting for it", settings.stream)
                 waiting = True
         except (NatsTimeoutError, asyncio.TimeoutError) as exc:
-            log.warning("could not read stream %s: %s; trying again", settings.stream, exc or "timeout")
+            logger.warning("could not read stream %s: %s; trying again", settings.stream, exc or "timeout")
         await _sleep(stop, 2.0)
     return False
 
@@ -146,7 +146,7 @@ class Notifier:
         try:
             event = decode_event_lenient(got.data)
         except ContractError as exc:
-            log.warning("skipped malformed event #%d on %s: %s", seq, subject, exc)
+            logger.warning("skipped malformed event #%d on %s: %s", seq, subject, exc)
             return None
         if event is None:  # a kind newer than this reader: skipped
             return None
@@ -160,21 +160,21 @@ class Notifier:
             sent = await self.sender.send(note, event_json(got.data, seq), anchor_of(subject, got.headers, seq))
         except Exception:
             if attempt >= MAX_HANDLER_FAILURES:
-                log.exception("event #%d failed %d times; given up", seq, attempt)
+                logger.exception("event #%d failed %d times; given up", seq, attempt)
                 return None
-            log.exception("event #%d could not be handled (attempt %d); retrying", seq, attempt)
+            logger.exception("event #%d could not be handled (attempt %d); retrying", seq, attempt)
             return self.retry_delay(attempt)
 
         if sent.delivery is Delivery.DELIVERED:
-            log.info("notified: %s (event #%d, %s)", note.title, seq, note.kind)
+            logger.info("notified: %s (event #%d, %s)", note.title, seq, note.kind)
             return None
         if sent.delivery is Delivery.REJECTED:
-            log.error("the receiver refused the notification for event #%d (%s); not retried", seq, sent.detail)
+            logger.error("the receiver refused the notification for event #%d (%s); not retried", seq, sent.detail)
             return None
         delay = self.retry_delay(attempt, sent.retry_after)
         # One line on the first failure and every tenth, not one a minute per message.
         level = logging.WARNING if attempt == 1 or attempt % 10 == 0 else logging.DEBUG
-        log.log(level, "notification for event #%d failed (%s), attempt %d; retrying in %.3g s",
+        logger.log(level, "notification for event #%d failed (%s), attempt %d; retrying in %.3g s",
                 seq, sent.detail, attempt, delay)
         return delay
 
@@ -218,7 +218,7 @@ class Notifier:
             try:
                 msg = await self.js.get_msg(self.settings.stream, seq, direct=True)
             except NotFoundError:  # aged out of the stream meanwhile
-                log.warning("pending event #%d is no longer in %s; dropped", seq, self.settings.stream)
+                logger.warning("pending event #%d is no longer in %s; dropped", seq, self.settings.stream)
                 self.state.pending.pop(seq, None)
                 self.state.save()
                 continue
@@ -264,7 +264,7 @@ async def serve(
     """Connect, load (or start) the state, notify until `stop` is set."""
     # `bus.connect` keeps trying while NATS is not there yet; a stop (Ctrl-C,
     # SIGTERM) during that wait ends the process instead of being ignored.
-    connecting = asyncio.create_task(bus.connect(settings.nats_url, SERVICE, logger=log, **_inbox(settings.nats_url)))
+    connecting = asyncio.create_task(bus.connect(settings.nats_url, SERVICE, logger=logger, **_inbox(settings.nats_url)))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
@@ -292,10 +292,10 @@ async def serve(
             state = Position(path, settings.stream, start)
             state.save()
         elif settings.deliver == "all" and state.position:
-            log.info("%s exists: resuming after #%d (BREAKGLASS_NOTIFY_DELIVER applies only to a first start)",
+            logger.info("%s exists: resuming after #%d (BREAKGLASS_NOTIFY_DELIVER applies only to a first start)",
                      path, state.position)
         # The path of an ntfy URL is its topic, which works as a password: not logged.
-        log.info("notifying %s (%s format) from %s after #%d, state in %s",
+        logger.info("notifying %s (%s format) from %s after #%d, state in %s",
                  urlsplit(settings.url).netloc, settings.format, settings.stream, state.position, path)
         await Notifier(nc, settings, sender, state, escalator).run(stop, ready=ready, poll_seconds=poll_seconds)
     finally:

@@ -30,7 +30,7 @@ from .agent import instructions
 from .settings import Settings
 from .turns import TurnRunner
 
-log = logging.getLogger("agent-runner")
+logger = logging.getLogger("agent-runner")
 
 C = TypeVar("C", CancelTurn, AnswerApproval, WarmSession)
 
@@ -50,7 +50,7 @@ async def check_cli(settings: Settings) -> None:
     is missing or says no version is only warned about (turns will say why)."""
     version = await cli.installed_version(settings.claude_bin)
     if version is None:
-        log.warning("could not read `%s --version`; turns will fail if the CLI is missing", settings.claude_bin)
+        logger.warning("could not read `%s --version`; turns will fail if the CLI is missing", settings.claude_bin)
     elif version < cli.MIN_CLI_VERSION:
         raise ConfigError(
             f"BREAKGLASS_CLAUDE_BIN: Claude Code CLI {'.'.join(map(str, version))} is older than the supported "
@@ -65,13 +65,13 @@ def make_sandbox(settings: Settings) -> tuple[sandbox.Sandbox | None, str]:
         box = sandbox.make(settings.data_dir, settings.claude_bin, home=os.environ.get("HOME"))
     except sandbox.Unavailable as exc:
         if settings.allow_unsandboxed:
-            log.error("NO SANDBOX for the agent (%s) and BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1: the CLI runs with "
+            logger.error("NO SANDBOX for the agent (%s) and BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1: the CLI runs with "
                       "this runner's uid and sees this machine's files and processes", exc)
         else:
-            log.error("no turn will run: %s (or set BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1, README: Threat model)", exc)
+            logger.error("no turn will run: %s (or set BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1, README: Threat model)", exc)
         return None, str(exc)
     who = f"uid {box.agent[0]}" if box.agent else "a user namespace"
-    log.info("the agent runs sandboxed (bubblewrap, %s)", who)
+    logger.info("the agent runs sandboxed (bubblewrap, %s)", who)
     return box, ""
 
 
@@ -79,7 +79,7 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
     await check_cli(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     box, why = await asyncio.to_thread(make_sandbox, settings)
-    nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, logger=log)
+    nc = await bus.connect_or_stop(settings.nats_url, "agent-runner", stop, logger=logger)
     if nc is None:
         return  # asked to stop before NATS was reachable
     try:
@@ -106,11 +106,11 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         reaper = asyncio.create_task(reap_forever(runner.locks, stop))
         expiry = asyncio.create_task(runner.warm.expire_forever(stop)) if runner.warm is not None else None
         stopper = asyncio.create_task(cancel_on_stop(runner, stop))
-        log.info("runner %s consuming prompts (max %d concurrent turns)", runner.owner, settings.max_turns)
+        logger.info("runner %s consuming prompts (max %d concurrent turns)", runner.owner, settings.max_turns)
         try:
             await consume(
                 js, RUNNER_CONSUMER, (StartTurn,), runner.run,
-                stop=stop, logger=log, topology=topology, concurrency=settings.max_turns,
+                stop=stop, logger=logger, topology=topology, concurrency=settings.max_turns,
             )
         finally:
             reaper.cancel()
@@ -138,7 +138,7 @@ def listener(kind: type[C], what: str, handle: Callable[[C, Msg], Awaitable[None
         try:
             command = decode_command(msg.data)
         except ContractError as exc:
-            log.warning("ignored a malformed %s: %s", what, exc)
+            logger.warning("ignored a malformed %s: %s", what, exc)
             return
         if isinstance(command, kind) and subjects.session_of(msg.subject) == command.session_id:
             await handle(command, msg)
@@ -152,7 +152,7 @@ async def on_cancel(runner: TurnRunner, nc: Client, command: CancelTurn, msg: Ms
     if turn is None or (command.turn_id and command.turn_id != turn.command.turn_id):
         return
     with trace.bound(**{**trace.from_headers(msg.headers), **trace.of_command(command)}):
-        log.info("stop requested")
+        logger.info("stop requested")
         turn.cancel(command.by)
         if msg.reply:
             await nc.publish(msg.reply, encode(CancelReply(cancelled=True)))
@@ -162,7 +162,7 @@ async def on_warm(runner: TurnRunner, command: WarmSession, msg: Msg) -> None:
     """The gateway's hint that a prompt may follow: warm the session's CLI."""
     with trace.bound(session_id=command.session_id):
         if runner.prewarm(command.session_id, command.model, command.vm):
-            log.info("warming the session's CLI (hint from %s)", command.by)
+            logger.info("warming the session's CLI (hint from %s)", command.by)
 
 
 async def on_approval(runner: TurnRunner, nc: Client, command: AnswerApproval, msg: Msg) -> None:
@@ -175,7 +175,7 @@ async def on_approval(runner: TurnRunner, nc: Client, command: AnswerApproval, m
     ids = {**trace.from_headers(msg.headers), **trace.of_command(command), "turn_id": turn.command.turn_id}
     with trace.bound(**ids):
         accepted = turn.verbs.answer(command.approval_id, command.approved, command.by)
-        log.info("approval %s: %s%s", command.approval_id,
+        logger.info("approval %s: %s%s", command.approval_id,
                  "approved" if command.approved else "denied", "" if accepted else " (not pending; ignored)")
         if msg.reply:
             await nc.publish(msg.reply, encode(ApprovalReply(accepted=accepted)))
@@ -198,11 +198,11 @@ async def end_predecessors_turns(locks: TurnLocks, me: identity.Identity) -> Non
         ended = await locks.reap_owned(me.predecessors, except_owner=me.owner,
                                        reason="the agent runner restarted; the turn it was running was lost")
     except Exception as exc:
-        log.warning("could not end the previous run's turns at start-up (%s); their lease will lapse", exc)
+        logger.warning("could not end the previous run's turns at start-up (%s); their lease will lapse", exc)
         return
     for session_id in ended:
         with trace.bound(session_id=session_id):
-            log.warning("ended a turn this runner's previous process left running")
+            logger.warning("ended a turn this runner's previous process left running")
 
 
 async def reap_forever(locks: TurnLocks, stop: asyncio.Event) -> None:
@@ -211,9 +211,9 @@ async def reap_forever(locks: TurnLocks, stop: asyncio.Event) -> None:
         try:
             for session_id in await locks.reap_lapsed():
                 with trace.bound(session_id=session_id):
-                    log.warning("reaped a turn whose runner's lease lapsed")
+                    logger.warning("reaped a turn whose runner's lease lapsed")
         except Exception as exc:
-            log.warning("reaping failed: %s", exc)
+            logger.warning("reaping failed: %s", exc)
         try:
             await asyncio.wait_for(stop.wait(), REAP_EVERY_SECONDS)
         except asyncio.TimeoutError:

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("agent-runner.identity")
+logger = logging.getLogger("agent-runner.identity")
 
 ID_FILE = "runner-id"
 
@@ -63,13 +63,13 @@ def acquire(data_dir: Path) -> Identity:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(data_dir / ID_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        log.warning("cannot keep a runner id in %s (%s); a restart will wait out its turns' lease", data_dir, exc)
+        logger.warning("cannot keep a runner id in %s (%s); a restart will wait out its turns' lease", data_dir, exc)
         return _fresh(incarnation)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        log.warning("another agent-runner uses %s; this one takes an id of its own", data_dir)
+        logger.warning("another agent-runner uses %s; this one takes an id of its own", data_dir)
         return _fresh(incarnation)
     runner_id = os.read(fd, 200).decode(errors="replace").strip()
     if not runner_id or "/" in runner_id:

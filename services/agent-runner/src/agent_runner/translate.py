@@ -63,7 +63,7 @@ from events.kinds import (
     UsageReported,
 )
 
-log = logging.getLogger("agent_runner.translate")
+logger = logging.getLogger("agent_runner.translate")
 
 DEFAULT_OUTPUT_CAP = 16 * 1024
 AGENT = "agent"
@@ -174,11 +174,11 @@ def parse_line(line: bytes | str) -> Line | None:
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
         line_type = None
     if line_type is not None and line_type not in LINE_TYPES:
-        log.debug("ignoring CLI line of unknown type %r", line_type)
+        logger.debug("ignoring CLI line of unknown type %r", line_type)
     else:
         # The line may hold prompt or tool text: its content is for debug only.
-        log.warning("skipping a malformed CLI line of %d bytes (%s)", len(line), problem)
-        log.debug("the malformed CLI line: %.200r", line)
+        logger.warning("skipping a malformed CLI line of %d bytes (%s)", len(line), problem)
+        logger.debug("the malformed CLI line: %.200r", line)
     return None
 
 
@@ -242,7 +242,7 @@ class Translator:
                 return self._init(s)
             case System(subtype=subtype):
                 level = logging.INFO if subtype in ("api_retry", "permission_denied") else logging.DEBUG
-                log.log(level, "CLI system/%s", subtype)
+                logger.log(level, "CLI system/%s", subtype)
                 return []
             case Assistant() as a:
                 return self._assistant(a)
@@ -260,7 +260,7 @@ class Translator:
 
     def _init(self, s: System) -> list[Event]:
         if not s.session_id:
-            log.warning("CLI system/init line without a session id")
+            logger.warning("CLI system/init line without a session id")
             return []
         if s.session_id in self._cli_sessions:
             return []

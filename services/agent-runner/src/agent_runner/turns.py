@@ -54,7 +54,7 @@ from .verb_tool import TOOL_NAME, VerbTool
 from .warm import WarmCli, WarmPool
 from .workspace import Workspace
 
-log = logging.getLogger("agent-runner.turns")
+logger = logging.getLogger("agent-runner.turns")
 
 APPEND_RETRY_SECONDS = 30.0
 #: NATS reconnecting: the lock's calls try again every 0.2 s, the appends back off to 2 s.
@@ -129,7 +129,7 @@ class TurnRunner:
         sid, tid = command.session_id, command.turn_id
         revision = await self._claim(sid, tid)
         if revision is None:
-            log.info("turn is no longer open (cancelled or reaped before pick-up); dropped")
+            logger.info("turn is no longer open (cancelled or reaped before pick-up); dropped")
             return
         turn = ActiveTurn(command)
         self.active[sid] = turn
@@ -139,25 +139,25 @@ class TurnRunner:
         try:
             outcome, reason = await self._run_cli(turn, recorder)
         except Exception as exc:
-            log.exception("turn failed inside the runner")
+            logger.exception("turn failed inside the runner")
             outcome, reason = Outcome.ERROR, TurnFailed(error=f"the agent runner failed: {type(exc).__name__}", **recorder.envelope("agent-runner"))
         finally:
             lease.cancel()
             self.active.pop(sid, None)
         if turn.stop.is_set() and turn.cancelled_by is None:
-            log.warning("turn lost its lock (reaped); its end was recorded by the reaper")
+            logger.warning("turn lost its lock (reaped); its end was recorded by the reaper")
             return
         if not await self._still_owner(turn):
-            log.warning("turn lost its lock before its end was written (reaped); the reaper records its end")
+            logger.warning("turn lost its lock before its end was written (reaped); the reaper records its end")
             return
         if reason is not None:
             await recorder.append(reason)
         if not await self._still_owner(turn, ending=True):
-            log.warning("turn lost its lock before its end was written (reaped); the reaper records its end")
+            logger.warning("turn lost its lock before its end was written (reaped); the reaper records its end")
             return
         await recorder.append(TurnEnded(outcome=outcome, **recorder.envelope("agent-runner")), msg_id=end_msg_id(tid))
         metrics.turn_ended(outcome, turn.started)
-        log.info("turn ended: %s after %.1f s", outcome.value, time.monotonic() - turn.started)
+        logger.info("turn ended: %s after %.1f s", outcome.value, time.monotonic() - turn.started)
         await self._release(sid, tid)
 
     async def _claim(self, sid: str, tid: str) -> int | None:
@@ -181,7 +181,7 @@ class TurnRunner:
         after a `turn_end` this runner stored but did not release."""
         mine = await polling(  # raced (None): ask again; NATS briefly away: retry like the appends do
             lambda: self._renew(turn, ending=ending), THROUGH_RECONNECTS, retry_on=lambda exc: True,
-            on_retry=lambda exc: log.warning("could not confirm the turn's lock before its end: %s; retrying", exc),
+            on_retry=lambda exc: logger.warning("could not confirm the turn's lock before its end: %s; retrying", exc),
         )
         return bool(mine)  # None: out of time; its lease lapses and a reaper ends the turn
 
@@ -222,7 +222,7 @@ class TurnRunner:
             try:
                 mine = await self._renew(turn)
             except Exception as exc:  # NATS briefly away: try again next round, the lease has slack
-                log.warning("could not renew the lease: %s", exc)
+                logger.warning("could not renew the lease: %s", exc)
                 continue
             if mine is False:
                 turn.stop.set()  # reaped or taken: stop the CLI, do not write an end
@@ -255,7 +255,7 @@ class TurnRunner:
             if ended is not None:
                 metrics.TURN_STARTS.labels(start="warm").inc()
                 return ended
-            log.warning("the warm CLI was gone before it read the prompt; starting one for the turn")
+            logger.warning("the warm CLI was gone before it read the prompt; starting one for the turn")
         devvm = self._devvm(cmd.vm, vm)
         ws = self._workspace(cmd.session_id, devvm)
         if turn.stop.is_set():
@@ -324,7 +324,7 @@ class TurnRunner:
                 process = await CliProcess.start(args, env, str(ws.work), pass_fds=fds, sandboxed=self.sandbox is not None)
         except OSError as exc:
             return Outcome.ERROR, TurnFailed(error=f"the Claude CLI could not start: {exc.strerror or exc}", **recorder.envelope("agent-runner"))
-        log.info("CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
+        logger.info("CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
         translator = Translator(cmd.session_id, cmd.turn_id)
         stopper = asyncio.create_task(self._stop_on_signal(turn, process))
         timed_out = False
@@ -363,7 +363,7 @@ class TurnRunner:
         the sandbox has copied them."""
         box = self.sandbox
         if box is None:
-            log.warning("the CLI runs WITHOUT a sandbox (BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1)")
+            logger.warning("the CLI runs WITHOUT a sandbox (BREAKGLASS_ALLOW_UNSANDBOXED_AGENT=1)")
             return args, ()
         wanted = [self.settings.devvm_key_file, self.settings.devvm_known_hosts]
         given = {}
@@ -393,7 +393,7 @@ async def _through_reconnects(what: str, attempt: Callable[[], Awaitable[T]]) ->
     """`attempt()`, tried again while NATS reconnects (for up to
     APPEND_RETRY_SECONDS, like the appends); then its error propagates."""
     return await retrying(attempt, THROUGH_RECONNECTS,
-                          on_retry=lambda exc: log.warning("could not %s: %s; retrying", what, exc))
+                          on_retry=lambda exc: logger.warning("could not %s: %s; retrying", what, exc))
 
 
 class Recorder:
@@ -436,7 +436,7 @@ class Recorder:
         if self._appender.failed or len(self._pending) >= MAX_PENDING:
             await self.flush()
         if self._guard is not None and not await self._guard():
-            log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
+            logger.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
             return
         self._count += 1
         msg_id = f"{self._command.turn_id}:{self._count}"
@@ -468,8 +468,8 @@ class Recorder:
     async def _append_retrying(self, event: Envelope, msg_id: str, *, guarded: bool = True) -> None:
         async def attempt() -> None:
             if guarded and self._guard is not None and not await self._guard():
-                log.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
+                logger.warning("dropped a %s event: the turn lost its lock (reaped)", type(event).__name__)
                 return
             await self._events.append(event, msg_id=msg_id)
 
-        await retrying(attempt, APPEND_BACKOFF, on_retry=lambda exc: log.warning("append failed (%s); retrying", exc))
+        await retrying(attempt, APPEND_BACKOFF, on_retry=lambda exc: logger.warning("append failed (%s); retrying", exc))

@@ -60,7 +60,7 @@ from . import metrics
 from .settings import APPROVE_MUTATING
 from .verb_wire import MAX_LINE, SOCKET_MODE, VerbAnswered, decode_asked, encode_line
 
-log = logging.getLogger("agent-runner.verbs")
+logger = logging.getLogger("agent-runner.verbs")
 
 SERVER_NAME = "breakglass"
 TOOL_NAME = f"mcp__{SERVER_NAME}__pve"
@@ -214,7 +214,7 @@ class VerbTool:
             try:
                 asked = decode_asked(await reader.readline())
             except (ValueError, msgspec.DecodeError) as exc:  # ValueError: over the line limit
-                log.warning("refused a malformed verb request: %s", exc)
+                logger.warning("refused a malformed verb request: %s", exc)
                 return
             if asked.verb not in ALL:  # the decoder already holds this; kept as its own check
                 return
@@ -222,7 +222,7 @@ class VerbTool:
             writer.write(encode_line(answer))
             await writer.drain()
         except OSError as exc:  # the client went away (reset, broken pipe)
-            log.info("the verb tool's client went away: %s", exc)
+            logger.info("the verb tool's client went away: %s", exc)
         finally:
             writer.close()
             if task is not None:
@@ -231,7 +231,7 @@ class VerbTool:
     async def request(self, verb: Verb) -> VerbAnswered:
         """One verb the agent asks for, policy applied; never raises."""
         if self.command is None or self.records is None:
-            log.warning("refused a verb request between turns (a process the last turn left behind?)")
+            logger.warning("refused a verb request between turns (a process the last turn left behind?)")
             return VerbAnswered(verb=verb, exit_code=1, rejected=True,
                                 summary=f"verb {verb.value}: refused, no turn is running; it did not run")
         command, records = self.command, self.records
@@ -240,7 +240,7 @@ class VerbTool:
         # logs and for the headers of the command (eventbus.trace).
         trace.bind(session_id=command.session_id, turn_id=command.turn_id, verb=verb,
                    request_id=request_id, by=AGENT)
-        log.info("the agent asked for a verb (policy %s)", self.policy)
+        logger.info("the agent asked for a verb (policy %s)", self.policy)
         try:
             if (self.policy == APPROVE_MUTATING and is_mutating(verb)) or verb in self.two_person:
                 decision = await self._approval(verb, request_id)
@@ -267,7 +267,7 @@ class VerbTool:
             )
             result = await run_verb(self.nc, self.nc.jetstream(), command, wait_seconds=self.verb_wait_seconds)
         except Exception as exc:  # NATS away, a write that kept failing: the agent is told, the turn goes on
-            log.exception("verb %s could not be requested", verb.value)
+            logger.exception("verb %s could not be requested", verb.value)
             return VerbAnswered(
                 verb=verb, exit_code=1, stderr=f"{type(exc).__name__}: {exc}",
                 summary=f"verb {verb.value}: the request failed inside the runner; check the VM with `status`",

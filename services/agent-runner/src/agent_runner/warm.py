@@ -44,7 +44,7 @@ from .cli import CliProcess, initialize_request, interrupt_request, user_message
 from .verb_tool import VerbTool
 from .workspace import Workspace
 
-log = logging.getLogger("agent-runner.warm")
+logger = logging.getLogger("agent-runner.warm")
 
 #: How long a starting CLI may take to answer its `initialize` request.
 READY_SECONDS = 60.0
@@ -133,7 +133,7 @@ class WarmPool:
         if session_id in self.ready or session_id in self._starting:
             return False
         if len(self) >= self.max_warm and not self._evict():
-            log.info("no warm CLI for the session: all %d are busy (BREAKGLASS_MAX_WARM_CLIS)", self.max_warm)
+            logger.info("no warm CLI for the session: all %d are busy (BREAKGLASS_MAX_WARM_CLIS)", self.max_warm)
             return False
         self._starting[session_id] = asyncio.create_task(self._start(session_id, model, vm))
         return True
@@ -150,7 +150,7 @@ class WarmPool:
             if why is None:
                 cli.busy = True
                 return cli
-            log.info("not using the session's warm CLI: %s", why)
+            logger.info("not using the session's warm CLI: %s", why)
             self._retire(cli)
         closing = self._closing.get(session_id)
         if closing is not None:
@@ -173,7 +173,7 @@ class WarmPool:
             now = time.monotonic()
             for cli in list(self.ready.values()):
                 if not cli.busy and now - cli.last_used >= self.idle_seconds:
-                    log.info("ending a warm CLI idle for %.0f s", now - cli.last_used)
+                    logger.info("ending a warm CLI idle for %.0f s", now - cli.last_used)
                     self._retire(cli)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
@@ -210,7 +210,7 @@ class WarmPool:
         if not idle:
             return False
         oldest = min(idle, key=lambda c: c.last_used)
-        log.info("ending the least recently used warm CLI to make room (BREAKGLASS_MAX_WARM_CLIS=%d)", self.max_warm)
+        logger.info("ending the least recently used warm CLI to make room (BREAKGLASS_MAX_WARM_CLIS=%d)", self.max_warm)
         self._retire(oldest)
         return True
 
@@ -221,7 +221,7 @@ class WarmPool:
                 await asyncio.shield(closing)
             cli = await self._launch(session_id, model, vm)
         except Exception as exc:
-            log.warning("could not start a warm CLI: %s", exc)
+            logger.warning("could not start a warm CLI: %s", exc)
             return None
         finally:
             self._starting.pop(session_id, None)
@@ -232,7 +232,7 @@ class WarmPool:
         watcher = asyncio.create_task(self._watch(cli))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
-        log.info("warm CLI ready, pid %d (%d warm)", cli.process.pid, len(self))
+        logger.info("warm CLI ready, pid %d (%d warm)", cli.process.pid, len(self))
         return cli
 
     async def _watch(self, cli: WarmCli) -> None:
@@ -240,7 +240,7 @@ class WarmPool:
         running on it sees its end itself)."""
         code = await cli.process.wait()
         if not cli.busy and self.ready.get(cli.session_id) is cli:
-            log.warning("a warm CLI ended between turns (exit code %s)", code)
+            logger.warning("a warm CLI ended between turns (exit code %s)", code)
             self._retire(cli)
 
     def _retire(self, cli: WarmCli) -> None:
@@ -255,7 +255,7 @@ class WarmPool:
             try:
                 await cli.close()
             except Exception as exc:
-                log.warning("closing a warm CLI failed: %s", exc)
+                logger.warning("closing a warm CLI failed: %s", exc)
             finally:
                 if self._closing.get(cli.session_id) is task:
                     del self._closing[cli.session_id]

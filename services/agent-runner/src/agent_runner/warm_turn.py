@@ -42,7 +42,7 @@ from .warm import WarmCli
 if TYPE_CHECKING:
     from .turns import ActiveTurn, Recorder, TurnRunner
 
-log = logging.getLogger("agent-runner.turns")
+logger = logging.getLogger("agent-runner.turns")
 
 #: Stop on a warm CLI: how long its own interrupt gets to end the turn
 #: before the process group is signalled (SIGINT, then SIGKILL).
@@ -69,7 +69,7 @@ async def launch(self: TurnRunner, session_id: str, model: str, vm_name: str | N
     except BaseException:
         await verbs.close()
         raise
-    log.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
+    logger.info("warm CLI started, pid %d (%s session)", process.pid, "resumed" if invocation.resume else "new")
     warm = WarmCli(session_id=session_id, model=model, vm=vm_name, process=process, verbs=verbs, ws=ws, stamp=None)
     try:
         await warm.ready()
@@ -80,7 +80,7 @@ async def launch(self: TurnRunner, session_id: str, model: str, vm_name: str | N
     if self.home_state is None:  # no prompt has reached it: the CLI's own first-run state
         self.home_state = home_template.read(ws.home)
         if self.home_state is not None:
-            log.info("took the CLI's first-run state as the home template (%s)", ", ".join(self.home_state))
+            logger.info("took the CLI's first-run state as the home template (%s)", ", ".join(self.home_state))
     return warm
 
 
@@ -201,6 +201,6 @@ async def _interrupt_on_signal(self: TurnRunner, turn: ActiveTurn, warm: WarmCli
     with contextlib.suppress(ConnectionError):
         await warm.interrupt()
     await asyncio.sleep(INTERRUPT_SECONDS)
-    log.warning("the CLI did not end the turn on its interrupt; signalling it")
+    logger.warning("the CLI did not end the turn on its interrupt; signalling it")
     warm.spent = True
     await warm.process.stop(self.settings.cancel_grace_seconds)

@@ -22,7 +22,7 @@ from .settings import Settings
 from .ssh import SshRunner, Target
 from .verbs import VerbHandler
 
-log = logging.getLogger("pve-executor")
+logger = logging.getLogger("pve-executor")
 
 
 def runner_for(settings: Settings) -> SshRunner | None:
@@ -49,7 +49,7 @@ async def main(stop: asyncio.Event, settings: Settings | None = None) -> None:
 
 
 async def run(stop: asyncio.Event, settings: Settings) -> None:
-    nc = await bus.connect_or_stop(settings.nats_url, "pve-executor", stop, logger=log)
+    nc = await bus.connect_or_stop(settings.nats_url, "pve-executor", stop, logger=logger)
     if nc is None:
         return  # asked to stop before NATS was reachable
     try:
@@ -69,20 +69,20 @@ async def run(stop: asyncio.Event, settings: Settings) -> None:
         )
         problem = settings.problem()
         if problem:
-            log.error("%s: every verb will be answered with this error", problem)
+            logger.error("%s: every verb will be answered with this error", problem)
         else:
-            log.info("consuming verb commands for VMs %s on %s@%s:%d (key %s, host key pinned by %s)",
+            logger.info("consuming verb commands for VMs %s on %s@%s:%d (key %s, host key pinned by %s)",
                      " ".join(f"{vm.name}={vm.vmid}" for vm in settings.vms.vms), settings.pve_user, settings.pve_host, settings.pve_port,
                      settings.pve_key_file or "from the ssh-agent", settings.pve_known_hosts)
             if not settings.pve_key_file:
-                log.warning("offering every key of the ssh-agent: if one the host accepts is not bound to the "
+                logger.warning("offering every key of the ssh-agent: if one the host accepts is not bound to the "
                             "forced command there, a verb would run as a plain command; prefer "
                             "BREAKGLASS_PVE_KEY_FILE with the one restricted key")
         sweeper = asyncio.create_task(sweep_forever(handler, stop))
         try:
             await consume(
                 js, EXECUTOR_CONSUMER, (RunVerb,), handler.handle,
-                stop=stop, logger=log, topology=topology,
+                stop=stop, logger=logger, topology=topology,
                 concurrency=settings.concurrency, poll_seconds=settings.poll_seconds, authority=from_transport,
             )
         finally:
@@ -98,7 +98,7 @@ async def sweep_forever(handler: VerbHandler, stop: asyncio.Event) -> None:
         try:
             await handler.sweep()
         except Exception as exc:
-            log.warning("looking for a lost verb failed: %s", exc)
+            logger.warning("looking for a lost verb failed: %s", exc)
         try:
             await asyncio.wait_for(stop.wait(), handler.settings.sweep_seconds)
         except asyncio.TimeoutError:

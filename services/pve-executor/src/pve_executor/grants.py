@@ -38,7 +38,7 @@ from eventbus.topology import grant_key, spent_key
 from events.types import utcnow
 from events.verbs import APPROVE_MUTATING, Verb, is_mutating
 
-log = logging.getLogger("pve-executor.grants")
+logger = logging.getLogger("pve-executor.grants")
 
 AGENT = "agent"
 
@@ -54,7 +54,7 @@ def from_transport(command: Command, subject: str) -> Command:
         raise ContractError(f"a verb command on {subject}, which names no origin")
     if origin == AGENT:
         if command.by != AGENT or command.origin != AGENT:
-            log.warning("an agent verb claimed by=%r origin=%r; recorded as the agent's", command.by, command.origin)
+            logger.warning("an agent verb claimed by=%r origin=%r; recorded as the agent's", command.by, command.origin)
         return replace(command, by=AGENT, origin=AGENT)
     return replace(command, origin="operator")
 
@@ -97,5 +97,5 @@ class Grants:
             await self._kv.create(spent_key(cmd.approval_id), encode(cmd))
         except KeyWrongLastSequenceError:
             return f"approval {cmd.approval_id} was already used once; an approval runs one verb, once"
-        log.info("approval %s by %s redeemed for %s", cmd.approval_id, grant.approved_by, verb.value)
+        logger.info("approval %s by %s redeemed for %s", cmd.approval_id, grant.approved_by, verb.value)
         return None

@@ -38,7 +38,7 @@ from eventbus import verb_records
 from events.commands import VerbDone, VerbRecord, VerbResult, VerbRunning
 from eventbus.topology import READ_LEASE_SLOTS, read_lease_key, verb_key, vm_lock_key
 
-log = logging.getLogger("pve-executor.records")
+logger = logging.getLogger("pve-executor.records")
 
 
 class VmLock(msgspec.Struct, kw_only=True):
@@ -220,7 +220,7 @@ class VmLocks:
         except APIError as exc:  # nats-py reports a stale revision on delete as a plain API error
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
-        log.warning("%s was taken over while request %s held it", held.key, held.lock.request_id)
+        logger.warning("%s was taken over while request %s held it", held.key, held.lock.request_id)
         return False
 
     async def _holder(self, key: str) -> VmLock | None:

@@ -37,7 +37,7 @@ import asyncssh
 
 from .output import Capped
 
-log = logging.getLogger("pve-executor.ssh")
+logger = logging.getLogger("pve-executor.ssh")
 
 EX_TIMEOUT = 124
 EX_SSH = 255
@@ -149,7 +149,7 @@ class SshRunner:
             why = f"could not connect to {t.address}: timed out after {t.connect_timeout:g} s"
             raise Refused(EX_TIMEOUT, why) from None
         except asyncssh.HostKeyNotVerifiable as exc:
-            log.error("host key of %s rejected: %s", t.address, exc.reason)
+            logger.error("host key of %s rejected: %s", t.address, exc.reason)
             raise Refused(EX_SSH, (
                 f"host key verification failed for {t.host}: the Proxmox host key does not match "
                 f"BREAKGLASS_PVE_KNOWN_HOSTS ({t.known_hosts}); nothing was run"

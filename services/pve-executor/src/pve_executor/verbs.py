@@ -62,7 +62,7 @@ from .records import HeldLock, IdempotencyRecords, VmLock, VmLocks
 from .settings import Settings
 from .ssh import BeforeSend, Completed
 
-log = logging.getLogger("pve-executor.verbs")
+logger = logging.getLogger("pve-executor.verbs")
 
 EX_FAILED = 1
 EX_REFUSED = 64
@@ -109,7 +109,7 @@ class VerbHandler:
             case RunVerb():
                 await self.run_verb(command)
             case _:
-                log.warning("ignored a %s: pve-executor only runs verbs", type(command).__name__)
+                logger.warning("ignored a %s: pve-executor only runs verbs", type(command).__name__)
 
     async def run_verb(self, cmd: RunVerb) -> None:
         started = time.monotonic()
@@ -128,14 +128,14 @@ class VerbHandler:
                 claimed = True
             result = await self._execute(cmd, verb)
         except Exception as exc:  # whatever broke, the requester and the audit log get an answer
-            log.exception("verb %s (request %s) failed inside pve-executor", verb.value, cmd.request_id)
+            logger.exception("verb %s (request %s) failed inside pve-executor", verb.value, cmd.request_id)
             result = VerbResult(
                 verb=verb, exit_code=EX_FAILED, rejected=key is not None and not claimed,
                 stderr=f"pve-executor failed while handling the verb ({type(exc).__name__}); check with `status`",
             )
         result = fit(result, self.max_payload, ENVELOPE_BYTES)
         if claimed and not await self._finish(cmd, verb, result):
-            log.error("request %s was ended `lost` while it ran (this executor's lease lapsed); its real "
+            logger.error("request %s was ended `lost` while it ran (this executor's lease lapsed); its real "
                       "outcome, exit %d: %s", cmd.request_id, result.exit_code, (result.stdout + result.stderr)[:500])
             return
         await self._answer(cmd, result)
@@ -148,7 +148,7 @@ class VerbHandler:
             return await self.records.finish(cmd.idempotency_key or "", VerbDone(
                 request_id=cmd.request_id, verb=verb, result=result))
         except Exception:
-            log.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
+            logger.exception("could not store the result of request %s under its idempotency key", cmd.request_id)
             return True
 
     async def sweep(self) -> bool:
@@ -172,16 +172,16 @@ class VerbHandler:
             return False
         lock = held.lock
         if lock.owner == self.owner:  # a verb of ours that ended while its release failed: its `done` is ours
-            log.info("freed %s, left behind by request %s of this executor", held.key, lock.request_id)
+            logger.info("freed %s, left behind by request %s of this executor", held.key, lock.request_id)
             return False
         if lock.verb not in ALL:  # unreadable: nothing known to record
-            log.warning("freed an unreadable %s", held.key)
+            logger.warning("freed an unreadable %s", held.key)
             return False
         verb = Verb(lock.verb)
         cmd = RunVerb(by=lock.by, request_id=lock.request_id, verb=verb, session_id=lock.session_id,
                       idempotency_key=lock.idempotency_key, vmid=lock.vmid)
         result = lost(verb, lock.sent)
-        log.warning("verb %s (request %s, by %s) was lost with its executor %s; %s", verb.value, lock.request_id,
+        logger.warning("verb %s (request %s, by %s) was lost with its executor %s; %s", verb.value, lock.request_id,
                     lock.by, lock.owner or "(unknown)", "it may have run" if lock.sent else "it was not sent")
         if lock.idempotency_key is not None and not await self._finish(cmd, verb, result):
             return False  # its executor finished it after all
@@ -202,7 +202,7 @@ class VerbHandler:
         nothing run, then the verb under its lease."""
         vm = self.settings.vms.by_vmid(cmd.vmid)
         if vm is None:
-            log.warning("refused %s on VM %s (request %s, by %s): not in BREAKGLASS_VMS", verb.value, cmd.vmid,
+            logger.warning("refused %s on VM %s (request %s, by %s): not in BREAKGLASS_VMS", verb.value, cmd.vmid,
                         cmd.request_id, cmd.by)
             return _refused(verb, f"VM {cmd.vmid} is not one this console may act on (BREAKGLASS_VMS lists "
                                   f"{', '.join(str(v) for v in self.settings.vms.vmids)}); nothing was run")
@@ -225,16 +225,16 @@ class VerbHandler:
         only. None: it may."""
         elsewhere = await self.bindings.elsewhere(cmd, vm, self.settings.vms) if self.bindings is not None else None
         if elsewhere is not None:
-            log.warning("refused %s's %s on VM %d (request %s): %s", cmd.by, verb.value, vm.vmid, cmd.request_id,
+            logger.warning("refused %s's %s on VM %d (request %s): %s", cmd.by, verb.value, vm.vmid, cmd.request_id,
                         elsewhere)
             return _refused(verb, elsewhere)
         ungranted = await self._grant_refusal(cmd, verb)
         if ungranted is not None:
-            log.warning("refused %s's %s (request %s): %s", cmd.by, verb.value, cmd.request_id, ungranted)
+            logger.warning("refused %s's %s (request %s): %s", cmd.by, verb.value, cmd.request_id, ungranted)
             return _refused(verb, ungranted)
         unbound = await self.bindings.refusal(cmd, vm, self.settings.vms) if self.bindings is not None else None
         if unbound is not None:
-            log.warning("refused the agent's %s on VM %d (request %s): %s", verb.value, vm.vmid, cmd.request_id,
+            logger.warning("refused the agent's %s on VM %d (request %s): %s", verb.value, vm.vmid, cmd.request_id,
                         unbound)
             return _refused(verb, unbound)
         return None
@@ -254,7 +254,7 @@ class VerbHandler:
         held it still runs, without that safety net."""
         read = await self.locks.take_read(self._lock_for(cmd, verb))
         if read is None:
-            log.warning("every read lease slot is held: verb %s (request %s) runs without a lease",
+            logger.warning("every read lease slot is held: verb %s (request %s) runs without a lease",
                         verb.value, cmd.request_id)
             return await self._run(cmd, verb, vm, runner)
         async with self._leased(read) as lease:
@@ -266,7 +266,7 @@ class VerbHandler:
         refused at once, never queued)."""
         waited = (utcnow() - cmd.ts).total_seconds()
         if waited > self.settings.mutating_max_age_seconds:
-            log.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id,
+            logger.warning("verb %s (request %s) expired after %.0f s on the queue; not run", verb.value, cmd.request_id,
                         waited)
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"expired: requested {waited:.0f} s ago, while pve-executor was unavailable; "
@@ -275,10 +275,10 @@ class VerbHandler:
         try:
             await self.sweep()  # a dead executor's lapsed lock must not read as busy
         except Exception as exc:
-            log.warning("could not check the VM lock for a lost verb: %s", exc)
+            logger.warning("could not check the VM lock for a lost verb: %s", exc)
         held = await self.locks.take(vm.vmid, self._lock_for(cmd, verb))
         if not isinstance(held, HeldLock):
-            log.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vm.vmid,
+            logger.info("verb %s (request %s) refused: VM %d is busy with %s", verb.value, cmd.request_id, vm.vmid,
                      held.verb)
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"busy: another mutating verb is running on VM {vm.vmid} "
@@ -318,7 +318,7 @@ class VerbHandler:
         try:
             await retrying(lambda: self.locks.release(held), Backoff(self.settings.verb_lease_seconds, 0.5))
         except Exception as exc:
-            log.warning("could not free %s (%s); it lapses and is freed then", held.key, exc)
+            logger.warning("could not free %s (%s); it lapses and is freed then", held.key, exc)
 
     async def _run(self, cmd: RunVerb, verb: Verb, vm: Vm, runner: Runner, lease: "Lease | None" = None) -> VerbResult:
         async def announce() -> None:
@@ -345,7 +345,7 @@ class VerbHandler:
             return VerbResult(verb=verb, exit_code=EX_TEMPFAIL, rejected=True, stderr=(
                 f"not run: the audit log cannot record it ({exc}); nothing reaches the host unaudited"
             ))
-        log.info("verb %s on VM %d (request %s, by %s) exited %d in %.2f s", verb.value, vm.vmid, cmd.request_id,
+        logger.info("verb %s on VM %d (request %s, by %s) exited %d in %.2f s", verb.value, vm.vmid, cmd.request_id,
                  cmd.by, completed.exit_code, asyncio.get_running_loop().time() - started)
         return VerbResult(verb=verb, exit_code=completed.exit_code, stdout=completed.stdout,
                           stderr=completed.stderr, rejected=not completed.started)
@@ -360,7 +360,7 @@ class VerbHandler:
         result = verb_records.result_of(first)
         if result is None:
             wait = self.settings.duplicate_wait
-            log.info("request %s repeats the key of request %s; waiting up to %g s for its result",
+            logger.info("request %s repeats the key of request %s; waiting up to %g s for its result",
                      cmd.request_id, first.request_id, wait)
             result = await self.records.wait_done(cmd.idempotency_key or "", wait)
             if result is None:
@@ -368,7 +368,7 @@ class VerbHandler:
                     f"already running: request {first.request_id} with the same idempotency key has not "
                     f"finished after {wait:g} s (its result will be on the audit log); not run again"
                 ))
-        log.info("request %s repeats the key of request %s: answered with its result, not run again",
+        logger.info("request %s repeats the key of request %s: answered with its result, not run again",
                  cmd.request_id, first.request_id)
         return result
 
@@ -382,7 +382,7 @@ class VerbHandler:
                 vm=vm.name if vm is not None else None, vmid=vm.vmid if vm is not None else cmd.vmid,
             ), "done")
         except NotRecorded:
-            log.error("the outcome of request %s (%s, exit %d) is missing from the log", cmd.request_id,
+            logger.error("the outcome of request %s (%s, exit %d) is missing from the log", cmd.request_id,
                       result.verb, result.exit_code)
 
     async def _record(self, cmd: RunVerb, event: VerbProgressed, phase: str) -> None:
@@ -395,7 +395,7 @@ class VerbHandler:
     async def _append(self, attempt: Callable[[], Awaitable[int]]) -> None:
         try:
             await retrying(attempt, Backoff(self.append_retry_seconds, 0.2, most=2.0),
-                           on_retry=lambda exc: log.warning("appending a verb event failed (%s); retrying", exc))
+                           on_retry=lambda exc: logger.warning("appending a verb event failed (%s); retrying", exc))
         except Exception as exc:
             raise NotRecorded(str(exc) or type(exc).__name__) from exc
 
@@ -403,7 +403,7 @@ class VerbHandler:
         try:
             await self.publish(subjects.verb_reply(cmd.request_id), encode(result))
         except Exception:
-            log.exception("could not send the reply of request %s (its outcome is on the audit log)", cmd.request_id)
+            logger.exception("could not send the reply of request %s (its outcome is on the audit log)", cmd.request_id)
 
 
 def _refused(verb: Verb, why: str) -> VerbResult:
@@ -437,7 +437,7 @@ class Lease:
             try:
                 await self._renew()
             except Exception as exc:  # NATS briefly away: the lease has slack, try again next round
-                log.warning("could not renew a verb's lease: %s", exc)
+                logger.warning("could not renew a verb's lease: %s", exc)
 
     async def mark_sent(self) -> bool:
         return await self._renew(sent=True)
@@ -449,6 +449,6 @@ class Lease:
             key = self.held.key
             self.held = await self.locks.renew(self.held, sent=sent)
             if self.held is None:
-                log.error("%s was taken from this executor while its verb ran (its lease lapsed)", key)
+                logger.error("%s was taken from this executor while its verb ran (its lease lapsed)", key)
             return self.held is not None
 
