@@ -312,6 +312,16 @@ async def _take(nc: Client) -> _Conn:
     return await _open(nc)
 
 
+async def _connection(nc: Client, subject: str) -> _Conn | None:
+    """A bulk connection, or None (logged) when one cannot be had: the
+    caller then reads through nats-py, where the replay stopped."""
+    try:
+        return await _take(nc)
+    except _READ_ERRORS as exc:
+        logger.info("bulk replay of %s unavailable (%s); reading through nats-py", subject, exc)
+        return None
+
+
 def _give(nc: Client, conn: _Conn) -> None:
     pool = _POOLS.setdefault(nc, [])
     if len(pool) < POOL_SIZE and not nc.is_closed:
@@ -365,14 +375,12 @@ async def replay(
     (`until` reached or passed). Not over: the reader stopped (an error,
     logged) or the server had nothing up to `until` yet (a lagging replica);
     the caller reads on from the returned sequence."""
-    position = after
     if until <= after:
-        return position, True
-    try:
-        conn = await _take(nc)
-    except _READ_ERRORS as exc:
-        logger.info("bulk replay of %s unavailable (%s); reading through nats-py", subject, exc)
-        return position, False
+        return after, True
+    conn = await _connection(nc, subject)
+    if conn is None:
+        return after, False
+    position = after
     received, seen, size = after, 0, 0
     conn.ask(stream, subject, after + 1, min(FIRST_BATCH, until - after))
     clean = False
@@ -425,14 +433,12 @@ async def replay_pushed(
     event the server pushes for a third of what a direct-get reply costs
     it. Same contract as `replay`; a consumer the server refuses (at its
     limit) leaves the replay to the caller, which waits for room."""
-    position = after
     if until <= after:
-        return position, True
-    try:
-        conn = await _take(nc)
-    except _READ_ERRORS as exc:
-        logger.info("bulk replay of %s unavailable (%s); reading through nats-py", filters[0], exc)
-        return position, False
+        return after, True
+    conn = await _connection(nc, filters[0])
+    if conn is None:
+        return after, False
+    position = after
     conn.parse = conn._parse_pushed
     deliver_to = nc.new_inbox()
     config: dict[str, object] = {

@@ -184,11 +184,7 @@ class Listener:
             return None
         self.position = seq
         self._emit(frame)
-        if self._size > REPLAY_HIGH_WATER:
-            if self._drained is None or self._drained.done():
-                self._drained = self._loop.create_future()
-            return self._drained
-        return None
+        return self._backpressure()
 
     def replayed_frames(self, frames: list[tuple[int, bytes]]) -> asyncio.Future[None] | None:
         """`replayed_frame` of many, in order."""
@@ -204,6 +200,11 @@ class Listener:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+        return self._backpressure()
+
+    def _backpressure(self) -> asyncio.Future[None] | None:
+        """Past the high-water mark, a future the replay awaits until the
+        writer has drained: a slow client slows its replay, nothing piles up."""
         if self._size > REPLAY_HIGH_WATER:
             if self._drained is None or self._drained.done():
                 self._drained = self._loop.create_future()
