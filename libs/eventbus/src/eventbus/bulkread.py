@@ -322,6 +322,16 @@ async def _connection(nc: Client, subject: str) -> _Conn | None:
         return None
 
 
+async def _next_records(conn: _Conn, subject: str, position: int) -> list[tuple[int, bytes]] | None:
+    """The next run of parsed records, or None (logged) when the reader
+    stops: the caller reads on through nats-py from `position`."""
+    try:
+        return await conn.records()
+    except _READ_ERRORS as exc:
+        logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py", subject, position, exc)
+        return None
+
+
 def _give(nc: Client, conn: _Conn) -> None:
     pool = _POOLS.setdefault(nc, [])
     if len(pool) < POOL_SIZE and not nc.is_closed:
@@ -386,11 +396,8 @@ async def replay(
     clean = False
     try:
         while True:
-            try:
-                got = await conn.records()
-            except _READ_ERRORS as exc:
-                logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
-                            subject, position, exc)
+            got = await _next_records(conn, subject, position)
+            if got is None:
                 return position, False
             if got:
                 received = got[-1][0]
@@ -456,11 +463,8 @@ async def replay_pushed(
         deliver_to.encode(), stream.encode(), conn.reply, len(body), body))
     try:
         while True:
-            try:
-                got = await conn.records()
-            except _READ_ERRORS as exc:
-                logger.info("bulk replay of %s stopped after %d (%s); reading on through nats-py",
-                         filters[0], position, exc)
+            got = await _next_records(conn, filters[0], position)
+            if got is None:
                 return position, False
             position, past = await _hand_on(got, position, until, deliver, deliver_many)
             if past or position >= until:
